@@ -1,0 +1,84 @@
+"""Problems: model families with their data, each built into a Subject from plain config values.
+
+``build(problem, **params)`` is what configs use; unknown problems or parameters are errors
+that list the valid ones. The builders are also importable directly.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+from torch import nn
+
+from ..errors import ConfigError
+from ..subjects import ModuleSubject, Subject
+from .analytic import himmelblau, quartic, three_hump_camel
+from .data import cifar10, digits, download_cifar10
+from .pinn import ConvectionPINN, pinn_convection
+from .resnet import CifarResNet, resnet20
+
+
+def resnet(skip: bool = True, depth: int = 20, width: int = 1, dataset: str = "digits",
+           data_root: str | None = None, n_train: int | None = None, eval_batch_size: int = 1000,
+           bn: str = "fixed", name: str | None = None) -> ModuleSubject:
+    """A CIFAR ResNet on ``dataset`` ("digits": offline, 1 channel; "cifar10": from data_root).
+
+    The landscape is the cross-entropy over the (first ``n_train``) training images; the test
+    split is the dataset's held-out set.
+    """
+    if dataset == "digits":
+        train, test = digits()
+    elif dataset == "cifar10":
+        train, test = cifar10(data_root)
+    else:
+        raise ConfigError(f"Unknown dataset {dataset!r} for problem 'resnet'; valid: ['cifar10', 'digits'].")
+    if n_train is not None:
+        train = (train[0][:n_train], train[1][:n_train])
+    model = resnet20(skip=skip, depth=depth, width=width, in_channels=train[0].shape[1])
+    config = {"problem": "resnet", "skip": skip, "depth": depth, "width": width, "dataset": dataset,
+              "n_train": n_train}
+    label = name or f"resnet{depth}{'' if width == 1 else f'x{width}'}_{'skip' if skip else 'noskip'}_{dataset}"
+    return ModuleSubject(model, nn.CrossEntropyLoss(), train, name=label, eval_batch_size=eval_batch_size,
+                         test_data=test, bn=bn, config=config)
+
+
+PROBLEMS: dict[str, Callable[..., Subject]] = {
+    "resnet": resnet,
+    "pinn_convection": pinn_convection,
+    "himmelblau": himmelblau,
+    "three_hump_camel": three_hump_camel,
+    "quartic": quartic,
+}
+
+
+def parameters(problem: str) -> dict[str, object]:
+    """The parameters of a problem and their defaults (``inspect.Parameter.empty`` if required)."""
+    builder = _builder(problem)
+    return {name: p.default for name, p in inspect.signature(builder).parameters.items()}
+
+
+def check_params(problem: str, params: dict) -> None:
+    valid = parameters(problem)
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ConfigError(f"Unknown parameter(s) {unknown} for problem {problem!r}; valid: {sorted(valid)}.")
+    missing = sorted(n for n, d in valid.items() if d is inspect.Parameter.empty and n not in params)
+    if missing:
+        raise ConfigError(f"Problem {problem!r} needs parameter(s) {missing}.")
+
+
+def build(problem: str, **params) -> Subject:
+    check_params(problem, params)
+    return _builder(problem)(**params)
+
+
+def _builder(problem: str) -> Callable[..., Subject]:
+    if problem not in PROBLEMS:
+        raise ConfigError(f"Unknown problem {problem!r}; valid problems: {sorted(PROBLEMS)}.")
+    return PROBLEMS[problem]
+
+
+__all__ = [
+    "PROBLEMS", "build", "check_params", "parameters", "resnet", "resnet20", "CifarResNet", "digits", "cifar10",
+    "download_cifar10", "pinn_convection", "ConvectionPINN", "himmelblau", "three_hump_camel", "quartic",
+]

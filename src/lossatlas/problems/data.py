@@ -1,0 +1,96 @@
+"""Datasets: CIFAR-10 from the standard python batches, and scikit-learn's digits offline.
+
+CIFAR-10 cannot be fetched at run time; ``download_cifar10`` is the documented, checksummed
+way for users who are online. Everything returns ((x_train, y_train), (x_test, y_test)) as
+float32 image tensors (N, C, H, W) normalized per channel with training-set statistics, and
+int64 labels.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tarfile
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+DEFAULT_DATA_ROOT = Path(os.environ.get("LOSSATLAS_DATA", "data"))  # relative to the working directory
+_CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+_CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+Split = tuple[torch.Tensor, torch.Tensor]
+
+
+def digits(test_fraction: float = 0.25, split_seed: int = 0) -> tuple[Split, Split]:
+    """scikit-learn's 8x8 handwritten digits (1797 real images, 1 channel, 10 classes),
+    with a fixed stratified train/test split; pixels standardized with train statistics."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    images, labels = load_digits(return_X_y=True)
+    images = images.reshape(-1, 1, 8, 8).astype(np.float32) / 16.0
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        images, labels, test_size=test_fraction, random_state=split_seed, stratify=labels
+    )
+    mean, std = x_tr.mean(), x_tr.std()
+    return _tensors((x_tr - mean) / std, y_tr), _tensors((x_te - mean) / std, y_te)
+
+
+def cifar10(root: str | Path | None = None) -> tuple[Split, Split]:
+    """CIFAR-10 from ``<root>/cifar-10-batches-py`` (default root: $LOSSATLAS_DATA or ./data)."""
+    folder = Path(root or DEFAULT_DATA_ROOT) / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise DataError(
+            f"CIFAR-10 not found: expected the python batches {missing} in {folder}.\n"
+            "Download it (about 170 MB, checksummed) with\n"
+            f"    python -c \"from lossatlas.problems.data import download_cifar10; download_cifar10('{folder.parent}')\"\n"
+            "or unpack cifar-10-python.tar.gz there yourself; the offline default dataset is 'digits'."
+        )
+    batches = [_read_batch(folder / n) for n in names]
+    x_tr = np.concatenate([b[0] for b in batches[:5]])
+    y_tr = np.concatenate([b[1] for b in batches[:5]])
+    x_te, y_te = batches[5]
+    mean = np.array(_CIFAR_MEAN, dtype=np.float32)[None, :, None, None]
+    std = np.array(_CIFAR_STD, dtype=np.float32)[None, :, None, None]
+    return _tensors((x_tr - mean) / std, y_tr), _tensors((x_te - mean) / std, y_te)
+
+
+def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as handle:
+            batch = pickle.load(handle, encoding="bytes")
+        data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as err:
+        raise DataError(f"{path} is not a CIFAR-10 python batch ({type(err).__name__}: {err}).") from err
+    if len(data) != len(labels):
+        raise DataError(f"{path}: {len(data)} images but {len(labels)} labels.")
+    return data.astype(np.float32) / 255.0, labels
+
+
+def download_cifar10(root: str | Path = DEFAULT_DATA_ROOT) -> Path:
+    """Download and unpack CIFAR-10 into ``root`` after checking its MD5 (needs internet)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / "cifar-10-python.tar.gz"
+    if not archive.exists():
+        urllib.request.urlretrieve(CIFAR10_URL, archive)
+    digest = hashlib.md5(archive.read_bytes()).hexdigest()
+    if digest != CIFAR10_MD5:
+        raise DataError(f"{archive} has MD5 {digest}, expected {CIFAR10_MD5}; delete it and retry.")
+    with tarfile.open(archive) as tar:
+        tar.extractall(root, filter="data")
+    return root / "cifar-10-batches-py"
+
+
+def _tensors(images: np.ndarray, labels: np.ndarray) -> Split:
+    return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)), torch.from_numpy(labels.astype(np.int64))

@@ -1,0 +1,355 @@
+"""The landscape store: one HDF5 file per study, readable with plain h5py.
+
+Layout (schema_version 1; the full spec is in README.md, "The store"):
+
+    /                               schema="lossatlas", schema_version=1, encoding-type="store"
+    /subjects/<subject>             encoding-type="subject", config (JSON), dim
+        theta0, buffers0            the subject's starting parameters / floating buffers
+        minima/<000>                encoding-type="minimum": theta, buffers; attrs seed, recipe, metrics (JSON)
+        samples/<kind>/<key>        encoding-type="sample": kind, config (JSON), complete; datasets
+        results/<method>/<key>      encoding-type="result": method, params, seed, versions, created,
+                                    wall_time_s; metrics/ (one float attribute each), arrays/ (datasets)
+
+Every node carries ``encoding-type`` and ``encoding-version``; readers refuse what they do not know.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .errors import StoreError
+from .provenance import canonical_json, now, versions
+
+SCHEMA = "lossatlas"
+SCHEMA_VERSION = 1
+ENCODING_VERSION = "1"
+_MODES = {"r": "r", "a": "a", "x": "w-"}
+_COMPRESS_ABOVE = 4096  # elements; smaller arrays are stored contiguous and uncompressed
+
+
+@dataclass
+class Result:
+    """What an analyzer computed for one subject with one parameter set."""
+
+    method: str
+    subject: str
+    params: dict
+    metrics: dict[str, float]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    seed: int | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str = ""
+    wall_time_s: float = float("nan")
+    key: str = ""
+
+
+@dataclass
+class Minimum:
+    """A trained minimum of a subject, as stored."""
+
+    index: int
+    theta: np.ndarray
+    buffers: np.ndarray
+    seed: int
+    recipe: dict
+    metrics: dict[str, float]
+
+
+class Store:
+    """An HDF5 landscape store, used as a context manager.
+
+    ``mode``: "r" read only, "a" read/write (created if missing), "x" create (fails if it exists).
+    Opening a file that is not a lossatlas store of this schema version fails without touching it.
+    """
+
+    def __init__(self, path: str | os.PathLike, mode: str = "a"):
+        if mode not in _MODES:
+            raise StoreError(f"Store mode must be one of {sorted(_MODES)}; got {mode!r}.")
+        self.path = Path(path)
+        self.mode = mode
+        if self.path.exists():
+            if mode == "x":
+                raise StoreError(f"{self.path} already exists; open it with mode 'a' to add to it.")
+            _check_existing(self.path)
+        elif mode == "r":
+            raise StoreError(f"No store at {self.path}.")
+        self._file = _open(self.path, _MODES[mode])
+        if "schema" not in self._file.attrs and mode != "r":
+            _stamp(self._file)
+
+    @classmethod
+    def memory(cls) -> "Store":
+        """A throwaway store held in memory (nothing is written to disk)."""
+        store = cls.__new__(cls)
+        store.path = Path(":memory:")
+        store.mode = "a"
+        store._file = h5py.File(io.BytesIO(), "w")
+        _stamp(store._file)
+        return store
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+
+    def flush(self) -> None:
+        if self.mode != "r":
+            self._file.flush()
+
+    @property
+    def file(self) -> h5py.File:
+        """The underlying h5py file, for readers that want raw access."""
+        return self._file
+
+    # -- nodes -----------------------------------------------------------------------------------
+    def node(self, path: str, encoding_type: str, **attrs) -> h5py.Group:
+        """The group at ``path``, created with its ``encoding-type`` (and attrs) if missing.
+
+        An existing group of another encoding-type is refused, naming the path.
+        """
+        if path in self._file:
+            group = self._file[path]
+            found = group.attrs.get("encoding-type")
+            if found != encoding_type:
+                raise StoreError(f"{self.path}:{path} is a {found!r} node, expected {encoding_type!r}.")
+            return group
+        self._writable(path)
+        group = self._file.require_group(path)
+        group.attrs["encoding-type"] = encoding_type
+        group.attrs["encoding-version"] = ENCODING_VERSION
+        for key, value in attrs.items():
+            group.attrs[key] = value
+        return group
+
+    def write_array(self, group: h5py.Group, name: str, data) -> h5py.Dataset:
+        """Write (or replace) a dataset; large arrays are chunked and gzip-compressed."""
+        self._writable(f"{group.name}/{name}")
+        data = np.asarray(data)
+        if name in group:
+            del group[name]
+        if data.size > _COMPRESS_ABOVE:
+            return group.create_dataset(name, data=data, compression="gzip", compression_opts=4, shuffle=True)
+        return group.create_dataset(name, data=data)
+
+    # -- subjects --------------------------------------------------------------------------------
+    def subjects(self) -> list[str]:
+        return sorted(self._file["subjects"]) if "subjects" in self._file else []
+
+    def add_subject(self, name: str, config: dict, theta0, buffers0) -> h5py.Group:
+        """Register a subject; the same name with a different config is refused."""
+        _check_name(name, "subject")
+        text = canonical_json(config)
+        path = f"subjects/{name}"
+        if path in self._file:
+            stored = self._file[path].attrs["config"]
+            if stored != text:
+                raise StoreError(
+                    f"{self.path} already holds a subject {name!r} with another config.\n"
+                    f"  stored: {stored}\n  given:  {text}\n"
+                    "Use another subject name or another store."
+                )
+            return self._file[path]
+        self.node("subjects", "subjects")
+        group = self.node(path, "subject", config=text, dim=int(np.asarray(theta0).size), created=now())
+        self.write_array(group, "theta0", np.asarray(theta0))
+        self.write_array(group, "buffers0", np.asarray(buffers0))
+        self.flush()
+        return group
+
+    def subject_config(self, name: str) -> dict:
+        return json.loads(self._subject(name).attrs["config"])
+
+    def _subject(self, name: str) -> h5py.Group:
+        if f"subjects/{name}" not in self._file:
+            raise StoreError(f"{self.path} has no subject {name!r}; it has {self.subjects()}.")
+        return self._file[f"subjects/{name}"]
+
+    # -- minima ----------------------------------------------------------------------------------
+    def write_minimum(self, subject: str, minimum: Minimum) -> None:
+        group = self.node(f"subjects/{subject}/minima", "minima")
+        name = f"{minimum.index:03d}"
+        if name in group:
+            del group[name]
+        node = self.node(
+            f"{group.name}/{name}",
+            "minimum",
+            seed=int(minimum.seed),
+            recipe=canonical_json(minimum.recipe),
+            metrics=canonical_json(minimum.metrics),
+            created=now(),
+            versions=canonical_json(versions()),
+        )
+        self.write_array(node, "theta", minimum.theta)
+        self.write_array(node, "buffers", minimum.buffers)
+        self.flush()
+
+    def minima(self, subject: str) -> list[Minimum]:
+        group = self._subject(subject).get("minima")
+        if group is None:
+            return []
+        return [self._read_minimum(group[name]) for name in sorted(group)]
+
+    @staticmethod
+    def _read_minimum(node: h5py.Group) -> Minimum:
+        return Minimum(
+            index=int(node.name.rsplit("/", 1)[1]),
+            theta=node["theta"][()],
+            buffers=node["buffers"][()],
+            seed=int(node.attrs["seed"]),
+            recipe=json.loads(node.attrs["recipe"]),
+            metrics=json.loads(node.attrs["metrics"]),
+        )
+
+    # -- results ---------------------------------------------------------------------------------
+    def has_result(self, subject: str, method: str, key: str) -> bool:
+        return f"subjects/{subject}/results/{method}/{key}" in self._file
+
+    def write_result(self, result: Result) -> None:
+        path = f"subjects/{result.subject}/results/{result.method}/{result.key}"
+        self.node(f"subjects/{result.subject}/results", "results")
+        self.node(f"subjects/{result.subject}/results/{result.method}", "method-results")
+        if path in self._file:
+            del self._file[path]
+        node = self.node(
+            path,
+            "result",
+            method=result.method,
+            params=canonical_json(result.params),
+            seed=-1 if result.seed is None else int(result.seed),
+            versions=canonical_json(result.versions),
+            created=result.created,
+            wall_time_s=float(result.wall_time_s),
+        )
+        metrics = self.node(f"{path}/metrics", "metrics")
+        for name, value in result.metrics.items():
+            metrics.attrs[name] = float(value)
+        arrays = self.node(f"{path}/arrays", "arrays")
+        for name, value in result.arrays.items():
+            self.write_array(arrays, name, value)
+        self.flush()
+
+    def read_result(self, subject: str, method: str, key: str) -> Result:
+        path = f"subjects/{subject}/results/{method}/{key}"
+        if path not in self._file:
+            raise StoreError(f"{self.path} has no result at {path}.")
+        node = self._file[path]
+        _expect(node, "result")
+        seed = int(node.attrs["seed"])
+        return Result(
+            method=method,
+            subject=subject,
+            params=json.loads(node.attrs["params"]),
+            metrics={k: float(v) for k, v in node["metrics"].attrs.items() if not k.startswith("encoding-")},
+            arrays={k: v[()] for k, v in node["arrays"].items()},
+            seed=None if seed < 0 else seed,
+            versions=json.loads(node.attrs["versions"]),
+            created=str(node.attrs["created"]),
+            wall_time_s=float(node.attrs["wall_time_s"]),
+            key=key,
+        )
+
+    def results(self, subject: str, method: str | None = None) -> list[Result]:
+        group = self._subject(subject).get("results")
+        if group is None:
+            return []
+        methods = [method] if method else sorted(group)
+        return [self.read_result(subject, m, k) for m in methods if m in group for k in sorted(group[m])]
+
+    # -- inspection ------------------------------------------------------------------------------
+    def tree(self, max_attr_chars: int = 80) -> str:
+        """A readable tree of every group, dataset and attribute."""
+        lines = [f"{self.path}  " + _attrs_text(self._file.attrs, max_attr_chars)]
+
+        def visit(name, obj):
+            depth = name.count("/") + 1
+            label = name.rsplit("/", 1)[-1]
+            if isinstance(obj, h5py.Dataset):
+                lines.append(f"{'  ' * depth}{label}  {obj.dtype} {obj.shape}")
+            else:
+                lines.append(f"{'  ' * depth}{label}/  " + _attrs_text(obj.attrs, max_attr_chars))
+
+        self._file.visititems(visit)
+        return "\n".join(lines)
+
+    def _writable(self, path: str) -> None:
+        if self.mode == "r":
+            raise StoreError(f"{self.path} is open read-only; cannot write {path}. Open it with mode 'a'.")
+
+
+def _check_name(name: str, what: str) -> None:
+    if not name or "/" in name or name.startswith(".") or name != name.strip():
+        raise StoreError(f"Invalid {what} name {name!r}: use a non-empty name without '/' or surrounding spaces.")
+
+
+def _expect(node: h5py.Group, encoding_type: str) -> None:
+    found = node.attrs.get("encoding-type")
+    if found != encoding_type:
+        raise StoreError(f"{node.file.filename}:{node.name} is a {found!r} node, expected {encoding_type!r}.")
+    version = node.attrs.get("encoding-version")
+    if version != ENCODING_VERSION:
+        raise StoreError(
+            f"{node.file.filename}:{node.name} has encoding-version {version!r}; this lossatlas reads "
+            f"{ENCODING_VERSION!r}. Upgrade lossatlas."
+        )
+
+
+def _stamp(file: h5py.File) -> None:
+    file.attrs["schema"] = SCHEMA
+    file.attrs["schema_version"] = SCHEMA_VERSION
+    file.attrs["encoding-type"] = "store"
+    file.attrs["encoding-version"] = ENCODING_VERSION
+    file.attrs["created"] = now()
+    file.attrs["lossatlas_version"] = versions().get("lossatlas", "unknown")
+
+
+def _open(path: Path, mode: str) -> h5py.File:
+    try:
+        return h5py.File(path, mode)
+    except (OSError, ValueError) as err:
+        text = str(err).lower()
+        if "unable to lock" in text:
+            raise StoreError(
+                f"The store {path} is locked: another process has it open for writing. "
+                "Wait for it to finish, or open a copy."
+            ) from err
+        raise StoreError(
+            f"{path} is not a readable HDF5 file (corrupt or truncated?): {err}. It was not modified."
+        ) from err
+
+
+def _check_existing(path: Path) -> None:
+    """Validate an existing file read-only, so a foreign or damaged file is never modified."""
+    with _open(path, "r") as file:
+        schema = file.attrs.get("schema")
+        if schema != SCHEMA:
+            raise StoreError(
+                f"{path} is an HDF5 file but not a lossatlas store (schema attribute: {schema!r}). "
+                "It was not modified; choose another path."
+            )
+        version = int(file.attrs.get("schema_version", -1))
+        if version != SCHEMA_VERSION:
+            hint = "Upgrade lossatlas." if version > SCHEMA_VERSION else "Re-create the store with this version."
+            raise StoreError(
+                f"{path} has lossatlas schema_version {version}; this lossatlas reads version "
+                f"{SCHEMA_VERSION}. {hint} The file was not modified."
+            )
+
+
+def _attrs_text(attrs, limit: int) -> str:
+    parts = []
+    for key, value in attrs.items():
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        parts.append(f"{key}={text if len(text) <= limit else text[: limit - 3] + '...'}")
+    return "  ".join(parts)

@@ -1,0 +1,458 @@
+"""Subjects: one loss landscape each, a flat parameter vector and the loss as a function of it.
+
+Every method in lossatlas talks to a subject through the same small interface (``dim``,
+``theta0``, ``loss``, ``grad``, ``losses``, ``evaluate``, ``init_theta``, ``train``), so it works
+on analytic test functions and neural networks alike. A subject's *buffers* are the floating
+state that is not a parameter (BatchNorm running statistics) as one flat vector; it is empty
+for functions.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+from tqdm.auto import tqdm
+
+from .errors import ConfigError, NonFiniteLossError
+from .training import Recipe, make_optimizer, make_schedule
+
+EpochCallback = Callable[[int, torch.Tensor, torch.Tensor, float], None]
+_EMPTY = torch.empty(0)
+
+
+class Subject:
+    """Shared behaviour; subclasses define the loss."""
+
+    name: str
+    theta0: torch.Tensor
+    buffers0: torch.Tensor
+    chunk_size: int = 16
+
+    @property
+    def dim(self) -> int:
+        return int(self.theta0.numel())
+
+    def config(self) -> dict:
+        """What identifies this landscape; stored with the subject and compared on re-registration."""
+        raise NotImplementedError
+
+    # -- evaluation --------------------------------------------------------------------------------
+    def loss(self, theta, buffers=None) -> float:
+        """Loss at ``theta`` over the whole evaluation set."""
+        with torch.no_grad():
+            return float(self._loss_tensor(self._as_theta(theta), self._buffers(theta, buffers)))
+
+    def grad(self, theta, buffers=None) -> torch.Tensor:
+        """Gradient of ``loss`` at ``theta`` (accumulated over the whole evaluation set)."""
+        leaf = self._as_theta(theta).clone().requires_grad_(True)
+        buffers = self._buffers(leaf.detach(), buffers)
+        total = torch.zeros_like(leaf)
+        for part in self._loss_parts(leaf, buffers):
+            (g,) = torch.autograd.grad(part, leaf)
+            total += g
+        return total
+
+    def losses(self, thetas, buffers=None, chunk_size: int | None = None, progress: bool = False) -> np.ndarray:
+        """Loss at many parameter vectors (rows of ``thetas``): vmap over chunks where the loss
+        allows it, a plain loop otherwise. Returns float64 numpy, NaN/inf passed through."""
+        thetas = torch.as_tensor(np.asarray(thetas) if not torch.is_tensor(thetas) else thetas)
+        thetas = thetas.to(self.theta0.dtype).reshape(-1, self.dim)
+        size = chunk_size or self.chunk_size
+        out = np.empty(len(thetas))
+        starts = range(0, len(thetas), size)
+        for start in tqdm(starts, desc=f"{self.name}: losses", disable=not progress, leave=False):
+            chunk = thetas[start : start + size]
+            out[start : start + len(chunk)] = self._losses_chunk(chunk, buffers)
+        return out
+
+    def _losses_chunk(self, chunk: torch.Tensor, buffers) -> np.ndarray:
+        if self._vmap_ok and buffers is None and not self._recomputes_buffers:
+            try:
+                with torch.no_grad():
+                    return self._vmapped_losses(chunk).double().numpy()
+            except (RuntimeError, NotImplementedError, ValueError):
+                self._vmap_ok = False  # data-dependent control flow or an op without a batching rule
+        return np.array([self.loss(theta, buffers) for theta in chunk])
+
+    _vmap_ok = True
+    _recomputes_buffers = False
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits ``evaluate`` accepts; "test" is held-out data or a test error."""
+        return ("eval",)
+
+    def evaluate(self, theta, buffers=None, split: str = "eval") -> dict[str, float]:
+        """Loss (and accuracy / error where defined) on a split: "eval" or "test"."""
+        if split != "eval":
+            raise ConfigError(f"{self.name} has only the 'eval' split; got {split!r}.")
+        return {"loss": self.loss(theta, buffers)}
+
+    # -- training ----------------------------------------------------------------------------------
+    def init_theta(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """An independent seeded starting point (parameters, buffers)."""
+        raise NotImplementedError
+
+    def train(
+        self,
+        theta,
+        recipe: Recipe,
+        seed: int,
+        buffers=None,
+        on_epoch: EpochCallback | None = None,
+        progress: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Train from ``theta`` with ``recipe``; ``seed`` fixes shuffling and augmentation.
+
+        Calls ``on_epoch(epoch, theta, buffers, train_loss)`` after every epoch. Raises
+        NonFiniteLossError (naming the epoch) if training diverges.
+        """
+        param = nn.Parameter(self._as_theta(theta).clone())
+        state = (self.buffers0 if buffers is None else torch.as_tensor(buffers)).clone().to(param.dtype)
+        optimizer = make_optimizer(recipe, [param])
+        schedule = make_schedule(recipe, optimizer)
+        generator = torch.Generator().manual_seed(int(seed))
+        bar = tqdm(range(1, recipe.epochs + 1), desc=f"{self.name}: train", disable=not progress, leave=False)
+        for epoch in bar:
+            total, count = 0.0, 0
+            for batch in self._train_batches(recipe, generator):
+
+                def closure():
+                    optimizer.zero_grad()
+                    value = self._train_loss(param, state, batch)
+                    value.backward()
+                    return value
+
+                value = float(optimizer.step(closure).detach())
+                if not math.isfinite(value):
+                    raise NonFiniteLossError(
+                        f"Training {self.name} diverged: loss {value} in epoch {epoch} "
+                        f"(recipe {recipe.to_dict()}). Lower the learning rate."
+                    )
+                total, count = total + value, count + 1
+            schedule.step()
+            bar.set_postfix(loss=f"{total / count:.4g}")
+            if on_epoch is not None:
+                on_epoch(epoch, param.detach().clone(), state.clone(), total / count)
+        return param.detach().clone(), state
+
+    # -- hooks for subclasses ---------------------------------------------------------------------
+    def _loss_parts(self, theta: torch.Tensor, buffers: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Weighted pieces of the loss (one per evaluation batch) that sum to it."""
+        raise NotImplementedError
+
+    def _loss_tensor(self, theta, buffers) -> torch.Tensor:
+        return sum(self._loss_parts(theta, buffers))
+
+    def _vmapped_losses(self, chunk: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _train_batches(self, recipe: Recipe, generator: torch.Generator) -> Iterable:
+        raise NotImplementedError
+
+    def _train_loss(self, theta: torch.Tensor, buffers: torch.Tensor, batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _buffers(self, theta, buffers) -> torch.Tensor:
+        return self.buffers0 if buffers is None else torch.as_tensor(buffers).to(self.theta0.dtype)
+
+    def _as_theta(self, theta) -> torch.Tensor:
+        theta = torch.as_tensor(np.asarray(theta) if not torch.is_tensor(theta) else theta)
+        theta = theta.detach().to(self.theta0.dtype).reshape(-1)
+        if theta.numel() != self.dim:
+            raise ConfigError(f"{self.name} has {self.dim} parameters; got a vector of length {theta.numel()}.")
+        return theta
+
+
+class FunctionSubject(Subject):
+    """A differentiable function of a flat parameter vector (analytic test landscapes).
+
+    ``init_scale``: seeded initializations are ``theta0 + init_scale * N(0, I)``.
+    ``critical_points``: optional known stationary points, for tests and reports.
+    """
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], theta0, name: str | None = None,
+                 init_scale: float = 1.0, critical_points: dict | None = None):
+        theta0 = torch.as_tensor(theta0)
+        if not theta0.is_floating_point():
+            theta0 = theta0.to(torch.get_default_dtype())
+        self.fn = fn
+        self.theta0 = theta0.detach().reshape(-1).clone()
+        self.buffers0 = _EMPTY.to(self.theta0.dtype)
+        self.name = name or getattr(fn, "__name__", "function")
+        self.init_scale = float(init_scale)
+        self.critical_points = critical_points or {}
+
+    def config(self) -> dict:
+        fn = self.fn
+        return {
+            "kind": "function",
+            "fn": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}",
+            "dim": self.dim,
+            "dtype": str(self.theta0.dtype),
+            "theta0_sha1": _sha1(self.theta0),
+            "init_scale": self.init_scale,
+        }
+
+    def _loss_parts(self, theta, buffers):
+        yield self.fn(theta)
+
+    def _vmapped_losses(self, chunk):
+        return vmap(self.fn)(chunk)
+
+    def init_theta(self, seed):
+        generator = torch.Generator().manual_seed(int(seed))
+        noise = torch.randn(self.dim, generator=generator, dtype=self.theta0.dtype)
+        return self.theta0 + self.init_scale * noise, self.buffers0.clone()
+
+    def _train_batches(self, recipe, generator):
+        return range(recipe.steps_per_epoch)
+
+    def _train_loss(self, theta, buffers, batch):
+        return self.fn(theta)
+
+
+class ModuleSubject(Subject):
+    """An ``nn.Module``, a loss and a dataset: the loss is the mean over the whole evaluation set.
+
+    ``data`` and ``test_data``: ``(inputs, targets)`` tensors or a ``torch.utils.data.Dataset``
+    (materialized in memory). The model is copied; the user's module is never changed.
+    Evaluation runs in eval mode with fixed BatchNorm statistics (``buffers``); with
+    ``bn="recompute"`` the statistics are re-estimated at every evaluated parameter vector on
+    the training data (Garipov et al.'s ``update_bn``), see ``update_bn``.
+    ``init``: function re-initializing a model in place for ``init_theta``; by default every
+    submodule's ``reset_parameters`` is called, innermost first, so a model-level
+    ``reset_parameters`` (custom init) wins.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Callable, data, name: str | None = None,
+                 eval_batch_size: int = 1000, test_data=None, train_data=None, bn: str = "fixed",
+                 init: Callable[[nn.Module], None] | None = None, config: dict | None = None,
+                 chunk_size: int = 16):
+        if bn not in ("fixed", "recompute"):
+            raise ConfigError(f"bn must be 'fixed' or 'recompute'; got {bn!r}.")
+        if eval_batch_size < 1:
+            raise ConfigError(f"eval_batch_size must be an int in [1, inf); got {eval_batch_size}.")
+        self.model = copy.deepcopy(model).eval()
+        self.loss_fn = loss_fn
+        self.name = name or type(model).__name__
+        self.eval_batch_size = int(eval_batch_size)
+        self.data = _as_tensors(data, "data")
+        self.test_data = None if test_data is None else _as_tensors(test_data, "test_data")
+        self.train_data = self.data if train_data is None else _as_tensors(train_data, "train_data")
+        self.bn = bn
+        self._recomputes_buffers = bn == "recompute"
+        self._init = init or _reset_parameters
+        self._extra_config = dict(config or {})
+        self.chunk_size = int(chunk_size)
+        self._params = [(n, p.shape, p.numel()) for n, p in self.model.named_parameters()]
+        self._float_buffers = [(n, b.shape, b.numel()) for n, b in self.model.named_buffers() if b.is_floating_point()]
+        self.theta0 = _flatten(dict(self.model.named_parameters()), self._params)
+        self.buffers0 = _flatten(dict(self.model.named_buffers()), self._float_buffers)
+        self._bn_modules = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    @property
+    def classification(self) -> bool:
+        return isinstance(self.loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss))
+
+    def config(self) -> dict:
+        return {
+            "kind": "module",
+            "model": type(self.model).__name__,
+            "architecture_sha1": hashlib.sha1(repr(self.model).encode()).hexdigest()[:16],
+            "dim": self.dim,
+            "loss_fn": repr(self.loss_fn),
+            "data": _describe(self.data),
+            "test_data": None if self.test_data is None else _describe(self.test_data),
+            "train_data": _describe(self.train_data),
+            "bn": self.bn,
+            **self._extra_config,
+        }
+
+    # -- functional model ------------------------------------------------------------------------
+    def _state(self, theta: torch.Tensor, buffers: torch.Tensor) -> dict[str, torch.Tensor]:
+        state = _unflatten(theta, self._params)
+        state.update(_unflatten(buffers, self._float_buffers))
+        return state
+
+    def _forward(self, theta, buffers, inputs):
+        return functional_call(self.model, self._state(theta, buffers), (inputs,))
+
+    def _batch_loss(self, theta, buffers, batch) -> torch.Tensor:
+        inputs, targets = batch
+        return self.loss_fn(self._forward(theta, buffers, inputs), targets)
+
+    def _eval_batches(self, data) -> Iterator[tuple[object, float]]:
+        inputs, targets = data
+        n = len(inputs)
+        for start in range(0, n, self.eval_batch_size):
+            stop = min(start + self.eval_batch_size, n)
+            yield (inputs[start:stop], targets[start:stop]), (stop - start) / n
+
+    # -- Subject hooks ---------------------------------------------------------------------------
+    def _loss_parts(self, theta, buffers):
+        self.model.eval()
+        for batch, weight in self._eval_batches(self.data):
+            yield weight * self._batch_loss(theta, buffers, batch)
+
+    def _vmapped_losses(self, chunk):
+        self.model.eval()
+        total = torch.zeros(len(chunk), dtype=chunk.dtype)
+        for batch, weight in self._eval_batches(self.data):
+            total += weight * vmap(lambda th: self._batch_loss(th, self.buffers0, batch))(chunk)
+        return total
+
+    def _buffers(self, theta, buffers):
+        if buffers is None and self.bn == "recompute":
+            return self.update_bn(theta)
+        return super()._buffers(theta, buffers)
+
+    def update_bn(self, theta) -> torch.Tensor:
+        """Re-estimate BatchNorm running statistics at ``theta`` with one pass over the training
+        data in train mode, each batch weighted by its size (Garipov et al. 2018, ``update_bn``).
+        Returns the flat buffer vector; the subject is not changed."""
+        theta = self._as_theta(theta)
+        if not self._bn_modules:
+            return self.buffers0.clone()
+        buffers = self.buffers0.clone()
+        state = _unflatten(buffers, self._float_buffers)
+        for name, tensor in state.items():  # views into ``buffers``: reset to a fresh estimate
+            tensor.fill_(1.0 if name.endswith("running_var") else 0.0)
+        momenta = [m.momentum for m in self._bn_modules]
+        self.model.train()
+        try:
+            seen = 0
+            with torch.no_grad():
+                for (inputs, _), _ in self._eval_batches(self.train_data):
+                    for module in self._bn_modules:
+                        module.momentum = len(inputs) / (seen + len(inputs))
+                    self._forward(theta, buffers, inputs)
+                    seen += len(inputs)
+        finally:
+            for module, momentum in zip(self._bn_modules, momenta):
+                module.momentum = momentum
+            self.model.eval()
+        return buffers
+
+    @property
+    def splits(self):
+        train = () if self.train_data is self.data else ("train",)
+        return ("eval",) + train + (() if self.test_data is None else ("test",))
+
+    def evaluate(self, theta, buffers=None, split="eval"):
+        data = {"eval": self.data, "test": self.test_data, "train": self.train_data}.get(split)
+        if data is None:
+            raise ConfigError(f"{self.name} has no {split!r} split; splits: eval, train, test (if given).")
+        theta = self._as_theta(theta)
+        buffers = self._buffers(theta, buffers)
+        self.model.eval()
+        loss, correct = 0.0, 0.0
+        with torch.no_grad():
+            for batch, weight in self._eval_batches(data):
+                if not self.classification:
+                    loss += weight * float(self._batch_loss(theta, buffers, batch))
+                    continue
+                inputs, targets = batch
+                outputs = self._forward(theta, buffers, inputs)
+                loss += weight * float(self.loss_fn(outputs, targets))
+                correct += float((outputs.argmax(dim=1) == targets).sum())
+        metrics = {"loss": loss}
+        if self.classification:
+            metrics["accuracy"] = correct / len(data[0])
+        return metrics
+
+    def init_theta(self, seed):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            model = copy.deepcopy(self.model)
+            self._init(model)
+        theta = _flatten(dict(model.named_parameters()), self._params)
+        buffers = _flatten(dict(model.named_buffers()), self._float_buffers)
+        return theta, buffers
+
+    def _train_batches(self, recipe, generator):
+        inputs, targets = self.train_data
+        n = len(inputs)
+        size = n if recipe.batch_size is None else recipe.batch_size
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, size):
+            index = order[start : start + size]
+            batch_inputs = inputs[index]
+            if recipe.augment:
+                batch_inputs = augment_images(batch_inputs, generator)
+            yield batch_inputs, targets[index]
+
+    def _train_loss(self, theta, buffers, batch):
+        self.model.train()
+        try:
+            return self._batch_loss(theta, buffers, batch)
+        finally:
+            self.model.eval()
+
+
+def augment_images(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip (the standard CIFAR recipe)."""
+    n, _, height, width = images.shape
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    rows = (dy[:, None] + torch.arange(height)[None, :])[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(width)[None, :])
+    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :]
+    batch = torch.arange(n)[:, None, None, None]
+    channel = torch.arange(images.shape[1])[None, :, None, None]
+    return padded[batch, channel, rows, cols]
+
+
+def _reset_parameters(model: nn.Module) -> None:
+    for module in reversed(list(model.modules())):
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+        if hasattr(module, "reset_running_stats"):
+            module.reset_running_stats()
+
+
+def _flatten(tensors: dict[str, torch.Tensor], layout) -> torch.Tensor:
+    if not layout:
+        return _EMPTY.clone()
+    return torch.cat([tensors[name].detach().reshape(-1) for name, _, _ in layout]).clone()
+
+
+def _unflatten(flat: torch.Tensor, layout) -> dict[str, torch.Tensor]:
+    if not layout:
+        return {}
+    pieces = torch.split(flat, [numel for _, _, numel in layout])
+    return {name: piece.view(shape) for (name, shape, _), piece in zip(layout, pieces)}
+
+
+def _as_tensors(data, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(t) for t in data):
+        inputs, targets = data
+    elif isinstance(data, torch.utils.data.Dataset):
+        items = [data[i] for i in range(len(data))]
+        inputs = torch.stack([torch.as_tensor(x) for x, _ in items])
+        targets = torch.stack([torch.as_tensor(y) for _, y in items])
+    else:
+        raise ConfigError(f"{what} must be (inputs, targets) tensors or a torch Dataset; got {type(data).__name__}.")
+    if len(inputs) != len(targets) or len(inputs) == 0:
+        raise ConfigError(f"{what}: {len(inputs)} inputs and {len(targets)} targets; need equal, non-zero counts.")
+    return inputs, targets
+
+
+def _describe(data) -> dict:
+    inputs, targets = data
+    return {"n": len(inputs), "input_shape": list(inputs.shape[1:]), "sha1": _sha1(inputs, targets)}
+
+
+def _sha1(*tensors: torch.Tensor) -> str:
+    digest = hashlib.sha1()
+    for tensor in tensors:
+        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]

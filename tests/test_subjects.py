@@ -1,0 +1,141 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lossatlas import ConfigError, FunctionSubject, ModuleSubject, NonFiniteLossError, Recipe
+from lossatlas.problems import himmelblau, pinn_convection
+
+
+def _tiny_cnn(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)
+    ).double()
+
+
+def _image_data(n, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 6, 6, generator=generator, dtype=torch.float64), torch.randint(0, 3, (n,), generator=generator)
+
+
+def _trained_bn_stats(model, inputs):
+    """Give BatchNorm non-trivial running statistics, as after training."""
+    model.train()
+    with torch.no_grad():
+        model(inputs * 2 + 1)
+    return model.eval()
+
+
+def test_function_subject_loss_and_grad_match_closed_form():
+    subject = himmelblau()
+    theta = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    x, y = theta.tolist()
+    assert subject.loss(theta) == pytest.approx((x**2 + y - 11) ** 2 + (x + y**2 - 7) ** 2)
+    expected = [4 * x * (x**2 + y - 11) + 2 * (x + y**2 - 7), 2 * (x**2 + y - 11) + 4 * y * (x + y**2 - 7)]
+    np.testing.assert_allclose(subject.grad(theta).numpy(), expected, rtol=1e-12)
+
+
+def test_function_batched_equals_loop_and_falls_back_without_vmap():
+    def branchy(theta):  # data-dependent control flow: vmap cannot batch it
+        return theta.pow(2).sum() if float(theta[0]) > 0 else theta.abs().sum()
+
+    thetas = torch.randn(37, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for fn in (lambda t: (t**4).sum() - t.prod(), branchy):
+        subject = FunctionSubject(fn, torch.zeros(3, dtype=torch.float64), name="f")
+        loop = np.array([subject.loss(t) for t in thetas])
+        np.testing.assert_allclose(subject.losses(thetas, chunk_size=8), loop, rtol=1e-12)
+
+
+def test_module_loss_is_mean_over_whole_eval_set_in_eval_mode():
+    inputs, targets = _image_data(70)
+    model = _trained_bn_stats(_tiny_cnn(), inputs)
+    subject = ModuleSubject(model, nn.CrossEntropyLoss(), (inputs, targets), eval_batch_size=16)
+    with torch.no_grad():
+        expected = float(nn.CrossEntropyLoss()(model(inputs), targets))  # one pass over all 70, eval mode
+    assert subject.loss(subject.theta0) == pytest.approx(expected, rel=1e-12)
+    expected_grad = torch.autograd.grad(nn.CrossEntropyLoss()(model(inputs), targets), list(model.parameters()))
+    np.testing.assert_allclose(subject.grad(subject.theta0).numpy(), torch.cat([g.reshape(-1) for g in expected_grad]).numpy(), rtol=1e-10, atol=1e-14)
+    assert subject.evaluate(subject.theta0)["accuracy"] == pytest.approx(float((model(inputs).argmax(1) == targets).double().mean()))
+
+
+def test_module_batched_equals_loop():
+    inputs, targets = _image_data(50)
+    subject = ModuleSubject(_trained_bn_stats(_tiny_cnn(), inputs), nn.CrossEntropyLoss(), (inputs, targets), eval_batch_size=20)
+    thetas = subject.theta0 + 0.1 * torch.randn(9, subject.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    batched = subject.losses(thetas, chunk_size=4)
+    assert subject._vmap_ok  # the batched path was used
+    loop = np.array([subject.loss(t) for t in thetas])
+    np.testing.assert_allclose(batched, loop, rtol=1e-6, atol=0)
+
+
+def test_user_model_is_not_modified():
+    inputs, targets = _image_data(30)
+    model = _trained_bn_stats(_tiny_cnn(), inputs).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    subject = ModuleSubject(model, nn.CrossEntropyLoss(), (inputs, targets), bn="recompute")
+    subject.train(subject.theta0, Recipe(epochs=1, batch_size=10, lr=0.1), seed=0, progress=False)
+    subject.loss(subject.theta0 + 0.1)
+    subject.init_theta(3)
+    assert model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_update_bn_matches_torch_cumulative_average():
+    """Re-estimated statistics equal torch's own BatchNorm with momentum=None over one pass."""
+    inputs, targets = _image_data(60)
+    model = _trained_bn_stats(_tiny_cnn(), inputs)
+    subject = ModuleSubject(model, nn.CrossEntropyLoss(), (inputs, targets), eval_batch_size=20)
+    theta = subject.theta0 + 0.05
+    reference = _tiny_cnn()
+    torch.nn.utils.vector_to_parameters(theta, reference.parameters())
+    bn = reference[1]
+    bn.reset_running_stats()
+    bn.momentum = None  # cumulative moving average: exact mean of the per-batch statistics
+    reference.train()
+    with torch.no_grad():
+        for start in range(0, 60, 20):
+            reference(inputs[start : start + 20])
+    buffers = subject.update_bn(theta)
+    np.testing.assert_allclose(buffers.numpy(), torch.cat([bn.running_mean, bn.running_var]).numpy(), rtol=1e-12)
+    # the loss with re-estimated statistics is the eval-mode loss of that reference model
+    reference.eval()
+    with torch.no_grad():
+        expected = float(nn.CrossEntropyLoss()(reference(inputs), targets))
+    assert subject.loss(theta, buffers) == pytest.approx(expected, rel=1e-12)
+    recompute = ModuleSubject(model, nn.CrossEntropyLoss(), (inputs, targets), eval_batch_size=20, bn="recompute")
+    assert recompute.loss(theta) == pytest.approx(expected, rel=1e-12)
+    assert subject.loss(theta) != pytest.approx(expected, rel=1e-6)  # fixed statistics differ
+
+
+def test_pinn_batched_equals_loop_and_grad_matches_finite_differences():
+    subject = pinn_convection(beta=5.0, n_f=200)
+    thetas = subject.theta0 + 0.05 * torch.randn(5, subject.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(subject.losses(thetas), [subject.loss(t) for t in thetas], rtol=1e-10)
+    direction = torch.randn(subject.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    eps = 1e-6
+    numeric = (subject.loss(subject.theta0 + eps * direction) - subject.loss(subject.theta0 - eps * direction)) / (2 * eps)
+    assert float(subject.grad(subject.theta0) @ direction) == pytest.approx(numeric, rel=1e-6)
+
+
+def test_wrong_length_and_bad_data_are_clear_errors():
+    subject = himmelblau()
+    with pytest.raises(ConfigError, match="has 2 parameters; got a vector of length 3"):
+        subject.loss(torch.zeros(3))
+    with pytest.raises(ConfigError, match="inputs and .* targets"):
+        ModuleSubject(nn.Linear(2, 1), nn.MSELoss(), (torch.zeros(3, 2), torch.zeros(2, 1)))
+    with pytest.raises(ConfigError, match="must be"):
+        ModuleSubject(nn.Linear(2, 1), nn.MSELoss(), [1, 2, 3])
+
+
+def test_training_divergence_is_reported():
+    subject = FunctionSubject(lambda t: (t**4).sum(), torch.ones(2, dtype=torch.float64), name="quartic")
+    with pytest.raises(NonFiniteLossError, match="diverged"):
+        subject.train(subject.theta0, Recipe(optimizer="sgd", lr=10.0, momentum=0.0, epochs=3), seed=0, progress=False)
+
+
+def test_nan_losses_pass_through_batched_evaluation():
+    subject = FunctionSubject(lambda t: torch.log(t).sum(), torch.ones(2, dtype=torch.float64), name="log")
+    losses = subject.losses(torch.tensor([[1.0, 1.0], [-1.0, 1.0], [0.0, 1.0]], dtype=torch.float64))
+    assert losses[0] == 0 and np.isnan(losses[1]) and losses[2] == -np.inf

@@ -35,7 +35,7 @@ def test_run_trains_minima_and_writes_store_and_summary(tmp_path, capsys):
     ("[methods.no-such-method]", "Unknown method 'no-such-method'"),
     ("[params]\nbeta = 3", "Unknown parameter(s) ['beta'] for problem 'three_hump_camel'"),
     ("[scales.huge]", "unknown scale(s) ['huge']"),
-    ("[scales.cpu]\nminima = { epoch = 3 }", "Unknown training recipe key(s) ['epoch']"),
+    ("[scales.cpu]\nminima = { epoch = 3 }", "Unknown parameter(s) ['epoch'] for the training recipe"),
     ("[scales.cpu]\nseeds = [-1]", "'seeds' must be a non-empty list of ints >= 0"),
 ])
 def test_config_errors_name_the_offender(tmp_path, capsys, extra, message):

@@ -44,3 +44,14 @@ def test_other_recipe_for_a_stored_minimum_is_refused():
         train_minima(store, subject, Recipe(lr=0.01, momentum=0.0, epochs=1), seeds=[0], progress=False)
         with pytest.raises(StoreError, match="trained with seed 0 and recipe"):
             train_minima(store, subject, Recipe(lr=0.02, momentum=0.0, epochs=1), seeds=[0], progress=False)
+
+
+def test_resnet_training_is_reproducible_on_cpu():
+    recipe = Recipe(optimizer="sgd", lr=0.05, epochs=1, batch_size=32, augment=True)
+    runs = []
+    for _ in range(2):
+        with Store.memory() as store:
+            runs.append(train_minima(store, resnet(skip=False, n_train=96), recipe, seeds=[5], progress=False)[0])
+    np.testing.assert_array_equal(runs[0].theta, runs[1].theta)
+    np.testing.assert_array_equal(runs[0].buffers, runs[1].buffers)
+    assert runs[0].metrics == runs[1].metrics

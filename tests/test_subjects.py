@@ -139,3 +139,12 @@ def test_nan_losses_pass_through_batched_evaluation():
     subject = FunctionSubject(lambda t: torch.log(t).sum(), torch.ones(2, dtype=torch.float64), name="log")
     losses = subject.losses(torch.tensor([[1.0, 1.0], [-1.0, 1.0], [0.0, 1.0]], dtype=torch.float64))
     assert losses[0] == 0 and np.isnan(losses[1]) and losses[2] == -np.inf
+
+
+def test_dataset_input_equals_tensor_input():
+    inputs, targets = _image_data(25)
+    model = _trained_bn_stats(_tiny_cnn(), inputs)
+    from_tensors = ModuleSubject(model, nn.CrossEntropyLoss(), (inputs, targets))
+    from_dataset = ModuleSubject(model, nn.CrossEntropyLoss(), torch.utils.data.TensorDataset(inputs, targets))
+    assert from_dataset.loss(from_dataset.theta0) == from_tensors.loss(from_tensors.theta0)
+    assert from_dataset.config()["data"] == from_tensors.config()["data"]

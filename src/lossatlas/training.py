@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import ConfigError
+from .params import check_known
 
 OPTIMIZERS = ("sgd", "adam", "lbfgs")
 SCHEDULES = ("constant", "multistep", "cosine")
@@ -55,10 +56,7 @@ class Recipe:
     @classmethod
     def from_dict(cls, values: dict) -> "Recipe":
         """Build from a config table; unknown keys are an error that lists the valid ones."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ConfigError(f"Unknown training recipe key(s) {unknown}; valid keys: {names}.")
+        check_known("the training recipe", values, [f.name for f in dataclasses.fields(cls)])
         return cls(**values)
 
     def to_dict(self) -> dict:

@@ -11,6 +11,7 @@ from typing import Callable
 from torch import nn
 
 from ..errors import ConfigError
+from ..params import check_known
 from ..subjects import ModuleSubject, Subject
 from .analytic import himmelblau, quartic, three_hump_camel
 from .data import cifar10, digits, download_cifar10
@@ -59,9 +60,7 @@ def parameters(problem: str) -> dict[str, object]:
 
 def check_params(problem: str, params: dict) -> None:
     valid = parameters(problem)
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise ConfigError(f"Unknown parameter(s) {unknown} for problem {problem!r}; valid: {sorted(valid)}.")
+    check_known(f"problem {problem!r}", params, valid)
     missing = sorted(n for n, d in valid.items() if d is inspect.Parameter.empty and n not in params)
     if missing:
         raise ConfigError(f"Problem {problem!r} needs parameter(s) {missing}.")

@@ -1,0 +1,191 @@
+"""Hessian spectrum from Hessian-vector products: top eigenpairs, trace, eigenvalue density.
+
+Pure functions of an ``HessianOperator`` (a counted HVP), so the same code serves every
+subject. PyHessian (Yao et al. 2020) is the reference; ``pyhessian_spectrum`` runs the
+``pyhessian`` package itself, with its known defects worked around.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.integrate import trapezoid
+from scipy.linalg import eigh_tridiagonal
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+from .errors import ConfigError
+
+
+class HessianOperator:
+    """H(theta) of a subject as a linear operator on float64 numpy vectors, counting products."""
+
+    def __init__(self, subject, theta, buffers=None):
+        self.subject = subject
+        self.theta = subject._as_theta(theta)
+        self.buffers = subject._buffers(self.theta, buffers)
+        self.dim = subject.dim
+        self.count = 0
+
+    def __call__(self, vector: np.ndarray) -> np.ndarray:
+        self.count += 1
+        v = torch.as_tensor(np.asarray(vector, dtype=np.float64).reshape(-1))
+        return self.subject.hvp(self.theta, v, self.buffers).double().numpy()
+
+    def dense(self) -> np.ndarray:
+        """The full Hessian from ``dim`` products with the unit vectors (tiny subjects only)."""
+        columns = [self(np.eye(self.dim)[i]) for i in range(self.dim)]
+        hessian = np.stack(columns, axis=1)
+        return 0.5 * (hessian + hessian.T)
+
+
+def top_eigenpairs(op: HessianOperator, k: int, tol: float, seed: int, max_restarts: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k algebraically largest eigenvalues (descending) and unit eigenvectors (rows).
+
+    Implicitly restarted Lanczos (ARPACK through scipy's ``eigsh``), started from a seeded
+    Rademacher vector; ``tol`` is ARPACK's relative accuracy of the Ritz values.
+    """
+    start = np.random.default_rng(seed).choice([-1.0, 1.0], size=op.dim)
+    operator = LinearOperator((op.dim, op.dim), matvec=op, dtype=np.float64)
+    try:
+        values, vectors = eigsh(operator, k=k, which="LA", tol=tol, v0=start, maxiter=max_restarts)
+    except ArpackNoConvergence as err:
+        raise ConfigError(
+            f"Lanczos did not converge to tol={tol} for the top {k} eigenvalues within {max_restarts} "
+            f"restarts ({len(err.eigenvalues)} converged); raise max_restarts or tol."
+        ) from err
+    order = np.argsort(values)[::-1]
+    return values[order], vectors[:, order].T
+
+
+@dataclass
+class TraceEstimate:
+    trace: float
+    stderr: float
+    probes: int
+
+
+def hutchinson_trace(op: HessianOperator, seed: int, rtol: float, min_probes: int, max_probes: int) -> TraceEstimate:
+    """Hutchinson's estimator with Rademacher probes; stops once the standard error of the mean
+    is at most ``rtol * |mean|`` (after ``min_probes``), so it also works for negative traces,
+    unlike PyHessian's rule that divides by the running trace."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(max_probes):
+        probe = rng.choice([-1.0, 1.0], size=op.dim)
+        samples.append(float(probe @ op(probe)))
+        if len(samples) >= max(min_probes, 2):
+            stderr = float(np.std(samples, ddof=1) / math.sqrt(len(samples)))
+            if stderr <= rtol * abs(np.mean(samples)):
+                break
+    stderr = float(np.std(samples, ddof=1) / math.sqrt(len(samples))) if len(samples) > 1 else float("nan")
+    return TraceEstimate(float(np.mean(samples)), stderr, len(samples))
+
+
+def lanczos_tridiagonal(op: HessianOperator, start: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """``steps`` Lanczos iterations from ``start`` with full reorthogonalization; returns the
+    diagonal and off-diagonal of the tridiagonal matrix (stops early on an invariant subspace)."""
+    basis = [start / np.linalg.norm(start)]
+    alphas, betas = [], []
+    for step in range(steps):
+        w = op(basis[-1])
+        alphas.append(float(w @ basis[-1]))
+        for q in basis:  # full reorthogonalization (twice is enough)
+            w -= (w @ q) * q
+        for q in basis:
+            w -= (w @ q) * q
+        beta = float(np.linalg.norm(w))
+        if step == steps - 1 or beta < 1e-10 * max(1.0, abs(alphas[-1])):
+            break
+        betas.append(beta)
+        basis.append(w / beta)
+    return np.array(alphas), np.array(betas)
+
+
+def slq_density(op: HessianOperator, seed: int, runs: int, steps: int, bins: int,
+                sigma_squared: float = 1e-5, overhead: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalue density by stochastic Lanczos quadrature (Ghorbani et al. 2019; PyHessian's
+    ``density`` + ``density_generate``): Ritz values weighted by the squared first components of
+    their eigenvectors, averaged over ``runs`` Rademacher starts, smoothed with a Gaussian of
+    variance ``sigma_squared * max(1, spectrum width)``. Returns (grid, density), integrating to 1."""
+    rng = np.random.default_rng(seed)
+    nodes, weights = [], []
+    for _ in range(runs):
+        alphas, betas = lanczos_tridiagonal(op, rng.choice([-1.0, 1.0], size=op.dim), min(steps, op.dim))
+        values, vectors = eigh_tridiagonal(alphas, betas)
+        nodes.append(values)
+        weights.append(vectors[0] ** 2 / runs)
+    return density_from_spectrum(np.concatenate(nodes), np.concatenate(weights), bins, sigma_squared, overhead)
+
+
+def density_from_spectrum(nodes: np.ndarray, weights: np.ndarray, bins: int, sigma_squared: float = 1e-5,
+                          overhead: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    sigma2 = sigma_squared * max(1.0, nodes.max() - nodes.min() + 2 * overhead)
+    margin = max(overhead, 6 * math.sqrt(sigma2))  # PyHessian's 0.01 margin cuts the edge kernels short
+    grid = np.linspace(nodes.min() - margin, nodes.max() + margin, bins)
+    kernel = np.exp(-((grid[:, None] - nodes[None, :]) ** 2) / (2 * sigma2)) / math.sqrt(2 * math.pi * sigma2)
+    density = kernel @ weights
+    area = trapezoid(density, grid)
+    return grid, density / area if area > 0 else density
+
+
+def pyhessian_spectrum(subject, theta, buffers, k: int, tol: float, max_iter: int, trace_probes: int,
+                       trace_tol: float, seed: int) -> dict:
+    """Top-k eigenpairs and trace from the ``pyhessian`` package on the full evaluation set.
+
+    Works around PyPI pyhessian 0.1: ``cuda=False`` (its default needs CUDA); a private model
+    copy (it calls ``model.eval()`` in place); seeded through a forked global RNG (it draws
+    from the global one); float32 (it allocates float32 buffers). Its power iteration returns
+    the largest-*magnitude* eigenvalues; they are returned sorted descending.
+    """
+    import copy
+
+    from pyhessian import hessian as PyHessian
+
+    from .subjects import ModuleSubject, _unflatten
+
+    if type(subject)._batch_loss is not ModuleSubject._batch_loss:
+        raise ConfigError(f"The pyhessian backend needs a plain model + criterion subject; {subject.name} has a custom loss.")
+    model = copy.deepcopy(subject.model).float()
+    theta = subject._as_theta(theta)
+    with torch.no_grad():
+        for (name, param), value in zip(model.named_parameters(), _unflatten(theta, subject._params).values()):
+            param.copy_(value)
+        named = dict(model.named_buffers())
+        for name, value in _unflatten(subject._buffers(theta, buffers), subject._float_buffers).items():
+            named[name].copy_(value)
+    inputs, targets = subject.data
+    batches = [(x.float() if x.is_floating_point() else x, y) for (x, y), _ in subject._eval_batches((inputs, targets))]
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # pyhessian calls backward(create_graph=True) on the model copy, which is discarded after
+        warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
+        torch.manual_seed(seed)
+        engine = PyHessian(model, subject.loss_fn, dataloader=batches, cuda=False)
+        products = _count_calls(engine, "dataloader_hv_product")
+        values, vectors = engine.eigenvalues(maxIter=max_iter, tol=tol, top_n=k)
+        samples = engine.trace(maxIter=trace_probes, tol=trace_tol)
+    flat = np.stack([torch.cat([t.reshape(-1) for t in v]).double().numpy() for v in vectors])
+    order = np.argsort(values)[::-1]
+    stderr = float(np.std(samples, ddof=1) / math.sqrt(len(samples))) if len(samples) > 1 else float("nan")
+    return {
+        "eigenvalues": np.asarray(values, dtype=float)[order],
+        "eigenvectors": flat[order] / np.linalg.norm(flat[order], axis=1, keepdims=True),
+        "trace": float(np.mean(samples)),
+        "trace_stderr": stderr,
+        "trace_probes": len(samples),
+        "hvp_count": products[0],
+    }
+
+
+def _count_calls(obj, method: str) -> list[int]:
+    counter = [0]
+    original = getattr(obj, method)
+
+    def counted(*args, **kwargs):
+        counter[0] += 1
+        return original(*args, **kwargs)
+
+    setattr(obj, method, counted)
+    return counter

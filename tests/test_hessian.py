@@ -1,0 +1,143 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from lossatlas import ConfigError, FunctionSubject, ModuleSubject, Store, StoreError, analyze
+from lossatlas.hessian import HessianOperator, slq_density
+from lossatlas.problems import pinn_convection
+
+
+def _quadratic(dim=150, seed=0):
+    """0.5 theta^T A theta with a known spectrum: two separated top eigenvalues, the rest in [-1, 4]."""
+    rng = np.random.default_rng(seed)
+    spectrum = np.concatenate([[12.0, 9.0], rng.uniform(-1.0, 4.0, dim - 2)])
+    basis, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    matrix = torch.tensor(basis @ np.diag(spectrum) @ basis.T)
+    subject = FunctionSubject(lambda t: 0.5 * t @ matrix @ t, torch.zeros(dim, dtype=torch.float64), name="quadratic")
+    return subject, spectrum, basis
+
+
+def _exact(model, loss_fn, inputs, targets):
+    """Eigenvalues of the exact Hessian of the full-data eval-mode loss (torch.autograd.functional.hessian)."""
+    model = model.eval()
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def full_loss(theta):
+        pieces = torch.split(theta, [s.numel() for s in shapes])
+        params = {n: p.view(s) for n, p, s in zip(names, pieces, shapes)}
+        return loss_fn(functional_call(model, params, (inputs,)), targets)
+
+    hessian = torch.autograd.functional.hessian(full_loss, flat)
+    return np.linalg.eigvalsh(hessian.numpy())
+
+
+def _mlp_subject(dtype=torch.float64):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 12), nn.Tanh(), nn.Linear(12, 3)).to(dtype)
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.randn(90, 5, generator=generator).to(dtype)
+    targets = torch.randint(0, 3, (90,), generator=generator)
+    return model, (inputs, targets)
+
+
+def _cnn_subject(dtype=torch.float64):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2)).to(dtype)
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.randn(64, 1, 6, 6, generator=generator).to(dtype)
+    targets = torch.randint(0, 2, (64,), generator=generator)
+    model.train()
+    with torch.no_grad():
+        model(inputs * 1.5 + 0.3)  # non-trivial running statistics
+    return model.eval(), (inputs, targets)
+
+
+def test_quadratic_top_eigenpairs_and_trace():
+    subject, spectrum, basis = _quadratic()
+    with Store.memory() as store:
+        result = analyze(store, subject, "hessian", at="theta0", dense_limit=0, tol=1e-8, trace_rtol=0.005,
+                         trace_max_probes=2000)
+    np.testing.assert_allclose(result.arrays["eigenvalues"], [12.0, 9.0], rtol=1e-8)
+    cosines = np.abs(np.sum(result.arrays["eigenvectors"] * basis[:, :2].T, axis=1))
+    np.testing.assert_allclose(cosines, 1.0, atol=1e-6)
+    assert result.metrics["trace_stderr"] <= 0.005 * abs(result.metrics["trace"]) + 1e-12
+    assert abs(result.metrics["trace"] - spectrum.sum()) < 4 * result.metrics["trace_stderr"]
+    assert result.metrics["hvp_count"] > 0
+
+
+@pytest.mark.parametrize("make", [_mlp_subject, _cnn_subject], ids=["mlp", "cnn-batchnorm"])
+def test_native_matches_exact_hessian(make):
+    model, data = make()
+    exact = _exact(model, nn.CrossEntropyLoss(), *data)
+    subject = ModuleSubject(model, nn.CrossEntropyLoss(), data, eval_batch_size=25, name="tiny")
+    assert subject.dim > 64  # the iterative path, not the dense one
+    with Store.memory() as store:
+        result = analyze(store, subject, "hessian", at="theta0", tol=1e-8, trace_rtol=0.01, trace_max_probes=3000)
+        dense = analyze(store, subject, "hessian", at="theta0", dense_limit=10_000, density_bins=100)
+    np.testing.assert_allclose(result.arrays["eigenvalues"], exact[::-1][:2], rtol=1e-6)
+    assert abs(result.metrics["trace"] - exact.sum()) < 4 * result.metrics["trace_stderr"]
+    np.testing.assert_allclose(dense.arrays["eigenvalues"], exact[::-1][:2], rtol=1e-9)
+    assert dense.metrics["trace"] == pytest.approx(exact.sum(), rel=1e-9)
+    vectors = result.arrays["eigenvectors"]
+    np.testing.assert_allclose(vectors @ vectors.T, np.eye(2), atol=1e-8)  # unit norm, orthogonal
+
+
+@pytest.mark.parametrize("make", [_mlp_subject, _cnn_subject], ids=["mlp", "cnn-batchnorm"])
+def test_native_agrees_with_pyhessian(make):
+    model, data = make(torch.float32)
+    subject = ModuleSubject(model, nn.CrossEntropyLoss(), data, eval_batch_size=25, name="tiny")
+    with Store.memory() as store:
+        native = analyze(store, subject, "hessian", at="theta0", k=1, tol=1e-6, trace_rtol=0.01, trace_max_probes=3000)
+        reference = analyze(store, subject, "hessian", at="theta0", k=1, backend="pyhessian", tol=1e-6, max_iter=1000,
+                            trace_rtol=1e-4, trace_max_probes=3000)
+    assert native.metrics["top_eigenvalue"] == pytest.approx(reference.metrics["top_eigenvalue"], rel=1e-3)
+    both = np.hypot(native.metrics["trace_stderr"], reference.metrics["trace_stderr"])
+    assert abs(native.metrics["trace"] - reference.metrics["trace"]) < 4 * both
+    cosine = abs(float(native.arrays["eigenvectors"][0] @ reference.arrays["eigenvectors"][0]))
+    assert cosine > 0.99
+
+
+def test_same_seed_same_numbers_and_seed_matters():
+    subject, _, _ = _quadratic(dim=100, seed=3)
+    runs = []
+    for seed in (7, 7, 8):
+        with Store.memory() as store:
+            runs.append(analyze(store, subject, "hessian", at="theta0", dense_limit=0, seed=seed, density_bins=100))
+    assert runs[0].metrics == runs[1].metrics
+    np.testing.assert_array_equal(runs[0].arrays["density"], runs[1].arrays["density"])
+    assert runs[0].metrics["trace"] != runs[2].metrics["trace"]
+
+
+def test_slq_density_integrates_to_one_and_its_moments_are_gauss_quadrature_exact():
+    subject, spectrum, _ = _quadratic(dim=200, seed=5)
+    op = HessianOperator(subject, subject.theta0)
+    grid, density = slq_density(op, seed=0, runs=1, steps=30, bins=4000)
+    assert np.trapezoid(density, grid) == pytest.approx(1.0, rel=1e-6)
+    # Lanczos quadrature with m steps integrates polynomials of degree < 2m exactly: the
+    # density's moments are v^T H^j v / |v|^2 for the (seeded) Rademacher start v.
+    start = np.random.default_rng(0).choice([-1.0, 1.0], size=200)
+    hv = op(start)
+    assert np.trapezoid(grid * density, grid) == pytest.approx(start @ hv / 200, rel=1e-4)
+    assert np.trapezoid(grid**2 * density, grid) == pytest.approx(hv @ hv / 200, rel=1e-3)
+    # averaged over many starts, the mass of the two outliers is 2 / dim
+    grid, density = slq_density(op, seed=1, runs=100, steps=30, bins=4000)
+    top = grid > 8.0
+    assert np.trapezoid(density[top], grid[top]) == pytest.approx(2 / 200, abs=0.004)
+
+
+def test_minimum_is_required_unless_theta0():
+    subject, _, _ = _quadratic(dim=10)
+    with Store.memory() as store:
+        with pytest.raises(StoreError, match="needs minimum 0 .* Train minima first"):
+            analyze(store, subject, "hessian")
+
+
+def test_pyhessian_backend_refuses_custom_losses():
+    subject = pinn_convection(1.0, n_f=50)
+    with Store.memory() as store:
+        with pytest.raises(ConfigError, match="custom loss"):
+            analyze(store, subject, "hessian", at="theta0", backend="pyhessian")

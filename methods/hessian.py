@@ -1,9 +1,9 @@
 """The ``hessian`` analyzer: top eigenvalues, trace and eigenvalue density at a minimum.
 
 PyHessian-style metrics (Yao et al. 2020), as used by seed 001, on the subject's full
-evaluation set. Backends: ``native`` (implicitly restarted Lanczos via scipy/ARPACK, Hutchinson
-trace, stochastic Lanczos quadrature, on lossatlas's own Hessian-vector products) and
-``pyhessian`` (the ``pyhessian`` package, modules only; power iteration returns the
+evaluation set. Backends: ``native`` (implicitly restarted Lanczos via scipy/ARPACK; Hutchinson
+trace deflated by the top-k eigenvectors unless ``trace_deflate=False``; stochastic Lanczos
+quadrature; all on lossatlas's own Hessian-vector products) and ``pyhessian`` (the ``pyhessian`` package, modules only; power iteration returns the
 largest-*magnitude* eigenvalues; its density is replaced by the native SLQ because
 ``pyhessian.density`` calls the removed ``torch.eig``). At or below ``dense_limit`` parameters
 the Hessian is formed exactly from ``dim`` products and its spectrum is exact.
@@ -17,12 +17,12 @@ from lossatlas.analyzer import Analyzer
 from lossatlas.errors import StoreError
 from lossatlas.hessian import (HessianOperator, density_from_spectrum, hutchinson_trace, pyhessian_spectrum,
                                slq_density, top_eigenpairs)
-from lossatlas.params import Interval, Options
+from lossatlas.params import Boolean, Interval, Options
 
 
 class Hessian(Analyzer):
     name = "hessian"
-    description = "Top Hessian eigenvalues/eigenvectors, trace (Hutchinson) and eigenvalue density (SLQ)."
+    description = "Top Hessian eigenvalues/eigenvectors, trace (deflated Hutchinson) and eigenvalue density (SLQ)."
     needs = ("minima",)
     constraints = {
         "backend": Options(("native", "pyhessian")),
@@ -34,6 +34,7 @@ class Hessian(Analyzer):
         "trace_rtol": Interval(float, 0, 1),
         "trace_min_probes": Interval(int, 2),
         "trace_max_probes": Interval(int, 2),
+        "trace_deflate": Boolean(),
         "density_runs": Interval(int, 1),
         "density_steps": Interval(int, 2),
         "density_bins": Interval(int, 10),
@@ -44,7 +45,7 @@ class Hessian(Analyzer):
 
     def __init__(self, backend: str = "native", at: str = "minimum", minimum: int = 0, k: int = 2, tol: float = 1e-3,
                  max_iter: int = 100, trace_rtol: float = 1e-2, trace_min_probes: int = 10,
-                 trace_max_probes: int = 200, density_runs: int = 1, density_steps: int = 80,
+                 trace_max_probes: int = 200, trace_deflate: bool = True, density_runs: int = 1, density_steps: int = 80,
                  density_bins: int = 1000, dense_limit: int = 64, seed: int = 0):
         self.backend = backend
         self.at = at
@@ -55,6 +56,7 @@ class Hessian(Analyzer):
         self.trace_rtol = trace_rtol
         self.trace_min_probes = trace_min_probes
         self.trace_max_probes = trace_max_probes
+        self.trace_deflate = trace_deflate
         self.density_runs = density_runs
         self.density_steps = density_steps
         self.density_bins = density_bins
@@ -92,7 +94,9 @@ class Hessian(Analyzer):
                 op.count += found["hvp_count"]
             else:
                 values, vectors = top_eigenpairs(op, k, self.tol, self.seed, self.max_iter)
-                estimate = hutchinson_trace(op, self.seed, self.trace_rtol, self.trace_min_probes, self.trace_max_probes)
+                deflate = (vectors, values) if self.trace_deflate else (None, None)
+                estimate = hutchinson_trace(op, self.seed, self.trace_rtol, self.trace_min_probes,
+                                            self.trace_max_probes, *deflate)
                 trace, stderr, probes = estimate.trace, estimate.stderr, estimate.probes
             grid, density = slq_density(op, self.seed, self.density_runs, self.density_steps, self.density_bins)
         metrics = {"top_eigenvalue": values[0], "trace": trace, "trace_stderr": stderr, "trace_probes": probes,

@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 from lossatlas.analyzer import Analyzer
-from lossatlas.errors import StoreError
 from lossatlas.hessian import (HessianOperator, density_from_spectrum, hutchinson_trace, pyhessian_spectrum,
                                slq_density, top_eigenpairs)
 from lossatlas.params import Boolean, Interval, Options
+from lossatlas.samplers.points import point_of
 
 
 class Hessian(Analyzer):
@@ -63,21 +63,8 @@ class Hessian(Analyzer):
         self.dense_limit = dense_limit
         self.seed = seed
 
-    def point(self, store, subject):
-        """The parameters (and buffers) the spectrum is computed at."""
-        if self.at == "theta0":
-            return subject.theta0, subject.buffers0
-        minima = {m.index: m for m in store.minima(subject.name)}
-        if self.minimum not in minima:
-            raise StoreError(
-                f"The hessian analyzer needs minimum {self.minimum} of {subject.name!r}, and {store.path} holds "
-                f"{sorted(minima)}. Train minima first (lossatlas.train_minima or a benchmark config's [minima]), "
-                "or pass at='theta0'."
-            )
-        return minima[self.minimum].theta, minima[self.minimum].buffers
-
     def run(self, store, subject):
-        theta, buffers = self.point(store, subject)
+        theta, buffers = point_of(store, subject, self.at, self.minimum)
         op = HessianOperator(subject, theta, buffers)
         k = min(self.k, subject.dim)
         if subject.dim <= self.dense_limit:

@@ -132,7 +132,7 @@ def test_slq_density_integrates_to_one_and_its_moments_are_gauss_quadrature_exac
 def test_minimum_is_required_unless_theta0():
     subject, _, _ = _quadratic(dim=10)
     with Store.memory() as store:
-        with pytest.raises(StoreError, match="needs minimum 0 .* Train minima first"):
+        with pytest.raises(StoreError, match="Needs minimum 0 .* Train minima first"):
             analyze(store, subject, "hessian")
 
 

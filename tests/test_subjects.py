@@ -61,12 +61,17 @@ def test_module_loss_is_mean_over_whole_eval_set_in_eval_mode():
 
 def test_module_batched_equals_loop():
     inputs, targets = _image_data(50)
-    subject = ModuleSubject(_trained_bn_stats(_tiny_cnn(), inputs), nn.CrossEntropyLoss(), (inputs, targets), eval_batch_size=20)
+    subject = ModuleSubject(_trained_bn_stats(_tiny_cnn(), inputs), nn.CrossEntropyLoss(), (inputs, targets), eval_batch_size=20,
+                            vmap=True)
     thetas = subject.theta0 + 0.1 * torch.randn(9, subject.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    batched = subject.losses(thetas, chunk_size=4)
+    batched = subject.evaluate_many(thetas, chunk_size=4)
     assert subject._vmap_ok  # the batched path was used
-    loop = np.array([subject.loss(t) for t in thetas])
-    np.testing.assert_allclose(batched, loop, rtol=1e-6, atol=0)
+    loop = [subject.evaluate(t) for t in thetas]
+    np.testing.assert_allclose(batched["loss"], [r["loss"] for r in loop], rtol=1e-6, atol=0)
+    np.testing.assert_array_equal(batched["accuracy"], [r["accuracy"] for r in loop])
+    default = ModuleSubject(subject.model, nn.CrossEntropyLoss(), (inputs, targets), eval_batch_size=20)
+    assert not default._vmap_ok  # convolutions: a loop of forwards is faster on CPU
+    np.testing.assert_allclose(default.losses(thetas), batched["loss"], rtol=1e-6)
 
 
 def test_user_model_is_not_modified():

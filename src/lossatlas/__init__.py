@@ -30,7 +30,8 @@ _LAZY = {
     "DataError": "lossatlas.errors",
     "NonFiniteLossError": "lossatlas.errors",
 }
-_SUBMODULES = {"problems", "methods", "registry", "testing", "samplers", "store", "subjects"}
+_SUBMODULES = {"problems", "methods", "registry", "testing", "samplers", "store", "subjects", "topology", "hessian",
+               "directions"}
 
 
 def __getattr__(name: str):

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from ..store import Store
 from ..subjects import Subject
+from .grid import Grid, loss_grid
 from .minima import train_minima
+from .points import point_of
 
 
 def register(store: Store, subject: Subject) -> None:
@@ -14,4 +16,4 @@ def register(store: Store, subject: Subject) -> None:
     store.add_subject(subject.name, subject.config(), subject.theta0.numpy(), subject.buffers0.numpy())
 
 
-__all__ = ["register", "train_minima"]
+__all__ = ["register", "train_minima", "loss_grid", "Grid", "point_of"]

@@ -1,0 +1,86 @@
+"""Directions in parameter space for 2-D loss grids: random filter-normalized, Hessian, axes."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+KINDS = ("random", "hessian", "axes")
+
+
+def filter_normalize(direction: torch.Tensor, theta: torch.Tensor, layout, include_bn: bool = False) -> torch.Tensor:
+    """Li et al. 2018 (§4): every filter (output unit, the first axis of a weight tensor) of the
+    direction is rescaled to the norm of the same filter of ``theta``. One-dimensional
+    parameters (biases, BatchNorm) are zeroed, or with ``include_bn`` set to theta's own values,
+    as in the authors' code. ``layout``: (name, shape, numel) per parameter tensor; None for a
+    plain function, whose direction is scaled to unit norm (there are no filters)."""
+    if layout is None:
+        return direction / direction.norm()
+    out = torch.empty_like(direction)
+    offset = 0
+    for _, shape, numel in layout:
+        d = direction[offset : offset + numel]
+        w = theta[offset : offset + numel]
+        if len(shape) <= 1:
+            out[offset : offset + numel] = w if include_bn else 0.0
+        else:
+            d2, w2 = d.reshape(shape[0], -1), w.reshape(shape[0], -1)
+            scale = w2.norm(dim=1, keepdim=True) / (d2.norm(dim=1, keepdim=True) + 1e-10)
+            out[offset : offset + numel] = (d2 * scale).reshape(-1)
+        offset += numel
+    return out
+
+
+def random_directions(subject, center: torch.Tensor, seed: int, include_bn: bool = False) -> torch.Tensor:
+    """Two seeded Gaussian directions, filter-normalized at ``center``; rows of a (2, dim) tensor."""
+    generator = torch.Generator().manual_seed(int(seed))
+    layout = getattr(subject, "_params", None)
+    rows = [filter_normalize(torch.randn(subject.dim, generator=generator, dtype=center.dtype), center, layout,
+                             include_bn) for _ in range(2)]
+    return torch.stack(rows)
+
+
+def hessian_directions(subject, center: torch.Tensor, buffers, seed: int, tol: float = 1e-3) -> torch.Tensor:
+    """The top-2 Hessian eigenvectors at ``center`` (Yao et al. 2020), scaled to the norm of
+    ``center`` for modules (so a span of 1 is a move as large as the parameters themselves, as
+    with filter-normalized directions) and to unit norm for plain functions."""
+    from .hessian import HessianOperator, top_eigenpairs
+
+    if subject.dim < 3:
+        raise ConfigError(f"Hessian directions need more than 2 parameters; {subject.name} has {subject.dim}: "
+                          "use directions='axes'.")
+    op = HessianOperator(subject, center, buffers)
+    _, vectors = top_eigenpairs(op, 2, tol, seed, max_restarts=1000)
+    scale = float(center.norm()) if getattr(subject, "_params", None) is not None else 1.0
+    return torch.as_tensor(vectors, dtype=center.dtype) * (scale if scale > 0 else 1.0)
+
+
+def axis_directions(subject) -> torch.Tensor:
+    """The coordinate axes of a 2-parameter subject: the grid is the function's own plane."""
+    if subject.dim != 2:
+        raise ConfigError(f"directions='axes' needs a 2-parameter subject; {subject.name} has {subject.dim}.")
+    return torch.eye(2, dtype=subject.theta0.dtype)
+
+
+def cosine(directions: torch.Tensor) -> float:
+    a, b = directions.double()
+    denominator = float(a.norm() * b.norm())
+    return float(a @ b) / denominator if denominator > 0 else float("nan")
+
+
+def make(kind: str, subject, center, buffers, seed: int, include_bn: bool = False) -> torch.Tensor:
+    if kind == "random":
+        return random_directions(subject, center, seed, include_bn)
+    if kind == "hessian":
+        return hessian_directions(subject, center, buffers, seed)
+    if kind == "axes":
+        return axis_directions(subject)
+    raise ConfigError(f"Unknown directions {kind!r}; valid: {list(KINDS)}.")
+
+
+def span_pair(span) -> tuple[float, float]:
+    values = np.broadcast_to(np.asarray(span, dtype=float), (2,)) if np.ndim(span) == 0 else np.asarray(span, float)
+    if values.shape != (2,) or not np.all(values > 0):
+        raise ConfigError(f"span must be a positive number or two positive numbers; got {span!r}.")
+    return float(values[0]), float(values[1])

@@ -1,0 +1,7 @@
+"""Topology primitives: pure numpy in, plain results out; nothing here knows torch or the store."""
+from .graphs import (REPRESENTATIONS, delaunay_edges, gabriel_edges, grid_edges, knn_edges, lower_star_pairs,
+                     representation_edges)
+from .merge_tree import MergeTree, merge_tree
+
+__all__ = ["MergeTree", "merge_tree", "REPRESENTATIONS", "grid_edges", "delaunay_edges", "gabriel_edges",
+           "knn_edges", "representation_edges", "lower_star_pairs"]

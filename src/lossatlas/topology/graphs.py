@@ -1,0 +1,85 @@
+"""Graphs over sample points, the four representations of a loss grid in seed 001.
+
+``image``: the grid as pixels, 8-connected, which is the connectivity of gudhi's cubical
+complex built from top-dimensional cells. ``delaunay``, ``gabriel`` and ``knn`` build graphs
+over arbitrary point sets (grids, scattered samples, more than 2 dimensions).
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import Delaunay, cKDTree
+
+REPRESENTATIONS = ("image", "delaunay", "gabriel", "knn")
+
+
+def grid_edges(shape: tuple[int, ...], diagonal: bool = True) -> np.ndarray:
+    """Edges between neighbouring pixels of a 2-D grid (row-major vertex order);
+    ``diagonal`` adds the two diagonals (8-connectivity)."""
+    rows, cols = shape
+    index = np.arange(rows * cols).reshape(rows, cols)
+    pieces = [np.stack([index[:, :-1].ravel(), index[:, 1:].ravel()], 1),
+              np.stack([index[:-1, :].ravel(), index[1:, :].ravel()], 1)]
+    if diagonal:
+        pieces += [np.stack([index[:-1, :-1].ravel(), index[1:, 1:].ravel()], 1),
+                   np.stack([index[:-1, 1:].ravel(), index[1:, :-1].ravel()], 1)]
+    return np.concatenate(pieces)
+
+
+def delaunay_edges(points: np.ndarray) -> np.ndarray:
+    """Edges of the Delaunay triangulation (scipy/Qhull; joggled ties on regular grids)."""
+    points = np.asarray(points, dtype=float)
+    triangulation = Delaunay(points, qhull_options="QJ Pp")
+    simplices = triangulation.simplices
+    d = simplices.shape[1]
+    edges = np.concatenate([simplices[:, [i, j]] for i in range(d) for j in range(i + 1, d)])
+    return np.unique(np.sort(edges, axis=1), axis=0)
+
+
+def gabriel_edges(points: np.ndarray) -> np.ndarray:
+    """The Gabriel graph: Delaunay edges whose diametral ball holds no other point (points on
+    the sphere, as the corners of a grid square, do not remove the edge)."""
+    points = np.asarray(points, dtype=float)
+    edges = delaunay_edges(points)
+    middle = 0.5 * (points[edges[:, 0]] + points[edges[:, 1]])
+    radius = 0.5 * np.linalg.norm(points[edges[:, 0]] - points[edges[:, 1]], axis=1)
+    distance, _ = cKDTree(points).query(middle, k=3)  # the two endpoints are at distance = radius
+    blocked = distance[:, 0] < radius * (1 - 1e-9)  # strictly inside
+    blocked |= distance[:, 2] < radius * (1 - 1e-9)
+    return edges[~blocked]
+
+
+def knn_edges(points: np.ndarray, k: int = 8) -> np.ndarray:
+    """Symmetrized k-nearest-neighbour graph."""
+    points = np.asarray(points, dtype=float)
+    k = min(k, len(points) - 1)
+    _, neighbours = cKDTree(points).query(points, k=k + 1)
+    edges = np.stack([np.repeat(np.arange(len(points)), k), neighbours[:, 1:].ravel()], axis=1)
+    return np.unique(np.sort(edges, axis=1), axis=0)
+
+
+def representation_edges(name: str, points: np.ndarray, shape: tuple[int, int] | None = None, k: int = 8) -> np.ndarray:
+    if name == "image":
+        if shape is None:
+            raise ValueError("the image representation needs a grid shape")
+        return grid_edges(shape)
+    if name == "delaunay":
+        return delaunay_edges(points)
+    if name == "gabriel":
+        return gabriel_edges(points)
+    if name == "knn":
+        return knn_edges(points, k)
+    raise ValueError(f"Unknown representation {name!r}; valid: {list(REPRESENTATIONS)}.")
+
+
+def lower_star_pairs(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """0-dim persistence of the lower-star filtration by gudhi's SimplexTree (the reference)."""
+    import gudhi
+
+    tree = gudhi.SimplexTree()
+    values = np.where(np.isfinite(values), values, np.inf)
+    tree.insert_batch(np.arange(len(values))[None, :], values)
+    edges = np.asarray(edges).T
+    tree.insert_batch(edges, np.maximum(values[edges[0]], values[edges[1]]))
+    tree.compute_persistence(persistence_dim_max=False)
+    pairs = tree.persistence_intervals_in_dimension(0)
+    return pairs[pairs[:, 1] > pairs[:, 0]]

@@ -1,0 +1,125 @@
+import gudhi
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from lossatlas.topology import (delaunay_edges, gabriel_edges, grid_edges, knn_edges, lower_star_pairs, merge_tree,
+                                representation_edges)
+
+
+def _sorted(pairs):
+    pairs = np.asarray(pairs, dtype=float)
+    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+
+
+def _cubical_pairs(field):
+    complex_ = gudhi.CubicalComplex(top_dimensional_cells=field)
+    complex_.compute_persistence()
+    pairs = complex_.persistence_intervals_in_dimension(0)
+    return pairs[pairs[:, 1] > pairs[:, 0]]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_image_persistence_equals_gudhi_cubical(seed):
+    rng = np.random.default_rng(seed)
+    field = rng.normal(size=(40, 31))
+    if seed % 2:
+        field = np.round(field, 1)  # many ties
+    tree = merge_tree(field.ravel(), grid_edges(field.shape))
+    np.testing.assert_allclose(_sorted(tree.pairs), _sorted(_cubical_pairs(field)))
+    assert tree.n_saddles == tree.n_minima - 1
+
+
+@pytest.mark.parametrize("builder", [delaunay_edges, gabriel_edges, knn_edges])
+@pytest.mark.parametrize("dim", [2, 3])
+def test_graph_persistence_equals_gudhi_simplex_tree(builder, dim):
+    rng = np.random.default_rng(dim)
+    points, values = rng.uniform(size=(400, dim)), rng.normal(size=400)
+    edges = builder(points)
+    tree = merge_tree(values, edges)
+    np.testing.assert_allclose(_sorted(tree.pairs), _sorted(lower_star_pairs(values, edges)))
+
+
+def test_gabriel_is_a_subgraph_of_delaunay_and_drops_blocked_edges():
+    rng = np.random.default_rng(0)
+    points = rng.uniform(size=(300, 2))
+    delaunay = {tuple(e) for e in delaunay_edges(points)}
+    gabriel = gabriel_edges(points)
+    assert {tuple(e) for e in gabriel} < delaunay
+    for a, b in gabriel:  # no point strictly inside the diametral circle
+        middle, radius = (points[a] + points[b]) / 2, np.linalg.norm(points[a] - points[b]) / 2
+        assert np.sum(np.linalg.norm(points - middle, axis=1) < radius * (1 - 1e-9)) == 0
+
+
+def test_knn_graph_has_every_point_linked_to_its_k_nearest():
+    rng = np.random.default_rng(1)
+    points = rng.normal(size=(200, 4))
+    edges = {tuple(e) for e in knn_edges(points, k=5)}
+    distances = np.linalg.norm(points[:, None] - points[None], axis=2)
+    for i in range(200):
+        for j in np.argsort(distances[i])[1:6]:
+            assert (min(i, j), max(i, j)) in edges
+
+
+def test_nonfinite_values_are_infinite_and_counted():
+    rng = np.random.default_rng(2)
+    field = rng.normal(size=(30, 30))
+    field[10:20, :] = np.nan  # a diverged band splits the grid in two
+    field[0, 0] = np.inf
+    tree = merge_tree(field.ravel(), grid_edges(field.shape))
+    assert tree.n_nonfinite == 301
+    finite_reference = np.where(np.isfinite(field), field, np.inf)
+    expected = _cubical_pairs(finite_reference)
+    np.testing.assert_allclose(_sorted(tree.pairs), _sorted(expected))
+    assert np.isinf(tree.pairs[:, 1]).sum() == 2  # the two halves meet only through the non-finite band
+
+
+def test_simplification_and_networkx_tree():
+    x = np.linspace(-3, 3, 121)
+    field = np.sin(3 * x)[:, None] * np.cos(2 * x)[None, :] + 0.02 * (x[:, None] ** 2 + x[None, :] ** 2)
+    tree = merge_tree(field.ravel(), grid_edges(field.shape))
+    cut = float(np.median(tree.persistence[np.isfinite(tree.persistence)]))
+    simple = tree.simplified(cut)
+    assert 1 < simple.n_minima < tree.n_minima and np.all(simple.persistence > cut)
+    graph = simple.to_networkx()
+    kinds = [data["kind"] for _, data in graph.nodes(data=True)]
+    assert kinds.count("minimum") == simple.n_minima and kinds.count("saddle") == simple.n_saddles
+    assert kinds.count("root") == 1
+    for node, data in graph.nodes(data=True):  # heights grow towards the root
+        for _, parent in graph.out_edges(node):
+            assert graph.nodes[parent]["value"] >= data["value"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(2, 12), st.integers(2, 12)),
+              elements=st.floats(-1e3, 1e3, allow_nan=False)))
+def test_property_saddles_are_minima_minus_one_on_a_connected_grid(field):
+    tree = merge_tree(field.ravel(), grid_edges(field.shape))
+    assert tree.n_saddles == tree.n_minima - 1
+    assert np.isinf(tree.pairs[-1, 1]) and tree.pairs[-1, 0] == field.min()
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(2, 10), st.integers(2, 10)),
+              elements=st.floats(-10, 10, allow_nan=False)))
+def test_property_pairs_follow_monotone_transforms(field):
+    transform = lambda v: v**3 + 2 * v  # noqa: E731 - strictly increasing
+    edges = grid_edges(field.shape)
+    before, after = merge_tree(field.ravel(), edges), merge_tree(transform(field).ravel(), edges)
+    a, b = np.lexsort(before.pair_vertices.T), np.lexsort(after.pair_vertices.T)  # same pairs, order by persistence may change
+    np.testing.assert_array_equal(before.pair_vertices[a], after.pair_vertices[b])
+    np.testing.assert_allclose(after.pairs[b], transform(before.pairs[a]))
+
+
+def test_ttk_backend_matches_native_when_installed():
+    pytest.importorskip("topologytoolkit")
+    from lossatlas.topology.ttk_backend import merge_tree_ttk
+
+    x = np.linspace(-5, 5, 101)
+    field = (x[:, None] ** 2 + x[None, :] - 11) ** 2 + (x[:, None] + x[None, :] ** 2 - 7) ** 2
+    native = merge_tree(field.ravel(), representation_edges("image", None, field.shape))
+    ttk = merge_tree_ttk(field)
+    assert ttk.n_saddles == native.n_saddles
+    np.testing.assert_allclose(np.sort(ttk.pairs[:, 1]), np.sort(native.pairs[:, 1]), rtol=0.02)

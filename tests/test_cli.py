@@ -1,3 +1,5 @@
+import json
+
 import h5py
 import pytest
 
@@ -59,3 +61,13 @@ def test_methods_and_bad_store(tmp_path, capsys):
     (tmp_path / "x.h5").write_bytes(b"nope")
     assert main(["inspect", str(tmp_path / "x.h5")]) == 2
     assert "corrupt or truncated" in capsys.readouterr().err
+
+
+def test_methods_run_at_every_minimum(tmp_path, capsys):
+    config = tmp_path / "camel.toml"
+    config.write_text(_CONFIG + '\n[methods.merge-tree]\ndirections = "axes"\nspan = 2.0\nresolution = 21\n')
+    assert main(["run", str(config), "--out", str(tmp_path / "out")]) == 0
+    with h5py.File(tmp_path / "out" / "tiny_cpu.h5", "r") as file:
+        results = file["subjects/three_hump_camel/results/merge-tree"]
+        centers = sorted(json.loads(results[key].attrs["params"])["minimum"] for key in results)
+    assert centers == [0, 1]

@@ -91,20 +91,21 @@ def plan(config: dict, scale: str = "cpu", source: str = "config") -> Plan:
 
 
 def execute(plan: Plan, store) -> list[dict]:
-    """Train the minima of every subject and run every method; one summary row per minimum."""
+    """Train the minima of every subject and run every method at each of them (methods with a
+    ``minimum`` parameter); one summary row per minimum."""
     from .analyzer import analyze
     from .samplers import train_minima
 
     rows = []
     for params in plan.subjects:
         subject = problems.build(plan.problem, **params)
-        minima = train_minima(store, subject, plan.recipe, plan.seeds)
-        metrics = {}
-        for method, method_params in plan.methods.items():
-            result = analyze(store, subject, method, **method_params)
-            metrics.update({f"{method}.{k}": v for k, v in result.metrics.items()})
-        for minimum in minima:
-            rows.append({"subject": subject.name, "seed": minimum.seed, **minimum.metrics, **metrics})
+        for minimum in train_minima(store, subject, plan.recipe, plan.seeds):
+            row = {"subject": subject.name, "seed": minimum.seed, **minimum.metrics}
+            for method, method_params in plan.methods.items():
+                at_minimum = {"minimum": minimum.index} if "minimum" in registry.get(method).defaults() else {}
+                result = analyze(store, subject, method, **{**at_minimum, **method_params})
+                row.update({f"{method}.{k}": v for k, v in result.metrics.items()})
+            rows.append(row)
     return rows
 
 

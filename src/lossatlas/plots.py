@@ -82,3 +82,16 @@ def surface_figure(result, clip_quantile: float | None = None):
     ax.plot_surface(xx, yy, _clipped(loss, clip_quantile), cmap="viridis", linewidth=0)
     ax.set(xlabel="direction 1", ylabel="direction 2", zlabel="loss", title=result.subject)
     return figure
+
+
+def draw_barcode(ax, bars: np.ndarray) -> None:
+    """One vertical segment per minimum, from its loss to its death (seed 002, Figs 2, 4, 7)."""
+    finite = np.isfinite(bars[:, 1])
+    top = bars[finite, 1].max() if finite.any() else bars[:, 0].max() + 1.0
+    span = top - bars[:, 0].min() if len(bars) else 1.0
+    for index, (birth, death) in enumerate(bars):
+        end = death if np.isfinite(death) else top + 0.15 * span
+        ax.plot([index, index], [birth, end], lw=4, solid_capstyle="butt", c="tab:blue" if np.isfinite(death) else "tab:red")
+        if not np.isfinite(death):
+            ax.annotate("", (index, end + 0.05 * span), (index, end), arrowprops={"arrowstyle": "->", "color": "tab:red"})
+    ax.set(xlabel="minimum", ylabel="loss", xticks=range(len(bars)))

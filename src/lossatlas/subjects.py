@@ -59,6 +59,10 @@ class Subject:
             total += g
         return total
 
+    def grads(self, thetas, buffers=None) -> torch.Tensor:
+        """Gradients at many parameter vectors (rows), one ``grad`` each; FunctionSubject vmaps."""
+        return torch.stack([self.grad(theta, buffers) for theta in thetas])
+
     def hvp(self, theta, vector, buffers=None) -> torch.Tensor:
         """Hessian-vector product H(theta) v of ``loss``, accumulated over the whole evaluation set.
 
@@ -244,6 +248,15 @@ class FunctionSubject(Subject):
         generator = torch.Generator().manual_seed(int(seed))
         noise = torch.randn(self.dim, generator=generator, dtype=self.theta0.dtype)
         return self.theta0 + self.init_scale * noise, self.buffers0.clone()
+
+    def grads(self, thetas, buffers=None):
+        thetas = torch.as_tensor(thetas, dtype=self.theta0.dtype).reshape(-1, self.dim)
+        if self._vmap_ok:
+            try:
+                return torch.func.vmap(torch.func.grad(self.fn))(thetas)
+            except (RuntimeError, NotImplementedError, ValueError):
+                self._vmap_ok = False
+        return super().grads(thetas, buffers)
 
     def _train_batches(self, recipe, generator):
         return range(recipe.steps_per_epoch)

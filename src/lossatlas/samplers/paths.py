@@ -1,0 +1,223 @@
+"""Low-loss paths between minima (seed 002 §3.2; Garipov et al. 2018), endpoints fixed.
+
+``string``: the paper's gradient flow on the path. A chain of images between the minima; each
+step moves every interior image by the component of the gradient normal to the path (the
+tangential part only reparameterizes it), then redistributes the images at equal arc length;
+after the flow settles, a midpoint whose loss exceeds both neighbours by more than
+``insert_tol`` (relative) is inserted as a new image and the flow continues (App. C). The
+maximum along the path converges to the saddle height of the minimum-energy path. Needs full
+gradients at every image: the method of choice for analytic functions and small models.
+
+``polychain`` / ``bezier``: Garipov et al.'s curves. Bends start on the straight segment; each
+step samples t ~ U(0, 1) and descends the (mini-batch) loss at the curve point, plus weight
+decay. Scales to deep networks, but minimizes the *average* loss along the curve, not the
+maximum: on landscapes with curved minimum-energy paths it overestimates the saddle.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..errors import NonFiniteLossError
+from ..progress import bar as progress_bar
+from ..training import Recipe
+
+
+# -- curves ------------------------------------------------------------------------------------
+def curve_points(kind: str, start: torch.Tensor, bends: torch.Tensor, end: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Points of a polygonal chain (``bends`` evenly spaced in t) or quadratic Bezier curve."""
+    t = t.reshape(-1, 1).to(start.dtype)
+    if kind == "bezier":
+        return (1 - t) ** 2 * start + 2 * t * (1 - t) * bends[0] + t**2 * end
+    nodes = torch.cat([start[None], bends, end[None]])
+    position = t.squeeze(1) * (len(nodes) - 1)
+    index = position.floor().clamp(max=len(nodes) - 2).long()
+    fraction = (position - index).unsqueeze(1)
+    return (1 - fraction) * nodes[index] + fraction * nodes[index + 1]
+
+
+def fit_curve(subject, start, end, kind: str = "polychain", n_bends: int = 1, epochs: int = 10, lr: float = 0.01,
+              momentum: float = 0.9, weight_decay: float = 0.0, batch_size: int | None = 128,
+              steps_per_epoch: int = 100, seed: int = 0, progress: bool = True) -> torch.Tensor:
+    """Garipov et al.'s curve training; returns the bends (n_bends, dim)."""
+    start, end = torch.as_tensor(start, dtype=subject.theta0.dtype), torch.as_tensor(end, dtype=subject.theta0.dtype)
+    n_bends = 1 if kind == "bezier" else n_bends
+    t0 = torch.arange(1, n_bends + 1, dtype=start.dtype)[:, None] / (n_bends + 1)
+    bends = torch.nn.Parameter((1 - t0) * start + t0 * end)
+    optimizer = torch.optim.SGD([bends], lr=lr, momentum=momentum, weight_decay=weight_decay)
+    recipe = Recipe(batch_size=batch_size, steps_per_epoch=steps_per_epoch, lr=lr, epochs=epochs)
+    generator = torch.Generator().manual_seed(int(seed))
+    buffers = subject.buffers0.clone()  # train-mode BatchNorm statistics are scratch: re-estimated later
+    for epoch in progress_bar(range(epochs), desc=f"{subject.name}: {kind}", enabled=progress):
+        for batch in subject._train_batches(recipe, generator):
+            t = torch.rand(1, generator=generator, dtype=start.dtype)
+            optimizer.zero_grad()
+            loss = subject._train_loss(curve_points(kind, start, bends, end, t)[0], buffers, batch)
+            if not math.isfinite(float(loss.detach())):
+                raise NonFiniteLossError(f"Curve training between minima diverged (loss {float(loss.detach())}, epoch {epoch}).")
+            loss.backward()
+            optimizer.step()
+    return bends.detach()
+
+
+# -- the string method ---------------------------------------------------------------------------
+def redistribute(images: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` points at equal arc length along the polyline through ``images``."""
+    lengths = (images[1:] - images[:-1]).norm(dim=1)
+    arc = torch.cat([torch.zeros(1, dtype=images.dtype), torch.cumsum(lengths, 0)])
+    if float(arc[-1]) == 0:
+        return images[:1].repeat(count, 1)
+    targets = torch.linspace(0, float(arc[-1]), count, dtype=images.dtype)
+    index = torch.searchsorted(arc, targets, right=True).clamp(1, len(images) - 1) - 1
+    fraction = ((targets - arc[index]) / lengths[index].clamp_min(1e-300)).clamp(0, 1).unsqueeze(1)
+    return (1 - fraction) * images[index] + fraction * images[index + 1]
+
+
+def string_path(subject, start, end, n_images: int = 21, steps: int = 2000, lr: float = 0.01,
+                max_images: int = 81, insert_tol: float = 1e-3, tol: float = 1e-7,
+                progress: bool = True) -> torch.Tensor:
+    """Images (n, dim) of the optimized string from ``start`` to ``end``; see the module docstring."""
+    start, end = torch.as_tensor(start, dtype=subject.theta0.dtype), torch.as_tensor(end, dtype=subject.theta0.dtype)
+    t = torch.linspace(0, 1, n_images, dtype=start.dtype)[:, None]
+    images = (1 - t) * start + t * end
+    scale = float((end - start).norm()) / (n_images - 1)  # no image moves more than its spacing per step
+    previous = math.inf
+    for step in progress_bar(range(steps), desc=f"{subject.name}: string", enabled=progress):
+        grads = subject.grads(images[1:-1])
+        tangent = images[2:] - images[:-2]
+        tangent = tangent / tangent.norm(dim=1, keepdim=True).clamp_min(1e-300)
+        normal = grads - (grads * tangent).sum(dim=1, keepdim=True) * tangent
+        move = lr * normal
+        too_far = move.norm(dim=1, keepdim=True) / max(scale, 1e-300)
+        images[1:-1] -= move / too_far.clamp_min(1.0)
+        images = redistribute(images, len(images))
+        if step % 50 == 49:
+            height = float(subject.losses(images).max())
+            if abs(previous - height) <= tol * max(1.0, abs(height)):
+                images, inserted = _insert_midpoints(subject, images, insert_tol, max_images)
+                if not inserted:
+                    break
+            previous = height
+    return images
+
+
+def _insert_midpoints(subject, images: torch.Tensor, insert_tol: float, max_images: int):
+    """Insert midpoints whose loss is above both neighbours: the path is poorly resolved there."""
+    middle = 0.5 * (images[1:] + images[:-1])
+    ends = subject.losses(images)
+    mids = subject.losses(middle)
+    bad = mids > np.maximum(ends[1:], ends[:-1]) + insert_tol * max(1.0, float(np.abs(ends).max()))
+    if not bad.any() or len(images) + int(bad.sum()) > max_images:
+        return images, False
+    rows = []
+    for i in range(len(images) - 1):
+        rows.append(images[i])
+        if bad[i]:
+            rows.append(middle[i])
+    rows.append(images[-1])
+    return torch.stack(rows), True
+
+
+# -- evaluation -----------------------------------------------------------------------------------
+def path_losses(subject, points: torch.Tensor, recompute_bn: bool) -> np.ndarray:
+    """Loss at every point over the full evaluation set; with ``recompute_bn`` each point's
+    BatchNorm statistics are re-estimated first (Garipov's update_bn), endpoints included."""
+    if recompute_bn:
+        return np.array([subject.loss(p, subject.update_bn(p)) for p in points])
+    return subject.losses(points)
+
+
+def has_batchnorm(subject) -> bool:
+    return bool(getattr(subject, "_bn_modules", None))
+
+
+# -- the sampler -------------------------------------------------------------------------------
+PATH_KINDS = ("string", "polychain", "bezier")
+
+
+def connect_minima(store, subject, minima: np.ndarray, config: dict, progress: bool = True) -> dict:
+    """Optimize and evaluate a path between every pair of ``minima`` (K, dim), resumable per pair.
+
+    Stored under ``samples/paths/<key>/<i>_<j>``: t, losses, the path's points (string images or
+    curve bends), the straight-line baseline (linear_t, linear_losses) and attrs max_loss,
+    linear_max. Returns {"pairs", "path_max", "linear_max", "t", "losses", "vertex_losses"}.
+    """
+    import hashlib
+
+    from ..provenance import canonical_json, now
+    from . import register
+
+    register(store, subject)
+    minima = np.asarray(minima, dtype=float)
+    digest = hashlib.sha1(np.ascontiguousarray(minima).tobytes()).hexdigest()[:16]
+    full = {**config, "minima_sha1": digest, "n_minima": len(minima)}
+    key = hashlib.sha1(canonical_json(full).encode()).hexdigest()[:12]
+    store.node(f"subjects/{subject.name}/samples", "samples")
+    store.node(f"subjects/{subject.name}/samples/paths", "sample-kind")
+    root = store.node(f"subjects/{subject.name}/samples/paths/{key}", "sample", kind="paths",
+                      config=canonical_json(full), created=now())
+    if "minima" not in root:
+        store.write_array(root, "minima", minima)
+    recompute = has_batchnorm(subject)
+    thetas = torch.as_tensor(minima, dtype=subject.theta0.dtype)
+    pairs = [(i, j) for i in range(len(minima)) for j in range(i + 1, len(minima))]
+    for i, j in progress_bar(pairs, desc=f"{subject.name}: paths", enabled=progress):
+        name = f"{i:03d}_{j:03d}"
+        if name in root and root[name].attrs.get("complete", False):
+            continue
+        points, t, shape = _optimize(subject, thetas[i], thetas[j], config, progress)
+        losses = path_losses(subject, points, recompute)
+        line_t = torch.linspace(0, 1, config["n_eval"], dtype=thetas.dtype)
+        line = path_losses(subject, (1 - line_t[:, None]) * thetas[i] + line_t[:, None] * thetas[j], recompute)
+        if name in root:
+            del root[name]
+        node = store.node(f"{root.name}/{name}", "path", complete=False)
+        store.write_array(node, "t", t)
+        store.write_array(node, "losses", losses)
+        store.write_array(node, "points", shape)
+        store.write_array(node, "linear_t", line_t.numpy())
+        store.write_array(node, "linear_losses", line)
+        node.attrs["max_loss"] = float(np.max(losses))
+        node.attrs["linear_max"] = float(np.max(line))
+        node.attrs["complete"] = True
+        store.flush()
+    k = len(minima)
+    path_max, linear_max = np.full((k, k), np.nan), np.full((k, k), np.nan)
+    ts, curves = [], []
+    for i, j in pairs:
+        node = root[f"{i:03d}_{j:03d}"]
+        path_max[i, j] = path_max[j, i] = node.attrs["max_loss"]
+        linear_max[i, j] = linear_max[j, i] = node.attrs["linear_max"]
+        ts.append(node["t"][()])
+        curves.append(node["losses"][()])
+    vertex = np.full(k, np.nan)
+    for (i, j), curve in zip(pairs, curves):  # the minima measured exactly as the path points: the endpoints
+        vertex[i], vertex[j] = curve[0], curve[-1]
+    return {"pairs": np.array(pairs, dtype=np.int64).reshape(-1, 2), "path_max": path_max,
+            "linear_max": linear_max, "t": ts, "losses": curves, "vertex_losses": vertex}
+
+
+def _optimize(subject, start, end, config, progress):
+    """The finished path: evaluation points, their t in [0, 1], and what defines it (string
+    images or curve bends)."""
+    if config["path"] == "string":
+        images = string_path(subject, start, end, config["n_images"], config["string_steps"], config["string_lr"],
+                             progress=False)
+        # images, the midpoints between neighbours, and n_eval points at equal arc length
+        middle = 0.5 * (images[1:] + images[:-1])
+        lengths = (images[1:] - images[:-1]).norm(dim=1)
+        arc = torch.cat([torch.zeros(1, dtype=images.dtype), torch.cumsum(lengths, 0)])
+        total = arc[-1].clamp_min(1e-300)
+        points = torch.cat([images, middle, redistribute(images, config["n_eval"])])
+        t = torch.cat([arc / total, (arc[:-1] + lengths / 2) / total, torch.linspace(0, 1, config["n_eval"], dtype=images.dtype)])
+        order = torch.argsort(t, stable=True)
+        return points[order], t[order].numpy(), images.numpy()
+    bends = fit_curve(subject, start, end, config["path"], config["bends"], config["curve_epochs"], config["curve_lr"],
+                      weight_decay=config["weight_decay"], batch_size=config["batch_size"], seed=config["seed"],
+                      progress=progress)
+    t = torch.linspace(0, 1, config["n_eval"], dtype=start.dtype)
+    points = curve_points(config["path"], start, bends, end, t)
+    points[0], points[-1] = start, end
+    return points, t.numpy(), bends.numpy()

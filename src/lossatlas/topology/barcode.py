@@ -1,0 +1,87 @@
+"""The barcode of minima and the TO-score (seed 002, Barannikov et al., §3.1 and §3.4).
+
+Vertices are minima (value = loss), edges are paths between them (value = the maximum loss
+on the path). Kruskal on edges by value with the elder rule: when two components meet, the
+one with the higher minimum dies, giving its bar [minimum, edge value]; a minimum's death is
+thus the lowest, over all graph paths to a lower minimum, of the highest edge on the path
+(multi-hop). The global minimum of each connected component keeps [L_min, inf).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Barcode:
+    """``bars`` (k, 2) birth/death, finite bars first (longest first), essential last;
+    ``minima`` the index of the minimum each bar belongs to; ``n_zero`` zero-length bars dropped."""
+
+    bars: np.ndarray
+    minima: np.ndarray
+    n_zero: int
+
+    @property
+    def finite(self) -> np.ndarray:
+        return self.bars[np.isfinite(self.bars[:, 1])]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        finite = self.finite
+        return finite[:, 1] - finite[:, 0]
+
+
+def minima_barcode(values, edges, weights) -> Barcode:
+    """Barcode of minima ``values`` (K,) joined by ``edges`` (m, 2) with path maxima ``weights`` (m,)."""
+    values = np.asarray(values, dtype=float)
+    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    weights = np.maximum(np.asarray(weights, dtype=float), np.maximum(values[edges[:, 0]], values[edges[:, 1]]))
+    parent = list(range(len(values)))
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    bars, owners, zero = [], [], 0
+    for edge in np.argsort(weights, kind="stable"):
+        a, b = find(edges[edge, 0]), find(edges[edge, 1])  # roots are the components' lowest minima
+        if a == b:
+            continue
+        if (values[a], a) > (values[b], b):
+            a, b = b, a
+        parent[b] = a  # the higher minimum's component dies here
+        if weights[edge] > values[b]:
+            bars.append((values[b], weights[edge]))
+            owners.append(b)
+        else:
+            zero += 1
+    finite = np.array(bars, dtype=float).reshape(-1, 2)
+    order = np.argsort(-(finite[:, 1] - finite[:, 0]), kind="stable")
+    roots = sorted({find(i) for i in range(len(values))}, key=lambda r: values[r])
+    essential = np.array([(values[r], np.inf) for r in roots], dtype=float).reshape(-1, 2)
+    return Barcode(np.concatenate([finite[order], essential]),
+                   np.array([owners[i] for i in order] + roots, dtype=np.int64), zero)
+
+
+def barcode_scores(barcode: Barcode) -> dict[str, float]:
+    """Distances to the ideal barcode {[L_min, inf)} and bar statistics.
+
+    Matched against the ideal one, every finite bar goes to the diagonal at L-inf cost
+    (death - birth) / 2 (gudhi's convention), so the TO-score (bottleneck distance, Definition 3)
+    is max (d - b) / 2 and the Wasserstein-p distance is (sum ((d - b) / 2)^p)^(1/p).
+    """
+    lengths = barcode.lengths
+    half = lengths / 2
+    return {
+        "to_score": float(half.max()) if len(half) else 0.0,
+        "wasserstein_1": float(half.sum()),
+        "wasserstein_2": float(np.sqrt((half**2).sum())),
+        "n_bars": float(len(lengths)),
+        "max_bar": float(lengths.max()) if len(lengths) else 0.0,
+        "mean_bar": float(lengths.mean()) if len(lengths) else 0.0,
+        "sum_bars": float(lengths.sum()),
+        "n_zero_bars": float(barcode.n_zero),
+    }

@@ -1,0 +1,110 @@
+import gudhi
+import gudhi.hera
+import numpy as np
+import pytest
+import torch
+
+from lossatlas import FunctionSubject, Recipe, Store, analyze, train_minima
+from lossatlas.problems import himmelblau, resnet, three_hump_camel
+from lossatlas.samplers.paths import connect_minima, path_losses
+from lossatlas.topology.barcode import barcode_scores, minima_barcode
+
+
+def _sorted(bars):
+    return bars[np.lexsort((bars[:, 1], bars[:, 0]))]
+
+
+def test_multi_hop_death():
+    barcode = minima_barcode([0.3, 0.5, 0.6], [[1, 0], [1, 2], [2, 0]], [2.0, 0.7, 0.8])
+    assert barcode.bars[barcode.minima == 1].tolist() == [[0.5, 0.8]]  # via b, not the direct 2.0 edge
+    assert barcode.bars[barcode.minima == 0].tolist() == [[0.3, np.inf]]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_graph_of_minima_reproduces_the_sublevel_barcode_of_a_1d_function(seed):
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 1, 4001)
+    f = sum(rng.normal() * np.sin((k + 1) * np.pi * x + rng.uniform(0, 6)) / (k + 1) for k in range(12))
+    minima = np.flatnonzero(np.r_[True, f[1:] < f[:-1]] & np.r_[f[:-1] < f[1:], True])
+    pairs = [(a, b) for a in range(len(minima)) for b in range(a + 1, len(minima))]
+    weights = [f[minima[a] : minima[b] + 1].max() for a, b in pairs]
+    barcode = minima_barcode(f[minima], pairs, weights)
+    complex_ = gudhi.CubicalComplex(top_dimensional_cells=f)
+    complex_.compute_persistence()
+    reference = complex_.persistence_intervals_in_dimension(0)
+    reference = reference[reference[:, 1] > reference[:, 0]]
+    np.testing.assert_allclose(_sorted(barcode.bars), _sorted(reference))
+
+
+def test_scores_agree_with_gudhi_distances_to_the_ideal_barcode():
+    rng = np.random.default_rng(4)
+    values = rng.uniform(0, 1, 8)
+    pairs = np.array([(a, b) for a in range(8) for b in range(a + 1, 8)])
+    barcode = minima_barcode(values, pairs, np.maximum(values[pairs].max(1), 0) + rng.uniform(0, 2, len(pairs)))
+    scores = barcode_scores(barcode)
+    empty = np.empty((0, 2))
+    assert scores["to_score"] == pytest.approx(gudhi.bottleneck_distance(barcode.finite, empty))
+    for p in (1, 2):
+        expected = gudhi.hera.wasserstein_distance(barcode.finite, empty, order=p, internal_p=np.inf)
+        assert scores[f"wasserstein_{p}"] == pytest.approx(expected, rel=1e-6)
+    assert scores["n_bars"] == len(values) - 1 - barcode.n_zero
+
+
+def test_quartic_1d_bars():
+    subject = FunctionSubject(lambda t: (t**4).sum() - (t**2).sum() + t.sum() / 10, torch.zeros(1, dtype=torch.float64),
+                              name="quartic_tilted")
+    with Store.memory() as store:
+        result = analyze(store, subject, "loss-barcode", bounds=[[-1.5, 1.5]], n_eval=2001)
+    np.testing.assert_allclose(result.arrays["bars"], [[-0.180587, 0.002506], [-0.321919, np.inf]], atol=2e-6)
+
+
+def test_three_hump_camel_end_to_end():
+    with Store.memory() as store:
+        result = analyze(store, three_hump_camel(), "loss-barcode", bounds=[[-2.5, 2.5], [-1.5, 1.5]])
+    finite = result.arrays["bars"][np.isfinite(result.arrays["bars"][:, 1])]
+    np.testing.assert_allclose(finite, [[0.298638, 0.877362]] * 2, atol=1e-2)
+    # the camel's saddles lie on the segment between its minima: the straight line is no worse here
+    assert result.metrics["max_bar_linear"] >= result.metrics["max_bar"] - 1e-3
+
+
+def test_himmelblau_end_to_end_string_and_polychain():
+    with Store.memory() as store:
+        string = analyze(store, himmelblau(), "loss-barcode", bounds=[[-5, 5], [-5, 5]])
+        chain = analyze(store, himmelblau(), "loss-barcode", bounds=[[-5, 5], [-5, 5]], path="polychain",
+                        curve_epochs=20, curve_lr=0.001)
+    deaths = np.sort(string.arrays["bars"][:-1, 1])
+    np.testing.assert_allclose(deaths, [13.3119, 67.7192, 104.0152], rtol=0.01)
+    linear = np.sort(string.arrays["bars_linear"][:-1, 1])
+    assert np.all(linear > deaths * 1.01)  # straight lines overestimate the saddles
+    chain_deaths = np.sort(chain.arrays["bars"][:-1, 1])
+    assert np.all(chain_deaths >= deaths - 1e-6)  # the average-loss objective never beats the string here
+
+
+def test_paths_are_resumable_per_pair(monkeypatch):
+    subject = three_hump_camel()
+    minima = np.array([p for p, _ in subject.critical_points["minima"]])
+    config = {"path": "string", "n_images": 11, "string_steps": 100, "string_lr": 0.01, "bends": 1, "curve_epochs": 1,
+              "curve_lr": 0.01, "weight_decay": 0.0, "batch_size": 128, "n_eval": 21, "seed": 0}
+    with Store.memory() as store:
+        first = connect_minima(store, subject, minima, config, progress=False)
+        import lossatlas.samplers.paths as paths
+
+        monkeypatch.setattr(paths, "string_path", lambda *a, **k: pytest.fail("recomputed a stored pair"))
+        again = connect_minima(store, subject, minima, config, progress=False)
+    np.testing.assert_array_equal(first["path_max"], again["path_max"])
+
+
+def test_resnet_paths_reestimate_batchnorm_at_every_point():
+    subject = resnet(skip=True, n_train=128)
+    with Store.memory() as store:
+        minima = train_minima(store, subject, Recipe(lr=0.05, epochs=2, batch_size=32), seeds=[0, 1], progress=False)
+        result = analyze(store, subject, "loss-barcode", n_minima=2, curve_epochs=1, batch_size=32, n_eval=5)
+    thetas = [torch.as_tensor(m.theta) for m in minima]
+    for index, theta in enumerate(thetas):  # endpoints: the minima's losses, measured like every path point
+        expected = subject.loss(theta, subject.update_bn(theta))
+        assert result.arrays["minima_losses"][index] == pytest.approx(expected, rel=1e-5)
+    middle = 0.5 * (thetas[0] + thetas[1])
+    recomputed = path_losses(subject, middle[None], recompute_bn=True)[0]
+    fixed = subject.loss(middle, minima[0].buffers)
+    assert abs(recomputed - fixed) > 1e-3 * fixed  # re-estimating BatchNorm changes the loss on the path
+    assert result.metrics["n_minima"] == 2 and result.arrays["path_losses"].shape == (1, 5)

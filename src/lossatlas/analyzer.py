@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import time
 from typing import ClassVar
 
@@ -84,7 +85,7 @@ def analyze(store: Store, subject: Subject, method, **params) -> Result:
     if not (isinstance(cls, type) and issubclass(cls, Analyzer)):
         raise ConfigError(f"method must be a registered name or an Analyzer subclass; got {method!r}.")
     analyzer = cls.from_params(params)
-    full = analyzer.get_params()
+    full = json.loads(canonical_json(analyzer.get_params()))  # as the store will give it back
     key = result_key(full)
     register(store, subject)
     if store.has_result(subject.name, cls.name, key):

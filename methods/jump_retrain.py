@@ -20,6 +20,7 @@ from lossatlas.analyzer import Analyzer
 from lossatlas.params import Boolean, Interval, Options
 from lossatlas.samplers.jump_retrain import jump_and_retrain
 from lossatlas.topology.graph_persistence import graph_diagrams, total_persistence
+from lossatlas.topology.graphs import knn_edges
 
 
 class JumpRetrain(Analyzer):
@@ -147,9 +148,4 @@ def phate_embedding(thetas: np.ndarray, knn: int, decay: float, n_landmark: int,
 def potential_knn_edges(potential: np.ndarray, k: int) -> np.ndarray:
     """Edges to each sample's k nearest neighbours in potential distance (Euclidean between
     rows of the diffusion potential), symmetrized."""
-    from sklearn.neighbors import NearestNeighbors
-
-    k = min(k, len(potential) - 1)
-    _, neighbours = NearestNeighbors(n_neighbors=k + 1).fit(potential).kneighbors(potential)
-    edges = np.stack([np.repeat(np.arange(len(potential)), k), neighbours[:, 1:].ravel()], axis=1)
-    return np.unique(np.sort(edges, axis=1), axis=0)
+    return knn_edges(potential, k)

@@ -49,10 +49,13 @@ def gabriel_edges(points: np.ndarray) -> np.ndarray:
 
 
 def knn_edges(points: np.ndarray, k: int = 8) -> np.ndarray:
-    """Symmetrized k-nearest-neighbour graph."""
+    """Symmetrized k-nearest-neighbour graph (Euclidean; scikit-learn picks a tree or brute
+    force by dimension, so it also serves high-dimensional rows such as PHATE potentials)."""
+    from sklearn.neighbors import NearestNeighbors
+
     points = np.asarray(points, dtype=float)
     k = min(k, len(points) - 1)
-    _, neighbours = cKDTree(points).query(points, k=k + 1)
+    _, neighbours = NearestNeighbors(n_neighbors=k + 1).fit(points).kneighbors(points)
     edges = np.stack([np.repeat(np.arange(len(points)), k), neighbours[:, 1:].ravel()], axis=1)
     return np.unique(np.sort(edges, axis=1), axis=0)
 

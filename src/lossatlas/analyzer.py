@@ -7,7 +7,6 @@ The base class owns the lifecycle: validation, caching by parameters, provenance
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import time
@@ -17,7 +16,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .params import check_known, validate
-from .provenance import canonical_json, now, versions
+from .provenance import canonical_json, config_key, now, versions
 from .store import Result, Store
 from .subjects import Subject
 
@@ -68,7 +67,7 @@ class Analyzer:
 
 def result_key(params: dict) -> str:
     """Results are cached per parameter set: the key is a hash of the canonical parameters."""
-    return hashlib.sha1(canonical_json(params).encode()).hexdigest()[:12]
+    return config_key(params)
 
 
 def analyze(store: Store, subject: Subject, method, **params) -> Result:

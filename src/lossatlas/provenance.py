@@ -24,6 +24,13 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def config_key(config) -> str:
+    """A short stable hash of a config: the store key of results and samples."""
+    import hashlib
+
+    return hashlib.sha1(canonical_json(config).encode()).hexdigest()[:12]
+
+
 def canonical_json(obj) -> str:
     """JSON with sorted keys and no spaces, so equal configs give equal strings (and hashes)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_default)

@@ -212,6 +212,15 @@ class Store:
             metrics=json.loads(node.attrs["metrics"]),
         )
 
+    # -- samples ---------------------------------------------------------------------------------
+    def sample_node(self, subject: str, kind: str, key: str, config: dict) -> h5py.Group:
+        """The group of one sample (a grid, a set of paths, trajectories) of ``subject``,
+        created with its kind and config if missing."""
+        self.node(f"subjects/{subject}/samples", "samples")
+        self.node(f"subjects/{subject}/samples/{kind}", "sample-kind")
+        return self.node(f"subjects/{subject}/samples/{kind}/{key}", "sample", kind=kind,
+                         config=canonical_json(config), created=now(), versions=canonical_json(versions()))
+
     # -- results ---------------------------------------------------------------------------------
     def has_result(self, subject: str, method: str, key: str) -> bool:
         return f"subjects/{subject}/results/{method}/{key}" in self._file

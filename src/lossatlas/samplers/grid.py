@@ -15,7 +15,7 @@ import torch
 from .. import directions as directions_module
 from ..errors import ConfigError
 from ..progress import bar as progress_bar
-from ..provenance import canonical_json, now, versions
+from ..provenance import config_key
 from ..store import Store
 from ..subjects import Subject
 from .points import point_of
@@ -55,7 +55,7 @@ def loss_grid(store: Store, subject: Subject, directions: str = "random", resolu
     config = {"directions": directions, "resolution": int(resolution), "span": [span_x, span_y], "center": center,
               "minimum": int(minimum) if center == "minimum" else None, "seed": int(seed),
               "include_bn": bool(include_bn), "bn": bn}
-    key = store_key(config)
+    key = config_key(config)
     register(store, subject)
     path = f"subjects/{subject.name}/samples/grid/{key}"
     if path not in store.file:
@@ -69,18 +69,10 @@ def loss_grid(store: Store, subject: Subject, directions: str = "random", resolu
     return read_grid(node, key)
 
 
-def store_key(config: dict) -> str:
-    import hashlib
-
-    return hashlib.sha1(canonical_json(config).encode()).hexdigest()[:12]
-
-
 def _create(store, subject, path, config, theta, buffers, dirs, span_x, span_y, resolution) -> None:
-    store.node(f"subjects/{subject.name}/samples", "samples")
-    store.node(f"subjects/{subject.name}/samples/grid", "sample-kind")
-    node = store.node(path, "sample", kind="grid", config=canonical_json(config),
-                      cosine=directions_module.cosine(dirs), created=now(), versions=canonical_json(versions()),
-                      complete=False)
+    node = store.sample_node(subject.name, "grid", path.rsplit("/", 1)[1], config)
+    node.attrs["cosine"] = directions_module.cosine(dirs)
+    node.attrs["complete"] = False
     store.write_array(node, "directions", dirs.numpy())
     store.write_array(node, "center", theta.numpy())
     store.write_array(node, "center_buffers", buffers.numpy())
@@ -112,7 +104,7 @@ def _fill(store: Store, subject: Subject, node, bn: str, progress: bool) -> None
         i, j = np.unravel_index(index, shape)
         coords = torch.as_tensor(np.stack([x[i], y[j]], axis=1), dtype=center.dtype)
         thetas = center + coords @ dirs
-        if bn == "recompute":
+        if bn == "recompute" and getattr(subject, "_bn_modules", None):
             rows = [subject.evaluate(t, subject.update_bn(t)) for t in thetas]
             found = {k: np.array([r[k] for r in rows]) for k in rows[0]}
         else:

@@ -10,7 +10,6 @@ parameters chunked and compressed; resumable per run.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +18,7 @@ import torch
 from ..directions import random_directions
 from ..errors import ConfigError
 from ..progress import bar as progress_bar
-from ..provenance import canonical_json, now
+from ..provenance import config_key
 from ..training import Recipe
 from .points import point_of
 
@@ -47,13 +46,9 @@ def jump_and_retrain(store, subject, seeds=(0, 1, 2, 3), steps=(0.25, 0.5, 0.75,
     recipe = Recipe.from_dict({**REFERENCE_RECIPE, **(recipe or {}), "epochs": int(epochs)})
     config = {"seeds": [int(s) for s in seeds], "steps": [float(s) for s in steps], "epochs": int(epochs),
               "recipe": recipe.to_dict(), "center": center, "minimum": int(minimum), "include_bn": bool(include_bn)}
-    key = hashlib.sha1(canonical_json(config).encode()).hexdigest()[:12]
     register(store, subject)
     theta0, buffers0 = (torch.as_tensor(a, dtype=subject.theta0.dtype) for a in point_of(store, subject, center, minimum))
-    store.node(f"subjects/{subject.name}/samples", "samples")
-    store.node(f"subjects/{subject.name}/samples/jump_retrain", "sample-kind")
-    root = store.node(f"subjects/{subject.name}/samples/jump_retrain/{key}", "sample", kind="jump_retrain",
-                      config=canonical_json(config), created=now())
+    root = store.sample_node(subject.name, "jump_retrain", config_key(config), config)
     if "center" not in root:
         store.write_array(root, "center", theta0.numpy())
     runs = [(seed, step) for seed in config["seeds"] for step in config["steps"]]

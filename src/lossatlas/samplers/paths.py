@@ -146,18 +146,14 @@ def connect_minima(store, subject, minima: np.ndarray, config: dict, progress: b
     """
     import hashlib
 
-    from ..provenance import canonical_json, now
+    from ..provenance import config_key
     from . import register
 
     register(store, subject)
     minima = np.asarray(minima, dtype=float)
     digest = hashlib.sha1(np.ascontiguousarray(minima).tobytes()).hexdigest()[:16]
     full = {**config, "minima_sha1": digest, "n_minima": len(minima)}
-    key = hashlib.sha1(canonical_json(full).encode()).hexdigest()[:12]
-    store.node(f"subjects/{subject.name}/samples", "samples")
-    store.node(f"subjects/{subject.name}/samples/paths", "sample-kind")
-    root = store.node(f"subjects/{subject.name}/samples/paths/{key}", "sample", kind="paths",
-                      config=canonical_json(full), created=now())
+    root = store.sample_node(subject.name, "paths", config_key(full), full)
     if "minima" not in root:
         store.write_array(root, "minima", minima)
     recompute = has_batchnorm(subject)

@@ -71,3 +71,51 @@ def test_methods_run_at_every_minimum(tmp_path, capsys):
         results = file["subjects/three_hump_camel/results/merge-tree"]
         centers = sorted(json.loads(results[key].attrs["params"])["minimum"] for key in results)
     assert centers == [0, 1]
+
+
+_PINN = """
+name = "pinn_check"
+problem = "pinn_convection"
+seeds = [0, 1]
+[params]
+beta = 5.0
+n_f = 200
+[minima]
+optimizer = "lbfgs"
+lr = 1.0
+epochs = 2
+max_iter = 20
+batch_size = 200
+[methods.hessian]
+trace_max_probes = 10
+density_steps = 10
+[methods.merge-tree]
+resolution = 7
+[methods.loss-barcode]
+curve_epochs = 1
+n_eval = 7
+[methods.jump-retrain]
+seeds = [0, 1]
+steps = [0.5, 1.0]
+epochs = 2
+steps_per_epoch = 2
+n_neighbors = 4
+"""
+
+
+def test_every_method_runs_on_a_pinn(tmp_path, capsys):
+    import warnings
+
+    config = tmp_path / "pinn.toml"
+    config.write_text(_PINN)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # PHATE on 12 samples warns about its graph
+        assert main(["run", str(config), "--out", str(tmp_path / "out")]) == 0
+    summary = (tmp_path / "out" / "pinn_check_cpu_summary.md").read_text().splitlines()
+    header = [c.strip() for c in summary[0].strip("|").split("|")]
+    for method in ("hessian.top_eigenvalue", "merge-tree.n_saddles", "loss-barcode.to_score",
+                   "jump-retrain.total_persistence_0", "eval_relative_l2_error"):
+        assert method in header
+    for line in summary[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert all(c not in ("nan", "inf", "") for c in cells), line

@@ -130,10 +130,9 @@ class LossBarcode(Analyzer):
     def run(self, store, subject):
         minima = self.find_minima(store, subject)
         if len(minima) < 2:  # one basin: the ideal barcode
-            loss = subject.losses(minima)
-            bars = np.array([[loss[0], np.inf]])
-            metrics = {**barcode_scores(minima_barcode(loss, np.empty((0, 2)), np.empty(0))), "n_minima": 1.0}
-            return {**metrics, **{f"{k}_linear": v for k, v in metrics.items() if k != "n_minima"}}, {"bars": bars}
+            barcode = minima_barcode(subject.losses(minima), np.empty((0, 2)), np.empty(0))
+            metrics = {**barcode_scores(barcode), "n_minima": 1.0}
+            return {**metrics, **{f"{k}_linear": v for k, v in metrics.items() if k != "n_minima"}}, {"bars": barcode.bars}
         paths = connect_minima(store, subject, minima, self._config(subject), progress=False)
         pairs, values = paths["pairs"], paths["vertex_losses"]
         edges = paths["path_max"][pairs[:, 0], pairs[:, 1]]

@@ -6,7 +6,7 @@ import torch
 
 from lossatlas import FunctionSubject, Recipe, Store, analyze, train_minima
 from lossatlas.problems import himmelblau, resnet, three_hump_camel
-from lossatlas.samplers.paths import connect_minima, path_losses
+from lossatlas.samplers.paths import connect_minima
 from lossatlas.topology.barcode import barcode_scores, minima_barcode
 
 
@@ -104,7 +104,7 @@ def test_resnet_paths_reestimate_batchnorm_at_every_point():
         expected = subject.loss(theta, subject.update_bn(theta))
         assert result.arrays["minima_losses"][index] == pytest.approx(expected, rel=1e-5)
     middle = 0.5 * (thetas[0] + thetas[1])
-    recomputed = path_losses(subject, middle[None], recompute_bn=True)[0]
+    recomputed = subject.evaluate_many(middle[None], recompute_bn=True)["loss"][0]
     fixed = subject.loss(middle, minima[0].buffers)
     assert abs(recomputed - fixed) > 1e-3 * fixed  # re-estimating BatchNorm changes the loss on the path
     assert result.metrics["n_minima"] == 2 and result.arrays["path_losses"].shape == (1, 5)

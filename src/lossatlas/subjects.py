@@ -84,11 +84,13 @@ class Subject:
         """Loss at many parameter vectors (rows of ``thetas``); see ``evaluate_many``."""
         return self.evaluate_many(thetas, buffers, chunk_size, progress)["loss"]
 
-    def evaluate_many(self, thetas, buffers=None, chunk_size: int | None = None,
-                      progress: bool = False) -> dict[str, np.ndarray]:
+    def evaluate_many(self, thetas, buffers=None, chunk_size: int | None = None, progress: bool = False,
+                      recompute_bn: bool = False) -> dict[str, np.ndarray]:
         """Loss (and accuracy for classifiers) at many parameter vectors, all with the same
-        ``buffers``: vmap over chunks where the model allows it, a plain loop otherwise.
-        Returns float64 numpy arrays; NaN/inf are passed through."""
+        ``buffers``: vmap over chunks where the model allows it, a plain loop otherwise. With
+        ``recompute_bn`` (and BatchNorm in the model) each point gets its own re-estimated
+        statistics (``update_bn``) instead. Returns float64 numpy arrays; NaN/inf pass through."""
+        recompute_bn = recompute_bn and self.has_batchnorm
         thetas = torch.as_tensor(np.asarray(thetas) if not torch.is_tensor(thetas) else thetas)
         thetas = thetas.to(self.theta0.dtype).reshape(-1, self.dim)
         size = chunk_size or self.chunk_size
@@ -96,7 +98,8 @@ class Subject:
         starts = range(0, len(thetas), size)
         for start in progress_bar(starts, desc=f"{self.name}: losses", enabled=progress):
             chunk = thetas[start : start + size]
-            for key, values in self._metrics_chunk(chunk, buffers).items():
+            found = self._recomputed_chunk(chunk) if recompute_bn else self._metrics_chunk(chunk, buffers)
+            for key, values in found.items():
                 out[key][start : start + len(chunk)] = values
         return out
 
@@ -110,8 +113,18 @@ class Subject:
                 return {key: value.double().numpy() for key, value in found.items()}
             except (RuntimeError, NotImplementedError, ValueError):
                 self._vmap_ok = False  # data-dependent control flow or an op without a batching rule
-        rows = [self.evaluate(theta, buffers) for theta in chunk]
+        return self._looped_chunk(chunk, [buffers] * len(chunk))
+
+    def _recomputed_chunk(self, chunk: torch.Tensor) -> dict[str, np.ndarray]:
+        return self._looped_chunk(chunk, [self.update_bn(theta) for theta in chunk])
+
+    def _looped_chunk(self, chunk: torch.Tensor, buffers: list) -> dict[str, np.ndarray]:
+        if self._many_keys == ("loss",):  # evaluate() may add costly extras (a PINN's test error)
+            return {"loss": np.array([self.loss(theta, b) for theta, b in zip(chunk, buffers)])}
+        rows = [self.evaluate(theta, b) for theta, b in zip(chunk, buffers)]
         return {key: np.array([row[key] for row in rows]) for key in self._many_keys}
+
+    has_batchnorm = False
 
     _vmap_ok = True
     _recomputes_buffers = False
@@ -310,6 +323,10 @@ class ModuleSubject(Subject):
         self.theta0 = _flatten(dict(self.model.named_parameters()), self._params)
         self.buffers0 = _flatten(dict(self.model.named_buffers()), self._float_buffers)
         self._bn_modules = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    @property
+    def has_batchnorm(self) -> bool:
+        return bool(self._bn_modules)
 
     @property
     def classification(self) -> bool:

@@ -63,14 +63,14 @@ def loss_grid(store: Store, subject: Subject, directions: str = "random", resolu
         theta = torch.as_tensor(theta, dtype=subject.theta0.dtype)
         buffers = torch.as_tensor(buffers, dtype=subject.theta0.dtype)
         dirs = directions_module.make(directions, subject, theta, buffers, seed, include_bn)
-        _create(store, subject, path, config, theta, buffers, dirs, span_x, span_y, resolution)
+        _create(store, subject, key, config, theta, buffers, dirs, span_x, span_y, resolution)
     node = store.file[path]
     _fill(store, subject, node, bn, progress)
     return read_grid(node, key)
 
 
-def _create(store, subject, path, config, theta, buffers, dirs, span_x, span_y, resolution) -> None:
-    node = store.sample_node(subject.name, "grid", path.rsplit("/", 1)[1], config)
+def _create(store, subject, key, config, theta, buffers, dirs, span_x, span_y, resolution) -> None:
+    node = store.sample_node(subject.name, "grid", key, config)
     node.attrs["cosine"] = directions_module.cosine(dirs)
     node.attrs["complete"] = False
     store.write_array(node, "directions", dirs.numpy())
@@ -104,11 +104,7 @@ def _fill(store: Store, subject: Subject, node, bn: str, progress: bool) -> None
         i, j = np.unravel_index(index, shape)
         coords = torch.as_tensor(np.stack([x[i], y[j]], axis=1), dtype=center.dtype)
         thetas = center + coords @ dirs
-        if bn == "recompute" and getattr(subject, "_bn_modules", None):
-            rows = [subject.evaluate(t, subject.update_bn(t)) for t in thetas]
-            found = {k: np.array([r[k] for r in rows]) for k in rows[0]}
-        else:
-            found = subject.evaluate_many(thetas, buffers)
+        found = subject.evaluate_many(thetas, buffers, recompute_bn=bn == "recompute")
         for name, values in found.items():
             if name in arrays:
                 arrays[name][i, j] = values

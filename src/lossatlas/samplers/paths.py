@@ -120,19 +120,6 @@ def _insert_midpoints(subject, images: torch.Tensor, insert_tol: float, max_imag
     return torch.stack(rows), True
 
 
-# -- evaluation -----------------------------------------------------------------------------------
-def path_losses(subject, points: torch.Tensor, recompute_bn: bool) -> np.ndarray:
-    """Loss at every point over the full evaluation set; with ``recompute_bn`` each point's
-    BatchNorm statistics are re-estimated first (Garipov's update_bn), endpoints included."""
-    if recompute_bn:
-        return np.array([subject.loss(p, subject.update_bn(p)) for p in points])
-    return subject.losses(points)
-
-
-def has_batchnorm(subject) -> bool:
-    return bool(getattr(subject, "_bn_modules", None))
-
-
 # -- the sampler -------------------------------------------------------------------------------
 PATH_KINDS = ("string", "polychain", "bezier")
 
@@ -140,7 +127,8 @@ PATH_KINDS = ("string", "polychain", "bezier")
 def connect_minima(store, subject, minima: np.ndarray, config: dict, progress: bool = True) -> dict:
     """Optimize and evaluate a path between every pair of ``minima`` (K, dim), resumable per pair.
 
-    Stored under ``samples/paths/<key>/<i>_<j>``: t, losses, the path's points (string images or
+    Losses are measured on the full evaluation set, with BatchNorm statistics re-estimated at
+    every point (Garipov's update_bn), endpoints included. Stored under ``samples/paths/<key>/<i>_<j>``: t, losses, the path's points (string images or
     curve bends), the straight-line baseline (linear_t, linear_losses) and attrs max_loss,
     linear_max. Returns {"pairs", "path_max", "linear_max", "t", "losses", "vertex_losses"}.
     """
@@ -156,7 +144,6 @@ def connect_minima(store, subject, minima: np.ndarray, config: dict, progress: b
     root = store.sample_node(subject.name, "paths", config_key(full), full)
     if "minima" not in root:
         store.write_array(root, "minima", minima)
-    recompute = has_batchnorm(subject)
     thetas = torch.as_tensor(minima, dtype=subject.theta0.dtype)
     pairs = [(i, j) for i in range(len(minima)) for j in range(i + 1, len(minima))]
     for i, j in progress_bar(pairs, desc=f"{subject.name}: paths", enabled=progress):
@@ -164,9 +151,10 @@ def connect_minima(store, subject, minima: np.ndarray, config: dict, progress: b
         if name in root and root[name].attrs.get("complete", False):
             continue
         points, t, shape = _optimize(subject, thetas[i], thetas[j], config, progress)
-        losses = path_losses(subject, points, recompute)
+        losses = subject.evaluate_many(points, recompute_bn=True)["loss"]
         line_t = torch.linspace(0, 1, config["n_eval"], dtype=thetas.dtype)
-        line = path_losses(subject, (1 - line_t[:, None]) * thetas[i] + line_t[:, None] * thetas[j], recompute)
+        line = subject.evaluate_many((1 - line_t[:, None]) * thetas[i] + line_t[:, None] * thetas[j],
+                                     recompute_bn=True)["loss"]
         if name in root:
             del root[name]
         node = store.node(f"{root.name}/{name}", "path", complete=False)

@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	$(VENV)/bin/lossatlas run benchmarks/demo.toml --scale $(SCALE) --out results
+	$(VENV)/bin/lossatlas run benchmarks/resnet_skip.toml benchmarks/pinn_convection.toml --scale $(SCALE) --out results
 
 test: venv
 	$(PY) -m pytest -q

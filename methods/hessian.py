@@ -94,12 +94,10 @@ class Hessian(Analyzer):
     def plot(self, result, ax=None):
         import matplotlib.pyplot as plt
 
+        from lossatlas.plots import draw_density, prefix_title
+
         figure, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 3.5))
-        grid, density = result.arrays["density_grid"], result.arrays["density"]
-        ax.semilogy(grid, np.maximum(density, 1e-12), lw=1)
-        for value in result.arrays["eigenvalues"]:
-            ax.axvline(value, color="tab:red", lw=0.8, ls="--")
-        ax.set(xlabel="eigenvalue", ylabel="density (log)",
-               title=f"{result.subject}: Hessian spectrum (trace {result.metrics['trace']:.3g})")
+        draw_density(ax, result)
+        prefix_title(ax, result.subject)
         figure.tight_layout()
         return figure

@@ -108,25 +108,14 @@ class JumpRetrain(Analyzer):
         return metrics, arrays
 
     def plot(self, result, ax=None):
+        """PHATE embedding of the runs, and the diagrams D0 and D1 of the kNN graph."""
         import matplotlib.pyplot as plt
 
-        from lossatlas.plots import draw_diagram
+        from lossatlas.plots import draw_diagram, draw_phate, prefix_title
 
         figure, (ax_map, ax_d0, ax_d1) = plt.subplots(1, 3, figsize=(14, 4))
-        embedding, losses = result.arrays["embedding"], result.arrays["losses"]
-        points = ax_map.scatter(embedding[:, 0], embedding[:, 1], c=np.log10(np.maximum(losses, 1e-12)), s=8,
-                                cmap="viridis", zorder=2)
-        figure.colorbar(points, ax=ax_map, label="log10 loss")
-        seeds, steps, epochs = result.arrays["seeds"], result.arrays["steps"], result.arrays["epochs"]
-        for seed in np.unique(seeds):
-            for step in np.unique(steps):
-                run = (seeds == seed) & (steps == step)
-                ax_map.plot(embedding[run, 0], embedding[run, 1], lw=0.6, c=f"C{int(seed) % 10}", zorder=1)
-        jumps = epochs == 0
-        ax_map.scatter(embedding[jumps, 0], embedding[jumps, 1], marker="*", s=40 + 120 * steps[jumps], c="k", zorder=3,
-                       label="jumps (size ~ step)")
-        ax_map.set(title=f"{result.subject}: PHATE (cosine)", xticks=[], yticks=[])
-        ax_map.legend(fontsize=7)
+        draw_phate(ax_map, result)
+        prefix_title(ax_map, result.subject, "\n")
         for axis, name in ((ax_d0, "diagram_0"), (ax_d1, "diagram_1")):
             draw_diagram(axis, result.arrays[name])
         ax_d0.set_title(f"D0: total persistence {result.metrics['total_persistence_0']:.3g}")

@@ -150,17 +150,14 @@ class LossBarcode(Analyzer):
         return metrics, arrays
 
     def plot(self, result, ax=None):
+        """The barcode of minima, and the loss along the optimized paths."""
         import matplotlib.pyplot as plt
 
-        from lossatlas.plots import draw_barcode
+        from lossatlas.plots import draw_barcode_view, draw_paths, prefix_title
 
         figure, (ax_bars, ax_paths) = plt.subplots(1, 2, figsize=(10, 4))
-        draw_barcode(ax_bars, result.arrays["bars"])
-        ax_bars.set_title(f"{result.subject}: TO-score {result.metrics['to_score']:.3g}")
-        if "path_t" in result.arrays:
-            for (i, j), t, losses in zip(result.arrays["pairs"], result.arrays["path_t"], result.arrays["path_losses"]):
-                ax_paths.plot(t, losses, lw=1, label=f"{i}-{j}")
-            ax_paths.legend(fontsize=6, ncol=2)
-        ax_paths.set(xlabel="t along the path", ylabel="loss", title="loss along the optimized paths")
+        draw_barcode_view(ax_bars, result)
+        prefix_title(ax_bars, result.subject)
+        draw_paths(ax_paths, result)
         figure.tight_layout()
         return figure

@@ -23,11 +23,12 @@ def test_run_trains_minima_and_writes_store_and_summary(tmp_path, capsys):
     config.write_text(_CONFIG)
     assert main(["run", str(config), "--scale", "smoke", "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
-    assert "three_hump_camel" in printed and "eval_loss" in printed
+    assert "tiny_smoke" in printed and "report.md" in printed
     with h5py.File(tmp_path / "out" / "tiny_smoke.h5", "r") as file:
         assert list(file["subjects/three_hump_camel/minima"]) == ["000"]
         assert file["subjects/three_hump_camel/minima/000"].attrs["seed"] == 3  # the smoke override
-    assert (tmp_path / "out" / "tiny_smoke_summary.md").read_text().startswith("| subject")
+    header = (tmp_path / "out" / "tiny_smoke" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["subject", "seed", "minimum"] and "train_loss" in header
     assert main(["inspect", str(tmp_path / "out" / "tiny_smoke.h5")]) == 0
     assert "encoding-type=minimum" in capsys.readouterr().out
 
@@ -111,11 +112,13 @@ def test_every_method_runs_on_a_pinn(tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # PHATE on 12 samples warns about its graph
         assert main(["run", str(config), "--out", str(tmp_path / "out")]) == 0
-    summary = (tmp_path / "out" / "pinn_check_cpu_summary.md").read_text().splitlines()
-    header = [c.strip() for c in summary[0].strip("|").split("|")]
+    import csv
+
+    with open(tmp_path / "out" / "pinn_check_cpu" / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
     for method in ("hessian.top_eigenvalue", "merge-tree.n_saddles", "loss-barcode.to_score",
-                   "jump-retrain.total_persistence_0", "eval_relative_l2_error"):
-        assert method in header
-    for line in summary[2:]:
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        assert all(c not in ("nan", "inf", "") for c in cells), line
+                   "jump-retrain.total_persistence_0", "train_relative_l2_error"):
+        assert method in rows[0]
+    assert len(rows) == 2
+    for row in rows:
+        assert all(v not in ("nan", "inf", "") for v in row.values()), row

@@ -1,12 +1,13 @@
-"""Command line: ``lossatlas methods | inspect STORE | run CONFIG.toml``."""
+"""Command line: ``lossatlas methods | inspect STORE | run CONFIG.toml... | report STORE --out DIR``."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
 
-from .errors import LossatlasError
+from .errors import ConfigError, LossatlasError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,15 +16,19 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("methods", help="list the installed analyzers and their parameters")
     inspect = commands.add_parser("inspect", help="print the tree of a store with its attributes")
     inspect.add_argument("store")
-    run = commands.add_parser("run", help="validate a benchmark config, train minima, run its methods")
-    run.add_argument("config")
+    run = commands.add_parser("run", help="validate benchmark configs, then produce -> analyze -> report")
+    run.add_argument("config", nargs="+", help="benchmark TOML file(s), e.g. benchmarks/resnet_skip.toml")
     run.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"])
-    run.add_argument("--store", help="HDF5 store (default: OUT/<name>_<scale>.h5)")
-    run.add_argument("--out", default="results", help="output directory (default: results)")
-    run.add_argument("--check", action="store_true", help="only validate the config")
+    run.add_argument("--store", help="HDF5 store (default: OUT/<name>_<scale>.h5; one config only)")
+    run.add_argument("--out", default="results", help="output directory; each report goes to OUT/<name>_<scale>/")
+    run.add_argument("--check", action="store_true", help="only validate the config(s)")
+    report = commands.add_parser("report", help="rebuild the tables and figures of a benchmark from its store")
+    report.add_argument("store")
+    report.add_argument("--out", required=True, help="output directory for the report")
+    report.add_argument("--benchmark", help="which benchmark of the store (default: its only one)")
     args = parser.parse_args(argv)
     try:
-        return {"methods": _methods, "inspect": _inspect, "run": _run}[args.command](args)
+        return {"methods": _methods, "inspect": _inspect, "run": _run, "report": _report}[args.command](args)
     except LossatlasError as err:
         print(f"lossatlas: error: {err}", file=sys.stderr)
         return 2
@@ -54,24 +59,60 @@ def _inspect(args) -> int:
 
 def _run(args) -> int:
     from . import harness
-    from .store import Store
 
-    plan = harness.load(args.config, args.scale)
-    print(f"{plan.name} at scale {plan.scale!r}: {len(plan.subjects)} subject(s) x {len(plan.seeds)} seed(s); "
-          f"methods: {sorted(plan.methods) or 'none'}")
+    plans = [harness.load(config, args.scale) for config in args.config]  # every config checked before any work
+    if args.store and len(plans) > 1:
+        raise ConfigError("--store names one store; give one config with it, or leave it out.")
+    for plan in plans:
+        print(f"{plan.name} at scale {plan.scale!r}: {len(plan.subjects)} subject(s) x {len(plan.seeds)} seed(s); "
+              f"methods: {sorted(plan.methods) or 'none'}")
     if args.check:
         print("config OK")
         return 0
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    store_path = Path(args.store) if args.store else out / f"{plan.name}_{plan.scale}.h5"
+    reports = [_run_one(plan, out, Path(args.store) if args.store else out / f"{plan.record_name}.h5")
+               for plan in plans]
+    print("\nreports:")
+    for folder in reports:
+        print(f"  {folder / 'report.md'}   {folder / 'index.html'}")
+    return 0
+
+
+def _run_one(plan, out: Path, store_path: Path) -> Path:
+    from . import harness
+    from .report import write_report
+    from .store import Store
+
+    folder = out / plan.record_name
+    folder.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(folder / "run.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("lossatlas")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     start = time.perf_counter()
-    with Store(store_path, "a") as store:
-        rows = harness.execute(plan, store)
-    table = harness.format_rows(rows)
-    (out / f"{plan.name}_{plan.scale}_summary.md").write_text(table + "\n")
-    print(table)
-    print(f"\nstore: {store_path}  ({time.perf_counter() - start:.1f} s)")
+    try:
+        logger.info("run %s at scale %s into %s", plan.name, plan.scale, store_path)
+        with Store(store_path, "a") as store:
+            harness.execute(plan, store)
+            logger.info("report -> %s", folder)
+            write_report(store, folder, plan.record_name)
+        logger.info("finished in %.1f s", time.perf_counter() - start)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    print(f"{plan.record_name}: done in {time.perf_counter() - start:.1f} s; store {store_path}")
+    print((folder / "report.md").read_text(encoding="utf-8").split("## Method comparison")[0].split("## Seed claims")[-1])
+    return folder
+
+
+def _report(args) -> int:
+    from .report import write_report
+    from .store import Store
+
+    with Store(args.store, "r") as store:
+        written = write_report(store, args.out, args.benchmark)
+    print(f"report: {written['report.md']}  {written['index.html']}")
     return 0
 
 

@@ -7,20 +7,31 @@
     [params]                        # problem parameters shared by every variant
     [variants]                      # lists; the subjects are their product, e.g. skip = [true, false]
     [minima]                        # the training recipe (lossatlas.Recipe fields)
-    [methods.<name>]                # analyzers to run and their parameters
+    [methods.<label>]               # an analyzer to run and its parameters; ``analyzer = "merge-tree"``
+                                    # runs one analyzer under several labels (default: the label itself)
+    [report]                        # factor = a variant key; error = a row column (e.g. "test_error")
+    [[report.claims]]               # metric = "<label>.<metric>" or a model column, direction =
+                                    # "increasing" | "decreasing" in the factor, text, source, where = {...},
+                                    # factor (default: [report] factor; any problem parameter)
     [scales.<smoke|cpu|paper>]      # per-scale overrides of seeds, params, variants, minima, methods
 
-Later issues add the report; ``run`` here trains the minima, runs the methods and prints a summary.
+Methods with a ``minimum`` parameter run at every trained minimum; the others (the loss barcode,
+which joins all minima of a subject) once per subject. ``execute`` records the plan and the key
+of every result in the store (``/benchmarks/<name>_<scale>``), so the report is rebuilt from the
+store alone.
 """
 from __future__ import annotations
 
 import itertools
+import logging
 import sys
-from dataclasses import dataclass, field
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import problems, registry
 from .errors import ConfigError
+from .progress import bar as progress_bar
 from .training import Recipe
 
 if sys.version_info >= (3, 11):
@@ -29,8 +40,12 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SCALES = ("smoke", "cpu", "paper")
-_TOP_KEYS = {"name", "description", "problem", "seeds", "params", "variants", "minima", "methods", "scales"}
+_TOP_KEYS = {"name", "description", "problem", "seeds", "params", "variants", "minima", "methods", "report", "scales"}
 _SCALE_KEYS = {"seeds", "params", "variants", "minima", "methods"}
+_REPORT_KEYS = {"factor", "error", "claims"}
+_CLAIM_KEYS = {"metric", "direction", "text", "source", "where", "factor"}
+DIRECTIONS = ("increasing", "decreasing")
+log = logging.getLogger("lossatlas.harness")
 
 
 @dataclass
@@ -42,9 +57,20 @@ class Plan:
     scale: str
     problem: str
     seeds: list[int]
+    variants: dict[str, list]
     subjects: list[dict]  # problem parameters, one dict per subject
     recipe: Recipe
-    methods: dict[str, dict] = field(default_factory=dict)
+    methods: dict[str, dict] = field(default_factory=dict)  # label -> {"analyzer": name, "params": {...}}
+    report: dict = field(default_factory=dict)
+
+    @property
+    def record_name(self) -> str:
+        return f"{self.name}_{self.scale}"
+
+    def to_record(self) -> dict:
+        record = asdict(self)
+        record["recipe"] = self.recipe.to_dict()
+        return record
 
 
 def load(path: str | Path, scale: str = "cpu") -> Plan:
@@ -59,13 +85,13 @@ def load(path: str | Path, scale: str = "cpu") -> Plan:
 
 
 def plan(config: dict, scale: str = "cpu", source: str = "config") -> Plan:
-    """Check every key, problem, method and parameter, then apply the scale's overrides."""
+    """Check every key, problem, method, parameter and claim, then apply the scale's overrides."""
     _known(source, config, _TOP_KEYS, "key")
     if scale not in SCALES:
         raise ConfigError(f"Unknown scale {scale!r}; valid scales: {list(SCALES)}.")
     scales = _table(config, "scales", source)
     _known(f"{source} [scales]", scales, SCALES, "scale")
-    for name, overrides in scales.items():
+    for name in scales:
         _known(f"{source} [scales.{name}]", _table(scales, name, f"{source} [scales]"), _SCALE_KEYS, "key")
     for required in ("name", "problem"):
         if required not in config:
@@ -84,40 +110,110 @@ def plan(config: dict, scale: str = "cpu", source: str = "config") -> Plan:
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise ConfigError(f"{source} 'seeds' must be a non-empty list of ints >= 0; got {seeds!r}.")
     recipe = Recipe.from_dict(_table(merged, "minima", source))
-    methods = _table(merged, "methods", source)
-    for method, method_params in methods.items():
-        registry.get(method).from_params(_table(methods, method, f"{source} [methods]"))
-    return Plan(config["name"], config.get("description", ""), scale, problem, seeds, subjects, recipe, methods)
+    methods = {label: _method(label, _table(_table(merged, "methods", source), label, f"{source} [methods]"))
+               for label in _table(merged, "methods", source)}
+    report = _report(_table(config, "report", source), variants, problems.parameters(problem), methods, source)
+    return Plan(config["name"], config.get("description", ""), scale, problem, seeds, variants, subjects, recipe,
+                methods, report)
 
 
-def execute(plan: Plan, store) -> list[dict]:
-    """Train the minima of every subject and run every method at each of them (methods with a
-    ``minimum`` parameter); one summary row per minimum."""
+def _method(label: str, table: dict) -> dict:
+    params = dict(table)
+    analyzer = params.pop("analyzer", label)
+    if not isinstance(analyzer, str):
+        raise ConfigError(f"[methods.{label}] 'analyzer' must be a method name; got {analyzer!r}.")
+    if "." in label:
+        raise ConfigError(f"Method label {label!r} must not contain '.' (metric columns are '<label>.<metric>').")
+    registry.get(analyzer).from_params(params)
+    return {"analyzer": analyzer, "params": params}
+
+
+def _report(report: dict, variants: dict, params: dict, methods: dict, source: str) -> dict:
+    """``params``: every parameter of the problem; a claim about one that this scale does not
+    vary (depth, width) is reported as not testable rather than refused."""
+    where = f"{source} [report]"
+    _known(where, report, _REPORT_KEYS, "key")
+    factor = report.get("factor")
+    if factor is not None and factor not in variants:
+        raise ConfigError(f"{where} factor {factor!r} is not a variant; variants: {sorted(variants)}.")
+    error = report.get("error")
+    if error is not None and not isinstance(error, str):
+        raise ConfigError(f"{where} error must be a column name (a string); got {error!r}.")
+    claims = report.get("claims", [])
+    if not isinstance(claims, list):
+        raise ConfigError(f"{where} claims must be an array of tables ([[report.claims]]).")
+    for index, claim in enumerate(claims):
+        at = f"{where} claims[{index}]"
+        if not isinstance(claim, dict):
+            raise ConfigError(f"{at} must be a table.")
+        _known(at, claim, _CLAIM_KEYS, "key")
+        for required in ("metric", "direction", "text"):
+            if required not in claim:
+                raise ConfigError(f"{at} needs {required!r}.")
+        if claim["direction"] not in DIRECTIONS:
+            raise ConfigError(f"{at} direction must be one of {list(DIRECTIONS)}; got {claim['direction']!r}.")
+        label = claim["metric"].split(".", 1)[0] if "." in claim["metric"] else None
+        if label is not None and label not in methods:
+            raise ConfigError(f"{at} metric {claim['metric']!r} names no method; methods: {sorted(methods)}.")
+        _known(f"{at} where", _table(claim, "where", at), set(params), "problem parameter")
+        claim_factor = claim.get("factor", factor)
+        if claim_factor is None:
+            raise ConfigError(f"{at} needs a factor (its own or [report] factor).")
+        if claim_factor not in params:
+            raise ConfigError(f"{at} factor {claim_factor!r} is not a problem parameter; valid: {sorted(params)}.")
+    return {"factor": factor, "error": error, "claims": claims}
+
+
+def execute(plan: Plan, store, progress: bool = True) -> dict:
+    """Train the minima of every subject and run every method at each of them (or once per
+    subject); returns the benchmark record, which is also written to the store after every step."""
     from .analyzer import analyze
     from .samplers import train_minima
 
-    rows = []
+    per_minimum = [label for label, m in plan.methods.items() if "minimum" in registry.get(m["analyzer"]).defaults()]
+    per_subject = [label for label in plan.methods if label not in per_minimum]
+    tasks = len(plan.subjects) * (len(plan.seeds) * (1 + len(per_minimum)) + len(per_subject))
+    record = {**plan.to_record(), "runs": []}
+    overall = progress_bar(total=tasks, desc=plan.record_name, enabled=progress, leave=True, position=0)
+
+    def step(stage: str, work):
+        overall.set_postfix_str(stage)
+        start = time.perf_counter()
+        log.info("start %s", stage)
+        value = work()
+        log.info("done  %s (%.1f s)", stage, time.perf_counter() - start)
+        overall.update(1)
+        return value
+
     for params in plan.subjects:
         subject = problems.build(plan.problem, **params)
-        for minimum in train_minima(store, subject, plan.recipe, plan.seeds):
-            row = {"subject": subject.name, "seed": minimum.seed, **minimum.metrics}
-            for method, method_params in plan.methods.items():
-                at_minimum = {"minimum": minimum.index} if "minimum" in registry.get(method).defaults() else {}
-                result = analyze(store, subject, method, **{**at_minimum, **method_params})
-                row.update({f"{method}.{k}": v for k, v in result.metrics.items()})
-            rows.append(row)
-    return rows
-
-
-def format_rows(rows: list[dict]) -> str:
-    """A plain Markdown table of the summary rows."""
-    if not rows:
-        return "(nothing was run)"
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
+        variant = {key: params[key] for key in plan.variants}
+        minima = []
+        for count in range(1, len(plan.seeds) + 1):
+            seeds = plan.seeds[:count]
+            minima = step(f"{subject.name} minimum {count - 1}",
+                          lambda: train_minima(store, subject, plan.recipe, seeds, progress=progress))
+        subject_results = {}
+        runs = [{"subject": subject.name, "variant": variant, "seed": m.seed, "minimum": m.index, "results": {}}
+                for m in minima]
+        for run in runs:
+            for label in per_minimum:
+                method = plan.methods[label]
+                result = step(f"{subject.name} {label} @ minimum {run['minimum']}",
+                              lambda: analyze(store, subject, method["analyzer"],
+                                              **{"minimum": run["minimum"], **method["params"]}))
+                run["results"][label] = result.key
+        for label in per_subject:
+            method = plan.methods[label]
+            subject_results[label] = step(f"{subject.name} {label}",
+                                          lambda: analyze(store, subject, method["analyzer"], **method["params"])).key
+        for run in runs:
+            run["results"].update(subject_results)
+        record["runs"] += runs
+        store.write_benchmark(plan.record_name, record)
+    overall.close()
+    store.write_benchmark(plan.record_name, record)
+    return record
 
 
 def _merge(base: dict, overrides: dict) -> dict:

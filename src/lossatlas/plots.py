@@ -1,97 +1,398 @@
-"""Figures shared by analyzers and reports (matplotlib, imported lazily)."""
+"""Every analyzer's figures, drawn here and nowhere else (matplotlib, imported lazily).
+
+Three layers, so analyzers and benchmark reports share one drawing of each thing:
+
+* axes-level drawers ``draw_<view>(ax, result)``: one view of a Result on a given Axes, with a
+  short title carrying the view's key metrics; they never raise on NaN/inf values or empty
+  arrays (stored results of diverged or degenerate runs must still make a report) and write
+  "no finite values" where nothing can be drawn;
+* ``VIEWS`` / ``draw_view``: the views of each analyzer by name, so a report can ask for
+  "contour" of a merge-tree result without knowing how it is drawn;
+* composers: ``panel_figure`` (many views, e.g. one variant), ``comparison_figure`` (one view,
+  variants side by side) and ``save_figure`` (reproducible PNG + PDF).
+"""
 from __future__ import annotations
+
+import math
+from pathlib import Path
 
 import numpy as np
 
+VIEWS: dict[str, tuple[str, ...]] = {
+    "merge-tree": ("contour", "surface", "merge_tree", "persistence"),
+    "loss-barcode": ("barcode",),
+    "jump-retrain": ("phate",),
+    "hessian": ("density",),
+}
+
+NO_DATA = "no finite values"
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+def _metric(result, name: str) -> float:
+    """A metric or NaN: hand-built or older results may lack one, and a title must not fail."""
+    try:
+        return float(result.metrics.get(name, float("nan")))
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _rows(array, width: int, dtype=float) -> np.ndarray:
+    """``array`` as (n, width), so an empty ``np.empty(0)`` or a missing array reads as zero rows."""
+    return np.asarray(array if array is not None else [], dtype=dtype).reshape(-1, width)
+
+
+def _finite_or_nan(values) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    return np.where(np.isfinite(values), values, np.nan)
+
+
+def _no_data(ax, text: str = NO_DATA) -> None:
+    """Centered text in axes coordinates (3-D axes need text2D for that)."""
+    place = ax.text2D if hasattr(ax, "text2D") else ax.text
+    place(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="gray")
+
+
+def prefix_title(ax, label: str, sep: str = ": ") -> None:
+    """Put ``label`` (a subject, a variant) in front of the title a drawer set."""
+    title = ax.get_title()
+    ax.set_title(f"{label}{sep}{title}" if title else label)
+
 
 def _clipped(loss: np.ndarray, clip_quantile: float | None) -> np.ndarray:
-    """Outlier clipping to "zoom" into small-scale structure (seed 001, Fig. 1 right)."""
-    finite = loss[np.isfinite(loss)]
+    """Outlier clipping to "zoom" into small-scale structure (seed 001, Fig. 1 right); non-finite
+    values become NaN, which matplotlib leaves blank."""
+    shown = _finite_or_nan(loss)
+    finite = shown[np.isfinite(shown)]
     if clip_quantile is None or not len(finite):
-        return np.where(np.isfinite(loss), loss, np.nan)
-    return np.clip(np.where(np.isfinite(loss), loss, np.nan), None, np.quantile(finite, clip_quantile))
+        return shown
+    return np.clip(shown, None, np.quantile(finite, clip_quantile))
 
 
-def merge_tree_figure(result, clip_quantile: float | None = None):
-    import matplotlib.pyplot as plt
-
-    loss, x, y = result.arrays["loss_grid"], result.arrays["x"], result.arrays["y"]
-    figure, (ax_map, ax_tree, ax_diagram) = plt.subplots(1, 3, figsize=(13, 4))
+def _grid(result, clip_quantile):
+    """(shown loss, x, y), or None where no 2x2 patch of the grid could be drawn."""
+    loss = np.asarray(result.arrays["loss_grid"], dtype=float)
+    x, y = np.asarray(result.arrays["x"], dtype=float), np.asarray(result.arrays["y"], dtype=float)
+    if loss.ndim != 2 or min(loss.shape) < 2 or loss.shape != (len(x), len(y)):
+        return None
     shown = _clipped(loss, clip_quantile)
-    contour = ax_map.contourf(x, y, shown.T, levels=30, cmap="viridis")
-    figure.colorbar(contour, ax=ax_map, label="loss")
-    shape = loss.shape
-    minima = np.unravel_index(result.arrays["pair_vertices"][:, 0], shape)
-    ax_map.scatter(x[minima[0]], y[minima[1]], c="white", edgecolors="k", s=30, label="minima", zorder=3)
-    if len(result.arrays["saddles"]):
-        saddles = np.unravel_index(result.arrays["saddles"][:, 0], shape)
-        ax_map.scatter(x[saddles[0]], y[saddles[1]], c="red", marker="x", s=30, label="saddles", zorder=3)
-    ax_map.set(xlabel="direction 1", ylabel="direction 2", title=f"{result.subject}")
-    ax_map.legend(loc="upper right", fontsize=7)
-    draw_merge_tree(ax_tree, loss.ravel(), result.arrays["pair_vertices"], result.arrays["saddles"])
-    draw_diagram(ax_diagram, result.arrays["pairs"])
-    ax_tree.set_title(f"merge tree: {int(result.metrics['n_saddles'])} saddles")
-    ax_diagram.set_title(f"average persistence {result.metrics['average_persistence']:.3g}")
-    figure.tight_layout()
-    return figure
+    return (shown, x, y) if np.isfinite(shown).any() else None
 
 
-def draw_merge_tree(ax, values: np.ndarray, pair_vertices: np.ndarray, saddles: np.ndarray) -> None:
+# -- merge tree ----------------------------------------------------------------------------------
+
+def draw_contour(ax, result, clip_quantile: float | None = None) -> None:
+    """Merge-tree result: filled contour of the loss grid, minima (white) and saddles (red x)."""
+    ax.set(xlabel="direction 1", ylabel="direction 2",
+           title=f"contour: {_metric(result, 'n_minima'):g} minima, {_metric(result, 'n_saddles'):g} saddles")
+    grid = _grid(result, clip_quantile)
+    if grid is None:
+        _no_data(ax)
+        return
+    shown, x, y = grid
+    contour = ax.contourf(x, y, shown.T, levels=30, cmap="viridis")
+    ax.figure.colorbar(contour, ax=ax, label="loss")
+    minima = _rows(result.arrays.get("pair_vertices"), 2, np.int64)[:, 0]
+    saddles = _rows(result.arrays.get("saddles"), 3, np.int64)[:, 0]
+    for vertices, style in ((minima, dict(c="white", edgecolors="k", label="minima")),
+                            (saddles, dict(c="red", marker="x", label="saddles"))):
+        if len(vertices):
+            i, j = np.unravel_index(vertices, shown.shape)
+            ax.scatter(x[i], y[j], s=30, zorder=3, **style)
+    if len(minima) or len(saddles):
+        ax.legend(loc="upper right", fontsize=7)
+
+
+def draw_surface(ax3d, result, clip_quantile: float | None = None) -> None:
+    """Merge-tree result: the loss grid as a 3-D surface (``ax3d`` must be a 3-D axes)."""
+    ax3d.set(xlabel="direction 1", ylabel="direction 2", zlabel="loss",
+             title=f"surface: loss {_metric(result, 'loss_min'):.3g} to {_metric(result, 'loss_max'):.3g}")
+    grid = _grid(result, clip_quantile)
+    if grid is None:
+        _no_data(ax3d)
+        return
+    shown, x, y = grid
+    xx, yy = np.meshgrid(x, y, indexing="ij")
+    ax3d.plot_surface(xx, yy, np.ma.masked_invalid(shown), cmap="viridis", linewidth=0)
+
+
+def draw_merge_tree(ax, result) -> None:
+    """Merge-tree result: the tree with leaves at the minima's losses, saddles in red."""
+    ax.set_title(f"merge tree: {_metric(result, 'n_saddles'):g} saddles")
+    loss = np.asarray(result.arrays["loss_grid"], dtype=float).ravel()
+    _draw_tree(ax, loss, _rows(result.arrays.get("pair_vertices"), 2, np.int64),
+               _rows(result.arrays.get("saddles"), 3, np.int64))
+
+
+def _draw_tree(ax, values: np.ndarray, pair_vertices: np.ndarray, saddles: np.ndarray) -> None:
     """Leaves at their loss, each saddle joining two branches at its loss; x by merge order."""
+    ax.set(xticks=[], ylabel="loss")
+    values = _finite_or_nan(values)
     top = {int(m): (float(i), float(values[m])) for i, m in enumerate(_leaf_order(pair_vertices, saddles))}
-    ax.scatter([p[0] for p in top.values()], [p[1] for p in top.values()], c="tab:blue", s=12, zorder=3)
+    if not top or not np.isfinite([p[1] for p in top.values()]).any():
+        _no_data(ax)
+        return
+    ax.scatter([p[0] for p in top.values()], [p[1] for p in top.values()], c="tab:blue", s=12, zorder=3,
+               label="minima")
+    joints = []
     for saddle, survivor, dying in saddles.tolist():
+        if survivor not in top or dying not in top:
+            continue  # a saddle whose branches are not in the tree (inconsistent arrays): skip it
         (xa, ya), (xb, yb) = top[survivor], top[dying]
         height = float(values[saddle])
         xs = 0.5 * (xa + xb)
         ax.plot([xa, xa, xs], [ya, height, height], c="k", lw=0.8)
         ax.plot([xb, xb, xs], [yb, height, height], c="k", lw=0.8)
-        ax.scatter([xs], [height], c="tab:red", s=10, zorder=3)
+        joints.append((xs, height))
         top[survivor] = (xs, height)
-    ax.set(xticks=[], ylabel="loss")
+    if joints:
+        ax.scatter(*np.array(joints).T, c="tab:red", s=10, zorder=3, label="saddles")
 
 
 def _leaf_order(pair_vertices: np.ndarray, saddles: np.ndarray) -> list[int]:
     """Leaves ordered so that every merge joins neighbouring blocks (no crossing branches)."""
     blocks = {int(m): [int(m)] for m in pair_vertices[:, 0]}
     for _, survivor, dying in saddles.tolist():
-        blocks[survivor] = blocks[survivor] + blocks.pop(dying)
+        if survivor in blocks and dying in blocks and survivor != dying:
+            blocks[survivor] = blocks[survivor] + blocks.pop(dying)
     return [leaf for block in blocks.values() for leaf in block]
 
 
+def draw_persistence(ax, result) -> None:
+    """Merge-tree result: the persistence diagram of its (minimum, saddle) pairs."""
+    draw_diagram(ax, result.arrays.get("pairs"))
+    ax.set_title(f"persistence: average {_metric(result, 'average_persistence'):.3g}")
+
+
 def draw_diagram(ax, pairs: np.ndarray) -> None:
+    """A persistence diagram; essential pairs (death +inf) as red triangles above the rest.
+    Pairs with a non-finite birth or a NaN death carry no point and are left out."""
+    ax.set(xlabel="birth (minimum)", ylabel="death (saddle)")
+    pairs = _rows(pairs, 2)
+    pairs = pairs[np.isfinite(pairs[:, 0]) & (np.isfinite(pairs[:, 1]) | (pairs[:, 1] == np.inf))]
+    if not len(pairs):
+        _no_data(ax)
+        return
     finite = np.isfinite(pairs[:, 1])
-    top = pairs[finite, 1].max() if finite.any() else (pairs[:, 0].max() + 1 if len(pairs) else 1.0)
-    low = pairs[:, 0].min() if len(pairs) else 0.0
+    low = pairs[:, 0].min()
+    top = pairs[finite, 1].max() if finite.any() else pairs[:, 0].max() + 1
     ax.scatter(pairs[finite, 0], pairs[finite, 1], s=14, label="pairs")
     ax.scatter(pairs[~finite, 0], np.full((~finite).sum(), top * 1.05 if top > 0 else top + 1), marker="^",
                c="tab:red", s=20, label="essential (inf)")
     ax.plot([low, top], [low, top], c="gray", lw=0.8)
-    ax.set(xlabel="birth (minimum)", ylabel="death (saddle)")
     ax.legend(fontsize=7)
 
 
-def surface_figure(result, clip_quantile: float | None = None):
-    """The loss grid as a 3-D surface."""
-    import matplotlib.pyplot as plt
+# -- loss barcode ----------------------------------------------------------------------------------
 
-    loss, x, y = result.arrays["loss_grid"], result.arrays["x"], result.arrays["y"]
-    figure = plt.figure(figsize=(5, 4))
-    ax = figure.add_subplot(projection="3d")
-    xx, yy = np.meshgrid(x, y, indexing="ij")
-    ax.plot_surface(xx, yy, _clipped(loss, clip_quantile), cmap="viridis", linewidth=0)
-    ax.set(xlabel="direction 1", ylabel="direction 2", zlabel="loss", title=result.subject)
-    return figure
+def draw_barcode_view(ax, result) -> None:
+    """Loss-barcode result: the barcode of minima, TO-score in the title."""
+    draw_barcode(ax, result.arrays.get("bars"))
+    ax.set_title(f"barcode: TO-score {_metric(result, 'to_score'):.3g}")
 
 
 def draw_barcode(ax, bars: np.ndarray) -> None:
-    """One vertical segment per minimum, from its loss to its death (seed 002, Figs 2, 4, 7)."""
+    """One vertical segment per minimum, from its loss to its death (seed 002, Figs 2, 4, 7);
+    an infinite death is a red bar with an arrow. Bars with a NaN end are left out."""
+    ax.set(xlabel="minimum", ylabel="loss")
+    bars = _rows(bars, 2)
+    bars = bars[np.isfinite(bars[:, 0]) & ~np.isnan(bars[:, 1])]
+    if not len(bars):
+        _no_data(ax)
+        return
     finite = np.isfinite(bars[:, 1])
     top = bars[finite, 1].max() if finite.any() else bars[:, 0].max() + 1.0
-    span = top - bars[:, 0].min() if len(bars) else 1.0
+    span = (top - bars[:, 0].min()) or 1.0
     for index, (birth, death) in enumerate(bars):
         end = death if np.isfinite(death) else top + 0.15 * span
         ax.plot([index, index], [birth, end], lw=4, solid_capstyle="butt", c="tab:blue" if np.isfinite(death) else "tab:red")
         if not np.isfinite(death):
             ax.annotate("", (index, end + 0.05 * span), (index, end), arrowprops={"arrowstyle": "->", "color": "tab:red"})
-    ax.set(xlabel="minimum", ylabel="loss", xticks=range(len(bars)))
+    ax.set(xticks=range(len(bars)))
+
+
+def draw_paths(ax, result) -> None:
+    """Loss-barcode result: the loss along each optimized path between two minima."""
+    ax.set(xlabel="t along the path", ylabel="loss", title="loss along the optimized paths")
+    if "path_t" not in result.arrays:
+        _no_data(ax, "no paths (one minimum)")
+        return
+    drawn = False
+    for (i, j), t, losses in zip(result.arrays["pairs"], result.arrays["path_t"], result.arrays["path_losses"]):
+        losses = _finite_or_nan(losses)
+        if np.isfinite(losses).any():
+            ax.plot(t, losses, lw=1, label=f"{i}-{j}")
+            drawn = True
+    if drawn:
+        ax.legend(fontsize=6, ncol=2)
+    else:
+        _no_data(ax)
+
+
+# -- jump and retrain --------------------------------------------------------------------------------
+
+def draw_phate(ax, result) -> None:
+    """Jump-retrain result: PHATE embedding coloured by log10 loss, each run a line, jumps as stars
+    (size ~ step)."""
+    ax.set(xticks=[], yticks=[], title=f"PHATE: TP0 {_metric(result, 'total_persistence_0'):.3g}, "
+                                       f"TP1 {_metric(result, 'total_persistence_1'):.3g}")
+    embedding = _rows(result.arrays.get("embedding"), 2)
+    if not np.isfinite(embedding).all(axis=1).any():
+        _no_data(ax)
+        return
+    n = len(embedding)
+    losses = np.asarray(result.arrays["losses"], dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        colors = _finite_or_nan(np.log10(np.maximum(losses, 1e-12)))
+    if np.isfinite(colors).any():
+        points = ax.scatter(embedding[:, 0], embedding[:, 1], c=colors, s=8, cmap="viridis", zorder=2,
+                            plotnonfinite=True)
+        ax.figure.colorbar(points, ax=ax, label="log10 loss")
+    else:
+        ax.scatter(embedding[:, 0], embedding[:, 1], c="gray", s=8, zorder=2)
+    seeds = np.asarray(result.arrays.get("seeds", np.zeros(n)))
+    steps = np.asarray(result.arrays.get("steps", np.zeros(n)), dtype=float)
+    epochs = np.asarray(result.arrays.get("epochs", np.ones(n)))
+    for seed in np.unique(seeds):
+        for step in np.unique(steps):
+            run = (seeds == seed) & (steps == step)
+            ax.plot(embedding[run, 0], embedding[run, 1], lw=0.6, c=f"C{int(seed) % 10}", zorder=1)
+    jumps = epochs == 0
+    if jumps.any():
+        sizes = 40 + 120 * np.nan_to_num(steps[jumps], nan=0.0, posinf=1.0, neginf=0.0)
+        ax.scatter(embedding[jumps, 0], embedding[jumps, 1], marker="*", s=sizes, c="k", zorder=3,
+                   label="jumps (size ~ step)")
+        ax.legend(fontsize=7)
+
+
+# -- Hessian -------------------------------------------------------------------------------------------
+
+def draw_density(ax, result) -> None:
+    """Hessian result: eigenvalue density on a log axis, the top eigenvalues as dashed red lines."""
+    ax.set(xlabel="eigenvalue", ylabel="density (log)",
+           title=f"density: top {_metric(result, 'top_eigenvalue'):.3g}, trace {_metric(result, 'trace'):.3g}")
+    grid = _finite_or_nan(result.arrays.get("density_grid", []))
+    density = _finite_or_nan(result.arrays.get("density", []))
+    eigenvalues = _finite_or_nan(result.arrays.get("eigenvalues", [])).ravel()
+    shown = np.isfinite(grid) & np.isfinite(density) & (density > 0) if grid.shape == density.shape else [False]
+    if np.any(shown):
+        ax.semilogy(grid, np.maximum(density, 1e-12), lw=1)  # the floor shows empty bins as drops, not gaps
+    else:
+        ax.set_yscale("log")
+        _no_data(ax)
+    for value in eigenvalues[np.isfinite(eigenvalues)]:
+        ax.axvline(value, color="tab:red", lw=0.8, ls="--")
+
+
+# -- views ---------------------------------------------------------------------------------------------
+
+_DRAWERS = {
+    "contour": draw_contour,
+    "surface": draw_surface,
+    "merge_tree": draw_merge_tree,
+    "persistence": draw_persistence,
+    "barcode": draw_barcode_view,
+    "phate": draw_phate,
+    "density": draw_density,
+}
+
+
+def is_3d(view: str) -> bool:
+    """Whether ``view`` needs a 3-D axes (``projection="3d"``)."""
+    return view == "surface"
+
+
+def _check_view(view: str) -> None:
+    if view not in _DRAWERS:
+        raise ValueError(f"Unknown view {view!r}; valid views: {', '.join(_DRAWERS)}.")
+
+
+def draw_view(ax, view: str, result, **options) -> None:
+    """Draw the view named ``view`` (see VIEWS) of ``result`` on ``ax``; ``options`` (e.g.
+    clip_quantile for contour/surface) go to the drawer."""
+    _check_view(view)
+    _DRAWERS[view](ax, result, **options)
+
+
+# -- figures -------------------------------------------------------------------------------------------
+
+def panel_figure(title: str, panels: list, ncols: int = 4):
+    """One figure, one subplot per ``(panel_title, view, result)`` in rows of ``ncols``; each
+    subplot's title starts with its panel title. For e.g. every view of one benchmark variant."""
+    import matplotlib.pyplot as plt
+
+    for _, view, _ in panels:
+        _check_view(view)
+    ncols = max(1, min(ncols, len(panels)))
+    nrows = max(1, math.ceil(len(panels) / ncols))
+    figure = plt.figure(figsize=(3.6 * ncols, 3.2 * nrows + 0.4), layout="constrained")
+    for index, (label, view, result) in enumerate(panels):
+        ax = figure.add_subplot(nrows, ncols, index + 1, projection="3d" if is_3d(view) else None)
+        draw_view(ax, view, result)
+        prefix_title(ax, label, "\n")
+        ax.title.set_fontsize(9)
+    figure.suptitle(title)
+    return figure
+
+
+def comparison_figure(title: str, view: str, columns: list):
+    """One row, one column per ``(column_label, result)``: the same view of several variants side
+    by side (skip vs no-skip, beta = 1..50). A None result (not computed yet) shows so in its column."""
+    import matplotlib.pyplot as plt
+
+    _check_view(view)
+    n = max(1, len(columns))
+    figure = plt.figure(figsize=(3.6 * n, 3.6), layout="constrained")
+    for index, (label, result) in enumerate(columns):
+        ax = figure.add_subplot(1, n, index + 1, projection="3d" if is_3d(view) else None)
+        if result is None:
+            ax.set_title(label)
+            ax.set(xticks=[], yticks=[])
+            _no_data(ax, "not computed")
+        else:
+            draw_view(ax, view, result)
+            prefix_title(ax, label, "\n")
+        ax.title.set_fontsize(9)
+    figure.suptitle(title)
+    return figure
+
+
+def save_figure(figure, path_without_suffix) -> list[Path]:
+    """Write ``<path>.png`` (dpi 120) and ``<path>.pdf`` and close the figure. Timestamps and the
+    PNG's Software tag are left out so the same figure gives the same bytes (diffable reports)."""
+    import matplotlib.pyplot as plt
+
+    base = Path(path_without_suffix)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    png, pdf = base.with_name(base.name + ".png"), base.with_name(base.name + ".pdf")
+    try:
+        figure.savefig(png, dpi=120, metadata={"Software": None})
+        figure.savefig(pdf, metadata={"CreationDate": None, "ModDate": None})
+    finally:
+        plt.close(figure)
+    return [png, pdf]
+
+
+def merge_tree_figure(result, clip_quantile: float | None = None):
+    """The merge-tree analyzer's figure: contour, merge tree, persistence diagram."""
+    import matplotlib.pyplot as plt
+
+    figure, (ax_map, ax_tree, ax_diagram) = plt.subplots(1, 3, figsize=(13, 4))
+    draw_contour(ax_map, result, clip_quantile)
+    prefix_title(ax_map, result.subject)
+    draw_merge_tree(ax_tree, result)
+    draw_persistence(ax_diagram, result)
+    figure.tight_layout()
+    return figure
+
+
+def surface_figure(result, clip_quantile: float | None = None):
+    """The loss grid of a merge-tree result as a 3-D surface."""
+    import matplotlib.pyplot as plt
+
+    figure = plt.figure(figsize=(5, 4))
+    ax = figure.add_subplot(projection="3d")
+    draw_surface(ax, result, clip_quantile)
+    prefix_title(ax, result.subject)
+    return figure

@@ -8,4 +8,5 @@ from tqdm.auto import tqdm
 
 def bar(iterable=None, *, desc: str, enabled: bool = True, **kwargs):
     silenced = os.environ.get("TQDM_DISABLE", "").lower() not in ("", "0", "false")
-    return tqdm(iterable, desc=desc, disable=(not enabled) or silenced, leave=False, **kwargs)
+    kwargs.setdefault("leave", False)
+    return tqdm(iterable, desc=desc, disable=(not enabled) or silenced, **kwargs)

@@ -9,6 +9,7 @@ Layout (schema_version 1; the full spec is in README.md, "The store"):
         samples/<kind>/<key>        encoding-type="sample": kind, config (JSON), complete; datasets
         results/<method>/<key>      encoding-type="result": method, params, seed, versions, created,
                                     wall_time_s; metrics/ (one float attribute each), arrays/ (datasets)
+    /benchmarks/<name>              encoding-type="benchmark": record (JSON: the plan and the result keys of every run)
 
 Every node carries ``encoding-type`` and ``encoding-version``; readers refuse what they do not know.
 """
@@ -59,6 +60,7 @@ class Minimum:
     seed: int
     recipe: dict
     metrics: dict[str, float]
+    wall_time_s: float = float("nan")  # training time, for the report's stage timings
 
 
 class Store:
@@ -190,6 +192,7 @@ class Store:
             metrics=canonical_json(minimum.metrics),
             created=now(),
             versions=canonical_json(versions()),
+            wall_time_s=float(minimum.wall_time_s),
         )
         self.write_array(node, "theta", minimum.theta)
         self.write_array(node, "buffers", minimum.buffers)
@@ -210,6 +213,7 @@ class Store:
             seed=int(node.attrs["seed"]),
             recipe=json.loads(node.attrs["recipe"]),
             metrics=json.loads(node.attrs["metrics"]),
+            wall_time_s=float(node.attrs.get("wall_time_s", float("nan"))),
         )
 
     # -- samples ---------------------------------------------------------------------------------
@@ -275,6 +279,26 @@ class Store:
             return []
         methods = [method] if method else sorted(group)
         return [self.read_result(subject, m, k) for m in methods if m in group for k in sorted(group[m])]
+
+    # -- benchmarks ------------------------------------------------------------------------------
+    def write_benchmark(self, name: str, record: dict) -> None:
+        """Record (or update) what a benchmark run planned and which results it produced, so the
+        report can be rebuilt from the store alone."""
+        _check_name(name, "benchmark")
+        self.node("benchmarks", "benchmarks")
+        node = self.node(f"benchmarks/{name}", "benchmark", created=now())
+        node.attrs["record"] = canonical_json(record)
+        self.flush()
+
+    def benchmarks(self) -> list[str]:
+        return sorted(self._file["benchmarks"]) if "benchmarks" in self._file else []
+
+    def read_benchmark(self, name: str) -> dict:
+        if f"benchmarks/{name}" not in self._file:
+            raise StoreError(f"{self.path} has no benchmark {name!r}; it has {self.benchmarks()}.")
+        node = self._file[f"benchmarks/{name}"]
+        _expect(node, "benchmark")
+        return json.loads(node.attrs["record"])
 
     # -- inspection ------------------------------------------------------------------------------
     def tree(self, max_attr_chars: int = 80) -> str:

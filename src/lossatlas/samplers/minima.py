@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Sequence
 
 from ..errors import NonFiniteLossError, StoreError
@@ -36,6 +37,7 @@ def train_minima(store: Store, subject: Subject, recipe: Recipe, seeds: Sequence
                 )
             minima.append(minimum)
             continue
+        start = time.perf_counter()
         theta, buffers = subject.init_theta(seed)
         theta, buffers = subject.train(theta, recipe, seed, buffers=buffers, progress=progress)
         metrics = {}
@@ -44,7 +46,7 @@ def train_minima(store: Store, subject: Subject, recipe: Recipe, seeds: Sequence
                 metrics[f"{split}_{key}"] = value
         if not math.isfinite(metrics["eval_loss"]):
             raise NonFiniteLossError(f"Minimum {index} of {subject.name!r} (seed {seed}) has loss {metrics['eval_loss']}.")
-        minimum = Minimum(index, theta.numpy(), buffers.numpy(), seed, wanted, metrics)
+        minimum = Minimum(index, theta.numpy(), buffers.numpy(), seed, wanted, metrics, time.perf_counter() - start)
         store.write_minimum(subject.name, minimum)
         minima.append(minimum)
     return minima

@@ -1,0 +1,82 @@
+"""The benchmark report, rebuilt from a store alone (``lossatlas report STORE --out DIR``).
+
+Writes to ``out``: ``metrics.csv`` (one row per trained minimum), ``table.md`` and ``table.tex``
+(per-variant mean ± std, method comparison), ``figures/`` (PNG and PDF), ``report.md`` and
+``index.html``. The text files are a function of the store's contents only, so regenerating
+them gives the same bytes.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+
+from ..store import Store
+from .collect import Study, collect
+from .document import index_html, markdown
+from .tables import comparison_table, variant_table
+
+__all__ = ["write_report", "collect", "Study"]
+
+
+def write_report(store: Store, out: str | Path, name: str | None = None, figures: bool = True) -> dict[str, Path]:
+    """Write every report file for benchmark ``name`` (default: the store's only one) to ``out``."""
+    study = collect(store, name)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    drawn = write_figures(study, out / "figures") if figures else []
+    names = [f"figures/{p.name}" for p in drawn]
+    tables = [variant_table(study), comparison_table(study)]
+    texts = {
+        "metrics.csv": metrics_csv(study),
+        "table.md": "\n".join(t.markdown() for t in tables),
+        "table.tex": "% needs \\usepackage{booktabs}\n" + "\n".join(t.latex() for t in tables),
+        "report.md": markdown(study, store.path.name, names),
+        "index.html": index_html(study, store.path.name, names),
+    }
+    written = {}
+    for filename, text in texts.items():
+        (out / filename).write_text(text, encoding="utf-8")
+        written[filename] = out / filename
+    return written
+
+
+def metrics_csv(study: Study) -> str:
+    columns = ["subject", *study.variant_keys, "seed", "minimum", *study.model_columns, *study.metric_columns,
+               *study.time_columns]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in study.rows:
+        writer.writerow([_cell(row.get(c, "")) for c in columns])
+    return buffer.getvalue()
+
+
+def _cell(value):
+    return repr(value) if isinstance(value, float) else value
+
+
+def write_figures(study: Study, folder: Path) -> list[Path]:
+    """Per variant one panel of every view of every method (at its first minimum); per view one
+    side-by-side comparison across variants (skip vs no-skip, the beta sweep)."""
+    from .. import plots
+
+    methods = study.record["methods"]
+    views = [(label, view) for label, m in methods.items() for view in plots.VIEWS.get(m["analyzer"], ())]
+    paths = []
+    for subject, variant in study.variants():
+        panels = [(label, view, study.first_results[(subject, label)]) for label, view in views
+                  if (subject, label) in study.first_results]
+        if panels:
+            figure = plots.panel_figure(f"{study.record['name']}: {variant}", panels)
+            paths += plots.save_figure(figure, folder / f"variant_{_slug(variant)}")
+    for label, view in views:
+        columns = [(variant, study.first_results.get((subject, label))) for subject, variant in study.variants()]
+        figure = plots.comparison_figure(f"{label}: {view}", view, columns)
+        paths += plots.save_figure(figure, folder / f"compare_{_slug(label)}_{view}")
+    return paths
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")

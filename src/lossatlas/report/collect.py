@@ -1,0 +1,102 @@
+"""Read one benchmark back from the store: one row per trained minimum, every metric a column.
+
+Everything the report shows comes from here, and everything here comes from the store, so
+``lossatlas report STORE`` rebuilds the tables of a run byte for byte.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .. import registry
+from ..errors import StoreError
+from ..store import Result, Store
+
+
+@dataclass
+class Study:
+    record: dict  # the benchmark record: the plan and the result keys of every run
+    rows: list[dict]  # one per (subject, minimum): variant, seed, model metrics, "<label>.<metric>", "time.*"
+    model_columns: list[str]
+    metric_columns: list[str]  # "<label>.<metric>", in method order
+    time_columns: list[str]
+    scopes: dict[str, str]  # label -> "minimum" (one result per minimum) or "subject" (one per subject)
+    first_results: dict[tuple[str, str], Result]  # (subject, label) -> the result at its first minimum
+    versions: dict[str, str]
+
+    @property
+    def variant_keys(self) -> list[str]:
+        return list(self.record["variants"])
+
+    def variant_label(self, row: dict) -> str:
+        return ", ".join(f"{key}={row[key]}" for key in self.variant_keys) or row["subject"]
+
+    def variants(self) -> list[tuple[str, str]]:
+        """(subject, label) of every variant, in plan order."""
+        seen = {}
+        for row in self.rows:
+            seen.setdefault(row["subject"], self.variant_label(row))
+        return list(seen.items())
+
+
+def collect(store: Store, name: str | None = None) -> Study:
+    record = store.read_benchmark(benchmark_name(store, name))
+    methods = record["methods"]
+    scopes = {label: "minimum" if "minimum" in _defaults(m["analyzer"]) else "subject" for label, m in methods.items()}
+    cache: dict[tuple, Result] = {}
+    rows, model_columns, metric_columns, first = [], {}, {}, {}
+    for run in record["runs"]:
+        minimum = _minimum(store, run["subject"], run["minimum"])
+        row = {"subject": run["subject"], **run["variant"], "seed": run["seed"], "minimum": run["minimum"]}
+        model = {_model_name(k): v for k, v in sorted(minimum.metrics.items())}
+        if "test_accuracy" in model:
+            model["test_error"] = 1.0 - model["test_accuracy"]
+        row.update(model)
+        model_columns.update(dict.fromkeys(model))
+        row["time.minimum_s"] = minimum.wall_time_s
+        for label, key in run["results"].items():
+            where = (run["subject"], methods[label]["analyzer"], key)
+            if where not in cache:
+                cache[where] = store.read_result(*where)
+            result = cache[where]
+            first.setdefault((run["subject"], label), result)
+            for metric, value in result.metrics.items():
+                row[f"{label}.{metric}"] = value
+                metric_columns.setdefault(f"{label}.{metric}", label)
+            row[f"time.{label}_s"] = result.wall_time_s
+        rows.append(row)
+    ordered = [c for label in methods for c, owner in metric_columns.items() if owner == label]
+    times = ["time.minimum_s"] + [f"time.{label}_s" for label in methods]
+    versions = next(iter(cache.values())).versions if cache else {}
+    return Study(record, rows, list(model_columns), ordered, times, scopes, first, versions)
+
+
+def benchmark_name(store: Store, name: str | None) -> str:
+    """The benchmark to report: ``name``, or the store's only one."""
+    names = store.benchmarks()
+    if name is not None:
+        return name
+    if len(names) != 1:
+        raise StoreError(f"{store.path} holds benchmarks {names}; name the one to report (--benchmark)."
+                         if names else f"{store.path} holds no benchmark run; run one with `lossatlas run`.")
+    return names[0]
+
+
+def is_finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _model_name(key: str) -> str:
+    """Minima metrics are stored per split; "eval" is the landscape's own (training) data."""
+    return "train_" + key[len("eval_"):] if key.startswith("eval_") else key
+
+
+def _minimum(store: Store, subject: str, index: int):
+    for minimum in store.minima(subject):
+        if minimum.index == index:
+            return minimum
+    raise StoreError(f"{store.path}: the benchmark record names minimum {index} of {subject!r}, which is missing.")
+
+
+def _defaults(analyzer: str) -> dict:
+    return registry.get(analyzer).defaults()

@@ -1,0 +1,122 @@
+"""report.md and index.html: what was run, at what scale, what it cost, which seed claims held.
+
+Both are built only from the store (through ``Study``), so regenerating them reproduces them.
+"""
+from __future__ import annotations
+
+import html
+import json
+from collections import Counter
+
+from .collect import Study, is_finite
+from .tables import Table, claims_table, comparison_table, evaluate_claim, timing_table, variant_table
+
+
+def non_finite(study: Study) -> list[tuple[str, str, str, str]]:
+    """(variant, seed, column, why) for every metric that is not a finite number."""
+    found = []
+    for row in study.rows:
+        for column in study.model_columns + study.metric_columns:
+            value = row.get(column)
+            if column in row and not is_finite(value):
+                found.append((study.variant_label(row), str(row["seed"]), column, _why(row, column, value)))
+    return found
+
+
+def _why(row: dict, column: str, value) -> str:
+    label, _, metric = column.partition(".")
+    bad = row.get(f"{label}.n_nonfinite")
+    if metric.startswith("final_loss_"):
+        return f"{value}: every jump-and-retrain run ended at a non-finite loss (diverged)"
+    if is_finite(bad) and bad > 0:
+        return f"{value}: the sampled landscape held {int(bad)} non-finite loss value(s)"
+    return f"{value}: returned by the method as is; inspect the result in the store (`lossatlas inspect`)"
+
+
+def claim_summary(study: Study) -> str:
+    verdicts = Counter(evaluate_claim(study, c)["verdict"].split(" (")[0]
+                       for c in study.record["report"].get("claims", []))
+    if not verdicts:
+        return "No seed claims were declared for this benchmark."
+    parts = [f"{count} {verdict}" for verdict, count in sorted(verdicts.items())]
+    return f"Of {sum(verdicts.values())} seed claims: " + ", ".join(parts) + "."
+
+
+def sections(study: Study, store_name: str) -> list[tuple[str, object]]:
+    """The report as (heading, body) pairs; a body is Markdown text or a Table."""
+    record = study.record
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(study.versions.items()))
+    variants = ", ".join(label for _, label in study.variants())
+    methods = "\n".join(f"  - `{label}`: {m['analyzer']} {json.dumps(m['params'], sort_keys=True)}"
+                        for label, m in record["methods"].items())
+    scale_note = ("These are the papers' settings." if record["scale"] == "paper" else
+                  f"This is the `{record['scale']}` scale: smaller data, shorter training and coarser sampling than "
+                  "the papers (see the settings above and the config's [scales.paper] for theirs), so an effect "
+                  "that does not show here is not refuted by it.")
+    overview = (f"{record['description']}\n\n"
+                f"- Scale: `{record['scale']}`; problem `{record['problem']}`; store `{store_name}`\n"
+                f"- Variants ({len(study.variants())}): {variants}; shared parameters "
+                f"{json.dumps(_shared(record), sort_keys=True)}\n"
+                f"- Seeds: {record['seeds']} (one trained minimum each, {len(study.rows)} minima in all)\n"
+                f"- Training recipe: {json.dumps(record['recipe'], sort_keys=True)}\n"
+                f"- Methods:\n{methods}\n- Versions: {versions}\n\n{scale_note}")
+    bad = non_finite(study)
+    bad_text = ("Every metric is finite." if not bad else
+                "\n".join(f"- {variant}, seed {seed}: `{column}` = {why}" for variant, seed, column, why in bad))
+    return [
+        ("What was run", overview),
+        ("Seed claims", claims_table(study)),
+        ("", claim_summary(study)),
+        ("Method comparison", comparison_table(study)),
+        ("Metrics per variant", variant_table(study)),
+        ("Stage timings", timing_table(study)),
+        ("Non-finite values", bad_text),
+    ]
+
+
+def markdown(study: Study, store_name: str, figures: list[str]) -> str:
+    out = [f"# {study.record['name']} — lossatlas benchmark report", ""]
+    for heading, body in sections(study, store_name):
+        if heading:
+            out += [f"## {heading}", ""]
+        out += [body.markdown() if isinstance(body, Table) else body, ""]
+    out += ["## Figures", ""] + [f"![{name}]({name})" for name in figures if name.endswith(".png")]
+    out += ["", "Files: `metrics.csv` (one row per minimum), `table.md` / `table.tex` (the tables above), "
+            "`figures/` (PNG and PDF), `index.html`.", ""]
+    return "\n".join(out)
+
+
+def index_html(study: Study, store_name: str, figures: list[str]) -> str:
+    title = f"{study.record['name']} — lossatlas benchmark report"
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for heading, content in sections(study, store_name):
+        if heading:
+            body.append(f"<h2>{html.escape(heading)}</h2>")
+        body.append(content.html() if isinstance(content, Table) else _paragraphs(content))
+    body.append("<h2>Figures</h2>")
+    body += [f"<figure><a href=\"{html.escape(n[:-4])}.pdf\"><img src=\"{html.escape(n)}\" alt=\"{html.escape(n)}\">"
+             f"</a><figcaption>{html.escape(n)}</figcaption></figure>" for n in figures if n.endswith(".png")]
+    style = ("body{font-family:sans-serif;max-width:1400px;margin:auto;padding:1em}table{border-collapse:collapse;"
+             "font-size:13px}td,th{border-bottom:1px solid #ccc;padding:2px 8px;text-align:right}"
+             "td:first-child,th:first-child{text-align:left}img{max-width:100%}.note{font-size:12px;color:#555}")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _paragraphs(text: str) -> str:
+    lines, out, items = text.splitlines(), [], []
+    for line in lines + [""]:
+        if line.lstrip().startswith("- "):
+            items.append(f"<li>{html.escape(line.lstrip()[2:])}</li>")
+            continue
+        if items:
+            out.append("<ul>" + "".join(items) + "</ul>")
+            items = []
+        if line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    return "\n".join(out)
+
+
+def _shared(record: dict) -> dict:
+    first = record["subjects"][0] if record["subjects"] else {}
+    return {k: v for k, v in first.items() if k not in record["variants"]}

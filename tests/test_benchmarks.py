@@ -1,0 +1,121 @@
+"""End to end: both shipped benchmarks at smoke scale, the report files, and their rebuild from the store."""
+import csv
+import math
+import re
+import statistics
+import warnings
+from pathlib import Path
+
+import h5py
+import pytest
+
+from lossatlas.cli import main
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+NAMES = ("resnet_skip", "pinn_convection")
+TEXT_FILES = ("metrics.csv", "table.md", "table.tex", "report.md", "index.html")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    configs = [str(BENCHMARKS / f"{name}.toml") for name in NAMES]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PHATE and graphtools warn about tiny smoke-scale graphs
+        assert main(["run", *configs, "--scale", "smoke", "--out", str(out)]) == 0
+    return out
+
+
+def _rows(folder: Path) -> list[dict]:
+    with open(folder / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_report_file_is_written(smoke, name):
+    folder = smoke / f"{name}_smoke"
+    for filename in (*TEXT_FILES, "run.log"):
+        assert (folder / filename).stat().st_size > 0, filename
+    rows = _rows(folder)
+    variants = sorted({row["subject"] for row in rows})
+    assert len(rows) == 2 * len(variants) == 4  # 2 variants x 2 seeds at smoke scale
+    figures = {p.name for p in (folder / "figures").iterdir()}
+    for stem in [f"variant_{'skip' if name == 'resnet_skip' else 'beta'}" , "compare_merge-tree_contour",
+                 "compare_merge-tree-hessian_surface", "compare_loss-barcode_barcode", "compare_jump-retrain_phate",
+                 "compare_hessian_density"]:
+        for suffix in (".png", ".pdf"):
+            assert any(f.startswith(stem) and f.endswith(suffix) for f in figures), (stem, suffix)
+    html = (folder / "index.html").read_text()
+    assert all(f'src="{png}"' in html for png in (f"figures/{f}" for f in figures if f.endswith(".png")))
+    log = (folder / "run.log").read_text()
+    assert "start" in log and "done" in log and "report ->" in log
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_metric_is_finite_or_explained(smoke, name):
+    folder = smoke / f"{name}_smoke"
+    rows = _rows(folder)
+    report = (folder / "report.md").read_text()
+    explained = report.split("\n## Non-finite values", 1)[1].split("\n## ", 1)[0]
+    metric_columns = [c for c in rows[0] if "." in c and not c.startswith("time.")]
+    assert {c.split(".")[0] for c in metric_columns} == {"merge-tree", "merge-tree-hessian", "loss-barcode",
+                                                         "jump-retrain", "hessian"}
+    for row in rows:
+        for column in metric_columns + ["train_loss"]:
+            value = float(row[column])
+            if not math.isfinite(value):
+                assert f"seed {row['seed']}: `{column}`" in explained, (column, row["subject"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_report_rebuilds_the_same_tables_from_the_store(smoke, name, tmp_path):
+    folder = smoke / f"{name}_smoke"
+    assert main(["report", str(smoke / f"{name}_smoke.h5"), "--out", str(tmp_path)]) == 0
+    for filename in TEXT_FILES:
+        assert (tmp_path / filename).read_bytes() == (folder / filename).read_bytes(), filename
+
+
+def test_variant_table_is_the_mean_and_std_of_the_rows(smoke):
+    """The per-variant cells are recomputed here from metrics.csv with the standard library."""
+    folder = smoke / "pinn_convection_smoke"
+    rows = _rows(folder)
+    table = (folder / "table.md").read_text().split("### ", 2)[1]
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    for column in ("train_loss", "hessian.top_eigenvalue", "merge-tree.n_saddles"):
+        cells = next([c.strip() for c in line.strip("|").split("|")] for line in lines if line.startswith(f"| {column} "))
+        for variant, cell in zip(header[1:], cells[1:]):
+            beta = float(variant.split("=")[1])
+            values = [float(r[column]) for r in rows if float(r["beta"]) == beta]
+            mean, std = re.match(r"(\S+) ± (\S+)", cell).groups()
+            assert float(mean) == pytest.approx(statistics.mean(values), rel=1e-3, abs=1e-12)
+            assert float(std) == pytest.approx(statistics.stdev(values), rel=0.06, abs=1e-12)  # 2 significant digits
+
+
+def test_comparison_table_names_the_factor_error_and_claims(smoke):
+    resnet = (smoke / "resnet_skip_smoke" / "table.md").read_text()
+    assert "ρ vs test_error" in resnet and "ρ vs skip" in resnet
+    pinn = (smoke / "pinn_convection_smoke" / "table.md").read_text()
+    assert "ρ vs test_relative_l2_error" in pinn and "ρ vs beta" in pinn
+    report = (smoke / "resnet_skip_smoke" / "report.md").read_text()
+    claims = report.split("\n## Seed claims", 1)[1].split("\n## ", 1)[0]
+    assert claims.count("seed 00") >= 8
+    assert "not testable at this scale (depth has one level)" in claims  # depth is not varied at smoke scale
+    tex = (smoke / "resnet_skip_smoke" / "table.tex").read_text()
+    assert "\\toprule" in tex and "\\pm" in tex and "_" not in tex.replace("\\_", "")
+
+
+def test_rerun_reuses_the_store(smoke, capsys):
+    store = smoke / "pinn_convection_smoke.h5"
+    with h5py.File(store, "r") as file:
+        before = {name: file[name].attrs["created"] for name in _result_nodes(file)}
+    assert main(["run", str(BENCHMARKS / "pinn_convection.toml"), "--scale", "smoke", "--out", str(smoke)]) == 0
+    with h5py.File(store, "r") as file:
+        after = {name: file[name].attrs["created"] for name in _result_nodes(file)}
+    assert before == after and len(before) == 2 * 2 * 4 + 2  # 4 per-minimum methods, 1 barcode per variant
+
+
+def _result_nodes(file) -> list[str]:
+    found = []
+    file.visititems(lambda name, obj: found.append(name) if obj.attrs.get("encoding-type") == "result" else None)
+    return found

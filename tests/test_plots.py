@@ -1,0 +1,184 @@
+import dataclasses
+import warnings
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.colors import to_rgba
+
+from lossatlas import Store, analyze, plots
+from lossatlas.problems import himmelblau
+from lossatlas.registry import get
+
+_SETTINGS = {"merge-tree": dict(directions="axes", center="theta0", span=5.0, resolution=15)}
+
+
+@pytest.fixture(scope="module")
+def results():
+    """One real result per analyzer on Himmelblau, with fast settings (as the conformance suite)."""
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings(), Store.memory() as store:
+        patch.setenv("TQDM_DISABLE", "1")
+        warnings.simplefilter("ignore", RuntimeWarning)  # PHATE's SGD-MDS convergence note
+        return {name: analyze(store, himmelblau(), name, **_SETTINGS.get(name, get(name).smoke_params))
+                for name in plots.VIEWS}
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _with(result, **arrays):
+    return dataclasses.replace(result, arrays={**result.arrays, **arrays})
+
+
+def _collection(ax, label):
+    found = [c for c in ax.collections if c.get_label() == label]
+    assert len(found) == 1, [c.get_label() for c in ax.collections]
+    return found[0]
+
+
+def _texts(ax):
+    return [t.get_text() for t in ax.texts]
+
+
+def _draw(view, result):
+    figure = plt.figure()
+    ax = figure.add_subplot(projection="3d" if plots.is_3d(view) else None)
+    plots.draw_view(ax, view, result)
+    figure.canvas.draw()  # rendering, not only artist creation, must survive the data
+    return ax
+
+
+def test_views_table_and_dispatch():
+    assert plots.VIEWS == {"merge-tree": ("contour", "surface", "merge_tree", "persistence"),
+                           "loss-barcode": ("barcode",), "jump-retrain": ("phate",), "hessian": ("density",)}
+    assert [v for views in plots.VIEWS.values() for v in views if plots.is_3d(v)] == ["surface"]
+    with pytest.raises(ValueError, match="contour"):
+        plots.draw_view(plt.figure().add_subplot(), "countour", None)
+    with pytest.raises(ValueError, match="valid views"):
+        plots.comparison_figure("x", "nope", [("a", None)])
+
+
+def test_contour_marks_each_minimum_and_saddle(results):
+    result = results["merge-tree"]
+    assert result.metrics["n_minima"] == 4 and result.metrics["n_saddles"] == 3
+    ax = _draw("contour", result)
+    minima = _collection(ax, "minima").get_offsets()
+    assert len(minima) == result.metrics["n_minima"]
+    assert len(_collection(ax, "saddles").get_offsets()) == result.metrics["n_saddles"]
+    # the markers sit at the grid points of the lowest losses (Himmelblau's minima are near 0)
+    x, y, loss = result.arrays["x"], result.arrays["y"], result.arrays["loss_grid"]
+    at = [loss[np.flatnonzero(x == a)[0], np.flatnonzero(y == b)[0]] for a, b in np.asarray(minima)]
+    np.testing.assert_allclose(sorted(at), sorted(result.arrays["pairs"][:, 0]))
+    assert len(ax.figure.axes) == 2  # the colorbar
+    assert "4 minima" in ax.get_title() and "3 saddles" in ax.get_title()
+
+
+def test_merge_tree_draws_one_red_saddle_per_saddle_at_its_loss(results):
+    result = results["merge-tree"]
+    ax = _draw("merge_tree", result)
+    saddles = _collection(ax, "saddles")
+    assert len(saddles.get_offsets()) == len(result.arrays["saddles"]) == result.metrics["n_saddles"]
+    np.testing.assert_allclose(saddles.get_facecolor()[0], to_rgba("tab:red"))
+    loss = result.arrays["loss_grid"].ravel()
+    np.testing.assert_allclose(sorted(np.asarray(saddles.get_offsets())[:, 1]),
+                               sorted(loss[result.arrays["saddles"][:, 0]]))
+    leaves = np.asarray(_collection(ax, "minima").get_offsets())[:, 1]
+    np.testing.assert_allclose(sorted(leaves), sorted(loss[result.arrays["pair_vertices"][:, 0]]))
+
+
+def _broken(results):
+    """For every analyzer: NaN/inf-polluted copies and empty or all-non-finite arrays."""
+    mt, lb, jr, he = (results[n] for n in ("merge-tree", "loss-barcode", "jump-retrain", "hessian"))
+    grid = mt.arrays["loss_grid"].copy()
+    grid[0, :4], grid[7, 7], grid[3, 9] = np.nan, np.inf, -np.inf
+    losses = jr.arrays["losses"].copy()
+    losses[::3] = np.inf
+    losses[1] = np.nan
+    n = len(losses)
+    return [
+        ("polluted", False, _with(mt, loss_grid=grid)),
+        ("no saddles", False, _with(mt, saddles=np.empty((0, 3), dtype=np.int64))),
+        ("all nan", True, _with(mt, loss_grid=np.full_like(grid, np.nan))),
+        ("empty", True, _with(mt, loss_grid=np.full_like(grid, np.inf), pairs=np.empty((0, 2)),
+                              pair_vertices=np.empty((0, 2)), saddles=np.empty((0, 3)))),
+        ("inf deaths", False, _with(lb, bars=np.array([[0.5, np.inf], [1.0, np.inf]]))),
+        ("nan bars", False, _with(lb, bars=np.array([[0.5, np.inf], [np.nan, 2.0], [1.0, np.nan]]))),
+        ("empty", True, _with(lb, bars=np.empty((0, 2)))),
+        ("polluted", False, _with(jr, losses=losses)),
+        ("all nan", False, _with(jr, losses=np.full(n, np.nan))),
+        ("empty", True, _with(jr, embedding=np.empty((0, 2)), losses=np.empty(0), seeds=np.empty(0),
+                              steps=np.empty(0), epochs=np.empty(0))),
+        ("zeros", True, _with(he, density=np.zeros_like(he.arrays["density"]))),
+        ("nan", True, _with(he, density=np.full_like(he.arrays["density"], np.nan),
+                            eigenvalues=np.array([np.nan, np.inf]))),
+        ("empty", True, _with(he, density_grid=np.empty(0), density=np.empty(0), eigenvalues=np.empty(0))),
+    ]
+
+
+def test_every_view_draws_nonfinite_and_empty_results(results):
+    for case, nothing, result in _broken(results):
+        for view in plots.VIEWS[result.method]:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # no "posx and posy should be finite" and the like
+                ax = _draw(view, result)
+            assert ax.get_title(), (result.method, case, view)
+            if nothing and view != "persistence":  # the persistence view reads pairs, not the grid
+                assert plots.NO_DATA in _texts(ax), (result.method, case, view)
+            plt.close(ax.figure)
+
+
+def test_analyzer_plots_are_built_from_the_drawers(results):
+    for name, result in results.items():
+        figure = get(name).from_params({}).plot(result)
+        title = figure.axes[0].get_title().lower().replace("\n", ": ")
+        assert title.startswith(f"himmelblau: {plots.VIEWS[name][0].replace('_', ' ')}"), title
+        assert plots.NO_DATA not in _texts(figure.axes[0])
+    assert len(get("jump-retrain")().plot(results["jump-retrain"]).axes) == 4  # PHATE, D0, D1, colorbar
+    barcode = get("loss-barcode")().plot(results["loss-barcode"])
+    assert len(barcode.axes) == 2 and len(barcode.axes[1].lines) == len(results["loss-barcode"].arrays["pairs"])
+    ax = plt.figure().add_subplot()
+    assert get("hessian")().plot(results["hessian"], ax=ax) is ax.figure and ax.lines
+    assert plots.surface_figure(results["merge-tree"]).axes[0].name == "3d"
+
+
+def test_comparison_figure_puts_variants_side_by_side(results):
+    result = results["merge-tree"]
+    figure = plots.comparison_figure("skip vs no skip", "merge_tree",
+                                     [("skip", result), ("no skip", None), ("wide", _with(result))])
+    assert len(figure.axes) == 3
+    assert [ax.get_title().split("\n")[0] for ax in figure.axes] == ["skip", "no skip", "wide"]
+    assert _texts(figure.axes[1]) == ["not computed"]
+    assert figure.get_figwidth() == pytest.approx(3 * 3.6)
+    assert figure.get_suptitle() == "skip vs no skip"
+    surfaces = plots.comparison_figure("s", "surface", [("a", result), ("b", None)])
+    assert [ax.name for ax in surfaces.axes] == ["3d", "3d"] and _texts(surfaces.axes[1]) == ["not computed"]
+
+
+def _panels(results):
+    return [("a", "contour", results["merge-tree"]), ("b", "surface", results["merge-tree"]),
+            ("c", "barcode", results["loss-barcode"]), ("d", "phate", results["jump-retrain"]),
+            ("e", "density", results["hessian"])]
+
+
+def test_panel_figure_grid_and_3d_axes(results):
+    figure = plots.panel_figure("variant", _panels(results), ncols=4)
+    panels = [ax for ax in figure.axes if ax.get_label() != "<colorbar>"]
+    assert [ax.name for ax in panels] == ["rectilinear", "3d", "rectilinear", "rectilinear", "rectilinear"]
+    assert [ax.get_title().split("\n")[0] for ax in panels] == list("abcde")
+    assert panels[4].get_subplotspec().rowspan.start == 1  # the fifth panel wraps to a second row
+    assert figure.get_suptitle() == "variant"
+
+
+def test_save_figure_is_reproducible(results, tmp_path):
+    written = [plots.save_figure(plots.panel_figure("v", _panels(results)), tmp_path / run / "beta=1.5")
+               for run in ("first", "second")]
+    assert [p.name for p in written[0]] == ["beta=1.5.png", "beta=1.5.pdf"]
+    assert not plt.get_fignums()  # closed
+    for first, second in zip(*written):
+        data = first.read_bytes()
+        assert len(data) > 1000 and data == second.read_bytes(), first.name
+    assert written[0][0].read_bytes().startswith(b"\x89PNG") and written[0][1].read_bytes().startswith(b"%PDF")
+    assert b"CreationDate" not in written[0][1].read_bytes() and b"Software" not in written[0][0].read_bytes()

@@ -85,6 +85,8 @@ class MergeTreeAnalyzer(Analyzer):
             "n_minima": simple.n_minima,
             "n_saddles": simple.n_saddles,
             "average_persistence": simple.average_persistence(),
+            "average_persistence_closed": simple.average_persistence(close_at=float(finite.max()) if len(finite)
+                                                                     else None),
             "n_nonfinite": tree.n_nonfinite,
             "threshold_used": cut,
             "direction_cosine": grid.cosine,

@@ -27,6 +27,10 @@ def test_three_hump_camel_pairs():
     finite = result.arrays["pairs"][np.isfinite(result.arrays["pairs"][:, 1])]
     np.testing.assert_allclose(finite, [[0.29864, 0.87736], [0.29864, 0.87736]], rtol=2e-3)
     assert result.metrics["average_persistence"] == pytest.approx(0.87736 - 0.29864, rel=5e-3)
+    # TTK's convention closes the essential pair at the grid maximum f(2, 2) = 8 - 16.8 + 64/6 + 4 + 4
+    corner = 8 - 16.8 + 64 / 6 + 4 + 4
+    assert result.metrics["average_persistence_closed"] == pytest.approx((2 * (0.87736 - 0.29864) + corner) / 3,
+                                                                           rel=5e-3)
 
 
 @pytest.mark.parametrize("subject,span", [(himmelblau, 5.0), (three_hump_camel, 2.0)])

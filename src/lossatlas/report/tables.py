@@ -161,7 +161,8 @@ def evaluate_claim(study: Study, claim: dict) -> dict:
     if sign == 0:
         out["verdict"] = "not reproduced (no change)"
     elif sign != wanted:
-        out["verdict"] = "not reproduced (opposite direction)"
+        strength = f", p={correlation.p:.2g}" if correlation.p is not None else ""
+        out["verdict"] = f"not reproduced (opposite direction{strength})"
     elif correlation.p is not None and correlation.p < SIGNIFICANCE:
         out["verdict"] = "reproduced"
     else:

@@ -52,8 +52,15 @@ class MergeTree:
     def n_saddles(self) -> int:
         return int(np.isfinite(self.pairs[:, 1]).sum())
 
-    def average_persistence(self) -> float:
-        finite = self.persistence[np.isfinite(self.persistence)]
+    def average_persistence(self, close_at: float | None = None) -> float:
+        """Mean persistence of the finite pairs (0 without any); with ``close_at``, essential pairs
+        die there and count too, as in TTK's persistence diagram, which pairs the global minimum
+        with the global maximum (seed 001's convention: a single smooth basin then has a large
+        average persistence, many shallow basins a small one)."""
+        persistence = self.persistence
+        if close_at is not None:
+            persistence = np.where(np.isinf(self.pairs[:, 1]), close_at - self.pairs[:, 0], persistence)
+        finite = persistence[np.isfinite(persistence)]
         return float(finite.mean()) if len(finite) else 0.0
 
     def to_networkx(self):

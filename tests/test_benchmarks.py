@@ -47,6 +47,8 @@ def test_every_report_file_is_written(smoke, name):
             assert any(f.startswith(stem) and f.endswith(suffix) for f in figures), (stem, suffix)
     html = (folder / "index.html").read_text()
     assert all(f'src="{png}"' in html for png in (f"figures/{f}" for f in figures if f.endswith(".png")))
+    report = (folder / "report.md").read_text()
+    assert all(line in report for line in (folder / "table.md").read_text().splitlines() if line.startswith("| "))
     log = (folder / "run.log").read_text()
     assert "start" in log and "done" in log and "report ->" in log
 

@@ -80,15 +80,22 @@ def _grid(result, clip_quantile):
     return (shown, x, y) if np.isfinite(shown).any() else None
 
 
+def _grid_or_no_data(ax, result, clip_quantile):
+    """The grid to draw, or None after saying on ``ax`` that there is nothing to draw."""
+    grid = _grid(result, clip_quantile)
+    if grid is None:
+        _no_data(ax)
+    return grid
+
+
 # -- merge tree ----------------------------------------------------------------------------------
 
 def draw_contour(ax, result, clip_quantile: float | None = None) -> None:
     """Merge-tree result: filled contour of the loss grid, minima (white) and saddles (red x)."""
     ax.set(xlabel="direction 1", ylabel="direction 2",
            title=f"contour: {_metric(result, 'n_minima'):g} minima, {_metric(result, 'n_saddles'):g} saddles")
-    grid = _grid(result, clip_quantile)
+    grid = _grid_or_no_data(ax, result, clip_quantile)
     if grid is None:
-        _no_data(ax)
         return
     shown, x, y = grid
     contour = ax.contourf(x, y, shown.T, levels=30, cmap="viridis")
@@ -108,9 +115,8 @@ def draw_surface(ax3d, result, clip_quantile: float | None = None) -> None:
     """Merge-tree result: the loss grid as a 3-D surface (``ax3d`` must be a 3-D axes)."""
     ax3d.set(xlabel="direction 1", ylabel="direction 2", zlabel="loss",
              title=f"surface: loss {_metric(result, 'loss_min'):.3g} to {_metric(result, 'loss_max'):.3g}")
-    grid = _grid(result, clip_quantile)
+    grid = _grid_or_no_data(ax3d, result, clip_quantile)
     if grid is None:
-        _no_data(ax3d)
         return
     shown, x, y = grid
     xx, yy = np.meshgrid(x, y, indexing="ij")

@@ -12,9 +12,10 @@ import io
 import re
 from pathlib import Path
 
+from ..progress import bar as progress_bar
 from ..store import Store
 from .collect import Study, collect
-from .document import index_html, markdown
+from .document import index_html, markdown, sections, title
 from .tables import comparison_table, variant_table
 
 __all__ = ["write_report", "collect", "Study"]
@@ -28,12 +29,13 @@ def write_report(store: Store, out: str | Path, name: str | None = None, figures
     drawn = write_figures(study, out / "figures") if figures else []
     names = [f"figures/{p.name}" for p in drawn]
     tables = [variant_table(study), comparison_table(study)]
+    parts = sections(study, store.path.name, *tables)
     texts = {
         "metrics.csv": metrics_csv(study),
         "table.md": "\n".join(t.markdown() for t in tables),
         "table.tex": "% needs \\usepackage{booktabs}\n" + "\n".join(t.latex() for t in tables),
-        "report.md": markdown(study, store.path.name, names),
-        "index.html": index_html(study, store.path.name, names),
+        "report.md": markdown(title(study), parts, names),
+        "index.html": index_html(title(study), parts, names),
     }
     written = {}
     for filename, text in texts.items():
@@ -65,16 +67,20 @@ def write_figures(study: Study, folder: Path) -> list[Path]:
     methods = study.record["methods"]
     views = [(label, view) for label, m in methods.items() for view in plots.VIEWS.get(m["analyzer"], ())]
     paths = []
+    bar = progress_bar(total=len(study.variants()) + len(views), desc=f"{study.record['name']}: figures")
     for subject, variant in study.variants():
         panels = [(label, view, study.first_results[(subject, label)]) for label, view in views
                   if (subject, label) in study.first_results]
         if panels:
             figure = plots.panel_figure(f"{study.record['name']}: {variant}", panels)
             paths += plots.save_figure(figure, folder / f"variant_{_slug(variant)}")
+        bar.update(1)
     for label, view in views:
         columns = [(variant, study.first_results.get((subject, label))) for subject, variant in study.variants()]
         figure = plots.comparison_figure(f"{label}: {view}", view, columns)
         paths += plots.save_figure(figure, folder / f"compare_{_slug(label)}_{view}")
+        bar.update(1)
+    bar.close()
     return paths
 
 

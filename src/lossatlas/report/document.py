@@ -9,7 +9,7 @@ import json
 from collections import Counter
 
 from .collect import Study, is_finite
-from .tables import Table, claims_table, comparison_table, evaluate_claim, timing_table, variant_table
+from .tables import Table, claims_table, evaluate_claim, timing_table
 
 
 def non_finite(study: Study) -> list[tuple[str, str, str, str]]:
@@ -33,17 +33,17 @@ def _why(row: dict, column: str, value) -> str:
     return f"{value}: returned by the method as is; inspect the result in the store (`lossatlas inspect`)"
 
 
-def claim_summary(study: Study) -> str:
-    verdicts = Counter(evaluate_claim(study, c)["verdict"].split(" (")[0]
-                       for c in study.record["report"].get("claims", []))
+def claim_summary(evaluated: list[dict]) -> str:
+    verdicts = Counter(found["verdict"].split(" (")[0] for found in evaluated)
     if not verdicts:
         return "No seed claims were declared for this benchmark."
     parts = [f"{count} {verdict}" for verdict, count in sorted(verdicts.items())]
     return f"Of {sum(verdicts.values())} seed claims: " + ", ".join(parts) + "."
 
 
-def sections(study: Study, store_name: str) -> list[tuple[str, object]]:
-    """The report as (heading, body) pairs; a body is Markdown text or a Table."""
+def sections(study: Study, store_name: str, per_variant: Table, comparison: Table) -> list[tuple[str, object]]:
+    """The report as (heading, body) pairs; a body is Markdown text or a Table. ``per_variant`` and
+    ``comparison`` are the tables also written to table.md, built once."""
     record = study.record
     versions = ", ".join(f"{k} {v}" for k, v in sorted(study.versions.items()))
     variants = ", ".join(label for _, label in study.variants())
@@ -60,23 +60,28 @@ def sections(study: Study, store_name: str) -> list[tuple[str, object]]:
                 f"- Seeds: {record['seeds']} (one trained minimum each, {len(study.rows)} minima in all)\n"
                 f"- Training recipe: {json.dumps(record['recipe'], sort_keys=True)}\n"
                 f"- Methods:\n{methods}\n- Versions: {versions}\n\n{scale_note}")
+    evaluated = [evaluate_claim(study, claim) for claim in record["report"].get("claims", [])]
     bad = non_finite(study)
     bad_text = ("Every metric is finite." if not bad else
                 "\n".join(f"- {variant}, seed {seed}: `{column}` = {why}" for variant, seed, column, why in bad))
     return [
         ("What was run", overview),
-        ("Seed claims", claims_table(study)),
-        ("", claim_summary(study)),
-        ("Method comparison", comparison_table(study)),
-        ("Metrics per variant", variant_table(study)),
+        ("Seed claims", claims_table(study, evaluated)),
+        ("", claim_summary(evaluated)),
+        ("Method comparison", comparison),
+        ("Metrics per variant", per_variant),
         ("Stage timings", timing_table(study)),
         ("Non-finite values", bad_text),
     ]
 
 
-def markdown(study: Study, store_name: str, figures: list[str]) -> str:
-    out = [f"# {study.record['name']} — lossatlas benchmark report", ""]
-    for heading, body in sections(study, store_name):
+def title(study: Study) -> str:
+    return f"{study.record['name']} — lossatlas benchmark report"
+
+
+def markdown(title: str, parts: list[tuple[str, object]], figures: list[str]) -> str:
+    out = [f"# {title}", ""]
+    for heading, body in parts:
         if heading:
             out += [f"## {heading}", ""]
         out += [body.markdown() if isinstance(body, Table) else body, ""]
@@ -86,10 +91,9 @@ def markdown(study: Study, store_name: str, figures: list[str]) -> str:
     return "\n".join(out)
 
 
-def index_html(study: Study, store_name: str, figures: list[str]) -> str:
-    title = f"{study.record['name']} — lossatlas benchmark report"
+def index_html(title: str, parts: list[tuple[str, object]], figures: list[str]) -> str:
     body = [f"<h1>{html.escape(title)}</h1>"]
-    for heading, content in sections(study, store_name):
+    for heading, content in parts:
         if heading:
             body.append(f"<h2>{html.escape(heading)}</h2>")
         body.append(content.html() if isinstance(content, Table) else _paragraphs(content))

@@ -231,10 +231,11 @@ def comparison_table(study: Study) -> Table:
     return Table(f"{study.record['name']} ({study.record['scale']} scale): method comparison", header, rows, notes)
 
 
-def claims_table(study: Study) -> Table:
+def claims_table(study: Study, evaluated: list[dict]) -> Table:
+    """``evaluated``: ``evaluate_claim`` of every claim of the benchmark, in order."""
     rows = []
-    for claim in study.record["report"].get("claims", []):
-        found = evaluate_claim(study, claim)
+    for found in evaluated:
+        claim = found["claim"]
         rows.append([claim["text"], claim.get("source", ""), _claim_text(claim, claim_factor(study, claim)),
                      found["observed"] or "–",
                      found["verdict"]])

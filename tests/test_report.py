@@ -36,6 +36,19 @@ def test_claim_verdicts_follow_the_data():
     assert evaluate_claim(rising, {**_claim("increasing"), "metric": "m.y"})["verdict"].startswith("not available")
 
 
+def test_a_claim_can_name_its_own_factor_and_filter_rows():
+    study = _study({1.0: [1, 2], 5.0: [3, 4], 10.0: [5, 6]})
+    for row in study.rows:  # depth varies too: deeper is lower, but only where beta > 1
+        row["depth"] = 20 if row["seed"] == 0 else 56
+        row["m.x"] = row["m.x"] - (10 * (row["depth"] == 56) if row["beta"] > 1 else 0)
+    study.record["variants"]["depth"] = [20, 56]
+    found = evaluate_claim(study, _claim("decreasing", factor="depth", where={"beta": 10.0}))
+    assert found["verdict"].startswith("same direction, not significant (n=2 < 3)")  # two rows at beta = 10
+    assert "depth=20: 5 → depth=56: -4" in found["observed"]
+    assert evaluate_claim(study, _claim("decreasing", factor="depth", where={"beta": 1.0}))["verdict"] == \
+        "not reproduced (opposite direction)"  # at beta = 1 depth adds nothing: 1 -> 2
+
+
 def test_correlations_match_scipy_and_per_subject_metrics_count_once():
     study = _study({1.0: [1, 7], 5.0: [3, 2], 10.0: [5, 9]})
     found = correlate(study, "m.x", "beta")

@@ -66,7 +66,7 @@ def test_mean_std_and_formats():
     table = Table("a_b", ["x", "y"], [["1 ± 2", "ρ"]], ["note"])
     assert "\\pm" in table.latex() and "a\\_b" in table.latex() and "$\\rho$" in table.latex()
     assert "<td>1 ± 2</td>" in table.html() and "| 1 ± 2 | ρ |" in table.markdown()
-    rows = comparison_table(_study({1.0: [1, 2], 5.0: [3, 4], 10.0: [5, 6]})).rows
+    rows = comparison_table(_study({1.0: [1, 2], 5.0: [3, 4], 10.0: [5, 6]}), []).rows
     assert rows[0][0] == "m.x" and rows[0][1].startswith("+1.00")
 
 

@@ -170,7 +170,7 @@ def execute(plan: Plan, store, progress: bool = True) -> dict:
     from .analyzer import analyze
     from .samplers import train_minima
 
-    per_minimum = [label for label, m in plan.methods.items() if "minimum" in registry.get(m["analyzer"]).defaults()]
+    per_minimum = [label for label, m in plan.methods.items() if runs_per_minimum(m["analyzer"])]
     per_subject = [label for label in plan.methods if label not in per_minimum]
     tasks = len(plan.subjects) * (len(plan.seeds) * (1 + len(per_minimum)) + len(per_subject))
     record = {**plan.to_record(), "runs": []}
@@ -212,8 +212,13 @@ def execute(plan: Plan, store, progress: bool = True) -> dict:
         record["runs"] += runs
         store.write_benchmark(plan.record_name, record)
     overall.close()
-    store.write_benchmark(plan.record_name, record)
     return record
+
+
+def runs_per_minimum(analyzer: str) -> bool:
+    """Analyzers with a ``minimum`` parameter look at one minimum; the others (the loss barcode)
+    at all minima of a subject together."""
+    return "minimum" in registry.get(analyzer).defaults()
 
 
 def _merge(base: dict, overrides: dict) -> dict:

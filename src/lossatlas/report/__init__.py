@@ -16,7 +16,7 @@ from ..progress import bar as progress_bar
 from ..store import Store
 from .collect import Study, collect
 from .document import index_html, markdown, sections, title
-from .tables import comparison_table, variant_table
+from .tables import comparison_table, evaluate_claims, variant_table
 
 __all__ = ["write_report", "collect", "Study"]
 
@@ -28,8 +28,9 @@ def write_report(store: Store, out: str | Path, name: str | None = None, figures
     out.mkdir(parents=True, exist_ok=True)
     drawn = write_figures(study, out / "figures") if figures else []
     names = [f"figures/{p.name}" for p in drawn]
-    tables = [variant_table(study), comparison_table(study)]
-    parts = sections(study, store.path.name, *tables)
+    evaluated = evaluate_claims(study)
+    tables = [variant_table(study), comparison_table(study, evaluated)]
+    parts = sections(study, store.path.name, evaluated, *tables)
     texts = {
         "metrics.csv": metrics_csv(study),
         "table.md": "\n".join(t.markdown() for t in tables),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .. import registry
+from ..harness import runs_per_minimum
 from ..errors import StoreError
 from ..store import Result, Store
 
@@ -42,11 +42,17 @@ class Study:
 def collect(store: Store, name: str | None = None) -> Study:
     record = store.read_benchmark(benchmark_name(store, name))
     methods = record["methods"]
-    scopes = {label: "minimum" if "minimum" in _defaults(m["analyzer"]) else "subject" for label, m in methods.items()}
+    scopes = {label: "minimum" if runs_per_minimum(m["analyzer"]) else "subject" for label, m in methods.items()}
     cache: dict[tuple, Result] = {}
+    minima: dict[str, dict] = {}
     rows, model_columns, metric_columns, first = [], {}, {}, {}
     for run in record["runs"]:
-        minimum = _minimum(store, run["subject"], run["minimum"])
+        if run["subject"] not in minima:
+            minima[run["subject"]] = {m.index: m for m in store.minima(run["subject"])}
+        minimum = minima[run["subject"]].get(run["minimum"])
+        if minimum is None:
+            raise StoreError(f"{store.path}: the benchmark record names minimum {run['minimum']} of "
+                             f"{run['subject']!r}, which is missing.")
         row = {"subject": run["subject"], **run["variant"], "seed": run["seed"], "minimum": run["minimum"]}
         model = {_model_name(k): v for k, v in sorted(minimum.metrics.items())}
         if "test_accuracy" in model:
@@ -91,12 +97,3 @@ def _model_name(key: str) -> str:
     return "train_" + key[len("eval_"):] if key.startswith("eval_") else key
 
 
-def _minimum(store: Store, subject: str, index: int):
-    for minimum in store.minima(subject):
-        if minimum.index == index:
-            return minimum
-    raise StoreError(f"{store.path}: the benchmark record names minimum {index} of {subject!r}, which is missing.")
-
-
-def _defaults(analyzer: str) -> dict:
-    return registry.get(analyzer).defaults()

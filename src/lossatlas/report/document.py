@@ -9,7 +9,7 @@ import json
 from collections import Counter
 
 from .collect import Study, is_finite
-from .tables import Table, claims_table, evaluate_claim, timing_table
+from .tables import Table, claims_table, timing_table
 
 
 def non_finite(study: Study) -> list[tuple[str, str, str, str]]:
@@ -41,9 +41,10 @@ def claim_summary(evaluated: list[dict]) -> str:
     return f"Of {sum(verdicts.values())} seed claims: " + ", ".join(parts) + "."
 
 
-def sections(study: Study, store_name: str, per_variant: Table, comparison: Table) -> list[tuple[str, object]]:
-    """The report as (heading, body) pairs; a body is Markdown text or a Table. ``per_variant`` and
-    ``comparison`` are the tables also written to table.md, built once."""
+def sections(study: Study, store_name: str, evaluated: list[dict], per_variant: Table,
+             comparison: Table) -> list[tuple[str, object]]:
+    """The report as (heading, body) pairs; a body is Markdown text or a Table. ``evaluated`` (the
+    claims' verdicts), ``per_variant`` and ``comparison`` (also written to table.md) are built once."""
     record = study.record
     versions = ", ".join(f"{k} {v}" for k, v in sorted(study.versions.items()))
     variants = ", ".join(label for _, label in study.variants())
@@ -60,7 +61,6 @@ def sections(study: Study, store_name: str, per_variant: Table, comparison: Tabl
                 f"- Seeds: {record['seeds']} (one trained minimum each, {len(study.rows)} minima in all)\n"
                 f"- Training recipe: {json.dumps(record['recipe'], sort_keys=True)}\n"
                 f"- Methods:\n{methods}\n- Versions: {versions}\n\n{scale_note}")
-    evaluated = [evaluate_claim(study, claim) for claim in record["report"].get("claims", [])]
     bad = non_finite(study)
     bad_text = ("Every metric is finite." if not bad else
                 "\n".join(f"- {variant}, seed {seed}: `{column}` = {why}" for variant, seed, column, why in bad))

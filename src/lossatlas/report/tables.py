@@ -203,12 +203,17 @@ def variant_table(study: Study) -> Table:
     return Table(f"{study.record['name']} ({study.record['scale']} scale): metrics per variant", header, rows, notes)
 
 
-def comparison_table(study: Study) -> Table:
+def evaluate_claims(study: Study) -> list[dict]:
+    return [evaluate_claim(study, claim) for claim in study.record["report"].get("claims", [])]
+
+
+def comparison_table(study: Study, evaluated: list[dict]) -> Table:
+    """``evaluated``: ``evaluate_claims(study)``, shown beside the metrics they are about."""
     report = study.record["report"]
     factor, error = report.get("factor"), report.get("error")
     claims: dict[str, list[dict]] = {}
-    for claim in report.get("claims", []):
-        claims.setdefault(claim["metric"], []).append(evaluate_claim(study, claim))
+    for found in evaluated:
+        claims.setdefault(found["claim"]["metric"], []).append(found)
     header = ["metric"] + ([f"ρ vs {error}"] if error else []) + ([f"ρ vs {factor}"] if factor else []) + \
         ["seed claim", "verdict"]
     rows = []

@@ -22,6 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--store", help="HDF5 store (default: OUT/<name>_<scale>.h5; one config only)")
     run.add_argument("--out", default="results", help="output directory; each report goes to OUT/<name>_<scale>/")
     run.add_argument("--check", action="store_true", help="only validate the config(s)")
+    run.add_argument("--executor", default="local", choices=["local", "dask"],
+                     help="where grid blocks, minima, path pairs and jump-and-retrain runs are computed; "
+                          "the store is written by this process only")
+    run.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786); default with --executor dask: "
+                                         "a LocalCluster with one worker per core")
+    run.add_argument("--threads", type=int, help="torch threads per process and per task (default: torch's; "
+                                                 "1 with --executor dask)")
     report = commands.add_parser("report", help="rebuild the tables and figures of a benchmark from its store")
     report.add_argument("store")
     report.add_argument("--out", required=True, help="output directory for the report")
@@ -58,7 +65,7 @@ def _inspect(args) -> int:
 
 
 def _run(args) -> int:
-    from . import harness
+    from . import executor, harness
 
     plans = [harness.load(config, args.scale) for config in args.config]  # every config checked before any work
     if args.store and len(plans) > 1:
@@ -70,8 +77,9 @@ def _run(args) -> int:
         print("config OK")
         return 0
     out = Path(args.out)
-    reports = [_run_one(plan, out, Path(args.store) if args.store else out / f"{plan.record_name}.h5")
-               for plan in plans]
+    with executor.make(args.executor, args.scheduler, args.threads) as runner, executor.use(runner):
+        reports = [_run_one(plan, out, Path(args.store) if args.store else out / f"{plan.record_name}.h5")
+                   for plan in plans]
     print("\nreports:")
     for folder in reports:
         print(f"  {folder / 'report.md'}   {folder / 'index.html'}")

@@ -166,7 +166,8 @@ def _report(report: dict, variants: dict, params: dict, methods: dict, source: s
 
 def execute(plan: Plan, store, progress: bool = True) -> dict:
     """Train the minima of every subject and run every method at each of them (or once per
-    subject); returns the benchmark record, which is also written to the store after every step."""
+    subject); returns the benchmark record, which is also written to the store after every step.
+    Independent work inside each step runs on the current executor (``lossatlas.executor``)."""
     from .analyzer import analyze
     from .samplers import train_minima
 
@@ -176,23 +177,20 @@ def execute(plan: Plan, store, progress: bool = True) -> dict:
     record = {**plan.to_record(), "runs": []}
     overall = progress_bar(total=tasks, desc=plan.record_name, enabled=progress, leave=True, position=0)
 
-    def step(stage: str, work):
+    def step(stage: str, work, tasks: int = 1):
         overall.set_postfix_str(stage)
         start = time.perf_counter()
         log.info("start %s", stage)
         value = work()
         log.info("done  %s (%.1f s)", stage, time.perf_counter() - start)
-        overall.update(1)
+        overall.update(tasks)
         return value
 
     for params in plan.subjects:
         subject = problems.build(plan.problem, **params)
         variant = {key: params[key] for key in plan.variants}
-        minima = []
-        for count in range(1, len(plan.seeds) + 1):
-            seeds = plan.seeds[:count]
-            minima = step(f"{subject.name} minimum {count - 1}",
-                          lambda: train_minima(store, subject, plan.recipe, seeds, progress=progress))
+        minima = step(f"{subject.name} minima", lambda: train_minima(store, subject, plan.recipe, plan.seeds,
+                                                                     progress=progress), len(plan.seeds))
         subject_results = {}
         runs = [{"subject": subject.name, "variant": variant, "seed": m.seed, "minimum": m.index, "results": {}}
                 for m in minima]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 from typing import Callable
 
+import torch
 from torch import nn
 
 from ..errors import ConfigError
@@ -35,7 +36,9 @@ def resnet(skip: bool = True, depth: int = 20, width: int = 1, dataset: str = "d
         raise ConfigError(f"Unknown dataset {dataset!r} for problem 'resnet'; valid: ['cifar10', 'digits'].")
     if n_train is not None:
         train = (train[0][:n_train], train[1][:n_train])
-    model = resnet20(skip=skip, depth=depth, width=width, in_channels=train[0].shape[1])
+    with torch.random.fork_rng(devices=[]):  # theta0 (the "theta0" grid center) is the same every build
+        torch.manual_seed(0)
+        model = resnet20(skip=skip, depth=depth, width=width, in_channels=train[0].shape[1])
     config = {"problem": "resnet", "skip": skip, "depth": depth, "width": width, "dataset": dataset,
               "n_train": n_train}
     label = name or f"resnet{depth}{'' if width == 1 else f'x{width}'}_{'skip' if skip else 'noskip'}_{dataset}"

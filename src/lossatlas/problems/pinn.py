@@ -96,4 +96,6 @@ def pinn_convection(beta: float, n_f: int = 1000, collocation_seed: int = 0, hid
                     layers: int = 4, name: str | None = None) -> ConvectionPINN:
     if not math.isfinite(beta):
         raise ValueError(f"beta must be finite; got {beta}.")
-    return ConvectionPINN(beta, n_f, collocation_seed, hidden, layers, name)
+    with torch.random.fork_rng(devices=[]):  # theta0 (the "theta0" grid center) is the same every build
+        torch.manual_seed(0)
+        return ConvectionPINN(beta, n_f, collocation_seed, hidden, layers, name)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .. import directions as directions_module
+from .. import executor
 from ..errors import ConfigError
 from ..progress import bar as progress_bar
 from ..provenance import config_key
@@ -97,14 +98,14 @@ def _fill(store: Store, subject: Subject, node, bn: str, progress: bool) -> None
     shape = node["loss"].shape
     arrays = {name: node[name][()] for name in ("loss", "accuracy", "done") if name in node}
     # Blocks: at least a few vmap chunks, at most ~100 writes per grid (each rewrites the arrays).
+    # They are also the tasks a Dask executor farms out; each worker forms its own points.
     block = max(4 * subject.chunk_size, -(-len(missing) // 100))
+    blocks = [np.unravel_index(missing[start : start + block], shape) for start in range(0, len(missing), block)]
+    coords = [np.stack([x[i], y[j]], axis=1) for i, j in blocks]
     bar = progress_bar(total=len(missing), desc=f"{subject.name}: grid", enabled=progress)
-    for start in range(0, len(missing), block):
-        index = missing[start : start + block]
-        i, j = np.unravel_index(index, shape)
-        coords = torch.as_tensor(np.stack([x[i], y[j]], axis=1), dtype=center.dtype)
-        thetas = center + coords @ dirs
-        found = subject.evaluate_many(thetas, buffers, recompute_bn=bn == "recompute")
+    runner = executor.current()
+    for index, found in runner.map(_evaluate_block, coords, shared=(subject, center, dirs, buffers, bn)):
+        i, j = blocks[index]
         for name, values in found.items():
             if name in arrays:
                 arrays[name][i, j] = values
@@ -112,10 +113,16 @@ def _fill(store: Store, subject: Subject, node, bn: str, progress: bool) -> None
         for name, values in arrays.items():
             node[name][...] = values
         store.flush()
-        bar.update(len(index))
+        bar.update(len(i))
     bar.close()
     node.attrs["complete"] = True
     store.flush()
+
+
+def _evaluate_block(subject: Subject, center, dirs, buffers, bn: str, coords) -> dict[str, np.ndarray]:
+    """Metrics at center + a d1 + b d2 for one block of (a, b) coordinates."""
+    thetas = center + torch.as_tensor(coords, dtype=center.dtype) @ dirs
+    return subject.evaluate_many(thetas, buffers, recompute_bn=bn == "recompute")
 
 
 def read_grid(node, key: str) -> Grid:

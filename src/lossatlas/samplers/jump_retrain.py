@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import executor
 from ..directions import random_directions
 from ..errors import ConfigError
 from ..progress import bar as progress_bar
@@ -52,27 +53,21 @@ def jump_and_retrain(store, subject, seeds=(0, 1, 2, 3), steps=(0.25, 0.5, 0.75,
     if "center" not in root:
         store.write_array(root, "center", theta0.numpy())
     runs = [(seed, step) for seed in config["seeds"] for step in config["steps"]]
-    for seed, step in progress_bar(runs, desc=f"{subject.name}: jump & retrain", enabled=progress):
+    todo = [run for run in runs if not (_run_name(*run) in root and root[_run_name(*run)].attrs.get("complete", False))]
+    bar = progress_bar(total=len(todo), desc=f"{subject.name}: jump & retrain", enabled=progress)
+    shared = (subject, theta0, buffers0, recipe, bool(include_bn))
+    for index, (thetas, losses) in executor.current().map(_jump_run, todo, shared=shared):
+        seed, step = todo[index]
         name = _run_name(seed, step)
-        if name in root and root[name].attrs.get("complete", False):
-            continue
-        direction = random_directions(subject, theta0, seed, include_bn)[0]
-        start = theta0 + step * direction
-        thetas, losses = [start.clone()], [subject.loss(start, buffers0)]
-
-        def record(epoch, theta, buffers, train_loss):
-            thetas.append(theta)
-            losses.append(subject.loss(theta, buffers))
-
-        subject.train(start, recipe, seed, buffers=buffers0, on_epoch=record, progress=False)
         if name in root:
             del root[name]
         node = store.node(f"{root.name}/{name}", "run", seed=seed, step=step, complete=False)
-        stacked = torch.stack(thetas).numpy()
-        node.create_dataset("thetas", data=stacked, chunks=(1, stacked.shape[1]), compression="gzip", shuffle=True)
-        store.write_array(node, "losses", np.array(losses))
+        node.create_dataset("thetas", data=thetas, chunks=(1, thetas.shape[1]), compression="gzip", shuffle=True)
+        store.write_array(node, "losses", losses)
         node.attrs["complete"] = True
         store.flush()
+        bar.update(1)
+    bar.close()
     parts = [root[_run_name(seed, step)] for seed, step in runs]
     count = epochs + 1
     return Trajectories(
@@ -83,6 +78,21 @@ def jump_and_retrain(store, subject, seeds=(0, 1, 2, 3), steps=(0.25, 0.5, 0.75,
         epochs=np.tile(np.arange(count), len(runs)),
         center=root["center"][()],
     )
+
+
+def _jump_run(subject, theta0, buffers0, recipe: Recipe, include_bn: bool, task) -> tuple[np.ndarray, np.ndarray]:
+    """One (seed, step) run: parameters and eval-set loss after the jump and every epoch."""
+    seed, step = task
+    direction = random_directions(subject, theta0, seed, include_bn)[0]
+    start = theta0 + step * direction
+    thetas, losses = [start.clone()], [subject.loss(start, buffers0)]
+
+    def record(epoch, theta, buffers, train_loss):
+        thetas.append(theta)
+        losses.append(subject.loss(theta, buffers))
+
+    subject.train(start, recipe, seed, buffers=buffers0, on_epoch=record, progress=False)
+    return torch.stack(thetas).numpy(), np.array(losses)
 
 
 def _run_name(seed: int, step: float) -> str:

@@ -22,32 +22,38 @@ def train_minima(store: Store, subject: Subject, recipe: Recipe, seeds: Sequence
     """
     from . import register
 
+    from .. import executor
+
     register(store, subject)
     stored = {m.index: m for m in store.minima(subject.name)}
     wanted = recipe.to_dict()
-    minima = []
     for index, seed in enumerate(seeds):
-        if index in stored:
-            minimum = stored[index]
-            if minimum.recipe != wanted or minimum.seed != seed:
-                raise StoreError(
-                    f"Minimum {index} of {subject.name!r} in {store.path} was trained with seed {minimum.seed} "
-                    f"and recipe {minimum.recipe}; asked for seed {seed} and recipe {wanted}. "
-                    "Use another store or subject name to keep both."
-                )
-            minima.append(minimum)
-            continue
-        start = time.perf_counter()
-        theta, buffers = subject.init_theta(seed)
-        theta, buffers = subject.train(theta, recipe, seed, buffers=buffers, progress=progress)
-        metrics = {}
-        for split in subject.splits:
-            for key, value in subject.evaluate(theta, buffers, split).items():
-                metrics[f"{split}_{key}"] = value
-        if not math.isfinite(metrics["eval_loss"]):
-            raise NonFiniteLossError(f"Minimum {index} of {subject.name!r} (seed {seed}) has loss {metrics['eval_loss']}.")
-        minimum = Minimum(index, theta.numpy(), buffers.numpy(), seed, wanted, metrics, time.perf_counter() - start)
-        store.write_minimum(subject.name, minimum)
-        minima.append(minimum)
-    return minima
+        minimum = stored.get(index)
+        if minimum is not None and (minimum.recipe != wanted or minimum.seed != seed):
+            raise StoreError(
+                f"Minimum {index} of {subject.name!r} in {store.path} was trained with seed {minimum.seed} "
+                f"and recipe {minimum.recipe}; asked for seed {seed} and recipe {wanted}. "
+                "Use another store or subject name to keep both."
+            )
+    missing = [(index, int(seed)) for index, seed in enumerate(seeds) if index not in stored]
+    runner = executor.current()
+    for _, minimum in runner.map(_train_one, missing, shared=(subject, recipe, progress and runner.local),
+                                 desc=f"{subject.name}: minima", progress=progress):
+        store.write_minimum(subject.name, minimum)  # each as soon as it is trained: resumable
+        stored[minimum.index] = minimum
+    return [stored[index] for index in range(len(seeds))]
 
+
+def _train_one(subject: Subject, recipe: Recipe, progress: bool, task: tuple[int, int]) -> Minimum:
+    """One minimum, not yet stored (runs wherever the executor sends it)."""
+    index, seed = task
+    start = time.perf_counter()
+    theta, buffers = subject.init_theta(seed)
+    theta, buffers = subject.train(theta, recipe, seed, buffers=buffers, progress=progress)
+    metrics = {}
+    for split in subject.splits:
+        for key, value in subject.evaluate(theta, buffers, split).items():
+            metrics[f"{split}_{key}"] = value
+    if not math.isfinite(metrics["eval_loss"]):
+        raise NonFiniteLossError(f"Minimum {index} of {subject.name!r} (seed {seed}) has loss {metrics['eval_loss']}.")
+    return Minimum(index, theta.numpy(), buffers.numpy(), seed, recipe.to_dict(), metrics, time.perf_counter() - start)

@@ -20,6 +20,7 @@ import math
 import numpy as np
 import torch
 
+from .. import executor
 from ..errors import NonFiniteLossError
 from ..progress import bar as progress_bar
 from ..training import Recipe
@@ -146,27 +147,24 @@ def connect_minima(store, subject, minima: np.ndarray, config: dict, progress: b
         store.write_array(root, "minima", minima)
     thetas = torch.as_tensor(minima, dtype=subject.theta0.dtype)
     pairs = [(i, j) for i in range(len(minima)) for j in range(i + 1, len(minima))]
-    for i, j in progress_bar(pairs, desc=f"{subject.name}: paths", enabled=progress):
-        name = f"{i:03d}_{j:03d}"
-        if name in root and root[name].attrs.get("complete", False):
-            continue
-        points, t, shape = _optimize(subject, thetas[i], thetas[j], config, progress)
-        losses = subject.evaluate_many(points, recompute_bn=True)["loss"]
-        line_t = torch.linspace(0, 1, config["n_eval"], dtype=thetas.dtype)
-        line = subject.evaluate_many((1 - line_t[:, None]) * thetas[i] + line_t[:, None] * thetas[j],
-                                     recompute_bn=True)["loss"]
+    todo = [(i, j) for i, j in pairs
+            if not (f"{i:03d}_{j:03d}" in root and root[f"{i:03d}_{j:03d}"].attrs.get("complete", False))]
+    runner = executor.current()
+    bar = progress_bar(total=len(todo), desc=f"{subject.name}: paths", enabled=progress)
+    tasks = [(thetas[i], thetas[j]) for i, j in todo]
+    for index, found in runner.map(_path_pair, tasks, shared=(subject, config, progress and runner.local)):
+        name = "{:03d}_{:03d}".format(*todo[index])
         if name in root:
             del root[name]
         node = store.node(f"{root.name}/{name}", "path", complete=False)
-        store.write_array(node, "t", t)
-        store.write_array(node, "losses", losses)
-        store.write_array(node, "points", shape)
-        store.write_array(node, "linear_t", line_t.numpy())
-        store.write_array(node, "linear_losses", line)
-        node.attrs["max_loss"] = float(np.max(losses))
-        node.attrs["linear_max"] = float(np.max(line))
+        for key in ("t", "losses", "points", "linear_t", "linear_losses"):
+            store.write_array(node, key, found[key])
+        node.attrs["max_loss"] = float(np.max(found["losses"]))
+        node.attrs["linear_max"] = float(np.max(found["linear_losses"]))
         node.attrs["complete"] = True
         store.flush()
+        bar.update(1)
+    bar.close()
     k = len(minima)
     path_max, linear_max = np.full((k, k), np.nan), np.full((k, k), np.nan)
     ts, curves = [], []
@@ -181,6 +179,16 @@ def connect_minima(store, subject, minima: np.ndarray, config: dict, progress: b
         vertex[i], vertex[j] = curve[0], curve[-1]
     return {"pairs": np.array(pairs, dtype=np.int64).reshape(-1, 2), "path_max": path_max,
             "linear_max": linear_max, "t": ts, "losses": curves, "vertex_losses": vertex}
+
+
+def _path_pair(subject, config: dict, progress: bool, task) -> dict[str, np.ndarray]:
+    """One pair's optimized path and straight line, evaluated (runs wherever the executor sends it)."""
+    start, end = task
+    points, t, shape = _optimize(subject, start, end, config, progress)
+    losses = subject.evaluate_many(points, recompute_bn=True)["loss"]
+    line_t = torch.linspace(0, 1, config["n_eval"], dtype=start.dtype)
+    line = subject.evaluate_many((1 - line_t[:, None]) * start + line_t[:, None] * end, recompute_bn=True)["loss"]
+    return {"t": t, "losses": losses, "points": shape, "linear_t": line_t.numpy(), "linear_losses": line}
 
 
 def _optimize(subject, start, end, config, progress):

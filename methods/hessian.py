@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from lossatlas.analyzer import Analyzer
+from lossatlas.errors import NonFiniteLossError
 from lossatlas.hessian import (HessianOperator, density_from_spectrum, hutchinson_trace, pyhessian_spectrum,
                                slq_density, top_eigenpairs)
 from lossatlas.params import Boolean, Interval, Options
@@ -65,6 +66,11 @@ class Hessian(Analyzer):
 
     def run(self, store, subject):
         theta, buffers = point_of(store, subject, self.at, self.minimum)
+        loss = subject.loss(theta, buffers)
+        if not np.isfinite(loss):
+            where = f"minimum {self.minimum}" if self.at == "minimum" else "theta0"
+            raise NonFiniteLossError(f"The loss of {subject.name!r} at {where} is {loss}: the Hessian of a non-finite "
+                                     "loss is meaningless. Nothing was written; check the model or its minimum.")
         op = HessianOperator(subject, theta, buffers)
         k = min(self.k, subject.dim)
         if subject.dim <= self.dense_limit:

@@ -14,6 +14,8 @@ reference, not embedded. Samples with non-finite loss are left out of the embedd
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from lossatlas.analyzer import Analyzer
@@ -23,6 +25,19 @@ from lossatlas.topology.graph_persistence import graph_diagrams, total_persisten
 from lossatlas.topology.graphs import knn_edges
 
 
+@dataclass(frozen=True)
+class NumberList:
+    """A non-empty list whose every entry satisfies ``each`` (an Interval)."""
+
+    each: Interval
+
+    def accepts(self, value) -> bool:
+        return isinstance(value, (list, tuple)) and len(value) > 0 and all(self.each.accepts(v) for v in value)
+
+    def __str__(self) -> str:
+        return f"a non-empty list, each {self.each}"
+
+
 class JumpRetrain(Analyzer):
     name = "jump-retrain"
     description = "Jump-and-retrain trajectories, cosine PHATE, kNN-graph loss persistence (seed 004)."
@@ -30,6 +45,8 @@ class JumpRetrain(Analyzer):
     constraints = {
         "center": Options(("minimum", "theta0")),
         "minimum": Interval(int, 0),
+        "seeds": NumberList(Interval(int, 0)),
+        "steps": NumberList(Interval(float, 0)),
         "epochs": Interval(int, 1),
         "lr": Interval(float, 0),
         "momentum": Interval(float, 0, 1),

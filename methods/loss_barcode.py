@@ -8,6 +8,8 @@ functions; ``"polychain"``/``"bezier"``, Garipov et al.'s curves, default for mo
 lossatlas.samplers.paths for when to use which), the edge weight is the maximum loss along the
 path on the full evaluation set (BatchNorm statistics re-estimated at every point), and the
 barcode is the 0-dim persistence of that graph. The straight-line maxima give a baseline.
+NaN/inf losses on a path make it impassable (the TO-score is then inf): ``n_nonfinite`` counts
+them along the optimized paths, ``n_impassable`` (``n_impassable_linear``) the paths (lines) so cut.
 """
 from __future__ import annotations
 
@@ -82,9 +84,10 @@ class LossBarcode(Analyzer):
 
     def _find_minima(self, store, subject) -> np.ndarray:
         if self.minima is not None:
+            lengths = sorted({np.size(m) for m in self.minima})
+            if lengths != [subject.dim]:
+                raise ConfigError(f"minima must be vectors of length {subject.dim}; got length(s) {lengths}.")
             found = np.asarray(self.minima, dtype=float).reshape(len(self.minima), -1)
-            if found.shape[1] != subject.dim:
-                raise ConfigError(f"minima must be vectors of length {subject.dim}; got {found.shape[1]}.")
         elif isinstance(subject, FunctionSubject):
             found = self._descend(subject)
         else:
@@ -107,6 +110,7 @@ class LossBarcode(Analyzer):
         for _ in range(self.gd_steps):  # plain gradient descent, all starts at once
             points = points - self.gd_lr * subject.grads(points)
         ends = [p for p in points.numpy() if np.all(np.isfinite(p))]
+        ends = [p for p, loss in zip(ends, subject.losses(np.array(ends)) if ends else []) if np.isfinite(loss)]
         if not ends:
             raise ConfigError(f"Gradient descent diverged from every start (gd_lr={self.gd_lr}); lower gd_lr.")
         radius = 1e-4 * float(np.max(bounds[:, 1] - bounds[:, 0]))
@@ -132,13 +136,15 @@ class LossBarcode(Analyzer):
         if len(minima) < 2:  # one basin: the ideal barcode
             barcode = minima_barcode(subject.losses(minima), np.empty((0, 2)), np.empty(0))
             metrics = {**barcode_scores(barcode), "n_minima": 1.0}
-            return {**metrics, **{f"{k}_linear": v for k, v in metrics.items() if k != "n_minima"}}, {"bars": barcode.bars}
+            linear = {f"{k}_linear": v for k, v in metrics.items() if k != "n_minima"}
+            return {**metrics, **linear, "n_nonfinite": 0.0}, {"bars": barcode.bars}
         paths = connect_minima(store, subject, minima, self._config(subject), progress=False)
         pairs, values = paths["pairs"], paths["vertex_losses"]
         edges = paths["path_max"][pairs[:, 0], pairs[:, 1]]
         linear = paths["linear_max"][pairs[:, 0], pairs[:, 1]]
         barcode, baseline = minima_barcode(values, pairs, edges), minima_barcode(values, pairs, linear)
-        metrics = {**barcode_scores(barcode), "n_minima": float(len(minima))}
+        metrics = {**barcode_scores(barcode), "n_minima": float(len(minima)),
+                   "n_nonfinite": float(sum((~np.isfinite(curve)).sum() for curve in paths["losses"]))}
         metrics.update({f"{k}_linear": v for k, v in barcode_scores(baseline).items()})
         width = max(len(t) for t in paths["t"])
         pad = lambda rows: np.array([np.pad(r, (0, width - len(r)), constant_values=np.nan) for r in rows])  # noqa: E731

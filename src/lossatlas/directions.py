@@ -15,6 +15,9 @@ def filter_normalize(direction: torch.Tensor, theta: torch.Tensor, layout, inclu
     parameters (biases, BatchNorm) are zeroed, or with ``include_bn`` set to theta's own values,
     as in the authors' code. ``layout``: (name, shape, numel) per parameter tensor; None for a
     plain function, whose direction is scaled to unit norm (there are no filters)."""
+    if direction.ndim != 1 or direction.shape != theta.shape:
+        raise ConfigError(f"A direction must be a flat vector as long as theta ({theta.numel()} parameters); "
+                          f"got shape {tuple(direction.shape)}.")
     if layout is None:
         return direction / direction.norm()
     out = torch.empty_like(direction)
@@ -64,6 +67,9 @@ def axis_directions(subject) -> torch.Tensor:
 
 
 def cosine(directions: torch.Tensor) -> float:
+    if directions.ndim != 2 or len(directions) != 2:
+        raise ConfigError(f"cosine needs two directions as the rows of a (2, dim) array; got shape "
+                          f"{tuple(directions.shape)}.")
     a, b = directions.double()
     denominator = float(a.norm() * b.norm())
     return float(a @ b) / denominator if denominator > 0 else float("nan")

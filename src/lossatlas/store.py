@@ -30,7 +30,7 @@ from .provenance import canonical_json, now, versions
 SCHEMA = "lossatlas"
 SCHEMA_VERSION = 1
 ENCODING_VERSION = "1"
-_MODES = {"r": "r", "a": "a", "x": "w-"}
+_MODES = ("r", "a", "x")  # read; read/write, created if missing; create (refused if it exists)
 _COMPRESS_ABOVE = 4096  # elements; smaller arrays are stored contiguous and uncompressed
 
 
@@ -81,9 +81,9 @@ class Store:
             _check_existing(self.path)
         elif mode == "r":
             raise StoreError(f"No store at {self.path}.")
-        self._file = _open(self.path, _MODES[mode])
-        if "schema" not in self._file.attrs and mode != "r":
-            _stamp(self._file)
+        else:
+            _create(self.path)
+        self._file = _open(self.path, "r" if mode == "r" else "a")
 
     @classmethod
     def memory(cls) -> "Store":
@@ -338,6 +338,19 @@ def _expect(node: h5py.Group, encoding_type: str) -> None:
         )
 
 
+def _create(path: Path) -> None:
+    """A new, stamped store appears at ``path`` whole or not at all: written beside it, then renamed,
+    so a kill while creating it never leaves a truncated file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with h5py.File(partial, "w") as file:
+            _stamp(file)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def _stamp(file: h5py.File) -> None:
     file.attrs["schema"] = SCHEMA
     file.attrs["schema_version"] = SCHEMA_VERSION
@@ -353,8 +366,9 @@ def _open(path: Path, mode: str) -> h5py.File:
     except (OSError, ValueError) as err:
         text = str(err).lower()
         if "unable to lock" in text:
+            holder = "for writing" if mode == "r" else "(a writer, or a reader while you want to write)"
             raise StoreError(
-                f"The store {path} is locked: another process has it open for writing. "
+                f"The store {path} is locked: another process has it open {holder}. "
                 "Wait for it to finish, or open a copy."
             ) from err
         raise StoreError(

@@ -6,6 +6,7 @@ loop serves analytic functions, ResNets and PINNs, and the user's model is never
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -41,16 +42,27 @@ class Recipe:
     def __post_init__(self):
         _check(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}", self.optimizer)
         _check(self.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}", self.schedule)
-        _check(self.lr > 0, "lr", "a float in (0, inf)", self.lr)
-        _check(0 <= self.momentum < 1, "momentum", "a float in [0, 1)", self.momentum)
-        _check(self.weight_decay >= 0, "weight_decay", "a float in [0, inf)", self.weight_decay)
-        _check(isinstance(self.epochs, int) and self.epochs >= 0, "epochs", "an int in [0, inf)", self.epochs)
+        number = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)  # noqa: E731
+        integer = lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)  # noqa: E731
+        _check(number(self.lr) and self.lr > 0, "lr", "a float in (0, inf)", self.lr)
+        _check(number(self.momentum) and 0 <= self.momentum < 1, "momentum", "a float in [0, 1)", self.momentum)
+        _check(number(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a float in [0, inf)",
+               self.weight_decay)
+        _check(number(self.gamma) and self.gamma > 0, "gamma", "a float in (0, inf)", self.gamma)
+        _check(integer(self.epochs) and self.epochs >= 0, "epochs", "an int in [0, inf)", self.epochs)
         _check(
-            self.batch_size is None or (isinstance(self.batch_size, int) and self.batch_size >= 1),
+            self.batch_size is None or (integer(self.batch_size) and self.batch_size >= 1),
             "batch_size", "an int in [1, inf) or None (full batch)", self.batch_size,
         )
-        _check(self.steps_per_epoch >= 1, "steps_per_epoch", "an int in [1, inf)", self.steps_per_epoch)
-        _check(self.max_iter >= 1, "max_iter", "an int in [1, inf)", self.max_iter)
+        _check(integer(self.steps_per_epoch) and self.steps_per_epoch >= 1, "steps_per_epoch", "an int in [1, inf)",
+               self.steps_per_epoch)
+        _check(integer(self.max_iter) and self.max_iter >= 1, "max_iter", "an int in [1, inf)", self.max_iter)
+        _check(integer(self.history_size) and self.history_size >= 1, "history_size", "an int in [1, inf)",
+               self.history_size)
+        _check(isinstance(self.nesterov, bool), "nesterov", "true or false", self.nesterov)
+        _check(isinstance(self.augment, bool), "augment", "true or false", self.augment)
+        _check(isinstance(self.milestones, (list, tuple)) and all(integer(m) for m in self.milestones),
+               "milestones", "a list of ints", self.milestones)
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
 
     @classmethod

@@ -13,13 +13,19 @@ from .tables import Table, claims_table, timing_table
 
 
 def non_finite(study: Study) -> list[tuple[str, str, str, str]]:
-    """(variant, seed, column, why) for every metric that is not a finite number."""
+    """(variant, seed, column, why) for every metric that is not a finite number, and every
+    ``<label>.n_nonfinite`` count above zero (samples with NaN/inf losses, even where the
+    method's metrics stayed finite)."""
     found = []
     for row in study.rows:
         for column in study.model_columns + study.metric_columns:
             value = row.get(column)
             if column in row and not is_finite(value):
                 found.append((study.variant_label(row), str(row["seed"]), column, _why(row, column, value)))
+            elif column in row and column.endswith(".n_nonfinite") and value > 0:
+                found.append((study.variant_label(row), str(row["seed"]), column,
+                              f"{value:g}: the samples held {int(value)} NaN/inf loss value(s), which the method "
+                              "counted as +inf or left out (see its documentation)"))
     return found
 
 

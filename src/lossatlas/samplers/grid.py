@@ -97,12 +97,15 @@ def _fill(store: Store, subject: Subject, node, bn: str, progress: bool) -> None
     buffers = torch.as_tensor(node["center_buffers"][()], dtype=subject.theta0.dtype)
     shape = node["loss"].shape
     arrays = {name: node[name][()] for name in ("loss", "accuracy", "done") if name in node}
-    # Blocks: at least a few vmap chunks, at most ~100 writes per grid (each rewrites the arrays).
-    # They are also the tasks a Dask executor farms out; each worker forms its own points.
-    block = max(4 * subject.chunk_size, -(-len(missing) // 100))
-    blocks = [np.unravel_index(missing[start : start + block], shape) for start in range(0, len(missing), block)]
+    # Blocks over the whole grid, at least a few vmap chunks, at most ~100 writes per grid (each
+    # rewrites the arrays); a resumed grid recomputes its unfinished blocks exactly as an
+    # uninterrupted run computes them, so the numbers are the same to the bit. They are also the
+    # tasks a Dask executor farms out; each worker forms its own points.
+    block = max(4 * subject.chunk_size, -(-done.size // 100))
+    starts = sorted({int(index) // block * block for index in missing})
+    blocks = [np.unravel_index(np.arange(start, min(start + block, done.size)), shape) for start in starts]
     coords = [np.stack([x[i], y[j]], axis=1) for i, j in blocks]
-    bar = progress_bar(total=len(missing), desc=f"{subject.name}: grid", enabled=progress)
+    bar = progress_bar(total=sum(len(i) for i, _ in blocks), desc=f"{subject.name}: grid", enabled=progress)
     runner = executor.current()
     for index, found in runner.map(_evaluate_block, coords, shared=(subject, center, dirs, buffers, bn)):
         i, j = blocks[index]

@@ -5,7 +5,8 @@ routine as the grids; the seed fixes it and the retraining randomness), a jump t
 theta0 + step * v, then ``epochs`` epochs of retraining with the recipe of the minimum's final
 phase (reference code: SGD, momentum 0.9, constant lr 0.001, weight decay 1e-4). Recorded: the
 parameters and the loss on the full evaluation set in eval mode right after the jump (epoch 0)
-and after every epoch. Stored per run under ``samples/jump_retrain/<key>/<seed>_<step>``,
+and after every epoch; a run whose training diverges keeps its epochs up to the divergence and
+NaN for the rest (the analyzer counts and leaves them out). Stored per run under ``samples/jump_retrain/<key>/<seed>_<step>``,
 parameters chunked and compressed; resumable per run.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from .. import executor
 from ..directions import random_directions
-from ..errors import ConfigError
+from ..errors import ConfigError, NonFiniteLossError
 from ..progress import bar as progress_bar
 from ..provenance import config_key
 from ..training import Recipe
@@ -91,7 +92,12 @@ def _jump_run(subject, theta0, buffers0, recipe: Recipe, include_bn: bool, task)
         thetas.append(theta)
         losses.append(subject.loss(theta, buffers))
 
-    subject.train(start, recipe, seed, buffers=buffers0, on_epoch=record, progress=False)
+    try:
+        subject.train(start, recipe, seed, buffers=buffers0, on_epoch=record, progress=False)
+    except NonFiniteLossError:  # the jump landed where training diverges: a finding, not a failure
+        while len(thetas) < recipe.epochs + 1:  # the lost epochs: NaN, counted and left out by the analyzer
+            thetas.append(torch.full_like(start, float("nan")))
+            losses.append(float("nan"))
     return torch.stack(thetas).numpy(), np.array(losses)
 
 

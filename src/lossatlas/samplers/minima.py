@@ -24,8 +24,10 @@ def train_minima(store: Store, subject: Subject, recipe: Recipe, seeds: Sequence
 
     from .. import executor
 
-    register(store, subject)
-    stored = {m.index: m for m in store.minima(subject.name)}
+    known = subject.name in store.subjects()
+    if known:
+        register(store, subject)  # refuses another config with this name before any training
+    stored = {m.index: m for m in store.minima(subject.name)} if known else {}
     wanted = recipe.to_dict()
     for index, seed in enumerate(seeds):
         minimum = stored.get(index)
@@ -39,6 +41,7 @@ def train_minima(store: Store, subject: Subject, recipe: Recipe, seeds: Sequence
     runner = executor.current()
     for _, minimum in runner.map(_train_one, missing, shared=(subject, recipe, progress and runner.local),
                                  desc=f"{subject.name}: minima", progress=progress):
+        register(store, subject)  # only now: a failed first training leaves the store as it was
         store.write_minimum(subject.name, minimum)  # each as soon as it is trained: resumable
         stored[minimum.index] = minimum
     return [stored[index] for index in range(len(seeds))]

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from .. import executor
-from ..errors import NonFiniteLossError
 from ..progress import bar as progress_bar
 from ..training import Recipe
 
@@ -42,7 +41,8 @@ def curve_points(kind: str, start: torch.Tensor, bends: torch.Tensor, end: torch
 def fit_curve(subject, start, end, kind: str = "polychain", n_bends: int = 1, epochs: int = 10, lr: float = 0.01,
               momentum: float = 0.9, weight_decay: float = 0.0, batch_size: int | None = 128,
               steps_per_epoch: int = 100, seed: int = 0, progress: bool = True) -> torch.Tensor:
-    """Garipov et al.'s curve training; returns the bends (n_bends, dim)."""
+    """Garipov et al.'s curve training; returns the bends (n_bends, dim). A sampled point with a
+    NaN/inf loss is skipped (no update): the curve's evaluation then reports it."""
     start, end = torch.as_tensor(start, dtype=subject.theta0.dtype), torch.as_tensor(end, dtype=subject.theta0.dtype)
     n_bends = 1 if kind == "bezier" else n_bends
     t0 = torch.arange(1, n_bends + 1, dtype=start.dtype)[:, None] / (n_bends + 1)
@@ -51,13 +51,13 @@ def fit_curve(subject, start, end, kind: str = "polychain", n_bends: int = 1, ep
     recipe = Recipe(batch_size=batch_size, steps_per_epoch=steps_per_epoch, lr=lr, epochs=epochs)
     generator = torch.Generator().manual_seed(int(seed))
     buffers = subject.buffers0.clone()  # train-mode BatchNorm statistics are scratch: re-estimated later
-    for epoch in progress_bar(range(epochs), desc=f"{subject.name}: {kind}", enabled=progress):
+    for _ in progress_bar(range(epochs), desc=f"{subject.name}: {kind}", enabled=progress):
         for batch in subject._train_batches(recipe, generator):
             t = torch.rand(1, generator=generator, dtype=start.dtype)
             optimizer.zero_grad()
             loss = subject._train_loss(curve_points(kind, start, bends, end, t)[0], buffers, batch)
             if not math.isfinite(float(loss.detach())):
-                raise NonFiniteLossError(f"Curve training between minima diverged (loss {float(loss.detach())}, epoch {epoch}).")
+                continue  # a NaN/inf point gives no direction: no step; the path's evaluation reports it
             loss.backward()
             optimizer.step()
     return bends.detach()

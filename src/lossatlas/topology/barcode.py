@@ -5,6 +5,10 @@ on the path). Kruskal on edges by value with the elder rule: when two components
 one with the higher minimum dies, giving its bar [minimum, edge value]; a minimum's death is
 thus the lowest, over all graph paths to a lower minimum, of the highest edge on the path
 (multi-hop). The global minimum of each connected component keeps [L_min, inf).
+
+A path whose maximum is NaN or inf cannot be crossed at a finite loss: such an edge joins
+nothing (as NaN/inf count as +inf in the merge tree), and the minima it alone would join keep
+essential bars of their own; the scores then measure an infinite distance to the ideal barcode.
 """
 from __future__ import annotations
 
@@ -16,11 +20,18 @@ import numpy as np
 @dataclass
 class Barcode:
     """``bars`` (k, 2) birth/death, finite bars first (longest first), essential last;
-    ``minima`` the index of the minimum each bar belongs to; ``n_zero`` zero-length bars dropped."""
+    ``minima`` the index of the minimum each bar belongs to; ``n_zero`` zero-length bars dropped;
+    ``n_nonfinite`` edges left out because their path maximum is NaN or inf."""
 
     bars: np.ndarray
     minima: np.ndarray
     n_zero: int
+    n_nonfinite: int = 0
+
+    @property
+    def n_essential(self) -> int:
+        """Bars that never die: one per connected component of the graph of minima."""
+        return int(np.isinf(self.bars[:, 1]).sum())
 
     @property
     def finite(self) -> np.ndarray:
@@ -37,6 +48,7 @@ def minima_barcode(values, edges, weights) -> Barcode:
     values = np.asarray(values, dtype=float)
     edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
     weights = np.maximum(np.asarray(weights, dtype=float), np.maximum(values[edges[:, 0]], values[edges[:, 1]]))
+    passable = np.isfinite(weights)  # NaN/inf: the path cannot be crossed at a finite loss
     parent = list(range(len(values)))
 
     def find(x):
@@ -46,7 +58,7 @@ def minima_barcode(values, edges, weights) -> Barcode:
         return x
 
     bars, owners, zero = [], [], 0
-    for edge in np.argsort(weights, kind="stable"):
+    for edge in np.flatnonzero(passable)[np.argsort(weights[passable], kind="stable")]:
         a, b = find(edges[edge, 0]), find(edges[edge, 1])  # roots are the components' lowest minima
         if a == b:
             continue
@@ -63,7 +75,7 @@ def minima_barcode(values, edges, weights) -> Barcode:
     roots = sorted({find(i) for i in range(len(values))}, key=lambda r: values[r])
     essential = np.array([(values[r], np.inf) for r in roots], dtype=float).reshape(-1, 2)
     return Barcode(np.concatenate([finite[order], essential]),
-                   np.array([owners[i] for i in order] + roots, dtype=np.int64), zero)
+                   np.array([owners[i] for i in order] + roots, dtype=np.int64), zero, int((~passable).sum()))
 
 
 def barcode_scores(barcode: Barcode) -> dict[str, float]:
@@ -72,8 +84,11 @@ def barcode_scores(barcode: Barcode) -> dict[str, float]:
     Matched against the ideal one, every finite bar goes to the diagonal at L-inf cost
     (death - birth) / 2 (gudhi's convention), so the TO-score (bottleneck distance, Definition 3)
     is max (d - b) / 2 and the Wasserstein-p distance is (sum ((d - b) / 2)^p)^(1/p).
+    Essential bars beyond the one of the ideal barcode (minima joined to the global one only
+    through non-finite paths, or not at all) have infinite length: every distance is then inf.
     """
-    lengths = barcode.lengths
+    extra = max(barcode.n_essential - 1, 0)
+    lengths = np.concatenate([barcode.lengths, np.full(extra, np.inf)])
     half = lengths / 2
     return {
         "to_score": float(half.max()) if len(half) else 0.0,
@@ -84,4 +99,5 @@ def barcode_scores(barcode: Barcode) -> dict[str, float]:
         "mean_bar": float(lengths.mean()) if len(lengths) else 0.0,
         "sum_bars": float(lengths.sum()),
         "n_zero_bars": float(barcode.n_zero),
+        "n_impassable": float(barcode.n_nonfinite),
     }

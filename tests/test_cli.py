@@ -122,3 +122,12 @@ def test_every_method_runs_on_a_pinn(tmp_path, capsys):
     assert len(rows) == 2
     for row in rows:
         assert all(v not in ("nan", "inf", "") for v in row.values()), row
+
+
+def test_a_run_that_fails_before_storing_anything_leaves_no_store(tmp_path, capsys):
+    config = tmp_path / "cifar.toml"
+    config.write_text(f'name = "cifar"\nproblem = "resnet"\n[params]\ndataset = "cifar10"\n'
+                      f'data_root = "{tmp_path / "no-such-dir"}"\n')
+    assert main(["run", str(config), "--out", str(tmp_path / "out")]) == 2
+    assert "CIFAR-10" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "cifar_cpu.h5").exists()

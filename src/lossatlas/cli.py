@@ -99,6 +99,7 @@ def _run_one(plan, out: Path, store_path: Path) -> Path:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     start = time.perf_counter()
+    new_store = not store_path.exists()
     try:
         logger.info("run %s at scale %s into %s", plan.name, plan.scale, store_path)
         with Store(store_path, "a") as store:
@@ -106,12 +107,30 @@ def _run_one(plan, out: Path, store_path: Path) -> Path:
             logger.info("report -> %s", folder)
             write_report(store, folder, plan.record_name)
         logger.info("finished in %.1f s", time.perf_counter() - start)
+    except BaseException:
+        if new_store:
+            _remove_if_empty(store_path)
+        raise
     finally:
         logger.removeHandler(handler)
         handler.close()
     print(f"{plan.record_name}: done in {time.perf_counter() - start:.1f} s; store {store_path}")
     print((folder / "report.md").read_text(encoding="utf-8").split("## Method comparison")[0].split("## Seed claims")[-1])
     return folder
+
+
+def _remove_if_empty(path: Path) -> None:
+    """A run that failed before storing anything (a missing dataset, a bad problem parameter)
+    leaves no empty store behind."""
+    from .store import Store
+
+    try:
+        with Store(path, "r") as store:
+            empty = not store.subjects() and not store.benchmarks()
+    except LossatlasError:
+        return
+    if empty:
+        path.unlink()
 
 
 def _report(args) -> int:

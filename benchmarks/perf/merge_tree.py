@@ -1,101 +1,182 @@
-"""Merge tree + persistence vs gudhi's cubical persistence, and grid evaluation throughput.
+"""Merge tree + persistence of a 2-D loss grid: lossatlas vs gudhi's cubical complex vs landscaper.
 
-    python -m benchmarks.perf.merge_tree
+    python -m benchmarks.perf.merge_tree [--quick] [--landscaper-python PATH]
 
-1. Topology on a smooth random field (the merge-tree image representation vs
-   gudhi.CubicalComplex, both computing the 0-dim diagram) at 41^2, 101^2, 1001^2.
-2. Grid evaluation, points/second: the batched path (vmap over chunks, ``Subject.losses``)
-   vs the per-point loop a user would write (``load_state_dict`` + forward over the data),
-   on ResNet-20 (digits) and the convection PINN.
-Writes results_merge_tree.md here. (The ``landscaper`` package's topopy merge tree pins
-numpy<2, which cannot share this environment; it is not compared.)
+The same smooth random fields (Gaussian-filtered noise, sigma 2) at 41², 61², 101², 1001²:
+
+- lossatlas: ``grid_edges`` + ``merge_tree`` (the merge-tree analyzer's default ``image``
+  representation, 8-connected pixels), the pairs, i.e. the persistence, included; and on a
+  Gabriel graph of the grid points (``gabriel_edges``), the kind of graph landscaper builds;
+- gudhi: ``CubicalComplex(top_dimensional_cells=...)`` and its 0-dim persistence (the same
+  8-connectivity: asserted to give the same diagram);
+- landscaper (PyPI ``landscaper``, which pins numpy<2 and so lives in its own venv): ``LossLandscape
+  (loss, ranges).get_sublevel_tree()`` (topopy's MergeTree on an nglpy empty-region graph) and the
+  elder-rule persistence of that tree, run by ``landscaper_worker.py`` with that venv's python on
+  the same .npy grids, timing only that call. Create the venv with
+
+      python3 -m venv /tmp/landscaper-venv
+      /tmp/landscaper-venv/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu
+      /tmp/landscaper-venv/bin/pip install landscaper
+
+  It is skipped, with the reason recorded, where that python or package is missing.
 """
 from __future__ import annotations
 
+import argparse
+import json
+import math
 import os
-import platform
-import time
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import gudhi
 import numpy as np
-import torch
 from scipy.ndimage import gaussian_filter
 
-from lossatlas.problems import pinn_convection, resnet
-from lossatlas.subjects import _unflatten
-from lossatlas.topology import grid_edges, merge_tree
+from lossatlas.topology import gabriel_edges, grid_edges, merge_tree
+
+from .common import Section, Target, interleaved_best, log, table
+
+LANDSCAPER_PYTHON = os.environ.get("LOSSATLAS_LANDSCAPER_PYTHON", "/tmp/landscaper-venv/bin/python")
+LANDSCAPER_TARGET = 100.0
+WORKER = Path(__file__).with_name("landscaper_worker.py")
 
 
-def _best(fn, repeat=3) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def field(n: int) -> np.ndarray:
+    return gaussian_filter(np.random.default_rng(0).normal(size=(n, n)), sigma=2.0)
 
 
-def topology_rows() -> list[str]:
-    rows = ["| grid | lossatlas merge tree s | gudhi cubical s | ratio (gudhi / ours) | minima |", "|---|---|---|---|---|"]
-    for n in (41, 101, 1001):
-        field = gaussian_filter(np.random.default_rng(0).normal(size=(n, n)), sigma=2.0)
-        edges = grid_edges(field.shape)
-        ours = _best(lambda: merge_tree(field.ravel(), edges))
-
-        def cubical():
-            complex_ = gudhi.CubicalComplex(top_dimensional_cells=field)
-            complex_.compute_persistence()
-            return complex_.persistence_intervals_in_dimension(0)
-
-        theirs = _best(cubical)
-        minima = merge_tree(field.ravel(), edges).n_minima
-        assert minima == len(cubical())
-        rows.append(f"| {n}x{n} | {ours:.4f} | {theirs:.4f} | {theirs / ours:.2f} | {minima} |")
-    return rows
+def ours_image(values: np.ndarray):
+    return merge_tree(values.ravel(), grid_edges(values.shape))
 
 
-def _loop_losses(subject, thetas) -> np.ndarray:
-    """What a user writes without lossatlas: load each point into the model, forward the data."""
-    model = subject.model
-    out = []
-    for theta in thetas:
-        state = model.state_dict()
-        state.update(_unflatten(theta, subject._params))
-        model.load_state_dict(state)
-        with torch.no_grad():
-            out.append(sum(float(part) for part in subject._loss_parts(theta, subject.buffers0)) if subject.classification is False
-                       else float(subject.loss_fn(model(subject.data[0]), subject.data[1])))
-    return np.array(out)
+def ours_gabriel(values: np.ndarray, points: np.ndarray):
+    return merge_tree(values.ravel(), gabriel_edges(points))
 
 
-def evaluation_rows(points: int = 48) -> list[str]:
-    rows = ["| subject | default path | vmap points/s | functional loop points/s | load_state_dict loop points/s | "
-            "default / load_state_dict |", "|---|---|---|---|---|---|"]
-    for subject in (resnet(skip=True, eval_batch_size=2000), pinn_convection(10.0)):
-        thetas = subject.theta0 + 0.01 * torch.randn(points, subject.dim, generator=torch.Generator().manual_seed(0),
-                                                      dtype=subject.theta0.dtype)
-        default_vmap = subject._vmap_ok
-        speeds = {}
-        for path in (True, False):
-            subject._vmap_ok = path
-            subject.losses(thetas[:2])  # warm up
-            speeds[path] = points / _best(lambda: subject.losses(thetas), repeat=2)
-        subject._vmap_ok = default_vmap
-        loop = points / _best(lambda: _loop_losses(subject, thetas), repeat=2)
-        np.testing.assert_allclose(subject.losses(thetas), _loop_losses(subject, thetas), rtol=1e-4)
-        rows.append(f"| {subject.name} | {'vmap' if default_vmap else 'loop'} | {speeds[True]:.1f} | {speeds[False]:.1f} "
-                    f"| {loop:.1f} | {speeds[default_vmap] / loop:.2f} |")
-    return rows
+def gudhi_cubical(values: np.ndarray) -> np.ndarray:
+    complex_ = gudhi.CubicalComplex(top_dimensional_cells=values)
+    complex_.compute_persistence()
+    return complex_.persistence_intervals_in_dimension(0)
+
+
+def _rows(pairs: np.ndarray) -> np.ndarray:
+    """The finite (birth, death) pairs in lexicographic order."""
+    finite = pairs[np.isfinite(pairs[:, 1])]
+    return finite[np.lexsort((finite[:, 1], finite[:, 0]))]
+
+
+def grid_points(n: int) -> np.ndarray:
+    axis = np.linspace(-1.0, 1.0, n)
+    xx, yy = np.meshgrid(axis, axis, indexing="ij")
+    return np.stack([xx.ravel(), yy.ravel()], axis=1)
+
+
+def landscaper(python: str, paths: list[str], repeat: int, timeout: float) -> tuple[dict, str]:
+    """({path: result}, "") from the landscaper venv, or ({}, why it could not run)."""
+    if not Path(python).exists():
+        return {}, f"no landscaper venv python at {python} (see the module docstring to create one)"
+    try:
+        done = subprocess.run([python, str(WORKER), str(repeat), *paths], capture_output=True, text=True,
+                              timeout=timeout, cwd=tempfile.gettempdir())
+    except subprocess.TimeoutExpired:
+        return {}, f"landscaper did not finish within {timeout:.0f} s"
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["?"])[-1]
+        return {}, f"landscaper venv failed: {last}"
+    return json.loads(done.stdout.strip().splitlines()[-1]), ""
+
+
+def run(quick: bool = False, landscaper_python: str = LANDSCAPER_PYTHON) -> Section:
+    section = Section("merge_tree", "Merge tree + persistence")
+    section.text.append(
+        "Smooth random fields (Gaussian-filtered noise, σ = 2). lossatlas `image`: `grid_edges` + `merge_tree` "
+        "(8-connected pixels, the analyzer's default; graph construction and pairing included). gudhi: "
+        "`CubicalComplex` + 0-dim persistence, the same connectivity (diagrams asserted equal). lossatlas "
+        "`gabriel`: `gabriel_edges` + `merge_tree`, the kind of graph landscaper builds. landscaper: "
+        "`LossLandscape(loss, ranges).get_sublevel_tree()` (topopy MergeTree on an nglpy empty-region graph) "
+        "+ elder-rule persistence of its tree, in its own venv (numpy<2) on the same .npy grids, only that "
+        "call timed. Best of 5 interleaved runs (landscaper: best of 2 at 41², one run above).")
+    sizes = (41, 61, 101) if quick else (41, 61, 101, 1001)
+    landscaper_sizes = (41,) if quick else (41, 61)
+    rows, timings = [], {}
+    with tempfile.TemporaryDirectory() as folder:
+        paths = {}
+        for n in sizes:
+            values = field(n)
+            points = grid_points(n)
+            tree = ours_image(values)
+            diagram = gudhi_cubical(values)
+            np.testing.assert_allclose(_rows(tree.pairs), _rows(diagram), rtol=1e-12)
+            assert tree.n_minima == len(diagram)
+            sides = {"image": lambda: ours_image(values), "gudhi": lambda: gudhi_cubical(values)}
+            if n <= 101:
+                sides["gabriel"] = lambda: ours_gabriel(values, points)
+            timings[n] = interleaved_best(sides, 5 if n <= 101 else 2)
+            timings[n]["minima"] = tree.n_minima
+            timings[n]["gabriel minima"] = ours_gabriel(values, points).n_minima if n <= 101 else None
+            log(f"merge tree: {n}x{n} ours {timings[n]['image']:.4f} s, gudhi {timings[n]['gudhi']:.4f} s")
+            if n in landscaper_sizes:
+                paths[n] = os.path.join(folder, f"grid{n}.npy")
+                np.save(paths[n], values)
+        found, why = {}, ""
+        for n in landscaper_sizes:
+            log(f"merge tree: landscaper {n}x{n} (seconds to minutes)")
+            result, why = landscaper(landscaper_python, [paths[n]], 2 if n == 41 else 1, timeout=900)
+            if why:
+                break
+            found[n] = result[paths[n]]
+    measured = sorted(found)
+    if len(measured) >= 2:  # landscaper's cost grows ~N^k with the number of grid points N
+        (n0, n1), (t0, t1) = measured[-2:], (found[measured[-2]]["seconds"], found[measured[-1]]["seconds"])
+        exponent = math.log(t1 / t0) / math.log(n1**2 / n0**2)
+    for n in sizes:
+        t = timings[n]
+        if n in found:
+            their = found[n]
+            landscaper_cells = [f"{their['seconds']:.2f}", f"{their['seconds'] / t['image']:.0f}",
+                                f"{their['n_minima']}"]
+        elif why and n in landscaper_sizes:
+            landscaper_cells = ["skipped", "", ""]
+        elif len(measured) >= 2 and n < 1001:
+            estimate = found[measured[-1]]["seconds"] * (n**2 / measured[-1] ** 2) ** exponent
+            landscaper_cells = [f"not run (≈{estimate:.0f} s extrapolated, N^{exponent:.1f})",
+                                f"≈{estimate / t['image']:.0f}", ""]
+        else:
+            landscaper_cells = ["not run", "", ""]
+        gabriel = "" if t["gabriel minima"] is None else f"{t['gabriel']:.4f} ({t['gabriel minima']})"
+        rows.append([f"{n}²", f"{t['image']:.4f}", f"{t['gudhi']:.4f}", f"{t['gudhi'] / t['image']:.2f}",
+                     str(t["minima"]), gabriel, *landscaper_cells])
+    section.tables.append(table(["grid", "lossatlas image s", "gudhi cubical s", "gudhi / ours", "minima",
+                                 "lossatlas gabriel s (minima)", "landscaper s", "landscaper / ours (image)",
+                                 "landscaper minima"], rows))
+    if why:
+        section.text.append(f"landscaper: skipped where no time is given: {why}.")
+    if 41 not in found:
+        section.targets.append(Target("merge tree vs landscaper at 41²", float("nan"), LANDSCAPER_TARGET,
+                                      missed_reason=f"not measured: {why}"))
+    else:
+        section.targets.append(Target("merge tree vs landscaper at 41²", found[41]["seconds"] / timings[41]["image"],
+                                      LANDSCAPER_TARGET))
+        growth = f"~N^{exponent:.1f} in the number N of grid points here" if len(measured) >= 2 else "steeply"
+        section.text.append(
+            "landscaper's time is almost all the nglpy empty-region graph over the grid points (cProfile at "
+            f"41²: 98% in `EmptyRegionGraph.build`), which grows {growth}; "
+            "its minima differ from ours because that graph differs from the 8-connected pixels (and topopy "
+            "stores values as float32). No target is set against gudhi; it is the reference the diagrams are "
+            "checked against.")
+    return section
 
 
 def main() -> None:
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    text = "\n".join(["# Merge tree and grid evaluation", "", f"Machine: {machine}", "", "## Topology", "",
-                      *topology_rows(), "", "## Grid evaluation", "", *evaluation_rows(), ""])
-    Path(__file__).with_name("results_merge_tree.md").write_text(text)
-    print(text)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--landscaper-python", default=LANDSCAPER_PYTHON)
+    args = parser.parse_args()
+    print(run(args.quick, args.landscaper_python).markdown())
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

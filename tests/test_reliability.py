@@ -522,11 +522,6 @@ def _losses_wrong_length(store):
     subject.losses(np.zeros((3, 2 * subject.dim)))  # rows of 4 numbers for a 2-parameter subject
 
 
-XFAIL_SUBJECT_ROWS = pytest.mark.xfail(strict=True, reason=(
-    "src/lossatlas/subjects.py Subject.evaluate_many (and FunctionSubject.grads) reshape the input to (-1, dim) "
-    "without checking the row length: (3, 4) rows for a 2-parameter subject silently become 6 points (garbage "
-    "losses); (3, 3) gives a bare RuntimeError. Check thetas.shape[-1] == dim and raise ConfigError"))
-
 BAD_INPUTS = [
     pytest.param(_damage("garbage"), _run_with(CAMEL), r"not a readable HDF5 file \(corrupt or truncated\?\)",
                  id="corrupt-file"),
@@ -569,7 +564,7 @@ BAD_INPUTS = [
     pytest.param(_register(_bowl()),
                  _api(lambda store: analyze(store, _bowl(), "loss-barcode", minima=[[0.0, 0.0, 0.0], [1.0, 1.0]])),
                  r"minima must be vectors of length 2", id="minima-wrong-length"),
-    pytest.param(None, _api(_losses_wrong_length), r"2 parameters", id="points-wrong-length", marks=XFAIL_SUBJECT_ROWS),
+    pytest.param(None, _api(_losses_wrong_length), r"2 parameters", id="points-wrong-length"),
 ]
 
 

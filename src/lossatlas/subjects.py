@@ -91,8 +91,7 @@ class Subject:
         ``recompute_bn`` (and BatchNorm in the model) each point gets its own re-estimated
         statistics (``update_bn``) instead. Returns float64 numpy arrays; NaN/inf pass through."""
         recompute_bn = recompute_bn and self.has_batchnorm
-        thetas = torch.as_tensor(np.asarray(thetas) if not torch.is_tensor(thetas) else thetas)
-        thetas = thetas.to(self.theta0.dtype).reshape(-1, self.dim)
+        thetas = self._as_thetas(thetas)
         size = chunk_size or self.chunk_size
         out = {key: np.empty(len(thetas)) for key in self._many_keys}
         starts = range(0, len(thetas), size)
@@ -212,6 +211,16 @@ class Subject:
     def _buffers(self, theta, buffers) -> torch.Tensor:
         return self.buffers0 if buffers is None else torch.as_tensor(buffers).to(self.theta0.dtype)
 
+    def _as_thetas(self, thetas) -> torch.Tensor:
+        """Rows of parameter vectors (one vector alone is one row); a wrong row length is an error,
+        never silently re-cut into other points."""
+        thetas = torch.as_tensor(np.asarray(thetas) if not torch.is_tensor(thetas) else thetas)
+        thetas = thetas.detach().to(self.theta0.dtype)
+        if thetas.ndim == 0 or thetas.shape[-1] != self.dim:
+            raise ConfigError(f"{self.name} has {self.dim} parameters; got parameter vectors of shape "
+                              f"{tuple(thetas.shape)} (need (..., {self.dim})).")
+        return thetas.reshape(-1, self.dim)
+
     def _as_theta(self, theta) -> torch.Tensor:
         theta = torch.as_tensor(np.asarray(theta) if not torch.is_tensor(theta) else theta)
         theta = theta.detach().to(self.theta0.dtype).reshape(-1)
@@ -263,7 +272,7 @@ class FunctionSubject(Subject):
         return self.theta0 + self.init_scale * noise, self.buffers0.clone()
 
     def grads(self, thetas, buffers=None):
-        thetas = torch.as_tensor(thetas, dtype=self.theta0.dtype).reshape(-1, self.dim)
+        thetas = self._as_thetas(thetas)
         if self._vmap_ok:
             try:
                 return torch.func.vmap(torch.func.grad(self.fn))(thetas)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.func import jvp
 
+from ..errors import ConfigError
 from ..subjects import ModuleSubject
 
 N_X, N_T = 256, 100
@@ -45,7 +46,7 @@ class ConvectionPINN(ModuleSubject):
         t = np.linspace(0, 1, N_T)
         interior = np.stack(np.meshgrid(x[1:], t[1:]), axis=-1).reshape(-1, 2)  # columns (x, t)
         if not 1 <= n_f <= len(interior):
-            raise ValueError(f"n_f must be in [1, {len(interior)}]; got {n_f}.")
+            raise ConfigError(f"n_f must be in [1, {len(interior)}]; got {n_f}.")
         index = np.random.RandomState(collocation_seed).choice(len(interior), n_f, replace=False)
         as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
         collocation = as_tensor(interior[index])
@@ -192,7 +193,7 @@ def _tanh_mlp_layout(model: nn.Module, params) -> _MLPLayout | None:
 def pinn_convection(beta: float, n_f: int = 1000, collocation_seed: int = 0, hidden: int = 50,
                     layers: int = 4, name: str | None = None) -> ConvectionPINN:
     if not math.isfinite(beta):
-        raise ValueError(f"beta must be finite; got {beta}.")
+        raise ConfigError(f"beta must be finite; got {beta}.")
     with torch.random.fork_rng(devices=[]):  # theta0 (the "theta0" grid center) is the same every build
         torch.manual_seed(0)
         return ConvectionPINN(beta, n_f, collocation_seed, hidden, layers, name)

@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 import torch
 
-from lossatlas import FunctionSubject, LossatlasError, NonFiniteLossError, Recipe, Store, StoreError, analyze
+from lossatlas import FunctionSubject, LossatlasError, Recipe, Store, StoreError, analyze
 from lossatlas.cli import main
 
 TALLY = {"faults injected": 0, "faults survived": 0, "data lost": 0, "bad inputs tried": 0, "clear errors": 0,

@@ -1,7 +1,7 @@
 """Grid evaluation, points/second: lossatlas's batched path vs the per-point loop a user would
 write vs the bare forward passes (the physical bound).
 
-    python -m benchmarks.perf.grid [--quick]
+    python -m benchmarks.perf --only grid
 
 Each subject gets the same points (center + a d1 + b d2 on a k x k grid, filter-normalized random
 directions, as ``lossatlas.samplers.grid`` builds them) on every side:
@@ -17,7 +17,6 @@ The two sides' losses are asserted equal (allclose) before any timing counts.
 """
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 import torch
@@ -232,13 +231,3 @@ def run(quick: bool = False) -> Section:
         "functional forwards and the target is its distance to the bound; the measured overhead over the bare "
         "forward passes is the functional_call per batch (~0.5 ms) and the accuracy count.")
     return section
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    print(run(parser.parse_args().quick).markdown())
-
-
-if __name__ == "__main__":
-    main()

@@ -1,9 +1,9 @@
 """Hessian: native (Lanczos + deflated Hutchinson) vs the pyhessian package, side by side.
 
-    python -m benchmarks.perf.hessian [--quick] [--n-train 500] [--epochs 3] [--probes 50]
+    python -m benchmarks.perf --only hessian
 
 Same subject, same minimum, same answer: pyhessian computes the top-2 eigenvalues (power
-iteration, its tol 1e-3) and a trace from ``--probes`` Rademacher probes; native computes the
+iteration, its tol 1e-3) and a trace from 50 Rademacher probes; native computes the
 top-2 eigenvalues (ARPACK tol 1e-3) and a trace to the *same relative standard error* that
 pyhessian's probes reached (pyhessian's own stopping rule, relative change of the running
 mean, does not bound the error, so equal tolerance would not mean equal accuracy). A tight
@@ -11,7 +11,6 @@ native run (tol 1e-8) is the reference for the eigenvalues. Part of ``python -m 
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import time
@@ -114,17 +113,3 @@ def run(quick: bool = False, n_train: int | None = None, epochs: int | None = No
     section.tables.append(["| subject | backend | BLAS threads | wall s | HVPs | s / HVP | top-2 eigenvalues "
                            "(max rel. error) | trace ± stderr |", "|---|---|---|---|---|---|---|---|", *rows])
     return section
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--n-train", type=int)
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--probes", type=int)
-    args = parser.parse_args()
-    print(run(args.quick, args.n_train, args.epochs, args.probes).markdown())
-
-
-if __name__ == "__main__":
-    main()

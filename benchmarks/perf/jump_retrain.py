@@ -1,7 +1,7 @@
 """Jump-and-retrain cost relative to training one minimum, and its time split: retraining vs
 PHATE vs persistence (ResNet-20, digits).
 
-    python -m benchmarks.perf.jump_retrain [--quick] [--epochs 10]
+    python -m benchmarks.perf --only jump_retrain
 
 4 seeds x 4 step sizes x ``epochs`` retraining epochs from one trained minimum (10 epochs), then
 cosine PHATE, the k = 20 potential-distance kNN graph and its persistence. Part of
@@ -9,7 +9,6 @@ cosine PHATE, the k = 20 potential-distance kNN graph and its persistence. Part 
 """
 from __future__ import annotations
 
-import argparse
 import warnings
 
 from lossatlas import Recipe, Store, train_minima
@@ -53,15 +52,3 @@ def run(quick: bool = False, epochs: int | None = None) -> Section:
                                   ("kNN graph + persistence", t_topology))]
     section.tables.append(table(["stage", "seconds", "share", "÷ one minimum"], rows))
     return section
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--epochs", type=int)
-    args = parser.parse_args()
-    print(run(args.quick, args.epochs).markdown())
-
-
-if __name__ == "__main__":
-    main()

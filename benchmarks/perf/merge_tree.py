@@ -1,6 +1,6 @@
 """Merge tree + persistence of a 2-D loss grid: lossatlas vs gudhi's cubical complex vs landscaper.
 
-    python -m benchmarks.perf.merge_tree [--quick] [--landscaper-python PATH]
+    python -m benchmarks.perf --only merge_tree
 
 The same smooth random fields (Gaussian-filtered noise, sigma 2) at 41², 61², 101², 1001²:
 
@@ -22,12 +22,10 @@ The same smooth random fields (Gaussian-filtered noise, sigma 2) at 41², 61², 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -168,15 +166,3 @@ def run(quick: bool = False, landscaper_python: str = LANDSCAPER_PYTHON) -> Sect
             "stores values as float32). No target is set against gudhi; it is the reference the diagrams are "
             "checked against.")
     return section
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--landscaper-python", default=LANDSCAPER_PYTHON)
-    args = parser.parse_args()
-    print(run(args.quick, args.landscaper_python).markdown())
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """Cost of one optimized path between two minima vs training one minimum (seed 002 §3.3:
 "the time budget for a path optimization is similar to ... a single training").
 
-    python -m benchmarks.perf.paths [--quick] [--epochs 10]
+    python -m benchmarks.perf --only paths
 
 ResNet-20 on digits: one minimum trained for ``epochs`` epochs vs one polychain (1 bend) path
 trained for the same number of epochs, plus the path's evaluation (61 points, BatchNorm
@@ -10,7 +10,6 @@ Part of ``python -m benchmarks.perf``.
 """
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 import torch
@@ -54,15 +53,3 @@ def run(quick: bool = False, epochs: int | None = None) -> Section:
     rows.append(["himmelblau (2000 GD steps vs string)", f"{t_min:.2f}", f"{t_path:.2f}", f"{t_path / t_min:.2f}"])
     section.tables.append(table(["subject", "one minimum s", "one path s", "path / minimum"], rows))
     return section
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--epochs", type=int)
-    args = parser.parse_args()
-    print(run(args.quick, args.epochs).markdown())
-
-
-if __name__ == "__main__":
-    main()

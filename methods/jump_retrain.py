@@ -14,28 +14,13 @@ reference, not embedded. Samples with non-finite loss are left out of the embedd
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from lossatlas.analyzer import Analyzer
-from lossatlas.params import Boolean, Interval, Options
+from lossatlas.params import Boolean, Interval, NumberList, Options
 from lossatlas.samplers.jump_retrain import jump_and_retrain
 from lossatlas.topology.graph_persistence import graph_diagrams, total_persistence
 from lossatlas.topology.graphs import knn_edges
-
-
-@dataclass(frozen=True)
-class NumberList:
-    """A non-empty list whose every entry satisfies ``each`` (an Interval)."""
-
-    each: Interval
-
-    def accepts(self, value) -> bool:
-        return isinstance(value, (list, tuple)) and len(value) > 0 and all(self.each.accepts(v) for v in value)
-
-    def __str__(self) -> str:
-        return f"a non-empty list, each {self.each}"
 
 
 class JumpRetrain(Analyzer):

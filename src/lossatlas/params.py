@@ -62,6 +62,19 @@ class Boolean:
         return "a bool"
 
 
+@dataclass(frozen=True)
+class NumberList:
+    """A non-empty list whose every entry satisfies ``each`` (an Interval)."""
+
+    each: Interval
+
+    def accepts(self, value) -> bool:
+        return isinstance(value, (list, tuple)) and len(value) > 0 and all(self.each.accepts(v) for v in value)
+
+    def __str__(self) -> str:
+        return f"a non-empty list, each {self.each}"
+
+
 def validate(owner: str, params: dict, constraints: dict) -> None:
     """Raise ConfigError for the first parameter that violates its constraint."""
     for name, constraint in constraints.items():

@@ -116,6 +116,11 @@ class Store:
         return self._file
 
     # -- nodes -----------------------------------------------------------------------------------
+    def finished(self, path: str) -> bool:
+        """Whether the sample part at ``path`` (a path pair, a jump-and-retrain run) was written
+        whole: its ``complete`` attribute is set last, so an interrupted write reads as unfinished."""
+        return path in self._file and bool(self._file[path].attrs.get("complete", False))
+
     def node(self, path: str, encoding_type: str, **attrs) -> h5py.Group:
         """The group at ``path``, created with its ``encoding-type`` (and attrs) if missing.
 

@@ -104,7 +104,7 @@ class ConvectionPINN(ModuleSubject):
         """
         if self._linear is None:
             raise NotImplementedError(f"{self.name}: batched_loss needs the tanh MLP of convection_mlp.")
-        thetas = torch.as_tensor(thetas).detach().to(self.theta0.dtype).reshape(-1, self.dim)
+        thetas = self._as_thetas(thetas)
         with torch.no_grad():
             return self._batched_loss_rows(thetas)
 

@@ -54,7 +54,7 @@ def jump_and_retrain(store, subject, seeds=(0, 1, 2, 3), steps=(0.25, 0.5, 0.75,
     if "center" not in root:
         store.write_array(root, "center", theta0.numpy())
     runs = [(seed, step) for seed in config["seeds"] for step in config["steps"]]
-    todo = [run for run in runs if not (_run_name(*run) in root and root[_run_name(*run)].attrs.get("complete", False))]
+    todo = [run for run in runs if not store.finished(f"{root.name}/{_run_name(*run)}")]
     bar = progress_bar(total=len(todo), desc=f"{subject.name}: jump & retrain", enabled=progress)
     shared = (subject, theta0, buffers0, recipe, bool(include_bn))
     for index, (thetas, losses) in executor.current().map(_jump_run, todo, shared=shared):

@@ -147,8 +147,7 @@ def connect_minima(store, subject, minima: np.ndarray, config: dict, progress: b
         store.write_array(root, "minima", minima)
     thetas = torch.as_tensor(minima, dtype=subject.theta0.dtype)
     pairs = [(i, j) for i in range(len(minima)) for j in range(i + 1, len(minima))]
-    todo = [(i, j) for i, j in pairs
-            if not (f"{i:03d}_{j:03d}" in root and root[f"{i:03d}_{j:03d}"].attrs.get("complete", False))]
+    todo = [(i, j) for i, j in pairs if not store.finished(f"{root.name}/{i:03d}_{j:03d}")]
     runner = executor.current()
     bar = progress_bar(total=len(todo), desc=f"{subject.name}: paths", enabled=progress)
     tasks = [(thetas[i], thetas[j]) for i, j in todo]

@@ -20,6 +20,7 @@ demo: venv
 	$(VENV)/bin/lossatlas run benchmarks/resnet_skip.toml benchmarks/pinn_convection.toml --scale $(SCALE) --out results
 
 test: venv
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 clean:

@@ -1,71 +1,69 @@
 """The ``hessian`` analyzer: top eigenvalues, trace and eigenvalue density at a minimum.
 
-PyHessian-style metrics (Yao et al. 2020), as used by seed 001, on the subject's full
-evaluation set. Backends: ``native`` (implicitly restarted Lanczos via scipy/ARPACK; Hutchinson
-trace deflated by the top-k eigenvectors unless ``trace_deflate=False``; stochastic Lanczos
-quadrature; all on lossatlas's own Hessian-vector products) and ``pyhessian`` (the ``pyhessian`` package, modules only; power iteration returns the
-largest-*magnitude* eigenvalues; its density is replaced by the native SLQ because
-``pyhessian.density`` calls the removed ``torch.eig``). At or below ``dense_limit`` parameters
-the Hessian is formed exactly from ``dim`` products and its spectrum is exact.
-Eigenvectors are stored as flat parameter-space vectors, the "Hessian directions" of 2-D grids.
+PyHessian-style metrics (Yao et al. 2020), as used by Xie, Geniesse et al. 2024, on the
+subject's full evaluation set. Backends: ``native`` (implicitly restarted Lanczos via
+scipy/ARPACK; Hutchinson trace deflated by the top-k eigenvectors unless ``trace_deflate=False``;
+stochastic Lanczos quadrature; all on lossatlas's own Hessian-vector products) and ``pyhessian``
+(the ``pyhessian`` package, modules only; power iteration returns the largest-*magnitude*
+eigenvalues; its density is replaced by the native SLQ because ``pyhessian.density`` calls the
+removed ``torch.eig``). At or below ``dense_limit`` parameters the Hessian is formed exactly from
+``dim`` products and its spectrum is exact. Eigenvectors are stored as flat parameter-space
+vectors, the "Hessian directions" of 2-D grids.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from lossatlas.analyzer import Analyzer
-from lossatlas.errors import NonFiniteLossError
+from lossatlas.analyzer import Analyzer, diagnostic, measure
+from lossatlas.errors import ConfigError, NonFiniteLossError
 from lossatlas.hessian import (HessianOperator, density_from_spectrum, hutchinson_trace, pyhessian_spectrum,
                                slq_density, top_eigenpairs)
-from lossatlas.params import Boolean, Interval, Options
-from lossatlas.samplers.points import point_of
+from lossatlas.params import Boolean, Interval, Options, param
+from lossatlas.plots import draw_density
+from lossatlas.samplers import Point
+from lossatlas.samplers.points import AT
 
 
 class Hessian(Analyzer):
     name = "hessian"
     description = "Top Hessian eigenvalues/eigenvectors, trace (deflated Hutchinson) and eigenvalue density (SLQ)."
-    needs = ("minima",)
-    constraints = {
-        "backend": Options(("native", "pyhessian")),
-        "at": Options(("minimum", "theta0")),
-        "minimum": Interval(int, 0),
-        "k": Interval(int, 1),
-        "tol": Interval(float, 0, 1),
-        "max_iter": Interval(int, 1),
-        "trace_rtol": Interval(float, 0, 1),
-        "trace_min_probes": Interval(int, 2),
-        "trace_max_probes": Interval(int, 2),
-        "trace_deflate": Boolean(),
-        "density_runs": Interval(int, 1),
-        "density_steps": Interval(int, 2),
-        "density_bins": Interval(int, 10),
-        "dense_limit": Interval(int, 0),
-        "seed": Interval(int, 0),
+    scope = "minimum"
+    metrics = {
+        "top_eigenvalue": measure("largest Hessian eigenvalue (sharpness)", higher_is_better=False),
+        "trace": measure("Hessian trace (sum of eigenvalues)", higher_is_better=False),
+        "trace_stderr": diagnostic("standard error of the Hutchinson trace estimate (0 when exact)"),
+        "trace_probes": diagnostic("Rademacher probes used by the trace estimate (0 when exact)"),
+        "hvp_count": diagnostic("Hessian-vector products computed"),
     }
+    views = {"density": draw_density}
     smoke_params = {"at": "theta0", "density_bins": 200}
 
-    def __init__(self, backend: str = "native", at: str = "minimum", minimum: int = 0, k: int = 2, tol: float = 1e-3,
-                 max_iter: int = 100, trace_rtol: float = 1e-2, trace_min_probes: int = 10,
-                 trace_max_probes: int = 200, trace_deflate: bool = True, density_runs: int = 1, density_steps: int = 80,
-                 density_bins: int = 1000, dense_limit: int = 64, seed: int = 0):
-        self.backend = backend
-        self.at = at
-        self.minimum = minimum
-        self.k = k
-        self.tol = tol
-        self.max_iter = max_iter
-        self.trace_rtol = trace_rtol
-        self.trace_min_probes = trace_min_probes
-        self.trace_max_probes = trace_max_probes
-        self.trace_deflate = trace_deflate
-        self.density_runs = density_runs
-        self.density_steps = density_steps
-        self.density_bins = density_bins
-        self.dense_limit = dense_limit
-        self.seed = seed
+    backend: str = param("native", Options(("native", "pyhessian")))
+    at: str = param("minimum", Options(AT))
+    minimum: int = param(0, Interval(int, 0))
+    k: int = param(2, Interval(int, 1), "number of top eigenpairs")
+    tol: float = param(1e-3, Interval(float, 0, 1))
+    max_restarts: int = param(100, Interval(int, 1), "Lanczos restarts (power iterations for pyhessian)")
+    trace_rtol: float = param(1e-2, Interval(float, 0, 1))
+    trace_min_probes: int = param(10, Interval(int, 2))
+    trace_max_probes: int = param(200, Interval(int, 2))
+    trace_deflate: bool = param(True, Boolean())
+    density_runs: int = param(1, Interval(int, 1))
+    density_steps: int = param(80, Interval(int, 2), "Lanczos steps per SLQ run")
+    density_bins: int = param(1000, Interval(int, 10))
+    dense_limit: int = param(64, Interval(int, 0))
+    seed: int = param(0, Interval(int, 0))
 
-    def run(self, store, subject):
-        theta, buffers = point_of(store, subject, self.at, self.minimum)
+    def check(self):
+        if self.trace_min_probes > self.trace_max_probes:
+            raise ConfigError(f"trace_min_probes ({self.trace_min_probes}) must not exceed trace_max_probes "
+                              f"({self.trace_max_probes}).")
+
+    def requests(self, subject):
+        return {"point": Point(at=self.at, minimum=self.minimum)}
+
+    def compute(self, subject, samples):
+        theta, buffers = samples["point"]["theta"], samples["point"]["buffers"]
         loss = subject.loss(theta, buffers)
         if not np.isfinite(loss):
             where = f"minimum {self.minimum}" if self.at == "minimum" else "theta0"
@@ -77,16 +75,17 @@ class Hessian(Analyzer):
             spectrum, vectors = np.linalg.eigh(op.dense())
             values, vectors = spectrum[::-1][:k], vectors[:, ::-1][:, :k].T
             trace, stderr, probes = float(spectrum.sum()), 0.0, 0
-            grid, density = density_from_spectrum(spectrum, np.full(len(spectrum), 1 / len(spectrum)), self.density_bins)
+            weights = np.full(len(spectrum), 1 / len(spectrum))
+            grid, density = density_from_spectrum(spectrum, weights, self.density_bins)
         else:
             if self.backend == "pyhessian":
-                found = pyhessian_spectrum(subject, theta, buffers, k, self.tol, self.max_iter, self.trace_max_probes,
-                                           self.trace_rtol, self.seed)
+                found = pyhessian_spectrum(subject, theta, buffers, k, self.tol, self.max_restarts,
+                                           self.trace_max_probes, self.trace_rtol, self.seed)
                 values, vectors = found["eigenvalues"], found["eigenvectors"]
                 trace, stderr, probes = found["trace"], found["trace_stderr"], found["trace_probes"]
                 op.count += found["hvp_count"]
             else:
-                values, vectors = top_eigenpairs(op, k, self.tol, self.seed, self.max_iter)
+                values, vectors = top_eigenpairs(op, k, self.tol, self.seed, self.max_restarts)
                 deflate = (vectors, values) if self.trace_deflate else (None, None)
                 estimate = hutchinson_trace(op, self.seed, self.trace_rtol, self.trace_min_probes,
                                             self.trace_max_probes, *deflate)
@@ -96,14 +95,3 @@ class Hessian(Analyzer):
                    "hvp_count": op.count}
         arrays = {"eigenvalues": values, "eigenvectors": vectors, "density_grid": grid, "density": density}
         return metrics, arrays
-
-    def plot(self, result, ax=None):
-        import matplotlib.pyplot as plt
-
-        from lossatlas.plots import draw_density, prefix_title
-
-        figure, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 3.5))
-        draw_density(ax, result)
-        prefix_title(ax, result.subject)
-        figure.tight_layout()
-        return figure

@@ -1,4 +1,4 @@
-"""The ``jump-retrain`` analyzer (seed 004, Horoi et al. §3.1-3.3, §4.4).
+"""The ``jump-retrain`` analyzer (Horoi et al. 2022, §3.1-3.3, §4.4).
 
 Jump-and-retrain trajectories around a minimum (lossatlas.samplers.jump_retrain) are embedded
 with PHATE using cosine distances for the kNN graph and for MDS (§3.2). A kNN graph (k = 20,
@@ -16,84 +16,78 @@ from __future__ import annotations
 
 import numpy as np
 
-from lossatlas.analyzer import Analyzer
-from lossatlas.params import Boolean, Interval, NumberList, Options
-from lossatlas.samplers.jump_retrain import jump_and_retrain
+from lossatlas.analyzer import Analyzer, diagnostic, measure
+from lossatlas.params import Boolean, Interval, NumberList, Options, param
+from lossatlas.plots import draw_diagram_0, draw_diagram_1, draw_phate
+from lossatlas.samplers import JumpRetrainRuns, Point, reference_recipe
+from lossatlas.samplers.points import AT
 from lossatlas.topology.graph_persistence import graph_diagrams, total_persistence
 from lossatlas.topology.graphs import knn_edges
+from lossatlas.training import RECIPE_CONSTRAINTS
 
 
 class JumpRetrain(Analyzer):
     name = "jump-retrain"
-    description = "Jump-and-retrain trajectories, cosine PHATE, kNN-graph loss persistence (seed 004)."
-    needs = ("minima", "jump_retrain")
-    constraints = {
-        "center": Options(("minimum", "theta0")),
-        "minimum": Interval(int, 0),
-        "seeds": NumberList(Interval(int, 0)),
-        "steps": NumberList(Interval(float, 0)),
-        "epochs": Interval(int, 1),
-        "lr": Interval(float, 0),
-        "momentum": Interval(float, 0, 1),
-        "weight_decay": Interval(float, 0),
-        "batch_size": Interval(int, 1),
-        "steps_per_epoch": Interval(int, 1),
-        "include_bn": Boolean(),
-        "n_neighbors": Interval(int, 1),
-        "phate_knn": Interval(int, 1),
-        "phate_decay": Interval(float, 0),
-        "n_landmark": Interval(int, 2),
-        "p": Interval(float, 0),
-        "close_essential": Boolean(),
-        "flag": Boolean(),
-        "seed": Interval(int, 0),
+    description = "Jump-and-retrain trajectories, cosine PHATE, kNN-graph loss persistence (Horoi et al. 2022)."
+    scope = "minimum"
+    metrics = {
+        "total_persistence_0": measure("sum (death - birth)^p over D0 of the loss-filtered kNN graph"),
+        "total_persistence_1": measure("sum (death - birth)^p over D1 of the loss-filtered kNN graph"),
+        "n_points_0": diagnostic("points in D0"),
+        "n_points_1": diagnostic("points in D1"),
+        "n_points": diagnostic("samples embedded (finite loss)"),
+        "n_nonfinite": diagnostic("samples with a NaN/inf loss (diverged runs), left out"),
+        "final_loss_mean": measure("mean evaluation loss at the last epoch of the retraining runs (NaN: every "
+                                   "run diverged)", higher_is_better=False),
+        "final_loss_max": measure("largest evaluation loss at the last epoch of the retraining runs (NaN: every "
+                                  "run diverged)", higher_is_better=False),
+        "final_loss_min": measure("smallest evaluation loss at the last epoch of the retraining runs (NaN: every "
+                                  "run diverged)", higher_is_better=False),
     }
-    smoke_params = {"center": "theta0", "seeds": [0, 1], "steps": [0.5, 1.0], "epochs": 8, "steps_per_epoch": 5,
-                    "n_neighbors": 5}
+    views = {"phate": draw_phate, "diagram_0": draw_diagram_0, "diagram_1": draw_diagram_1}
+    smoke_params = {"at": "theta0", "seeds": [0, 1], "step_sizes": [0.5, 1.0], "epochs": 8, "steps_per_epoch": 5,
+                    "knn_k": 5}
 
-    def __init__(self, center: str = "minimum", minimum: int = 0, seeds: list = (0, 1, 2, 3),
-                 steps: list = (0.25, 0.5, 0.75, 1.0), epochs: int = 40, lr: float = 0.001, momentum: float = 0.9,
-                 weight_decay: float = 1e-4, batch_size: int = 128, steps_per_epoch: int = 100,
-                 include_bn: bool = False, n_neighbors: int = 20, phate_knn: int = 5, phate_decay: float = 40.0,
-                 n_landmark: int = 2000, p: float = 2.0, close_essential: bool = True, flag: bool = False,
-                 seed: int = 0):
-        self.center = center
-        self.minimum = minimum
-        self.seeds = seeds
-        self.steps = steps
-        self.epochs = epochs
-        self.lr = lr
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.steps_per_epoch = steps_per_epoch
-        self.include_bn = include_bn
-        self.n_neighbors = n_neighbors
-        self.phate_knn = phate_knn
-        self.phate_decay = phate_decay
-        self.n_landmark = n_landmark
-        self.p = p
-        self.close_essential = close_essential
-        self.flag = flag
-        self.seed = seed
+    at: str = param("minimum", Options(AT))
+    minimum: int = param(0, Interval(int, 0))
+    seeds: list = param((0, 1, 2, 3), NumberList(Interval(int, 0)), "one random direction per seed")
+    step_sizes: list = param((0.25, 0.5, 0.75, 1.0), NumberList(Interval(float, 0)), "jump lengths")
+    epochs: int = param(40, Interval(int, 1))
+    lr: float = param(0.001, RECIPE_CONSTRAINTS["lr"])
+    momentum: float = param(0.9, RECIPE_CONSTRAINTS["momentum"])
+    weight_decay: float = param(1e-4, RECIPE_CONSTRAINTS["weight_decay"])
+    batch_size: int = param(128, Interval(int, 1))
+    steps_per_epoch: int = param(100, RECIPE_CONSTRAINTS["steps_per_epoch"])
+    include_bn: bool = param(False, Boolean())
+    knn_k: int = param(20, Interval(int, 1), "k of the kNN graph on the PHATE potential (Horoi et al.: 20)")
+    phate_knn_k: int = param(5, Interval(int, 1), "k of PHATE's own kNN kernel")
+    phate_decay: float = param(40.0, Interval(float, 0))
+    n_landmark: int = param(2000, Interval(int, 2))
+    p: float = param(2.0, Interval(float, 0, None, closed="neither"))
+    close_essential: bool = param(True, Boolean())
+    flag: bool = param(False, Boolean())
+    seed: int = param(0, Interval(int, 0))
 
-    def _trajectories(self, store, subject, progress=True):
-        recipe = {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
-                  "batch_size": self.batch_size, "steps_per_epoch": self.steps_per_epoch}
-        return jump_and_retrain(store, subject, self.seeds, self.steps, self.epochs, recipe, self.center,
-                                self.minimum, self.include_bn, progress)
+    def recipe(self):
+        return reference_recipe(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
+                                batch_size=self.batch_size, steps_per_epoch=self.steps_per_epoch, epochs=self.epochs)
 
-    def produce(self, store, subject):
-        self._trajectories(store, subject)
+    def check(self):
+        self.recipe()  # the retraining recipe must be valid before any minimum is trained
 
-    def run(self, store, subject):
-        samples = self._trajectories(store, subject, progress=False)
-        finite = np.isfinite(samples.losses)
-        thetas, losses = samples.thetas[finite], samples.losses[finite]
-        embedding, potential = phate_embedding(thetas, self.phate_knn, self.phate_decay, self.n_landmark, self.seed)
-        edges = potential_knn_edges(potential, self.n_neighbors)
+    def requests(self, subject):
+        return {"runs": JumpRetrainRuns(point=Point(at=self.at, minimum=self.minimum), seeds=tuple(self.seeds),
+                                        step_sizes=tuple(self.step_sizes), recipe=self.recipe(),
+                                        include_bn=self.include_bn)}
+
+    def compute(self, subject, samples):
+        runs = samples["runs"]
+        finite = np.isfinite(runs["losses"])
+        thetas, losses = runs["thetas"][finite], runs["losses"][finite]
+        embedding, potential = phate_embedding(thetas, self.phate_knn_k, self.phate_decay, self.n_landmark, self.seed)
+        edges = potential_knn_edges(potential, self.knn_k)
         d0, d1 = graph_diagrams(losses, edges, self.close_essential, self.flag)
-        last = samples.epochs[finite] == samples.epochs.max()
+        last = runs["epochs"][finite] == runs["epochs"].max()
         metrics = {
             "total_persistence_0": total_persistence(d0, self.p),
             "total_persistence_1": total_persistence(d1, self.p),
@@ -106,24 +100,9 @@ class JumpRetrain(Analyzer):
             "final_loss_min": float(losses[last].min()) if last.any() else float("nan"),
         }
         arrays = {"embedding": embedding, "diagram_0": d0, "diagram_1": d1, "edges": edges, "losses": losses,
-                  "seeds": samples.seeds[finite], "steps": samples.steps[finite], "epochs": samples.epochs[finite]}
+                  "seeds": runs["seeds"][finite], "step_sizes": runs["step_sizes"][finite],
+                  "epochs": runs["epochs"][finite]}
         return metrics, arrays
-
-    def plot(self, result, ax=None):
-        """PHATE embedding of the runs, and the diagrams D0 and D1 of the kNN graph."""
-        import matplotlib.pyplot as plt
-
-        from lossatlas.plots import draw_diagram, draw_phate, prefix_title
-
-        figure, (ax_map, ax_d0, ax_d1) = plt.subplots(1, 3, figsize=(14, 4))
-        draw_phate(ax_map, result)
-        prefix_title(ax_map, result.subject, "\n")
-        for axis, name in ((ax_d0, "diagram_0"), (ax_d1, "diagram_1")):
-            draw_diagram(axis, result.arrays[name])
-        ax_d0.set_title(f"D0: total persistence {result.metrics['total_persistence_0']:.3g}")
-        ax_d1.set_title(f"D1: total persistence {result.metrics['total_persistence_1']:.3g}")
-        figure.tight_layout()
-        return figure
 
 
 def phate_embedding(thetas: np.ndarray, knn: int, decay: float, n_landmark: int, seed: int):

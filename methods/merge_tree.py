@@ -1,4 +1,4 @@
-"""The ``merge-tree`` analyzer (seed 001, Xie, Geniesse et al.): number of saddles and average
+"""The ``merge-tree`` analyzer (Xie, Geniesse et al. 2024): number of saddles and average
 persistence of the sublevel-set merge tree of a 2-D loss grid.
 
 The grid lies along random filter-normalized directions, the top-2 Hessian eigenvectors, or
@@ -12,70 +12,75 @@ from __future__ import annotations
 
 import numpy as np
 
-from lossatlas.analyzer import Analyzer
-from lossatlas.params import Boolean, Interval, Options
-from lossatlas.samplers import loss_grid
+from lossatlas.analyzer import Analyzer, diagnostic, measure
+from lossatlas.directions import KINDS as DIRECTIONS
+from lossatlas.errors import ConfigError
+from lossatlas.params import Boolean, Interval, Options, param
+from lossatlas.plots import draw_contour, draw_merge_tree, draw_persistence, draw_surface
+from lossatlas.samplers import Grid, Point, grid_points
+from lossatlas.samplers.points import AT
 from lossatlas.topology import REPRESENTATIONS, merge_tree, representation_edges
+from lossatlas.topology import ttk_backend
 
 
 class MergeTreeAnalyzer(Analyzer):
     name = "merge-tree"
-    description = "Merge tree of a 2-D loss grid: number of saddles, average persistence (seed 001)."
-    needs = ("grid",)
-    constraints = {
-        "directions": Options(("random", "hessian", "axes")),
-        "resolution": Interval(int, 2),
-        "span": Interval(float, 0),
-        "span_y": Interval(float, 0, allow_none=True),
-        "center": Options(("minimum", "theta0")),
-        "minimum": Interval(int, 0),
-        "seed": Interval(int, 0),
-        "include_bn": Boolean(),
-        "bn": Options(("fixed", "recompute")),
-        "representation": Options(REPRESENTATIONS),
-        "knn_k": Interval(int, 1),
-        "threshold": Interval(float, 0),
-        "relative_threshold": Interval(float, 0, 1),
-        "backend": Options(("native", "ttk")),
+    description = "Merge tree of a 2-D loss grid: number of saddles, average persistence (Xie, Geniesse et al. 2024)."
+    scope = "minimum"
+    metrics = {
+        "n_minima": measure("local minima of the grid after simplification", higher_is_better=False),
+        "n_saddles": measure("saddles of the merge tree after simplification", higher_is_better=False),
+        "average_persistence": measure("mean persistence of the finite (minimum, saddle) pairs"),
+        "average_persistence_closed": measure("mean persistence with the essential pair closed at the grid "
+                                              "maximum (TTK's and Xie, Geniesse et al.'s convention)"),
+        "n_nonfinite": diagnostic("grid points with a NaN/inf loss (counted as +inf)"),
+        "threshold_used": diagnostic("persistence threshold of the simplification"),
+        "direction_cosine": diagnostic("cosine between the two grid directions"),
+        "loss_min": diagnostic("lowest finite loss on the grid"),
+        "loss_max": diagnostic("highest finite loss on the grid"),
     }
-    smoke_params = {"directions": "axes", "center": "theta0", "span": 5.0, "resolution": 41}
+    views = {"contour": draw_contour, "surface": draw_surface, "merge_tree": draw_merge_tree,
+             "persistence": draw_persistence}
+    smoke_params = {"directions": "axes", "at": "theta0", "span": 5.0, "resolution": 41}
 
-    def __init__(self, directions: str = "random", resolution: int = 51, span: float = 1.0,
-                 span_y: float | None = None, center: str = "minimum", minimum: int = 0, seed: int = 0,
-                 include_bn: bool = False, bn: str = "fixed", representation: str = "image", knn_k: int = 8,
-                 threshold: float = 0.0, relative_threshold: float = 0.0, backend: str = "native"):
-        self.directions = directions
-        self.resolution = resolution
-        self.span = span
-        self.span_y = span_y
-        self.center = center
-        self.minimum = minimum
-        self.seed = seed
-        self.include_bn = include_bn
-        self.bn = bn
-        self.representation = representation
-        self.knn_k = knn_k
-        self.threshold = threshold
-        self.relative_threshold = relative_threshold
-        self.backend = backend
+    directions: str = param("random", Options(DIRECTIONS))
+    resolution: int = param(51, Interval(int, 2))
+    span: float = param(1.0, Interval(float, 0, None, closed="neither"))
+    span_y: float | None = param(None, Interval(float, 0, None, closed="neither", allow_none=True),
+                                 "None: the same as span")
+    at: str = param("minimum", Options(AT))
+    minimum: int = param(0, Interval(int, 0))
+    seed: int = param(0, Interval(int, 0))
+    include_bn: bool = param(False, Boolean())
+    bn: str = param("fixed", Options(("fixed", "recompute")))
+    representation: str = param("image", Options(REPRESENTATIONS))
+    knn_k: int = param(8, Interval(int, 1), "k of the kNN representation")
+    threshold: float = param(0.0, Interval(float, 0))
+    relative_threshold: float = param(0.0, Interval(float, 0, 1))
+    backend: str = param("native", Options(("native", "ttk")))
 
-    def _grid(self, store, subject, progress=True):
-        span = self.span if self.span_y is None else [self.span, self.span_y]
-        return loss_grid(store, subject, self.directions, self.resolution, span, self.center, self.minimum,
-                         self.seed, self.include_bn, self.bn, progress=progress)
+    def check(self):
+        if self.backend == "ttk" and self.representation != "image":
+            raise ConfigError(f"The TTK backend reads the grid as an image; representation {self.representation!r} "
+                              "needs backend='native'.")
+        if self.backend == "ttk" and not ttk_backend.available():
+            raise ConfigError("backend='ttk' needs topologytoolkit and vtk, which install only through conda: "
+                              "conda install -c conda-forge topologytoolkit. Use backend='native' otherwise.")
 
-    def produce(self, store, subject):
-        self._grid(store, subject)
+    def requests(self, subject):
+        span_y = self.span if self.span_y is None else self.span_y
+        return {"grid": Grid(point=Point(at=self.at, minimum=self.minimum), directions=self.directions,
+                             resolution=self.resolution, span_x=float(self.span), span_y=float(span_y),
+                             seed=self.seed, include_bn=self.include_bn, bn=self.bn)}
 
-    def run(self, store, subject):
-        grid = self._grid(store, subject, progress=False)
-        values = grid.loss.ravel()
+    def compute(self, subject, samples):
+        grid = samples["grid"]
+        loss = grid["loss"]
+        values = loss.ravel()
         if self.backend == "ttk":
-            from lossatlas.topology.ttk_backend import merge_tree_ttk
-
-            tree = merge_tree_ttk(grid.loss, self.representation)
+            tree = ttk_backend.merge_tree_ttk(loss, self.representation)
         else:
-            edges = representation_edges(self.representation, grid.points(), grid.loss.shape, self.knn_k)
+            edges = representation_edges(self.representation, grid_points(grid), loss.shape, self.knn_k)
             tree = merge_tree(values, edges)
         finite = values[np.isfinite(values)]
         value_range = float(finite.max() - finite.min()) if len(finite) else 0.0
@@ -89,18 +94,12 @@ class MergeTreeAnalyzer(Analyzer):
                                                                      else None),
             "n_nonfinite": tree.n_nonfinite,
             "threshold_used": cut,
-            "direction_cosine": grid.cosine,
+            "direction_cosine": float(grid["cosine"]),
             "loss_min": float(finite.min()) if len(finite) else float("nan"),
             "loss_max": float(finite.max()) if len(finite) else float("nan"),
         }
         arrays = {"pairs": simple.pairs, "pair_vertices": simple.pair_vertices, "saddles": simple.saddles,
-                  "loss_grid": grid.loss, "x": grid.x, "y": grid.y}
-        if grid.accuracy is not None:
-            arrays["accuracy_grid"] = grid.accuracy
+                  "loss_grid": loss, "x": grid["x"], "y": grid["y"]}
+        if "accuracy" in grid.data:
+            arrays["accuracy_grid"] = grid["accuracy"]
         return metrics, arrays
-
-    def plot(self, result, ax=None, clip_quantile: float | None = None):
-        """Contour with minima and saddles, the merge tree (heights = loss), the persistence diagram."""
-        from lossatlas.plots import merge_tree_figure
-
-        return merge_tree_figure(result, clip_quantile=clip_quantile)

@@ -34,12 +34,22 @@ def test_run_trains_minima_and_writes_store_and_summary(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra,message", [
-    ("colour = 1", "unknown key(s) ['colour']"),
+    ("colour = 1", "Unknown key(s) ['colour']"),
     ("[methods.no-such-method]", "Unknown method 'no-such-method'"),
     ("[params]\nbeta = 3", "Unknown parameter(s) ['beta'] for problem 'three_hump_camel'"),
-    ("[scales.huge]", "unknown scale(s) ['huge']"),
+    ("[scales.huge]", "Unknown scale(s) ['huge']"),
     ("[scales.cpu]\nminima = { epoch = 3 }", "Unknown parameter(s) ['epoch'] for the training recipe"),
     ("[scales.cpu]\nseeds = [-1]", "'seeds' must be a non-empty list of ints >= 0"),
+    # every analyzer rule a run would apply, before any minimum is trained
+    ("[methods.jump-retrain]\nlr = 0.0", "The 'lr' parameter of JumpRetrain must be a float in (0, inf). Got 0.0."),
+    ("[methods.jump-retrain]\nmomentum = 1.0", "The 'momentum' parameter of JumpRetrain must be a float in [0, 1)."),
+    ("[methods.merge-tree]\nresolution = 1",
+     "The 'resolution' parameter of MergeTreeAnalyzer must be an int in [2, inf)"),
+    ("[methods.merge-tree]\nspan = 'wide'", "The 'span' parameter of MergeTreeAnalyzer must be a float in (0, inf)"),
+    ("[methods.merge-tree]\nbackend = 'ttk'\nrepresentation = 'knn'", "needs backend='native'"),
+    ("[methods.hessian]\ntrace_min_probes = 50\ntrace_max_probes = 10", "must not exceed trace_max_probes"),
+    ("[methods.loss-barcode]\nminima = [[0.0, 'a']]", "The 'minima' parameter of LossBarcode must be a list of"),
+    ("[scales.cpu]\nminima = { lr = 0 }", "The 'lr' parameter of Recipe must be a float in (0, inf). Got 0."),
 ])
 def test_config_errors_name_the_offender(tmp_path, capsys, extra, message):
     config = tmp_path / "bad.toml"
@@ -97,10 +107,10 @@ curve_epochs = 1
 n_eval = 7
 [methods.jump-retrain]
 seeds = [0, 1]
-steps = [0.5, 1.0]
+step_sizes = [0.5, 1.0]
 epochs = 2
 steps_per_epoch = 2
-n_neighbors = 4
+knn_k = 4
 """
 
 

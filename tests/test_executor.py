@@ -17,13 +17,13 @@ _RESNET = {
     "methods": {
         "merge-tree": {"resolution": 9, "span": 0.5},
         "loss-barcode": {"n_minima": 3, "curve_epochs": 1, "n_eval": 5, "batch_size": 32},
-        "jump-retrain": {"seeds": [0, 1], "steps": [0.5, 1.0], "epochs": 2, "batch_size": 32, "n_neighbors": 4},
+        "jump-retrain": {"seeds": [0, 1], "step_sizes": [0.5, 1.0], "epochs": 2, "batch_size": 32, "knn_k": 4},
     },
 }
 _CAMEL = {  # vmapped analytic subject, string paths
     "name": "scaleout_camel", "problem": "three_hump_camel", "seeds": [0, 1, 2],
     "minima": {"lr": 0.01, "momentum": 0.0, "epochs": 3},
-    "methods": {"merge-tree": {"resolution": 41, "span": 2.0, "center": "theta0"},
+    "methods": {"merge-tree": {"resolution": 41, "span": 2.0, "at": "theta0"},
                 "loss-barcode": {"path": "string", "n_eval": 11, "bounds": [[-2.5, 2.5], [-2.5, 2.5]]}},
 }
 

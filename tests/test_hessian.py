@@ -46,7 +46,8 @@ def _mlp_subject(dtype=torch.float64):
 
 def _cnn_subject(dtype=torch.float64):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2)).to(dtype)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(3 * 4 * 4, 2)).to(dtype)
     generator = torch.Generator().manual_seed(1)
     inputs = torch.randn(64, 1, 6, 6, generator=generator).to(dtype)
     targets = torch.randint(0, 2, (64,), generator=generator)
@@ -92,7 +93,8 @@ def test_native_agrees_with_pyhessian(make):
     subject = ModuleSubject(model, nn.CrossEntropyLoss(), data, eval_batch_size=25, name="tiny")
     with Store.memory() as store:
         native = analyze(store, subject, "hessian", at="theta0", k=1, tol=1e-6, trace_rtol=0.01, trace_max_probes=3000)
-        reference = analyze(store, subject, "hessian", at="theta0", k=1, backend="pyhessian", tol=1e-6, max_iter=1000,
+        reference = analyze(store, subject, "hessian", at="theta0", k=1, backend="pyhessian", tol=1e-6,
+                            max_restarts=1000,
                             trace_rtol=1e-4, trace_max_probes=3000)
     assert native.metrics["top_eigenvalue"] == pytest.approx(reference.metrics["top_eigenvalue"], rel=1e-3)
     both = np.hypot(native.metrics["trace_stderr"], reference.metrics["trace_stderr"])

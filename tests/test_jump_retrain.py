@@ -10,8 +10,9 @@ from lossatlas.problems import resnet
 from lossatlas.samplers.jump_retrain import jump_and_retrain
 from lossatlas.topology.graph_persistence import graph_diagrams, total_persistence
 
-_SETTINGS = dict(center="theta0", seeds=[0, 1, 2, 3], steps=[0.5, 1.0, 1.5, 2.0], epochs=10, steps_per_epoch=5, lr=0.01,
-                 n_neighbors=5)
+_SETTINGS = dict(at="theta0", seeds=[0, 1, 2, 3], step_sizes=[0.5, 1.0, 1.5, 2.0], epochs=10, steps_per_epoch=5,
+                 lr=0.01,
+                 knn_k=5)
 
 
 @pytest.fixture(autouse=True)
@@ -52,10 +53,11 @@ def test_graph_persistence_equals_gudhi_on_the_stored_graph():
         result = analyze(store, _double_well(), "jump-retrain", **_SETTINGS)
     losses, edges = result.arrays["losses"], result.arrays["edges"]
     for dim in (0, 1):
-        np.testing.assert_allclose(_sorted(result.arrays[f"diagram_{dim}"]), _sorted(_reference_diagrams(losses, edges, dim)))
+        np.testing.assert_allclose(_sorted(result.arrays[f"diagram_{dim}"]),
+                                   _sorted(_reference_diagrams(losses, edges, dim)))
     d0 = result.arrays["diagram_0"]
     assert result.metrics["total_persistence_0"] == pytest.approx(float(np.sum((d0[:, 1] - d0[:, 0]) ** 2)))
-    assert result.params["n_neighbors"] == 5 and result.params["phate_knn"] == 5 and "phate" in result.versions
+    assert result.params["knn_k"] == 5 and result.params["phate_knn_k"] == 5 and "phate" in result.versions
 
 
 def test_double_well_has_more_d0_persistence_than_a_single_well():
@@ -96,8 +98,8 @@ def test_reruns_reproduce_and_interrupted_sampling_resumes(monkeypatch):
         calls.append(1)
         return original(self, *args, **kwargs)
 
-    kwargs = dict(seeds=[0, 1, 2, 3], steps=[0.5, 1.0], epochs=4, recipe={"lr": 0.01, "steps_per_epoch": 5},
-                  center="theta0", progress=False)
+    kwargs = dict(seeds=[0, 1, 2, 3], step_sizes=[0.5, 1.0], epochs=4, recipe={"lr": 0.01, "steps_per_epoch": 5},
+                  at="theta0", progress=False)
     with Store.memory() as store:
         full = jump_and_retrain(store, subject, **kwargs)
     with Store.memory() as store:
@@ -108,25 +110,25 @@ def test_reruns_reproduce_and_interrupted_sampling_resumes(monkeypatch):
         monkeypatch.setattr(FunctionSubject, "train", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
         resumed = jump_and_retrain(store, subject, **kwargs)
     assert len(calls) == 3  # 8 runs, 5 were stored before the interruption
-    np.testing.assert_array_equal(resumed.thetas, full.thetas)
-    np.testing.assert_array_equal(resumed.losses, full.losses)
+    np.testing.assert_array_equal(resumed["thetas"], full["thetas"])
+    np.testing.assert_array_equal(resumed["losses"], full["losses"])
 
 
 def test_potential_rows_above_n_landmark_and_resnet_samples():
     subject = resnet(skip=True, n_train=64)
     with Store.memory() as store:
         (minimum,) = train_minima(store, subject, Recipe(lr=0.05, epochs=1, batch_size=32), seeds=[0], progress=False)
-        result = analyze(store, subject, "jump-retrain", seeds=[0, 1], steps=[0.5, 1.0], epochs=3, batch_size=32,
-                         n_neighbors=4, n_landmark=6)
+        result = analyze(store, subject, "jump-retrain", seeds=[0, 1], step_sizes=[0.5, 1.0], epochs=3, batch_size=32,
+                         knn_k=4, n_landmark=6)
         samples = jump_and_retrain(store, subject, [0, 1], [0.5, 1.0], 3, {"batch_size": 32}, progress=False)
     # 16 samples embedded with a 16 x (<= 6 landmarks) potential
     assert result.metrics["n_points"] == 16 and result.arrays["embedding"].shape == (16, 2)
     assert len(result.arrays["edges"]) >= 16 * 4 / 2
     # epoch 0 is the jump itself, measured with the minimum's BatchNorm statistics
-    assert samples.epochs.tolist()[:4] == [0, 1, 2, 3]
-    assert samples.losses[0] == pytest.approx(subject.loss(samples.thetas[0], minimum.buffers), rel=1e-6)
-    jump = torch.as_tensor(samples.thetas[0] - minimum.theta)
-    name, shape, numel = subject._params[0]  # the first convolution: its filters moved by 0.5 x their norm
+    assert samples["epochs"].tolist()[:4] == [0, 1, 2, 3]
+    assert samples["losses"][0] == pytest.approx(subject.loss(samples["thetas"][0], minimum.buffers), rel=1e-6)
+    jump = torch.as_tensor(samples["thetas"][0] - minimum.theta)
+    name, shape, numel = subject.param_layout[0]  # the first convolution: its filters moved by 0.5 x their norm
     filters = jump[:numel].reshape(shape[0], -1).norm(dim=1)
     expected = 0.5 * torch.as_tensor(minimum.theta[:numel]).reshape(shape[0], -1).norm(dim=1)
     np.testing.assert_allclose(filters.numpy(), expected.numpy(), rtol=1e-4)

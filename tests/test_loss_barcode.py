@@ -83,14 +83,14 @@ def test_himmelblau_end_to_end_string_and_polychain():
 def test_paths_are_resumable_per_pair(monkeypatch):
     subject = three_hump_camel()
     minima = np.array([p for p, _ in subject.critical_points["minima"]])
-    config = {"path": "string", "n_images": 11, "string_steps": 100, "string_lr": 0.01, "bends": 1, "curve_epochs": 1,
-              "curve_lr": 0.01, "weight_decay": 0.0, "batch_size": 128, "n_eval": 21, "seed": 0}
+    config = {"path_kind": "string", "n_images": 11, "string_steps": 100, "string_lr": 0.01, "bends": 1,
+              "curve_epochs": 1, "curve_lr": 0.01, "weight_decay": 0.0, "batch_size": 128, "n_eval": 21, "seed": 0}
     with Store.memory() as store:
-        first = connect_minima(store, subject, minima, config, progress=False)
+        first = connect_minima(store, subject, minima, progress=False, **config)
         import lossatlas.samplers.paths as paths
 
         monkeypatch.setattr(paths, "string_path", lambda *a, **k: pytest.fail("recomputed a stored pair"))
-        again = connect_minima(store, subject, minima, config, progress=False)
+        again = connect_minima(store, subject, minima, progress=False, **config)
     np.testing.assert_array_equal(first["path_max"], again["path_max"])
 
 

@@ -1,14 +1,13 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from lossatlas import ConfigError, FunctionSubject, Recipe, Store, analyze, train_minima
 from lossatlas.directions import filter_normalize, hessian_directions
 from lossatlas.problems import himmelblau, resnet, three_hump_camel
 from lossatlas.samplers import loss_grid
 
-_AXES = dict(directions="axes", center="theta0")
+_AXES = dict(directions="axes", at="theta0")
 
 
 def test_himmelblau_minima_saddles_and_death_values():
@@ -63,26 +62,29 @@ def test_grid_resume_after_interruption_equals_uninterrupted(monkeypatch):
         with pytest.raises(KeyboardInterrupt):
             loss_grid(store, subject, "axes", 60, 4.0, progress=False)
         monkeypatch.setattr(type(subject), "evaluate_many", original)
-        done = store.file[f"subjects/himmelblau/samples/grid/{full.key}/done"][()]
-        assert 0 < done.sum() < done.size  # interrupted half-way, first block kept
+        root = store.file[f"subjects/himmelblau/samples/grid/{full.key}"]
+        done = sum(len(part["loss"]) for part in root.values() if part.attrs.get("complete"))
+        assert 0 < done < 60 * 60  # interrupted half-way, first block kept
         counted = []
         monkeypatch.setattr(type(subject), "evaluate_many",
-                            lambda self, thetas, *a, **k: counted.append(len(thetas)) or original(self, thetas, *a, **k))
+                            lambda self, thetas, *a, **k: counted.append(len(thetas))
+                            or original(self, thetas, *a, **k))
         resumed = loss_grid(store, subject, "axes", 60, 4.0, progress=False)
-    assert sum(counted) == done.size - done.sum()  # only the missing points were evaluated
-    np.testing.assert_array_equal(resumed.loss, full.loss)
+    assert sum(counted) == 60 * 60 - done  # only the missing points were evaluated
+    np.testing.assert_array_equal(resumed["loss"], full["loss"])
 
 
 def test_filter_normalization_matches_theta_filter_norms():
     subject = resnet(n_train=64)
     direction = torch.randn(subject.dim, generator=torch.Generator().manual_seed(0))
     for include_bn in (False, True):
-        normalized = filter_normalize(direction, subject.theta0, subject._params, include_bn)
+        normalized = filter_normalize(direction, subject.theta0, subject.param_layout, include_bn)
         offset = 0
-        for name, shape, numel in subject._params:
+        for name, shape, numel in subject.param_layout:
             d, w = normalized[offset : offset + numel], subject.theta0[offset : offset + numel]
             if len(shape) > 1:
-                np.testing.assert_allclose(d.reshape(shape[0], -1).norm(dim=1), w.reshape(shape[0], -1).norm(dim=1), rtol=1e-5)
+                np.testing.assert_allclose(d.reshape(shape[0], -1).norm(dim=1), w.reshape(shape[0], -1).norm(dim=1),
+                                           rtol=1e-5)
             else:
                 assert torch.equal(d, w if include_bn else torch.zeros_like(w)), name
             offset += numel
@@ -105,14 +107,15 @@ def test_resnet_grid_at_a_minimum_with_random_directions():
         (minimum,) = train_minima(store, subject, Recipe(lr=0.05, epochs=2, batch_size=32), seeds=[0], progress=False)
         result = analyze(store, subject, "merge-tree", resolution=5, span=0.5)
         grid = loss_grid(store, subject, "random", 5, 0.5, "minimum", progress=False)
-    centre = grid.loss[2, 2]
+    centre = grid["loss"][2, 2]
     assert centre == pytest.approx(minimum.metrics["eval_loss"], rel=1e-5)  # the minimum's own BN statistics
     assert result.metrics["loss_min"] <= centre
     assert abs(result.metrics["direction_cosine"]) < 0.2  # nearly orthogonal random directions
     assert result.arrays["accuracy_grid"][2, 2] == pytest.approx(minimum.metrics["eval_accuracy"])
     # grid points equal single evaluations at center + a d1 + b d2 with the minimum's buffers
-    theta = torch.as_tensor(grid.center) + grid.x[0] * torch.as_tensor(grid.directions[0]) + grid.y[4] * torch.as_tensor(grid.directions[1])
-    assert subject.loss(theta, minimum.buffers) == pytest.approx(grid.loss[0, 4], rel=1e-5)
+    dirs = torch.as_tensor(grid["directions"])
+    theta = torch.as_tensor(grid["center"]) + grid["x"][0] * dirs[0] + grid["y"][4] * dirs[1]
+    assert subject.loss(theta, minimum.buffers) == pytest.approx(grid["loss"][0, 4], rel=1e-5)
 
 
 def test_nonfinite_grid_losses_are_counted_not_fatal():

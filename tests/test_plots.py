@@ -10,7 +10,8 @@ from lossatlas import Store, analyze, plots
 from lossatlas.problems import himmelblau
 from lossatlas.registry import get
 
-_SETTINGS = {"merge-tree": dict(directions="axes", center="theta0", span=5.0, resolution=15)}
+_SETTINGS = {"merge-tree": dict(directions="axes", at="theta0", span=5.0, resolution=15)}
+_VIEWS = {name: get(name).views for name in ("merge-tree", "loss-barcode", "jump-retrain", "hessian")}
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def results():
         patch.setenv("TQDM_DISABLE", "1")
         warnings.simplefilter("ignore", RuntimeWarning)  # PHATE's SGD-MDS convergence note
         return {name: analyze(store, himmelblau(), name, **_SETTINGS.get(name, get(name).smoke_params))
-                for name in plots.VIEWS}
+                for name in _VIEWS}
 
 
 @pytest.fixture(autouse=True)
@@ -43,28 +44,25 @@ def _texts(ax):
     return [t.get_text() for t in ax.texts]
 
 
-def _draw(view, result):
+def _draw(draw, result):
     figure = plt.figure()
-    ax = figure.add_subplot(projection="3d" if plots.is_3d(view) else None)
-    plots.draw_view(ax, view, result)
+    ax = figure.add_subplot(projection="3d" if plots.is_3d(draw) else None)
+    draw(ax, result)
     figure.canvas.draw()  # rendering, not only artist creation, must survive the data
     return ax
 
 
-def test_views_table_and_dispatch():
-    assert plots.VIEWS == {"merge-tree": ("contour", "surface", "merge_tree", "persistence"),
-                           "loss-barcode": ("barcode",), "jump-retrain": ("phate",), "hessian": ("density",)}
-    assert [v for views in plots.VIEWS.values() for v in views if plots.is_3d(v)] == ["surface"]
-    with pytest.raises(ValueError, match="contour"):
-        plots.draw_view(plt.figure().add_subplot(), "countour", None)
-    with pytest.raises(ValueError, match="valid views"):
-        plots.comparison_figure("x", "nope", [("a", None)])
+def test_analyzers_declare_their_views():
+    assert {name: tuple(views) for name, views in _VIEWS.items()} == {
+        "merge-tree": ("contour", "surface", "merge_tree", "persistence"), "loss-barcode": ("barcode", "paths"),
+        "jump-retrain": ("phate", "diagram_0", "diagram_1"), "hessian": ("density",)}
+    assert [v for views in _VIEWS.values() for v, draw in views.items() if plots.is_3d(draw)] == ["surface"]
 
 
 def test_contour_marks_each_minimum_and_saddle(results):
     result = results["merge-tree"]
     assert result.metrics["n_minima"] == 4 and result.metrics["n_saddles"] == 3
-    ax = _draw("contour", result)
+    ax = _draw(plots.draw_contour, result)
     minima = _collection(ax, "minima").get_offsets()
     assert len(minima) == result.metrics["n_minima"]
     assert len(_collection(ax, "saddles").get_offsets()) == result.metrics["n_saddles"]
@@ -78,7 +76,7 @@ def test_contour_marks_each_minimum_and_saddle(results):
 
 def test_merge_tree_draws_one_red_saddle_per_saddle_at_its_loss(results):
     result = results["merge-tree"]
-    ax = _draw("merge_tree", result)
+    ax = _draw(plots.draw_merge_tree, result)
     saddles = _collection(ax, "saddles")
     assert len(saddles.get_offsets()) == len(result.arrays["saddles"]) == result.metrics["n_saddles"]
     np.testing.assert_allclose(saddles.get_facecolor()[0], to_rgba("tab:red"))
@@ -106,11 +104,13 @@ def _broken(results):
                               pair_vertices=np.empty((0, 2)), saddles=np.empty((0, 3)))),
         ("inf deaths", False, _with(lb, bars=np.array([[0.5, np.inf], [1.0, np.inf]]))),
         ("nan bars", False, _with(lb, bars=np.array([[0.5, np.inf], [np.nan, 2.0], [1.0, np.nan]]))),
-        ("empty", True, _with(lb, bars=np.empty((0, 2)))),
+        ("empty", True, _with(lb, bars=np.empty((0, 2)), pairs=np.empty((0, 2)), path_t=np.empty((0, 0)),
+                              path_losses=np.empty((0, 0)))),
         ("polluted", False, _with(jr, losses=losses)),
         ("all nan", False, _with(jr, losses=np.full(n, np.nan))),
         ("empty", True, _with(jr, embedding=np.empty((0, 2)), losses=np.empty(0), seeds=np.empty(0),
-                              steps=np.empty(0), epochs=np.empty(0))),
+                              step_sizes=np.empty(0), epochs=np.empty(0), diagram_0=np.empty((0, 2)),
+                              diagram_1=np.empty((0, 2)))),
         ("zeros", True, _with(he, density=np.zeros_like(he.arrays["density"]))),
         ("nan", True, _with(he, density=np.full_like(he.arrays["density"], np.nan),
                             eigenvalues=np.array([np.nan, np.inf]))),
@@ -120,10 +120,10 @@ def _broken(results):
 
 def test_every_view_draws_nonfinite_and_empty_results(results):
     for case, nothing, result in _broken(results):
-        for view in plots.VIEWS[result.method]:
+        for view, draw in _VIEWS[result.method].items():
             with warnings.catch_warnings():
                 warnings.simplefilter("error")  # no "posx and posy should be finite" and the like
-                ax = _draw(view, result)
+                ax = _draw(draw, result)
             assert ax.get_title(), (result.method, case, view)
             if nothing and view != "persistence":  # the persistence view reads pairs, not the grid
                 assert plots.NO_DATA in _texts(ax), (result.method, case, view)
@@ -133,34 +133,36 @@ def test_every_view_draws_nonfinite_and_empty_results(results):
 def test_analyzer_plots_are_built_from_the_drawers(results):
     for name, result in results.items():
         figure = get(name).from_params({}).plot(result)
-        title = figure.axes[0].get_title().lower().replace("\n", ": ")
-        assert title.startswith(f"himmelblau: {plots.VIEWS[name][0].replace('_', ' ')}"), title
+        title = figure.axes[0].get_title().lower()
+        assert title.startswith(next(iter(_VIEWS[name])).replace("_", " ")), title
+        assert figure.get_suptitle() == "himmelblau"
         assert plots.NO_DATA not in _texts(figure.axes[0])
     assert len(get("jump-retrain")().plot(results["jump-retrain"]).axes) == 4  # PHATE, D0, D1, colorbar
     barcode = get("loss-barcode")().plot(results["loss-barcode"])
     assert len(barcode.axes) == 2 and len(barcode.axes[1].lines) == len(results["loss-barcode"].arrays["pairs"])
     ax = plt.figure().add_subplot()
     assert get("hessian")().plot(results["hessian"], ax=ax) is ax.figure and ax.lines
-    assert plots.surface_figure(results["merge-tree"]).axes[0].name == "3d"
+    surface = get("merge-tree")().plot(results["merge-tree"], view="surface")
+    assert [a.name for a in surface.axes] == ["3d"]
 
 
 def test_comparison_figure_puts_variants_side_by_side(results):
     result = results["merge-tree"]
-    figure = plots.comparison_figure("skip vs no skip", "merge_tree",
+    figure = plots.comparison_figure("skip vs no skip", plots.draw_merge_tree,
                                      [("skip", result), ("no skip", None), ("wide", _with(result))])
     assert len(figure.axes) == 3
     assert [ax.get_title().split("\n")[0] for ax in figure.axes] == ["skip", "no skip", "wide"]
     assert _texts(figure.axes[1]) == ["not computed"]
     assert figure.get_figwidth() == pytest.approx(3 * 3.6)
     assert figure.get_suptitle() == "skip vs no skip"
-    surfaces = plots.comparison_figure("s", "surface", [("a", result), ("b", None)])
+    surfaces = plots.comparison_figure("s", plots.draw_surface, [("a", result), ("b", None)])
     assert [ax.name for ax in surfaces.axes] == ["3d", "3d"] and _texts(surfaces.axes[1]) == ["not computed"]
 
 
 def _panels(results):
-    return [("a", "contour", results["merge-tree"]), ("b", "surface", results["merge-tree"]),
-            ("c", "barcode", results["loss-barcode"]), ("d", "phate", results["jump-retrain"]),
-            ("e", "density", results["hessian"])]
+    return [("a", plots.draw_contour, results["merge-tree"]), ("b", plots.draw_surface, results["merge-tree"]),
+            ("c", plots.draw_barcode_view, results["loss-barcode"]), ("d", plots.draw_phate, results["jump-retrain"]),
+            ("e", plots.draw_density, results["hessian"])]
 
 
 def test_panel_figure_grid_and_3d_axes(results):

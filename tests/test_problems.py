@@ -62,7 +62,8 @@ def test_pinn_residual_vanishes_on_exact_solution():
 
     assert float(residual(exact).abs().max()) < 1e-10
     assert float(residual(wrong).abs().max()) > 1.0  # the check can fail
-    np.testing.assert_allclose(residual(wrong).squeeze().numpy(), (60 * torch.cos(x + 30 * t)).numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(residual(wrong).squeeze().numpy(), (60 * torch.cos(x + 30 * t)).numpy(), rtol=1e-10,
+                               atol=1e-10)
 
 
 def test_pinn_network_residual_agrees_with_autograd():
@@ -71,7 +72,8 @@ def test_pinn_network_residual_agrees_with_autograd():
     u = subject.model(points)
     (du,) = torch.autograd.grad(u.sum(), points)
     expected = du[:, 1:2] + 5.0 * du[:, 0:1]
-    np.testing.assert_allclose(subject.residual(subject.theta0, subject.data[0]).detach().numpy(), expected.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(subject.residual(subject.theta0, subject.data[0]).detach().numpy(),
+                               expected.detach().numpy(), rtol=1e-10, atol=1e-12)
 
 
 def test_pinn_collocation_is_seeded_interior_and_error_is_relative_l2():

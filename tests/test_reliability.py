@@ -68,10 +68,10 @@ resolution = 81
 span = 0.5
 [methods.jump-retrain]
 seeds = [0, 1]
-steps = [0.5, 1.0]
+step_sizes = [0.5, 1.0]
 epochs = 40
 batch_size = 100
-n_neighbors = 4
+knn_k = 4
 [methods.hessian]
 trace_max_probes = 10
 density_steps = 10
@@ -226,12 +226,9 @@ def _subtree(snapshot: dict, root: str) -> dict:
 def _progress(snapshot: dict) -> str:
     """What an interrupted run had written, for the log of the test."""
     parts = []
-    for name, (attrs, data) in snapshot.items():
-        if name.endswith("/done") and data is not None:
-            parts.append(f"grid {int(np.sum(data))}/{np.size(data)} points")
-    for kind in ("minimum", "result", "run", "path"):
+    for kind in ("minimum", "result", "part"):
         count = sum(1 for attrs, _ in snapshot.values() if attrs.get("encoding-type") == kind
-                    and (kind in ("minimum", "result") or attrs.get("complete")))
+                    and (kind == "result" or attrs.get("complete")))
         parts.append(f"{count} {kind}(s)")
     return ", ".join(parts)
 
@@ -376,11 +373,12 @@ def test_a_resumed_grid_is_bit_identical_to_an_uninterrupted_one(one_thread):
         with pytest.raises(Killed):
             loss_grid(store, subject, "random", 81, 0.5, progress=False)
         store.flush = flush
-        done = store.file[f"subjects/{subject.name}/samples/grid/{whole.key}/done"][()]
-        assert 0 < done.sum() < done.size  # interrupted mid-grid
+        root = store.file[f"subjects/{subject.name}/samples/grid/{whole.key}"]
+        done = sum(len(part["loss"]) for part in root.values() if part.attrs.get("complete"))
+        assert 0 < done < whole["loss"].size  # interrupted mid-grid
         resumed = loss_grid(store, subject, "random", 81, 0.5, progress=False)
-    differing = int(np.sum(resumed.loss != whole.loss))
-    assert differing == 0, f"{differing} of {whole.loss.size} points differ from the uninterrupted grid"
+    differing = int(np.sum(resumed["loss"] != whole["loss"]))
+    assert differing == 0, f"{differing} of {whole['loss'].size} points differ from the uninterrupted grid"
 
 
 # -- locking ------------------------------------------------------------------------------------------
@@ -487,9 +485,7 @@ def _damage(how):
 def _register(subject):
     def prepare(store: Path):
         with Store(store) as opened:
-            from lossatlas.samplers import register
-
-            register(opened, subject)
+            opened.register(subject)
     return prepare
 
 
@@ -514,7 +510,7 @@ def _filter_normalize_wrong_length(store):
     from lossatlas.problems import pinn_convection
 
     subject = pinn_convection(1.0, n_f=10, hidden=4, layers=1)
-    filter_normalize(torch.ones(subject.dim - 1, dtype=torch.float64), subject.theta0, subject._params)
+    filter_normalize(torch.ones(subject.dim - 1, dtype=torch.float64), subject.theta0, subject.param_layout)
 
 
 def _losses_wrong_length(store):
@@ -526,11 +522,11 @@ BAD_INPUTS = [
     pytest.param(_damage("garbage"), _run_with(CAMEL), r"not a readable HDF5 file \(corrupt or truncated\?\)",
                  id="corrupt-file"),
     pytest.param(_damage("truncate"), _run_with(CAMEL), r"corrupt or truncated", id="truncated-file"),
-    pytest.param(_damage("schema"), _run_with(CAMEL), r"schema_version 99; this lossatlas reads version 1",
+    pytest.param(_damage("schema"), _run_with(CAMEL), r"schema_version 99; this lossatlas reads version 2",
                  id="wrong-schema-version"),
     pytest.param(_damage("foreign"), _run_with(CAMEL), r"not a lossatlas store", id="foreign-hdf5-file"),
     pytest.param(None, _run_with("name = \"x\"\nproblem = [\n"), r"is not valid TOML", id="config-not-toml"),
-    pytest.param(None, _run_with("colour = 1\n" + CAMEL), r"unknown key\(s\) \['colour'\]", id="config-unknown-key"),
+    pytest.param(None, _run_with("colour = 1\n" + CAMEL), r"Unknown key\(s\) \['colour'\]", id="config-unknown-key"),
     pytest.param(None, _run_with(CAMEL + "[params]\nbetta = 1.0\n"), r"Unknown parameter\(s\) \['betta'\]",
                  id="config-unknown-problem-parameter"),
     pytest.param(None, _run_with(CAMEL + "[methods.merge-tree]\nresolutoin = 5\n"),
@@ -562,8 +558,11 @@ BAD_INPUTS = [
     pytest.param(None, _api(_filter_normalize_wrong_length), r"direction must be a flat vector as long as theta",
                  id="direction-wrong-length"),
     pytest.param(_register(_bowl()),
-                 _api(lambda store: analyze(store, _bowl(), "loss-barcode", minima=[[0.0, 0.0, 0.0], [1.0, 1.0]])),
+                 _api(lambda store: analyze(store, _bowl(), "loss-barcode", minima=[[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])),
                  r"minima must be vectors of length 2", id="minima-wrong-length"),
+    pytest.param(_register(_bowl()),
+                 _api(lambda store: analyze(store, _bowl(), "loss-barcode", minima=[[0.0, 0.0, 0.0], [1.0, 1.0]])),
+                 r"'minima' parameter of LossBarcode must be a list of equal-length lists", id="minima-ragged"),
     pytest.param(None, _api(_losses_wrong_length), r"2 parameters", id="points-wrong-length"),
 ]
 
@@ -627,10 +626,10 @@ string_steps = 100
 n_eval = 11
 [methods.jump-retrain]
 seeds = [0, 1]
-steps = [0.1, 0.2]
+step_sizes = [0.1, 0.2]
 epochs = 4
 steps_per_epoch = 5
-n_neighbors = 4
+knn_k = 4
 [methods.hessian]
 """
 
@@ -689,8 +688,8 @@ def test_nonfinite_trajectories_are_counted_not_fatal():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with Store.memory() as store:
-            result = analyze(store, subject, "jump-retrain", center="theta0", seeds=[0, 1], steps=[0.5, 2.0],
-                             epochs=4, steps_per_epoch=5, n_neighbors=4)
+            result = analyze(store, subject, "jump-retrain", at="theta0", seeds=[0, 1], step_sizes=[0.5, 2.0],
+                             epochs=4, steps_per_epoch=5, knn_k=4)
     assert result.metrics["n_nonfinite"] > 0 and math.isfinite(result.metrics["total_persistence_0"])
 
 

@@ -76,11 +76,11 @@ _BASE = {"name": "b", "problem": "pinn_convection", "params": {"n_f": 10}, "vari
 
 @pytest.mark.parametrize("report,message", [
     ({"factor": "gamma"}, "factor 'gamma' is not a variant"),
-    ({"colour": 1}, "unknown key(s) ['colour']"),
+    ({"colour": 1}, "Unknown key(s) ['colour']"),
     ({"factor": "beta", "claims": [{"metric": "mt.n_saddles", "direction": "up", "text": "t"}]}, "direction must be"),
     ({"factor": "beta", "claims": [{"metric": "nope.n", "direction": "increasing", "text": "t"}]}, "names no method"),
     ({"factor": "beta", "claims": [{"metric": "mt.x", "direction": "increasing", "text": "t", "when": 1}]},
-     "unknown key(s) ['when']"),
+     "Unknown key(s) ['when']"),
     ({"factor": "beta", "claims": [{"metric": "mt.x", "direction": "increasing", "text": "t", "factor": "depth"}]},
      "factor 'depth' is not a problem parameter"),
 ])

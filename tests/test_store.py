@@ -51,7 +51,7 @@ def test_plain_h5py_reads_everything(tmp_path):
         assert node["metrics"].attrs["x"] == 1.5
         assert node["arrays/big"].compression == "gzip"  # large arrays are compressed
         assert node["arrays/small"][()].tolist() == [1, 2, 3]
-        for name, obj in file.items():
+        for _name, obj in file.items():
             assert "encoding-type" in obj.attrs
 
 
@@ -91,6 +91,18 @@ def test_other_schema_version_is_refused_and_untouched(tmp_path):
     assert _digest(path) == before
 
 
+def test_schema_1_store_is_refused_with_its_version(tmp_path):
+    """Stores written before the sample protocol (schema 1) are named as such, not misread."""
+    path = tmp_path / "old.h5"
+    Store(path).close()
+    with h5py.File(path, "a") as file:
+        file.attrs["schema_version"] = 1
+    before = _digest(path)
+    with pytest.raises(StoreError, match="schema_version 1; this lossatlas reads version 2. Re-create the store"):
+        Store(path, "r")
+    assert _digest(path) == before
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
 def test_corrupt_file_is_refused_and_untouched(tmp_path, damage):
     path = tmp_path / "s.h5"
@@ -124,7 +136,8 @@ def test_second_writer_gets_locked_error(tmp_path):
     path = tmp_path / "s.h5"
     Store(path).close()
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import sys, lossatlas; s = lossatlas.Store({str(path)!r}); print('ok', flush=True); sys.stdin.read()"],
+        [sys.executable, "-c",
+         f"import sys, lossatlas; s = lossatlas.Store({str(path)!r}); print('ok', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:

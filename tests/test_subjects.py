@@ -16,7 +16,8 @@ def _tiny_cnn(seed=0):
 
 def _image_data(n, seed=1):
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 1, 6, 6, generator=generator, dtype=torch.float64), torch.randint(0, 3, (n,), generator=generator)
+    return (torch.randn(n, 1, 6, 6, generator=generator, dtype=torch.float64),
+            torch.randint(0, 3, (n,), generator=generator))
 
 
 def _trained_bn_stats(model, inputs):
@@ -55,15 +56,19 @@ def test_module_loss_is_mean_over_whole_eval_set_in_eval_mode():
         expected = float(nn.CrossEntropyLoss()(model(inputs), targets))  # one pass over all 70, eval mode
     assert subject.loss(subject.theta0) == pytest.approx(expected, rel=1e-12)
     expected_grad = torch.autograd.grad(nn.CrossEntropyLoss()(model(inputs), targets), list(model.parameters()))
-    np.testing.assert_allclose(subject.grad(subject.theta0).numpy(), torch.cat([g.reshape(-1) for g in expected_grad]).numpy(), rtol=1e-10, atol=1e-14)
-    assert subject.evaluate(subject.theta0)["accuracy"] == pytest.approx(float((model(inputs).argmax(1) == targets).double().mean()))
+    np.testing.assert_allclose(subject.grad(subject.theta0).numpy(),
+                               torch.cat([g.reshape(-1) for g in expected_grad]).numpy(), rtol=1e-10, atol=1e-14)
+    accuracy = float((model(inputs).argmax(1) == targets).double().mean())
+    assert subject.evaluate(subject.theta0)["accuracy"] == pytest.approx(accuracy)
 
 
 def test_module_batched_equals_loop():
     inputs, targets = _image_data(50)
-    subject = ModuleSubject(_trained_bn_stats(_tiny_cnn(), inputs), nn.CrossEntropyLoss(), (inputs, targets), eval_batch_size=20,
+    subject = ModuleSubject(_trained_bn_stats(_tiny_cnn(), inputs), nn.CrossEntropyLoss(), (inputs, targets),
+                            eval_batch_size=20,
                             vmap=True)
-    thetas = subject.theta0 + 0.1 * torch.randn(9, subject.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    noise = torch.randn(9, subject.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    thetas = subject.theta0 + 0.1 * noise
     batched = subject.evaluate_many(thetas, chunk_size=4)
     assert subject._vmap_ok  # the batched path was used
     loop = [subject.evaluate(t) for t in thetas]
@@ -116,11 +121,13 @@ def test_update_bn_matches_torch_cumulative_average():
 
 def test_pinn_batched_equals_loop_and_grad_matches_finite_differences():
     subject = pinn_convection(beta=5.0, n_f=200)
-    thetas = subject.theta0 + 0.05 * torch.randn(5, subject.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(5, subject.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    thetas = subject.theta0 + 0.05 * noise
     np.testing.assert_allclose(subject.losses(thetas), [subject.loss(t) for t in thetas], rtol=1e-10)
     direction = torch.randn(subject.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     eps = 1e-6
-    numeric = (subject.loss(subject.theta0 + eps * direction) - subject.loss(subject.theta0 - eps * direction)) / (2 * eps)
+    up, down = subject.loss(subject.theta0 + eps * direction), subject.loss(subject.theta0 - eps * direction)
+    numeric = (up - down) / (2 * eps)
     assert float(subject.grad(subject.theta0) @ direction) == pytest.approx(numeric, rel=1e-6)
 
 

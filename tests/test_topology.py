@@ -5,8 +5,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from lossatlas.topology import (delaunay_edges, gabriel_edges, grid_edges, knn_edges, lower_star_pairs, merge_tree,
-                                representation_edges)
+from lossatlas.topology import (
+    delaunay_edges,
+    gabriel_edges,
+    grid_edges,
+    knn_edges,
+    lower_star_pairs,
+    merge_tree,
+    representation_edges,
+)
+from lossatlas.topology.barcode import minima_barcode
+from lossatlas.topology.union_find import ElderUnionFind
 
 
 def _sorted(pairs):
@@ -105,10 +114,12 @@ def test_property_saddles_are_minima_minus_one_on_a_connected_grid(field):
 @given(arrays(np.float64, st.tuples(st.integers(2, 10), st.integers(2, 10)),
               elements=st.floats(-10, 10, allow_nan=False)))
 def test_property_pairs_follow_monotone_transforms(field):
-    transform = lambda v: v**3 + 2 * v  # noqa: E731 - strictly increasing
+    def transform(v):
+        return v**3 + 2 * v  # strictly increasing
     edges = grid_edges(field.shape)
     before, after = merge_tree(field.ravel(), edges), merge_tree(transform(field).ravel(), edges)
-    a, b = np.lexsort(before.pair_vertices.T), np.lexsort(after.pair_vertices.T)  # same pairs, order by persistence may change
+    # same pairs; their order by persistence may change
+    a, b = np.lexsort(before.pair_vertices.T), np.lexsort(after.pair_vertices.T)
     np.testing.assert_array_equal(before.pair_vertices[a], after.pair_vertices[b])
     np.testing.assert_allclose(after.pairs[b], transform(before.pairs[a]))
 
@@ -123,3 +134,50 @@ def test_ttk_backend_matches_native_when_installed():
     ttk = merge_tree_ttk(field)
     assert ttk.n_saddles == native.n_saddles
     np.testing.assert_allclose(np.sort(ttk.pairs[:, 1]), np.sort(native.pairs[:, 1]), rtol=0.02)
+
+
+def test_elder_union_find_keeps_the_elder_root_by_order():
+    components = ElderUnionFind(5, [3, 0, 4, 1, 2])  # element 1 is the eldest, then 3, 4, 0, 2
+    assert components.union(0, 2) == (0, 2)
+    assert components.union(2, 3) == (3, 0)  # roots 0 and 3: 3 comes first
+    assert components.union(0, 2) is None and components.union(3, 2) is None
+    assert components.find(2) == 3
+    assert components.union(4, 1) == (1, 4)
+    assert components.union(2, 4) == (1, 3)
+    assert [components.find(i) for i in range(5)] == [1] * 5
+    n = 20000  # a chain as deep as it gets: no recursion, then compressed
+    chain = ElderUnionFind(n, -np.arange(n))
+    assert all(chain.union(i, i + 1) == (i + 1, i) for i in range(n - 1))
+    assert chain.find(0) == n - 1 and chain.parent[0] == n - 1
+
+
+def _gudhi_graph_pairs(values, edges, weights):
+    """0-dim pairs of a graph filtration straight from gudhi: vertices at values, edges at weights."""
+    tree = gudhi.SimplexTree()
+    for vertex, value in enumerate(values):
+        tree.insert([vertex], float(value))
+    for (a, b), weight in zip(edges, weights):
+        if a != b:
+            tree.insert([int(a), int(b)], float(weight))
+    tree.compute_persistence(persistence_dim_max=False)
+    pairs = tree.persistence_intervals_in_dimension(0)
+    return pairs[pairs[:, 1] > pairs[:, 0]]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_elder_rule_pairs_equal_gudhi_on_random_graphs(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 80))
+    values = rng.normal(size=n)
+    if seed % 2:
+        values = np.round(values, 1)  # ties, broken by index
+    edges = rng.integers(0, n, size=(int(rng.integers(1, 3 * n)), 2))
+    edges[0] = (0, 1)  # at least one proper edge
+    lower_star = np.maximum(values[edges[:, 0]], values[edges[:, 1]])
+    tree = merge_tree(values, edges)
+    np.testing.assert_array_equal(_sorted(tree.pairs), _sorted(_gudhi_graph_pairs(values, edges, lower_star)))
+    weights = lower_star + np.round(rng.uniform(0, 1, len(edges)), 1) * (seed % 3 > 0)
+    weights[rng.uniform(size=len(edges)) < 0.1] = np.inf  # impassable: never joins anything
+    barcode = minima_barcode(values, edges, weights)
+    np.testing.assert_array_equal(_sorted(barcode.bars), _sorted(_gudhi_graph_pairs(values, edges, weights)))
+    np.testing.assert_array_equal(barcode.bars[:, 0], values[barcode.minima])

@@ -25,7 +25,6 @@ from torch import nn
 from lossatlas import ModuleSubject
 from lossatlas.directions import random_directions
 from lossatlas.problems import pinn_convection, resnet, resnet20
-from lossatlas.subjects import _unflatten
 
 from .common import Section, Target, interleaved_best, log, table
 
@@ -51,8 +50,7 @@ def random32_subject(n: int) -> ModuleSubject:
 def _load(subject, theta) -> None:
     """What a user writes: the point's tensors into a state dict, loaded into the model."""
     state = subject.model.state_dict()
-    state.update(_unflatten(theta, subject._params))
-    state.update(_unflatten(subject.buffers0, subject._float_buffers))
+    state.update(subject.unflatten(theta, subject.buffers0))
     subject.model.load_state_dict(state)
 
 

@@ -46,7 +46,8 @@ def _compare(subject, epochs: int, probes: int, repeat: int = 1) -> tuple[list[s
     limited to one thread by threadpoolctl, for both sides); best of ``repeat`` alternating runs
     (both sides are seeded, so every run gives the same numbers)."""
     with Store.memory() as store:
-        (minimum,) = train_minima(store, subject, Recipe(lr=0.05, epochs=epochs, batch_size=64), seeds=[0], progress=False)
+        recipe = Recipe(lr=0.05, epochs=epochs, batch_size=64)
+        (minimum,) = train_minima(store, subject, recipe, seeds=[0], progress=False)
     theta, buffers = minimum.theta, minimum.buffers
     reference, _ = top_eigenpairs(HessianOperator(subject, theta, buffers), 2, 1e-8, seed=1, max_restarts=1000)
     best = {}
@@ -64,7 +65,8 @@ def _compare(subject, epochs: int, probes: int, repeat: int = 1) -> tuple[list[s
     results = {"pyhessian": (py["hvp_count"], f"{py['eigenvalues'][0]:.5g}, {py['eigenvalues'][1]:.5g} "
                                               f"({error(py['eigenvalues']):.1e})",
                              f"{py['trace']:.4g} ± {py['trace_stderr']:.2g}"),
-               "native": (count, f"{values[0]:.5g}, {values[1]:.5g} ({error(values):.1e})", f"{trace:.4g} ± {stderr:.2g}")}
+               "native": (count, f"{values[0]:.5g}, {values[1]:.5g} ({error(values):.1e})",
+                          f"{trace:.4g} ± {stderr:.2g}")}
     rows, speedups = [], {}
     for blas in ("default", "1"):
         for backend in ("pyhessian", "native"):
@@ -81,7 +83,8 @@ def _compare(subject, epochs: int, probes: int, repeat: int = 1) -> tuple[list[s
 TARGET = 1.5
 
 
-def run(quick: bool = False, n_train: int | None = None, epochs: int | None = None, probes: int | None = None) -> Section:
+def run(quick: bool = False, n_train: int | None = None, epochs: int | None = None,
+        probes: int | None = None) -> Section:
     n_train = n_train or (200 if quick else 500)
     epochs = epochs or (1 if quick else 3)
     probes = probes or (20 if quick else 50)

@@ -31,10 +31,10 @@ def run(quick: bool = False, epochs: int | None = None) -> Section:
         t_minimum, _ = timed(lambda: train_minima(store, subject, recipe, seeds=[0], progress=False))
         t_retrain, samples = timed(lambda: jump_and_retrain(store, subject, epochs=epochs, recipe={"batch_size": 64},
                                                             progress=False))
-    t_phate, (_, potential) = timed(lambda: phate_embedding(samples.thetas, 5, 40.0, 2000, 0))
+    t_phate, (_, potential) = timed(lambda: phate_embedding(samples["thetas"], 5, 40.0, 2000, 0))
 
     def topology():
-        d0, d1 = graph_diagrams(samples.losses, potential_knn_edges(potential, 20))
+        d0, d1 = graph_diagrams(samples["losses"], potential_knn_edges(potential, 20))
         return total_persistence(d0), total_persistence(d1)
 
     t_topology, persistence = timed(topology)
@@ -43,7 +43,7 @@ def run(quick: bool = False, epochs: int | None = None) -> Section:
     section.text.append(
         f"ResNet-20 (skip) on digits: training the minimum ({minimum_epochs} epochs, SGD, cosine) took "
         f"{t_minimum:.1f} s; jump and retrain from it, 16 runs (4 seeds × 4 step sizes) of {epochs} epochs, "
-        f"{len(samples.losses)} samples, then PHATE and the kNN-graph persistence, took {total:.1f} s: "
+        f"{len(samples['losses'])} samples, then PHATE and the kNN-graph persistence, took {total:.1f} s: "
         f"**{total / t_minimum:.1f}× one minimum** ({t_retrain / t_minimum:.1f}× for the retraining alone; "
         f"16 runs of {epochs} epochs are {16 * epochs / minimum_epochs:.0f} minima's worth of epochs). "
         f"Total persistence D0 {persistence[0]:.4g}, D1 {persistence[1]:.4g}. No target: the issue asks for the ratio.")

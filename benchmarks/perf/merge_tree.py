@@ -109,9 +109,9 @@ def run(quick: bool = False, landscaper_python: str = LANDSCAPER_PYTHON) -> Sect
             diagram = gudhi_cubical(values)
             np.testing.assert_allclose(_rows(tree.pairs), _rows(diagram), rtol=1e-12)
             assert tree.n_minima == len(diagram)
-            sides = {"image": lambda: ours_image(values), "gudhi": lambda: gudhi_cubical(values)}
+            sides = {"image": lambda v=values: ours_image(v), "gudhi": lambda v=values: gudhi_cubical(v)}
             if n <= 101:
-                sides["gabriel"] = lambda: ours_gabriel(values, points)
+                sides["gabriel"] = lambda v=values, p=points: ours_gabriel(v, p)
             timings[n] = interleaved_best(sides, 5 if n <= 101 else 2)
             timings[n]["minima"] = tree.n_minima
             timings[n]["gabriel minima"] = ours_gabriel(values, points).n_minima if n <= 101 else None

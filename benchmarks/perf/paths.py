@@ -1,4 +1,4 @@
-"""Cost of one optimized path between two minima vs training one minimum (seed 002 §3.3:
+"""Cost of one optimized path between two minima vs training one minimum (Barannikov et al. 2025, §3.3:
 "the time budget for a path optimization is similar to ... a single training").
 
     python -m benchmarks.perf --only paths
@@ -36,20 +36,18 @@ def run(quick: bool = False, epochs: int | None = None) -> Section:
     with Store.memory() as store:
         t_min, _ = timed(lambda: train_minima(store, subject, recipe, seeds=[0], progress=False))
         minima = train_minima(store, subject, recipe, seeds=[0, 1], progress=False)
-        config = {"path": "polychain", "n_images": 21, "string_steps": 0, "string_lr": 0.0, "bends": 1,
-                  "curve_epochs": epochs, "curve_lr": 0.01, "weight_decay": 0.0, "batch_size": 64, "n_eval": 61,
-                  "seed": 0}
-        t_path, _ = timed(lambda: connect_minima(store, subject, np.stack([m.theta for m in minima]), config,
-                                                 progress=False))
+        config = {"path_kind": "polychain", "bends": 1, "curve_epochs": epochs, "curve_lr": 0.01,
+                  "weight_decay": 0.0, "batch_size": 64, "n_eval": 61, "seed": 0}
+        t_path, _ = timed(lambda: connect_minima(store, subject, np.stack([m.theta for m in minima]), progress=False,
+                                                 **config))
     rows.append([f"{subject.name} ({epochs} epochs each)", f"{t_min:.1f}", f"{t_path:.1f}", f"{t_path / t_min:.2f}"])
     subject = himmelblau()
     minima = np.array([p for p, _ in subject.critical_points["minima"][:2]])
     recipe = Recipe(optimizer="sgd", lr=0.01, momentum=0.0, epochs=1, steps_per_epoch=2000)
     t_min, _ = timed(lambda: subject.train(torch.tensor([0.5, 0.5], dtype=torch.float64), recipe, 0, progress=False))
-    config = {"path": "string", "n_images": 21, "string_steps": 2000, "string_lr": 0.01, "bends": 1, "curve_epochs": 1,
-              "curve_lr": 0.01, "weight_decay": 0.0, "batch_size": 64, "n_eval": 61, "seed": 0}
+    config = {"path_kind": "string", "n_images": 21, "string_steps": 2000, "string_lr": 0.01, "n_eval": 61, "seed": 0}
     with Store.memory() as store:
-        t_path, _ = timed(lambda: connect_minima(store, subject, minima, config, progress=False))
+        t_path, _ = timed(lambda: connect_minima(store, subject, minima, progress=False, **config))
     rows.append(["himmelblau (2000 GD steps vs string)", f"{t_min:.2f}", f"{t_path:.2f}", f"{t_path / t_min:.2f}"])
     section.tables.append(table(["subject", "one minimum s", "one path s", "path / minimum"], rows))
     return section

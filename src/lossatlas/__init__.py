@@ -22,16 +22,19 @@ _LAZY = {
     "Subject": "lossatlas.subjects",
     "Recipe": "lossatlas.training",
     "Analyzer": "lossatlas.analyzer",
-    "analyze": "lossatlas.analyzer",
+    "analyze": "lossatlas.analysis",
     "train_minima": "lossatlas.samplers",
+    "obtain": "lossatlas.sampling",
+    "Sample": "lossatlas.sampling",
+    "Metric": "lossatlas.analyzer",
     "LossatlasError": "lossatlas.errors",
     "StoreError": "lossatlas.errors",
     "ConfigError": "lossatlas.errors",
     "DataError": "lossatlas.errors",
     "NonFiniteLossError": "lossatlas.errors",
 }
-_SUBMODULES = {"problems", "methods", "registry", "testing", "samplers", "store", "subjects", "topology", "hessian",
-               "directions"}
+_SUBMODULES = {"problems", "methods", "registry", "testing", "samplers", "sampling", "store", "subjects", "topology",
+               "hessian", "directions", "params", "analyzer", "analysis"}
 
 
 def __getattr__(name: str):

@@ -1,108 +1,128 @@
-"""The analyzer contract and ``analyze``, the one entry point that runs a method on a subject.
+"""The analyzer contract: a new landscape metric is one class in one module.
 
-An analyzer is a class with a ``name``, keyword-only ``__init__`` parameters with defaults
-(listed by ``get_params``), declared ``constraints``, the samples it ``needs``, ``produce``
-(make missing samples in the store), ``run`` (compute metrics and arrays) and ``plot``.
-The base class owns the lifecycle: validation, caching by parameters, provenance, writing.
+An analyzer declares, once, everything the framework needs:
+
+* its parameters, as annotated class attributes with a default and a constraint
+  (``k: int = param(2, Interval(int, 1))``); the class becomes a frozen keyword-only dataclass,
+  so listing, validating, cloning and round-tripping parameters to TOML are mechanical;
+* ``scope``: "minimum" (one result per trained minimum, chosen by its ``minimum`` parameter) or
+  "subject" (one result from all minima of a subject, e.g. the loss barcode);
+* ``metrics``: name -> ``Metric`` (description, higher_is_better, kind "measure" or "diagnostic"),
+  so reports compare measures and leave bookkeeping out;
+* ``views``: name -> drawer ``draw(ax, result)``, the figures it contributes to reports;
+* ``requests(subject)``: the samples it needs (``lossatlas.samplers``), produced by the driver;
+* ``compute(subject, samples)``: pure, samples in, (metrics, arrays) out.
+
+``lossatlas.analyze`` runs it; nothing else is needed for its figures and metrics to appear in
+reports.
 """
 from __future__ import annotations
 
-import inspect
-import json
-import time
-from typing import ClassVar
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, ClassVar
 
 import numpy as np
 
-from .errors import ConfigError
-from .params import check_known, validate
-from .provenance import canonical_json, config_key, now, versions
-from .store import Result, Store
-from .subjects import Subject
+from .params import check_known, constraints_of, validate_fields
+from .plots import is_3d
+
+SCOPES = ("minimum", "subject")
+KINDS = ("measure", "diagnostic")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What a metric means: ``higher_is_better`` (None: no preferred direction) and ``kind``
+    ("measure": a landscape property worth comparing; "diagnostic": bookkeeping such as counts
+    of Hessian-vector products, kept out of comparisons)."""
+
+    description: str
+    higher_is_better: bool | None = None
+    kind: str = "measure"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def measure(description: str, higher_is_better: bool | None = None) -> Metric:
+    return Metric(description, higher_is_better, "measure")
+
+
+def diagnostic(description: str) -> Metric:
+    return Metric(description, None, "diagnostic")
 
 
 class Analyzer:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    needs: ClassVar[tuple[str, ...]] = ()
-    constraints: ClassVar[dict] = {}
+    scope: ClassVar[str] = "minimum"
+    metrics: ClassVar[dict[str, Metric]] = {}
+    views: ClassVar[dict[str, Callable]] = {}
     smoke_params: ClassVar[dict] = {}  # fast settings for conformance checks and smoke runs
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        dataclasses.dataclass(frozen=True, kw_only=True)(cls)
+
+    def __post_init__(self):
+        validate_fields(self, type(self).__name__)
+        self.check()
+
+    # -- parameters ------------------------------------------------------------------------------
     @classmethod
     def defaults(cls) -> dict:
-        """Parameter names and defaults, read from the ``__init__`` signature."""
-        signature = inspect.signature(cls.__init__)
-        params = {}
-        for pname, p in signature.parameters.items():
-            if pname == "self":
-                continue
-            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is p.empty:
-                raise TypeError(f"{cls.__name__}.__init__ must take only keyword parameters with defaults; see {pname!r}.")
-            params[pname] = p.default
-        return params
+        """Parameter names and defaults."""
+        return {f.name: f.default for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def constraints(cls) -> dict:
+        return constraints_of(cls)
 
     @classmethod
     def from_params(cls, params: dict) -> "Analyzer":
-        """Check names and constraints before any work, then construct."""
+        """Check names, constraints and cross-parameter rules before any work, then construct."""
         check_known(f"method {cls.name!r}", params, cls.defaults())
-        merged = {**cls.defaults(), **params}
-        validate(cls.__name__, merged, cls.constraints)
         return cls(**params)
 
     def get_params(self) -> dict:
-        return {pname: getattr(self, pname) for pname in self.defaults()}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
-    # -- to implement ---------------------------------------------------------------------------
-    def produce(self, store: Store, subject: Subject) -> None:
-        """Make the samples this method needs that the store does not hold yet (resumable)."""
+    def check(self) -> None:
+        """Rules across parameters (each parameter's own constraint is already checked)."""
 
-    def run(self, store: Store, subject: Subject) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        """Compute (metrics, arrays) from the store's samples."""
+    # -- to implement ----------------------------------------------------------------------------
+    def requests(self, subject) -> dict:
+        """name -> a sample request (``lossatlas.samplers``); the driver produces them first."""
+        return {}
+
+    def compute(self, subject, samples: dict) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        """(metrics, arrays) from the samples alone: the same samples give the same output."""
         raise NotImplementedError
 
-    def plot(self, result: Result, ax=None):
-        """Draw the result; returns the matplotlib Figure."""
-        raise NotImplementedError
+    # -- drawing ---------------------------------------------------------------------------------
+    @classmethod
+    def info(cls) -> dict:
+        """What the report needs without this class: recorded with every result."""
+        return {"scope": cls.scope, "views": {name: is_3d(draw) for name, draw in cls.views.items()},
+                "metrics": {name: metric.to_dict() for name, metric in cls.metrics.items()}}
 
+    def plot(self, result, ax=None, view: str | None = None):
+        """Draw ``view`` (default: the first) on ``ax``, or every view side by side in a new
+        figure when no ``ax`` is given; returns the Figure."""
+        if not self.views:
+            raise NotImplementedError(f"{type(self).__name__} declares no views.")
+        if ax is not None:
+            name = view or next(iter(self.views))
+            self.views[name](ax, result)
+            return ax.figure
+        import matplotlib.pyplot as plt
 
-def result_key(params: dict) -> str:
-    """Results are cached per parameter set: the key is a hash of the canonical parameters."""
-    return config_key(params)
+        names = [view] if view else list(self.views)
+        figure = plt.figure(figsize=(4.2 * len(names), 3.8), layout="constrained")
+        for index, name in enumerate(names):
+            axis = figure.add_subplot(1, len(names), index + 1, projection="3d" if is_3d(self.views[name]) else None)
+            self.views[name](axis, result)
+        figure.suptitle(result.subject)
+        return figure
 
-
-def analyze(store: Store, subject: Subject, method, **params) -> Result:
-    """Run ``method`` (a registered name or an Analyzer class) on ``subject``.
-
-    Produces the missing samples, runs the analyzer, writes the result with its parameters,
-    seed, versions and wall time, and returns it. If the store already holds a result for the
-    same parameters it is returned as is (a rerun is a no-op).
-    """
-    from . import registry
-    from .samplers import register
-
-    cls = registry.get(method) if isinstance(method, str) else method
-    if not (isinstance(cls, type) and issubclass(cls, Analyzer)):
-        raise ConfigError(f"method must be a registered name or an Analyzer subclass; got {method!r}.")
-    analyzer = cls.from_params(params)
-    full = json.loads(canonical_json(analyzer.get_params()))  # as the store will give it back
-    key = result_key(full)
-    register(store, subject)
-    if store.has_result(subject.name, cls.name, key):
-        return store.read_result(subject.name, cls.name, key)
-    start = time.perf_counter()
-    analyzer.produce(store, subject)
-    metrics, arrays = analyzer.run(store, subject)
-    result = Result(
-        method=cls.name,
-        subject=subject.name,
-        params=full,
-        metrics={k: float(v) for k, v in metrics.items()},
-        arrays={k: np.asarray(v) for k, v in arrays.items()},
-        seed=full.get("seed"),
-        versions=versions(),
-        created=now(),
-        wall_time_s=time.perf_counter() - start,
-        key=key,
-    )
-    store.write_result(result)
-    return result

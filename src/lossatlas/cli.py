@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
@@ -49,10 +50,11 @@ def _methods(args) -> int:
         print("No analyzers installed (entry-point group 'lossatlas.methods').")
     for name in names:
         cls = registry.get(name)
-        print(f"{name}: {cls.description}")
-        for pname, default in cls.defaults().items():
-            constraint = cls.constraints.get(pname)
-            print(f"    {pname} = {default!r}" + (f"  ({constraint})" if constraint else ""))
+        print(f"{name} (one result per {cls.scope}): {cls.description}")
+        for field in dataclasses.fields(cls):
+            constraint, doc = field.metadata.get("constraint"), field.metadata.get("doc")
+            print(f"    {field.name} = {field.default!r}" + (f"  ({constraint})" if constraint else "")
+                  + (f"  # {doc}" if doc else ""))
     return 0
 
 
@@ -115,7 +117,8 @@ def _run_one(plan, out: Path, store_path: Path) -> Path:
         logger.removeHandler(handler)
         handler.close()
     print(f"{plan.record_name}: done in {time.perf_counter() - start:.1f} s; store {store_path}")
-    print((folder / "report.md").read_text(encoding="utf-8").split("## Method comparison")[0].split("## Seed claims")[-1])
+    report = (folder / "report.md").read_text(encoding="utf-8")
+    print(report.split("## Method comparison")[0].split("## Paper claims")[-1])
     return folder
 
 

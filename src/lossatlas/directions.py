@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
+from .hessian import HessianOperator, top_eigenpairs
 
 KINDS = ("random", "hessian", "axes")
 
@@ -38,7 +39,7 @@ def filter_normalize(direction: torch.Tensor, theta: torch.Tensor, layout, inclu
 def random_directions(subject, center: torch.Tensor, seed: int, include_bn: bool = False) -> torch.Tensor:
     """Two seeded Gaussian directions, filter-normalized at ``center``; rows of a (2, dim) tensor."""
     generator = torch.Generator().manual_seed(int(seed))
-    layout = getattr(subject, "_params", None)
+    layout = subject.param_layout
     rows = [filter_normalize(torch.randn(subject.dim, generator=generator, dtype=center.dtype), center, layout,
                              include_bn) for _ in range(2)]
     return torch.stack(rows)
@@ -48,14 +49,12 @@ def hessian_directions(subject, center: torch.Tensor, buffers, seed: int, tol: f
     """The top-2 Hessian eigenvectors at ``center`` (Yao et al. 2020), scaled to the norm of
     ``center`` for modules (so a span of 1 is a move as large as the parameters themselves, as
     with filter-normalized directions) and to unit norm for plain functions."""
-    from .hessian import HessianOperator, top_eigenpairs
-
     if subject.dim < 3:
         raise ConfigError(f"Hessian directions need more than 2 parameters; {subject.name} has {subject.dim}: "
                           "use directions='axes'.")
     op = HessianOperator(subject, center, buffers)
     _, vectors = top_eigenpairs(op, 2, tol, seed, max_restarts=1000)
-    scale = float(center.norm()) if getattr(subject, "_params", None) is not None else 1.0
+    scale = float(center.norm()) if subject.param_layout is not None else 1.0
     return torch.as_tensor(vectors, dtype=center.dtype) * (scale if scale > 0 else 1.0)
 
 

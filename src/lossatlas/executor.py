@@ -20,7 +20,6 @@ import os
 from typing import Any, Callable, Iterator, Sequence
 
 from .errors import ConfigError
-from .progress import bar as progress_bar
 
 EXECUTORS = ("local", "dask")
 
@@ -48,9 +47,9 @@ class LocalExecutor:
     def __init__(self, threads: int | None = None):
         self.threads = threads
 
-    def map(self, fn: Callable, tasks: Sequence, shared: Sequence = (), desc: str = "", progress: bool = False
-            ) -> Iterator[tuple[int, Any]]:
-        """Yields ``(index, fn(*shared, tasks[index]))``; here in order."""
+    def map(self, fn: Callable, tasks: Sequence, shared: Sequence = ()) -> Iterator[tuple[int, Any]]:
+        """Yields ``(index, fn(*shared, tasks[index]))``; here in order. Progress is the caller's
+        (the sampling driver's)."""
         for index, task in enumerate(tasks):
             yield index, fn(*shared, task)
 
@@ -97,22 +96,21 @@ class DaskExecutor(LocalExecutor):
             self._owned.insert(0, client)
         self.client = client
 
-    def map(self, fn, tasks, shared=(), desc="", progress=False):
+    def map(self, fn, tasks, shared=()):
         from distributed import as_completed
 
         if not len(tasks):
             return
         # Large shared inputs (the subject with its data, a grid's directions) travel once per worker.
-        shared = [self.client.scatter(obj, broadcast=True, hash=False) for obj in shared]
+        # Each is scattered whole (in a one-item list: a dict, such as a sample's header, would be
+        # scattered value by value).
+        shared = [self.client.scatter([obj], broadcast=True, hash=False)[0] for obj in shared]
         futures = {self.client.submit(_call, fn, self.threads, task, *shared, pure=False): index
                    for index, task in enumerate(tasks)}
-        bar = progress_bar(total=len(futures), desc=f"{desc} (dask)", enabled=progress)
         try:
             for future in as_completed(futures):
                 yield futures[future], future.result()  # a task's exception is raised here
-                bar.update(1)
         finally:
-            bar.close()
             for future in futures:  # the coordinator stopped early: nothing keeps computing
                 future.cancel()
 
@@ -127,13 +125,13 @@ def _call(fn, threads, task, *shared):
     return fn(*shared, task)
 
 
-_current: contextvars.ContextVar[LocalExecutor] = contextvars.ContextVar("lossatlas_executor",
-                                                                          default=LocalExecutor())
+_LOCAL = LocalExecutor()
+_current: contextvars.ContextVar[LocalExecutor | None] = contextvars.ContextVar("lossatlas_executor", default=None)
 
 
 def current() -> LocalExecutor:
     """The executor the samplers use now (local unless inside ``use``)."""
-    return _current.get()
+    return _current.get() or _LOCAL
 
 
 @contextlib.contextmanager

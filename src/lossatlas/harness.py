@@ -15,8 +15,8 @@
                                     # factor (default: [report] factor; any problem parameter)
     [scales.<smoke|cpu|paper>]      # per-scale overrides of seeds, params, variants, minima, methods
 
-Methods with a ``minimum`` parameter run at every trained minimum; the others (the loss barcode,
-which joins all minima of a subject) once per subject. ``execute`` records the plan and the key
+Analyzers of scope "minimum" run at every trained minimum; those of scope "subject" (the loss
+barcode, which joins all minima of a subject) once per subject. ``execute`` records the plan and the key
 of every result in the store (``/benchmarks/<name>_<scale>``), so the report is rebuilt from the
 store alone.
 """
@@ -30,8 +30,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import problems, registry
+from .analysis import analyze
 from .errors import ConfigError
+from .params import check_known, check_table
 from .progress import bar as progress_bar
+from .samplers import train_minima
 from .training import Recipe
 
 if sys.version_info >= (3, 11):
@@ -168,20 +171,17 @@ def execute(plan: Plan, store, progress: bool = True) -> dict:
     """Train the minima of every subject and run every method at each of them (or once per
     subject); returns the benchmark record, which is also written to the store after every step.
     Independent work inside each step runs on the current executor (``lossatlas.executor``)."""
-    from .analyzer import analyze
-    from .samplers import train_minima
-
-    per_minimum = [label for label, m in plan.methods.items() if runs_per_minimum(m["analyzer"])]
+    per_minimum = [label for label, m in plan.methods.items() if registry.get(m["analyzer"]).scope == "minimum"]
     per_subject = [label for label in plan.methods if label not in per_minimum]
     tasks = len(plan.subjects) * (len(plan.seeds) * (1 + len(per_minimum)) + len(per_subject))
     record = {**plan.to_record(), "runs": []}
     overall = progress_bar(total=tasks, desc=plan.record_name, enabled=progress, leave=True, position=0)
 
-    def step(stage: str, work, tasks: int = 1):
+    def step(stage: str, tasks: int, work, /, *args, **kwargs):
         overall.set_postfix_str(stage)
         start = time.perf_counter()
         log.info("start %s", stage)
-        value = work()
+        value = work(*args, **kwargs)
         log.info("done  %s (%.1f s)", stage, time.perf_counter() - start)
         overall.update(tasks)
         return value
@@ -189,34 +189,27 @@ def execute(plan: Plan, store, progress: bool = True) -> dict:
     for params in plan.subjects:
         subject = problems.build(plan.problem, **params)
         variant = {key: params[key] for key in plan.variants}
-        minima = step(f"{subject.name} minima", lambda: train_minima(store, subject, plan.recipe, plan.seeds,
-                                                                     progress=progress), len(plan.seeds))
+        minima = step(f"{subject.name} minima", len(plan.seeds), train_minima, store, subject, plan.recipe, plan.seeds,
+                      progress=progress)
         subject_results = {}
         runs = [{"subject": subject.name, "variant": variant, "seed": m.seed, "minimum": m.index, "results": {}}
                 for m in minima]
         for run in runs:
             for label in per_minimum:
                 method = plan.methods[label]
-                result = step(f"{subject.name} {label} @ minimum {run['minimum']}",
-                              lambda: analyze(store, subject, method["analyzer"],
-                                              **{"minimum": run["minimum"], **method["params"]}))
+                result = step(f"{subject.name} {label} @ minimum {run['minimum']}", 1, analyze, store, subject,
+                              method["analyzer"], progress, **{"minimum": run["minimum"], **method["params"]})
                 run["results"][label] = result.key
         for label in per_subject:
             method = plan.methods[label]
-            subject_results[label] = step(f"{subject.name} {label}",
-                                          lambda: analyze(store, subject, method["analyzer"], **method["params"])).key
+            subject_results[label] = step(f"{subject.name} {label}", 1, analyze, store, subject, method["analyzer"],
+                                          progress, **method["params"]).key
         for run in runs:
             run["results"].update(subject_results)
         record["runs"] += runs
         store.write_benchmark(plan.record_name, record)
     overall.close()
     return record
-
-
-def runs_per_minimum(analyzer: str) -> bool:
-    """Analyzers with a ``minimum`` parameter look at one minimum; the others (the loss barcode)
-    at all minima of a subject together."""
-    return "minimum" in registry.get(analyzer).defaults()
 
 
 def _merge(base: dict, overrides: dict) -> dict:
@@ -227,13 +220,8 @@ def _merge(base: dict, overrides: dict) -> dict:
 
 
 def _table(config: dict, key: str, source: str) -> dict:
-    value = config.get(key, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"{source}: {key!r} must be a table; got {type(value).__name__}.")
-    return value
+    return check_table(f"{source}: {key!r}", config.get(key, {}))
 
 
 def _known(where: str, given: dict, valid, what: str) -> None:
-    unknown = sorted(set(given) - set(valid))
-    if unknown:
-        raise ConfigError(f"{where}: unknown {what}(s) {unknown}; valid: {sorted(valid)}.")
+    check_known(where, given, valid, what)

@@ -26,8 +26,8 @@ class HessianOperator:
 
     def __init__(self, subject, theta, buffers=None):
         self.subject = subject
-        self.theta = subject._as_theta(theta)
-        self.buffers = subject._buffers(self.theta, buffers)
+        self.theta = subject.as_theta(theta)
+        self.buffers = subject.buffers_at(self.theta, buffers)
         self.dim = subject.dim
         self.count = 0
 
@@ -56,7 +56,8 @@ def _blas_single_threaded(solver):
 
 
 @_blas_single_threaded
-def top_eigenpairs(op: HessianOperator, k: int, tol: float, seed: int, max_restarts: int) -> tuple[np.ndarray, np.ndarray]:
+def top_eigenpairs(op: HessianOperator, k: int, tol: float, seed: int,
+                   max_restarts: int) -> tuple[np.ndarray, np.ndarray]:
     """The k algebraically largest eigenvalues (descending) and unit eigenvectors (rows).
 
     Implicitly restarted Lanczos (ARPACK through scipy's ``eigsh``), started from a seeded
@@ -176,20 +177,17 @@ def pyhessian_spectrum(subject, theta, buffers, k: int, tol: float, max_iter: in
 
     from pyhessian import hessian as PyHessian
 
-    from .subjects import ModuleSubject, _unflatten
-
-    if type(subject)._batch_loss is not ModuleSubject._batch_loss:
-        raise ConfigError(f"The pyhessian backend needs a plain model + criterion subject; {subject.name} has a custom loss.")
+    if not subject.is_plain_criterion:
+        raise ConfigError(f"The pyhessian backend needs a plain model + criterion subject; {subject.name} has a "
+                          "custom loss.")
     model = copy.deepcopy(subject.model).float()
-    theta = subject._as_theta(theta)
+    theta = subject.as_theta(theta)
     with torch.no_grad():
-        for (name, param), value in zip(model.named_parameters(), _unflatten(theta, subject._params).values()):
-            param.copy_(value)
-        named = dict(model.named_buffers())
-        for name, value in _unflatten(subject._buffers(theta, buffers), subject._float_buffers).items():
-            named[name].copy_(value)
-    inputs, targets = subject.data
-    batches = [(x.float() if x.is_floating_point() else x, y) for (x, y), _ in subject._eval_batches((inputs, targets))]
+        state = subject.unflatten(theta, subject.buffers_at(theta, buffers))
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            if name in state:  # integer buffers (num_batches_tracked) are not in the flat vectors
+                tensor.copy_(state[name])
+    batches = [(x.float() if x.is_floating_point() else x, y) for (x, y), _ in subject.eval_batches()]
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         # pyhessian calls backward(create_graph=True) on the model copy, which is discarded after
         warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")

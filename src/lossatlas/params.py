@@ -1,25 +1,39 @@
-"""Declared parameter constraints, checked before any work (scikit-learn's convention).
+"""One validation system: declared constraints, checked before any work (scikit-learn's convention).
 
-One message format everywhere:
+Analyzer parameters, sample requests, training recipes, problem parameters and benchmark
+configs are all checked here, with one message format:
+
     The 'k' parameter of Hessian must be an int in [1, inf). Got 0.
+
+A parameter is declared once, as a dataclass field carrying its default and its constraint
+(``param(2, Interval(int, 1))``); ``validate_fields`` checks every field of an instance.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from numbers import Integral, Real
 
 from .errors import ConfigError
 
+_CLOSED = ("both", "left", "right", "neither")
+
 
 @dataclass(frozen=True)
 class Interval:
-    """An int or float in [low, high] (None = unbounded)."""
+    """An int or float between ``low`` and ``high`` (None = unbounded); ``closed`` says which
+    bounds belong to the interval ("both", "left", "right", "neither"), as in scikit-learn."""
 
     kind: type
     low: float | None = None
     high: float | None = None
+    closed: str = "both"
     allow_none: bool = False
+
+    def __post_init__(self):
+        if self.closed not in _CLOSED:
+            raise ValueError(f"closed must be one of {_CLOSED}; got {self.closed!r}.")
 
     def accepts(self, value) -> bool:
         if value is None:
@@ -30,12 +44,16 @@ class Interval:
             return False
         if not isinstance(value, Real) or not math.isfinite(value):
             return False
-        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+        left_closed, right_closed = self.closed in ("both", "left"), self.closed in ("both", "right")
+        above = self.low is None or (value >= self.low if left_closed else value > self.low)
+        below = self.high is None or (value <= self.high if right_closed else value < self.high)
+        return above and below
 
     def __str__(self) -> str:
         low = "-inf" if self.low is None else f"{self.low:g}"
         high = "inf" if self.high is None else f"{self.high:g}"
-        left, right = ("(" if self.low is None else "["), (")" if self.high is None else "]")
+        left = "[" if self.low is not None and self.closed in ("both", "left") else "("
+        right = "]" if self.high is not None and self.closed in ("both", "right") else ")"
         text = f"{'an int' if self.kind is int else 'a float'} in {left}{low}, {high}{right}"
         return text + (" or None" if self.allow_none else "")
 
@@ -45,12 +63,15 @@ class Options:
     """One of a fixed set of values."""
 
     values: tuple
+    allow_none: bool = False
 
     def accepts(self, value) -> bool:
+        if value is None:
+            return self.allow_none
         return any(value == v and type(value) is type(v) for v in self.values)
 
     def __str__(self) -> str:
-        return f"one of {list(self.values)}"
+        return f"one of {list(self.values)}" + (" or None" if self.allow_none else "")
 
 
 @dataclass(frozen=True)
@@ -64,15 +85,59 @@ class Boolean:
 
 @dataclass(frozen=True)
 class NumberList:
-    """A non-empty list whose every entry satisfies ``each`` (an Interval)."""
+    """A list whose every entry satisfies ``each`` (an Interval); non-empty unless ``min_len=0``;
+    ``allow_none``: None is accepted instead of a list."""
 
     each: Interval
+    min_len: int = 1
+    allow_none: bool = False
 
     def accepts(self, value) -> bool:
-        return isinstance(value, (list, tuple)) and len(value) > 0 and all(self.each.accepts(v) for v in value)
+        if value is None:
+            return self.allow_none
+        return (isinstance(value, (list, tuple)) and len(value) >= self.min_len
+                and all(self.each.accepts(v) for v in value))
 
     def __str__(self) -> str:
-        return f"a non-empty list, each {self.each}"
+        size = "a non-empty list" if self.min_len >= 1 else "a list"
+        return f"{size}, each {self.each}" + (" or None" if self.allow_none else "")
+
+
+@dataclass(frozen=True)
+class Vectors:
+    """A list of number vectors (parameter vectors, (low, high) bounds), each entry a list of
+    finite numbers; None when ``allow_none``. Shapes that depend on the subject are checked
+    against it when the work starts."""
+
+    allow_none: bool = True
+
+    def accepts(self, value) -> bool:
+        if value is None:
+            return self.allow_none
+        if not isinstance(value, (list, tuple)):
+            return False
+        try:
+            import numpy as np
+
+            array = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            return False
+        return array.ndim == 2 and array.size > 0 and bool(np.all(np.isfinite(array)))
+
+    def __str__(self) -> str:
+        return "a list of equal-length lists of finite numbers" + (" or None" if self.allow_none else "")
+
+
+def param(default, constraint, doc: str = ""):
+    """A declared parameter: its default and its constraint, in one place (a dataclass field)."""
+    if isinstance(default, list):
+        default = tuple(default)  # dataclasses refuse mutable defaults; configs give lists, both are accepted
+    return dataclasses.field(default=default, metadata={"constraint": constraint, "doc": doc})
+
+
+def constraints_of(cls) -> dict:
+    """name -> constraint of every declared field of a dataclass (class or instance)."""
+    return {f.name: f.metadata["constraint"] for f in dataclasses.fields(cls) if "constraint" in f.metadata}
 
 
 def validate(owner: str, params: dict, constraints: dict) -> None:
@@ -84,8 +149,56 @@ def validate(owner: str, params: dict, constraints: dict) -> None:
             )
 
 
-def check_known(owner: str, given, valid) -> None:
-    """Unknown names are an error that names them and lists the valid ones."""
+def validate_fields(instance, owner: str | None = None) -> None:
+    """Check every declared field of a dataclass instance against its constraint."""
+    values = {f.name: getattr(instance, f.name) for f in dataclasses.fields(instance)}
+    validate(owner or type(instance).__name__, values, constraints_of(instance))
+
+
+def check_known(owner: str, given, valid, what: str = "parameter") -> None:
+    """Unknown names (parameters, config keys, scales) are an error that names them and lists
+    the valid ones."""
     unknown = sorted(set(given) - set(valid))
     if unknown:
-        raise ConfigError(f"Unknown parameter(s) {unknown} for {owner}; valid parameters: {sorted(valid)}.")
+        raise ConfigError(f"Unknown {what}(s) {unknown} for {owner}; valid {what}s: {sorted(valid)}.")
+
+
+def check_table(owner: str, value, what: str = "a table") -> dict:
+    """A config value that must be a table (a dict)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{owner} must be {what}; got {type(value).__name__}.")
+    return value
+
+
+def from_annotation(annotation) -> object | None:
+    """A constraint from a builder's type annotation (``int``, ``float | None``, ``str``...), for
+    problem parameters that are declared by a function signature; None if not checkable."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    kinds = [k.strip() for k in str(text).split("|")]
+    allow_none = "None" in kinds
+    kinds = [k for k in kinds if k in _KINDS]
+    if len(kinds) != 1:
+        return None
+    return _KINDS[kinds[0]](allow_none)
+
+
+class _TypeOnly:
+    """A plain type (bool or str), optionally None."""
+
+    def __init__(self, kind: type, allow_none: bool):
+        self.kind, self.allow_none = kind, allow_none
+
+    def accepts(self, value) -> bool:
+        return (value is None and self.allow_none) or type(value) is self.kind
+
+    def __str__(self) -> str:
+        name = {bool: "a bool", str: "a str"}[self.kind]
+        return name + (" or None" if self.allow_none else "")
+
+
+_KINDS = {
+    "int": lambda none: Interval(int, allow_none=none),
+    "float": lambda none: Interval(float, allow_none=none),
+    "bool": lambda none: _TypeOnly(bool, none),
+    "str": lambda none: _TypeOnly(str, none),
+}

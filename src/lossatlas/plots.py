@@ -6,8 +6,9 @@ Three layers, so analyzers and benchmark reports share one drawing of each thing
   short title carrying the view's key metrics; they never raise on NaN/inf values or empty
   arrays (stored results of diverged or degenerate runs must still make a report) and write
   "no finite values" where nothing can be drawn;
-* ``VIEWS`` / ``draw_view``: the views of each analyzer by name, so a report can ask for
-  "contour" of a merge-tree result without knowing how it is drawn;
+* each analyzer names the drawers it contributes in its ``views`` (name -> drawer), and the
+  report lays out any analyzer's views without knowing them (3-D drawers say
+  ``projection = "3d"``);
 * composers: ``panel_figure`` (many views, e.g. one variant), ``comparison_figure`` (one view,
   variants side by side) and ``save_figure`` (reproducible PNG + PDF).
 """
@@ -17,13 +18,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-
-VIEWS: dict[str, tuple[str, ...]] = {
-    "merge-tree": ("contour", "surface", "merge_tree", "persistence"),
-    "loss-barcode": ("barcode",),
-    "jump-retrain": ("phate",),
-    "hessian": ("density",),
-}
 
 NO_DATA = "no finite values"
 
@@ -61,7 +55,7 @@ def prefix_title(ax, label: str, sep: str = ": ") -> None:
 
 
 def _clipped(loss: np.ndarray, clip_quantile: float | None) -> np.ndarray:
-    """Outlier clipping to "zoom" into small-scale structure (seed 001, Fig. 1 right); non-finite
+    """Outlier clipping to "zoom" into small-scale structure (Xie, Geniesse et al. 2024, Fig. 1 right); non-finite
     values become NaN, which matplotlib leaves blank."""
     shown = _finite_or_nan(loss)
     finite = shown[np.isfinite(shown)]
@@ -121,6 +115,9 @@ def draw_surface(ax3d, result, clip_quantile: float | None = None) -> None:
     shown, x, y = grid
     xx, yy = np.meshgrid(x, y, indexing="ij")
     ax3d.plot_surface(xx, yy, np.ma.masked_invalid(shown), cmap="viridis", linewidth=0)
+
+
+draw_surface.projection = "3d"
 
 
 def draw_merge_tree(ax, result) -> None:
@@ -199,7 +196,7 @@ def draw_barcode_view(ax, result) -> None:
 
 
 def draw_barcode(ax, bars: np.ndarray) -> None:
-    """One vertical segment per minimum, from its loss to its death (seed 002, Figs 2, 4, 7);
+    """One vertical segment per minimum, from its loss to its death (Barannikov et al. 2025, Figs 2, 4, 7);
     an infinite death is a red bar with an arrow. Bars with a NaN end are left out."""
     ax.set(xlabel="minimum", ylabel="loss")
     bars = _rows(bars, 2)
@@ -212,9 +209,11 @@ def draw_barcode(ax, bars: np.ndarray) -> None:
     span = (top - bars[:, 0].min()) or 1.0
     for index, (birth, death) in enumerate(bars):
         end = death if np.isfinite(death) else top + 0.15 * span
-        ax.plot([index, index], [birth, end], lw=4, solid_capstyle="butt", c="tab:blue" if np.isfinite(death) else "tab:red")
+        color = "tab:blue" if np.isfinite(death) else "tab:red"
+        ax.plot([index, index], [birth, end], lw=4, solid_capstyle="butt", c=color)
         if not np.isfinite(death):
-            ax.annotate("", (index, end + 0.05 * span), (index, end), arrowprops={"arrowstyle": "->", "color": "tab:red"})
+            ax.annotate("", (index, end + 0.05 * span), (index, end),
+                        arrowprops={"arrowstyle": "->", "color": "tab:red"})
     ax.set(xticks=range(len(bars)))
 
 
@@ -258,7 +257,7 @@ def draw_phate(ax, result) -> None:
     else:
         ax.scatter(embedding[:, 0], embedding[:, 1], c="gray", s=8, zorder=2)
     seeds = np.asarray(result.arrays.get("seeds", np.zeros(n)))
-    steps = np.asarray(result.arrays.get("steps", np.zeros(n)), dtype=float)
+    steps = np.asarray(result.arrays.get("step_sizes", np.zeros(n)), dtype=float)
     epochs = np.asarray(result.arrays.get("epochs", np.ones(n)))
     for seed in np.unique(seeds):
         for step in np.unique(steps):
@@ -270,6 +269,18 @@ def draw_phate(ax, result) -> None:
         ax.scatter(embedding[jumps, 0], embedding[jumps, 1], marker="*", s=sizes, c="k", zorder=3,
                    label="jumps (size ~ step)")
         ax.legend(fontsize=7)
+
+
+def draw_diagram_0(ax, result) -> None:
+    """Jump-retrain result: the diagram D0 of the loss-filtered kNN graph."""
+    draw_diagram(ax, result.arrays.get("diagram_0"))
+    ax.set_title(f"D0: total persistence {_metric(result, 'total_persistence_0'):.3g}")
+
+
+def draw_diagram_1(ax, result) -> None:
+    """Jump-retrain result: the diagram D1 of the loss-filtered kNN graph."""
+    draw_diagram(ax, result.arrays.get("diagram_1"))
+    ax.set_title(f"D1: total persistence {_metric(result, 'total_persistence_1'):.3g}")
 
 
 # -- Hessian -------------------------------------------------------------------------------------------
@@ -291,73 +302,46 @@ def draw_density(ax, result) -> None:
         ax.axvline(value, color="tab:red", lw=0.8, ls="--")
 
 
-# -- views ---------------------------------------------------------------------------------------------
-
-_DRAWERS = {
-    "contour": draw_contour,
-    "surface": draw_surface,
-    "merge_tree": draw_merge_tree,
-    "persistence": draw_persistence,
-    "barcode": draw_barcode_view,
-    "phate": draw_phate,
-    "density": draw_density,
-}
-
-
-def is_3d(view: str) -> bool:
-    """Whether ``view`` needs a 3-D axes (``projection="3d"``)."""
-    return view == "surface"
-
-
-def _check_view(view: str) -> None:
-    if view not in _DRAWERS:
-        raise ValueError(f"Unknown view {view!r}; valid views: {', '.join(_DRAWERS)}.")
-
-
-def draw_view(ax, view: str, result, **options) -> None:
-    """Draw the view named ``view`` (see VIEWS) of ``result`` on ``ax``; ``options`` (e.g.
-    clip_quantile for contour/surface) go to the drawer."""
-    _check_view(view)
-    _DRAWERS[view](ax, result, **options)
+def is_3d(draw) -> bool:
+    """Whether a drawer needs a 3-D axes (``projection = "3d"`` on it)."""
+    return getattr(draw, "projection", None) == "3d"
 
 
 # -- figures -------------------------------------------------------------------------------------------
 
 def panel_figure(title: str, panels: list, ncols: int = 4):
-    """One figure, one subplot per ``(panel_title, view, result)`` in rows of ``ncols``; each
+    """One figure, one subplot per ``(panel_title, drawer, result)`` in rows of ``ncols``; each
     subplot's title starts with its panel title. For e.g. every view of one benchmark variant."""
     import matplotlib.pyplot as plt
 
-    for _, view, _ in panels:
-        _check_view(view)
     ncols = max(1, min(ncols, len(panels)))
     nrows = max(1, math.ceil(len(panels) / ncols))
     figure = plt.figure(figsize=(3.6 * ncols, 3.2 * nrows + 0.4), layout="constrained")
-    for index, (label, view, result) in enumerate(panels):
-        ax = figure.add_subplot(nrows, ncols, index + 1, projection="3d" if is_3d(view) else None)
-        draw_view(ax, view, result)
+    for index, (label, draw, result) in enumerate(panels):
+        ax = figure.add_subplot(nrows, ncols, index + 1, projection="3d" if is_3d(draw) else None)
+        draw(ax, result)
         prefix_title(ax, label, "\n")
         ax.title.set_fontsize(9)
     figure.suptitle(title)
     return figure
 
 
-def comparison_figure(title: str, view: str, columns: list):
-    """One row, one column per ``(column_label, result)``: the same view of several variants side
-    by side (skip vs no-skip, beta = 1..50). A None result (not computed yet) shows so in its column."""
+def comparison_figure(title: str, draw, columns: list):
+    """One row, one column per ``(column_label, result)``: the same view (drawer) of several
+    variants side by side (skip vs no-skip, beta = 1..50). A None result (not computed yet) shows
+    so in its column."""
     import matplotlib.pyplot as plt
 
-    _check_view(view)
     n = max(1, len(columns))
     figure = plt.figure(figsize=(3.6 * n, 3.6), layout="constrained")
     for index, (label, result) in enumerate(columns):
-        ax = figure.add_subplot(1, n, index + 1, projection="3d" if is_3d(view) else None)
+        ax = figure.add_subplot(1, n, index + 1, projection="3d" if is_3d(draw) else None)
         if result is None:
             ax.set_title(label)
             ax.set(xticks=[], yticks=[])
             _no_data(ax, "not computed")
         else:
-            draw_view(ax, view, result)
+            draw(ax, result)
             prefix_title(ax, label, "\n")
         ax.title.set_fontsize(9)
     figure.suptitle(title)
@@ -378,27 +362,3 @@ def save_figure(figure, path_without_suffix) -> list[Path]:
     finally:
         plt.close(figure)
     return [png, pdf]
-
-
-def merge_tree_figure(result, clip_quantile: float | None = None):
-    """The merge-tree analyzer's figure: contour, merge tree, persistence diagram."""
-    import matplotlib.pyplot as plt
-
-    figure, (ax_map, ax_tree, ax_diagram) = plt.subplots(1, 3, figsize=(13, 4))
-    draw_contour(ax_map, result, clip_quantile)
-    prefix_title(ax_map, result.subject)
-    draw_merge_tree(ax_tree, result)
-    draw_persistence(ax_diagram, result)
-    figure.tight_layout()
-    return figure
-
-
-def surface_figure(result, clip_quantile: float | None = None):
-    """The loss grid of a merge-tree result as a 3-D surface."""
-    import matplotlib.pyplot as plt
-
-    figure = plt.figure(figsize=(5, 4))
-    ax = figure.add_subplot(projection="3d")
-    draw_surface(ax, result, clip_quantile)
-    prefix_title(ax, result.subject)
-    return figure

@@ -9,6 +9,7 @@ import functools
 import warnings
 from importlib.metadata import EntryPoint, entry_points
 
+from .analyzer import Analyzer
 from .errors import ConfigError
 
 GROUP = "lossatlas.methods"
@@ -20,17 +21,17 @@ class Registry:
 
     @functools.cached_property
     def analyzers(self) -> dict[str, type]:
-        from .analyzer import Analyzer
-
         found: dict[str, type] = {}
         for point in self._points:
             try:
                 cls = point.load()
             except Exception as err:  # noqa: BLE001 - a broken plugin must not break the others
-                warnings.warn(f"lossatlas: analyzer {point.name!r} ({point.value}) failed to load: {err!r}", stacklevel=2)
+                warnings.warn(f"lossatlas: analyzer {point.name!r} ({point.value}) failed to load: {err!r}",
+                              stacklevel=2)
                 continue
             if not (isinstance(cls, type) and issubclass(cls, Analyzer)):
-                warnings.warn(f"lossatlas: entry point {point.name!r} ({point.value}) is not an Analyzer; skipped.", stacklevel=2)
+                warnings.warn(f"lossatlas: entry point {point.name!r} ({point.value}) is not an Analyzer; skipped.",
+                              stacklevel=2)
                 continue
             if point.name in found:
                 warnings.warn(
@@ -40,7 +41,8 @@ class Registry:
                 )
                 continue
             if cls.name != point.name:
-                warnings.warn(f"lossatlas: entry point {point.name!r} loads an analyzer named {cls.name!r}.", stacklevel=2)
+                warnings.warn(f"lossatlas: entry point {point.name!r} loads an analyzer named {cls.name!r}.",
+                              stacklevel=2)
             found[point.name] = cls
         return found
 
@@ -51,6 +53,10 @@ class Registry:
         if name not in self.analyzers:
             raise ConfigError(f"Unknown method {name!r}; available methods: {self.available()}.")
         return self.analyzers[name]
+
+    def find(self, name: str) -> type | None:
+        """The analyzer registered under ``name``, or None where it is not installed."""
+        return self.analyzers.get(name)
 
 
 @functools.cache
@@ -66,3 +72,9 @@ def available() -> list[str]:
 def get(name: str) -> type:
     """The analyzer class registered under ``name``."""
     return default().get(name)
+
+
+def find(name: str) -> type | None:
+    """The analyzer class registered under ``name``, or None (e.g. a report of a store made
+    with a plugin that is not installed here)."""
+    return default().find(name)

@@ -1,14 +1,21 @@
 """The landscape store: one HDF5 file per study, readable with plain h5py.
 
-Layout (schema_version 1; the full spec is in README.md, "The store"):
+Layout (schema_version 2; the full spec is in README.md, "The store"):
 
-    /                               schema="lossatlas", schema_version=1, encoding-type="store"
+    /                               schema="lossatlas", schema_version=2, encoding-type="store"
     /subjects/<subject>             encoding-type="subject", config (JSON), dim
         theta0, buffers0            the subject's starting parameters / floating buffers
-        minima/<000>                encoding-type="minimum": theta, buffers; attrs seed, recipe, metrics (JSON)
-        samples/<kind>/<key>        encoding-type="sample": kind, config (JSON), complete; datasets
+        minima/<000>                encoding-type="minimum", complete: theta, buffers; attrs seed, recipe,
+                                    metrics (JSON)
+        samples/<kind>/<key>        encoding-type="sample": kind, config (JSON), prepared; the header arrays
+            <part>                  encoding-type="part", complete (set last): one task's arrays and attrs
         results/<method>/<key>      encoding-type="result": method, params, seed, versions, created,
-                                    wall_time_s; metrics/ (one float attribute each), arrays/ (datasets)
+                                    wall_time_s, analyzer (JSON: scope, views, metric metadata);
+                                    metrics/ (one float attribute each), arrays/ (datasets)
+
+Schema 1 (before the sample protocol: grids with a ``done`` mask, parts without the ``part``
+encoding) is refused with its version. Samples are written through ``write_header`` and
+``write_part`` only, each with its completion flag last, so an interrupted write reads as missing.
     /benchmarks/<name>              encoding-type="benchmark": record (JSON: the plan and the result keys of every run)
 
 Every node carries ``encoding-type`` and ``encoding-version``; readers refuse what they do not know.
@@ -28,7 +35,7 @@ from .errors import StoreError
 from .provenance import canonical_json, now, versions
 
 SCHEMA = "lossatlas"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ENCODING_VERSION = "1"
 _MODES = ("r", "a", "x")  # read; read/write, created if missing; create (refused if it exists)
 _COMPRESS_ABOVE = 4096  # elements; smaller arrays are stored contiguous and uncompressed
@@ -48,6 +55,15 @@ class Result:
     created: str = ""
     wall_time_s: float = float("nan")
     key: str = ""
+    analyzer: dict = field(default_factory=dict)  # scope, views, metric metadata: the report reads these
+
+
+@dataclass
+class Part:
+    """One task's output in a sample: arrays (datasets) and attrs (scalars, strings)."""
+
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -117,7 +133,7 @@ class Store:
 
     # -- nodes -----------------------------------------------------------------------------------
     def finished(self, path: str) -> bool:
-        """Whether the sample part at ``path`` (a path pair, a jump-and-retrain run) was written
+        """Whether the sample part at ``path`` (a grid block, a path pair, a minimum) was written
         whole: its ``complete`` attribute is set last, so an interrupted write reads as unfinished."""
         return path in self._file and bool(self._file[path].attrs.get("complete", False))
 
@@ -183,34 +199,35 @@ class Store:
             raise StoreError(f"{self.path} has no subject {name!r}; it has {self.subjects()}.")
         return self._file[f"subjects/{name}"]
 
+    # -- subjects as objects -----------------------------------------------------------------------
+    def register(self, subject) -> None:
+        """Record ``subject`` (its config, theta0 and buffers0); the same name with another config
+        is refused, naming both."""
+        self.add_subject(subject.name, subject.config(), subject.theta0.cpu().numpy(),
+                         subject.buffers0.cpu().numpy())
+
     # -- minima ----------------------------------------------------------------------------------
     def write_minimum(self, subject: str, minimum: Minimum) -> None:
-        group = self.node(f"subjects/{subject}/minima", "minima")
-        name = f"{minimum.index:03d}"
-        if name in group:
-            del group[name]
-        node = self.node(
-            f"{group.name}/{name}",
-            "minimum",
-            seed=int(minimum.seed),
-            recipe=canonical_json(minimum.recipe),
-            metrics=canonical_json(minimum.metrics),
-            created=now(),
-            versions=canonical_json(versions()),
-            wall_time_s=float(minimum.wall_time_s),
-        )
-        self.write_array(node, "theta", minimum.theta)
-        self.write_array(node, "buffers", minimum.buffers)
-        self.flush()
+        """Store a minimum of a registered subject (one the trained-minima sampler did not make,
+        e.g. a user's own checkpoint), as the sampler stores its own."""
+        self._subject(subject)
+        attrs = {"seed": int(minimum.seed), "recipe": canonical_json(minimum.recipe),
+                 "metrics": canonical_json(minimum.metrics), "created": now(),
+                 "versions": canonical_json(versions()), "wall_time_s": float(minimum.wall_time_s)}
+        root = self.sample_root(f"subjects/{subject}/minima", "minima")
+        self.write_part(root, f"{minimum.index:03d}", Part({"theta": minimum.theta, "buffers": minimum.buffers}, attrs),
+                        "minimum")
 
     def minima(self, subject: str) -> list[Minimum]:
+        """The finished minima of ``subject`` (one interrupted while being written is left out)."""
         group = self._subject(subject).get("minima")
         if group is None:
             return []
-        return [self._read_minimum(group[name]) for name in sorted(group)]
+        return [self._read_minimum(group[name]) for name in sorted(group) if group[name].attrs.get("complete")]
 
     @staticmethod
     def _read_minimum(node: h5py.Group) -> Minimum:
+        _expect(node, "minimum")
         return Minimum(
             index=int(node.name.rsplit("/", 1)[1]),
             theta=node["theta"][()],
@@ -222,13 +239,52 @@ class Store:
         )
 
     # -- samples ---------------------------------------------------------------------------------
-    def sample_node(self, subject: str, kind: str, key: str, config: dict) -> h5py.Group:
-        """The group of one sample (a grid, a set of paths, trajectories) of ``subject``,
-        created with its kind and config if missing."""
-        self.node(f"subjects/{subject}/samples", "samples")
-        self.node(f"subjects/{subject}/samples/{kind}", "sample-kind")
-        return self.node(f"subjects/{subject}/samples/{kind}/{key}", "sample", kind=kind,
-                         config=canonical_json(config), created=now(), versions=canonical_json(versions()))
+    def sample_root(self, path: str, encoding_type: str = "sample", config: dict | None = None) -> h5py.Group:
+        """The group holding one sample (its header and parts), created if missing. ``path`` is
+        relative to the store root; the parents ``samples`` and ``samples/<kind>`` are stamped."""
+        parts = path.split("/")
+        if len(parts) == 5 and parts[2] == "samples":
+            self.node("/".join(parts[:3]), "samples")
+            self.node("/".join(parts[:4]), "sample-kind")
+        attrs = {} if config is None else {"kind": parts[-2], "config": canonical_json(config), "created": now(),
+                                           "versions": canonical_json(versions())}
+        return self.node(path, encoding_type, **attrs)
+
+    def has_header(self, path: str) -> bool:
+        return path in self._file and bool(self._file[path].attrs.get("prepared", False))
+
+    def write_header(self, root: h5py.Group, arrays: dict) -> None:
+        """The arrays a sample's tasks share (directions, a center, the minima to join); the
+        ``prepared`` flag is set last."""
+        for name, value in arrays.items():
+            self.write_array(root, name, value)
+        root.attrs["prepared"] = True
+        self.flush()
+
+    def read_header(self, path: str) -> dict[str, np.ndarray]:
+        node = self._file[path]
+        return {name: node[name][()] for name in node if isinstance(node[name], h5py.Dataset)}
+
+    def write_part(self, root: h5py.Group, name: str, part: "Part", encoding_type: str = "part") -> None:
+        """One task's output, replacing an unfinished earlier attempt; ``complete`` is set last."""
+        path = f"{root.name}/{name}"
+        if path in self._file:
+            del self._file[path]
+        node = self.node(path, encoding_type, complete=False)
+        for key, value in part.attrs.items():
+            node.attrs[key] = value
+        for key, value in part.arrays.items():
+            self.write_array(node, key, value)
+        node.attrs["complete"] = True
+        self.flush()
+
+    def read_part(self, path: str, encoding_type: str = "part") -> "Part":
+        if not self.finished(path):
+            raise StoreError(f"{self.path}:{path} is missing or was not written whole.")
+        node = self._file[path]
+        _expect(node, encoding_type)
+        attrs = {k: v for k, v in node.attrs.items() if k not in ("encoding-type", "encoding-version", "complete")}
+        return Part({k: v[()] for k, v in node.items()}, attrs)
 
     # -- results ---------------------------------------------------------------------------------
     def has_result(self, subject: str, method: str, key: str) -> bool:
@@ -240,7 +296,7 @@ class Store:
         self.node(f"subjects/{result.subject}/results/{result.method}", "method-results")
         if path in self._file:
             del self._file[path]
-        node = self.node(
+        self.node(
             path,
             "result",
             method=result.method,
@@ -249,6 +305,7 @@ class Store:
             versions=canonical_json(result.versions),
             created=result.created,
             wall_time_s=float(result.wall_time_s),
+            analyzer=canonical_json(result.analyzer),
         )
         metrics = self.node(f"{path}/metrics", "metrics")
         for name, value in result.metrics.items():
@@ -276,6 +333,7 @@ class Store:
             created=str(node.attrs["created"]),
             wall_time_s=float(node.attrs["wall_time_s"]),
             key=key,
+            analyzer=json.loads(node.attrs.get("analyzer", "{}")),
         )
 
     def results(self, subject: str, method: str | None = None) -> list[Result]:

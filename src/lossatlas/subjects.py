@@ -1,10 +1,10 @@
 """Subjects: one loss landscape each, a flat parameter vector and the loss as a function of it.
 
-Every method in lossatlas talks to a subject through the same small interface (``dim``,
-``theta0``, ``loss``, ``grad``, ``losses``, ``evaluate``, ``init_theta``, ``train``), so it works
-on analytic test functions and neural networks alike. A subject's *buffers* are the floating
-state that is not a parameter (BatchNorm running statistics) as one flat vector; it is empty
-for functions.
+Every method in lossatlas talks to a subject through the same small public interface (``dim``,
+``theta0``, ``loss``, ``grad``, ``losses``, ``evaluate``, ``init_theta``, ``train``, ...; the
+full list is in the ``Subject`` docstring), so it works on analytic test functions and neural
+networks alike. A subject's *buffers* are the floating state that is not a parameter (BatchNorm
+running statistics) as one flat vector; it is empty for functions.
 """
 from __future__ import annotations
 
@@ -28,12 +28,33 @@ _EMPTY = torch.empty(0)
 
 
 class Subject:
-    """Shared behaviour; subclasses define the loss."""
+    """Shared behaviour; subclasses define the loss.
+
+    The public interface that analyzers and samplers use (nothing else of a subject is theirs
+    to touch):
+
+    - ``name``, ``dim``, ``theta0``, ``buffers0``, ``config()``, ``splits``, ``has_batchnorm``
+    - evaluation: ``loss``, ``grad``, ``grads``, ``hvp``, ``losses``, ``evaluate``,
+      ``evaluate_many``
+    - training: ``init_theta``, ``train``, and its pieces ``train_batches`` (one epoch's
+      batches) and ``train_loss`` (the differentiable loss on one of them)
+    - ``as_theta`` / ``as_thetas``: one vector / rows of vectors as checked, detached tensors
+    - ``buffers_at(theta, buffers)``: the buffers to evaluate ``theta`` with (the given ones, the
+      defaults, or BatchNorm statistics re-estimated at ``theta``)
+    - ``loss_terms(buffers)``: pure functions of theta whose values sum to the loss
+    - ``param_layout`` / ``buffer_layout``: (name, shape, numel) per parameter / floating buffer
+      tensor, in flat-vector order; None for a plain function (no named tensors, no filters)
+    - ``unflatten(theta, buffers=None)``: the named tensors as views of the flat vectors
+      (modules only)
+    - ``eval_batches(data=None)``: (batch, weight) pairs over the evaluation data (modules only)
+    """
 
     name: str
     theta0: torch.Tensor
     buffers0: torch.Tensor
     chunk_size: int = 16
+    param_layout: list[tuple[str, torch.Size, int]] | None = None
+    buffer_layout: list[tuple[str, torch.Size, int]] | None = None
 
     @property
     def dim(self) -> int:
@@ -47,12 +68,12 @@ class Subject:
     def loss(self, theta, buffers=None) -> float:
         """Loss at ``theta`` over the whole evaluation set."""
         with torch.no_grad():
-            return float(self._loss_tensor(self._as_theta(theta), self._buffers(theta, buffers)))
+            return float(self._loss_tensor(self.as_theta(theta), self.buffers_at(theta, buffers)))
 
     def grad(self, theta, buffers=None) -> torch.Tensor:
         """Gradient of ``loss`` at ``theta`` (accumulated over the whole evaluation set)."""
-        leaf = self._as_theta(theta).clone().requires_grad_(True)
-        buffers = self._buffers(leaf.detach(), buffers)
+        leaf = self.as_theta(theta).clone().requires_grad_(True)
+        buffers = self.buffers_at(leaf.detach(), buffers)
         total = torch.zeros_like(leaf)
         for part in self._loss_parts(leaf, buffers):
             (g,) = torch.autograd.grad(part, leaf)
@@ -69,11 +90,11 @@ class Subject:
         Double backward: on 2 CPU cores it measured 1.3-1.8x faster than torch.func's
         forward-over-reverse (jvp of grad) for ResNet-20 and the PINN, and works for every model.
         """
-        theta = self._as_theta(theta)
-        vector = self._as_theta(vector)
-        buffers = self._buffers(theta, buffers)
+        theta = self.as_theta(theta)
+        vector = self.as_theta(vector)
+        buffers = self.buffers_at(theta, buffers)
         total = torch.zeros_like(theta)
-        for term in self._loss_terms(buffers):
+        for term in self.loss_terms(buffers):
             leaf = theta.clone().requires_grad_(True)
             (g,) = torch.autograd.grad(term(leaf), leaf, create_graph=True)
             if g.requires_grad:  # otherwise the loss is linear in theta: this term adds nothing
@@ -91,7 +112,7 @@ class Subject:
         ``recompute_bn`` (and BatchNorm in the model) each point gets its own re-estimated
         statistics (``update_bn``) instead. Returns float64 numpy arrays; NaN/inf pass through."""
         recompute_bn = recompute_bn and self.has_batchnorm
-        thetas = self._as_thetas(thetas)
+        thetas = self.as_thetas(thetas)
         size = chunk_size or self.chunk_size
         out = {key: np.empty(len(thetas)) for key in self._many_keys}
         starts = range(0, len(thetas), size)
@@ -108,7 +129,7 @@ class Subject:
         if self._vmap_ok and not self._recomputes_buffers:
             try:
                 with torch.no_grad():
-                    found = self._vmapped_metrics(chunk, self._buffers(None, buffers))
+                    found = self._vmapped_metrics(chunk, self.buffers_at(None, buffers))
                 return {key: value.double().numpy() for key, value in found.items()}
             except (RuntimeError, NotImplementedError, ValueError):
                 self._vmap_ok = False  # data-dependent control flow or an op without a batching rule
@@ -124,6 +145,7 @@ class Subject:
         return {key: np.array([row[key] for row in rows]) for key in self._many_keys}
 
     has_batchnorm = False
+    is_plain_criterion = False  # see ModuleSubject.is_plain_criterion
 
     _vmap_ok = True
     _recomputes_buffers = False
@@ -158,7 +180,7 @@ class Subject:
         Calls ``on_epoch(epoch, theta, buffers, train_loss)`` after every epoch. Raises
         NonFiniteLossError (naming the epoch) if training diverges.
         """
-        param = nn.Parameter(self._as_theta(theta).clone())
+        param = nn.Parameter(self.as_theta(theta).clone())
         state = (self.buffers0 if buffers is None else torch.as_tensor(buffers)).clone().to(param.dtype)
         optimizer = make_optimizer(recipe, [param])
         schedule = make_schedule(recipe, optimizer)
@@ -166,11 +188,11 @@ class Subject:
         bar = progress_bar(range(1, recipe.epochs + 1), desc=f"{self.name}: train", enabled=progress)
         for epoch in bar:
             total, count = 0.0, 0
-            for batch in self._train_batches(recipe, generator):
+            for batch in self.train_batches(recipe, generator):
 
-                def closure():
+                def closure(batch=batch):
                     optimizer.zero_grad()
-                    value = self._train_loss(param, state, batch)
+                    value = self.train_loss(param, state, batch)
                     value.backward()
                     return value
 
@@ -187,33 +209,20 @@ class Subject:
                 on_epoch(epoch, param.detach().clone(), state.clone(), total / count)
         return param.detach().clone(), state
 
-    # -- hooks for subclasses ---------------------------------------------------------------------
-    def _loss_terms(self, buffers: torch.Tensor) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
-        """Functions of theta (one per evaluation batch, weighted) whose values sum to the loss;
-        pure, so torch.func can transform them."""
-        raise NotImplementedError
+    # -- the interface for analyzers and samplers -----------------------------------------------
+    def as_theta(self, theta) -> torch.Tensor:
+        """One parameter vector (tensor, array or list) as a detached flat tensor of the subject's
+        dtype; a wrong length is a ConfigError."""
+        theta = torch.as_tensor(np.asarray(theta) if not torch.is_tensor(theta) else theta)
+        theta = theta.detach().to(self.theta0.dtype).reshape(-1)
+        if theta.numel() != self.dim:
+            raise ConfigError(f"{self.name} has {self.dim} parameters; got a vector of length {theta.numel()}.")
+        return theta
 
-    def _loss_parts(self, theta: torch.Tensor, buffers: torch.Tensor) -> Iterator[torch.Tensor]:
-        return (term(theta) for term in self._loss_terms(buffers))
-
-    def _loss_tensor(self, theta, buffers) -> torch.Tensor:
-        return sum(self._loss_parts(theta, buffers))
-
-    def _vmapped_metrics(self, chunk: torch.Tensor, buffers: torch.Tensor) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
-
-    def _train_batches(self, recipe: Recipe, generator: torch.Generator) -> Iterable:
-        raise NotImplementedError
-
-    def _train_loss(self, theta: torch.Tensor, buffers: torch.Tensor, batch) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _buffers(self, theta, buffers) -> torch.Tensor:
-        return self.buffers0 if buffers is None else torch.as_tensor(buffers).to(self.theta0.dtype)
-
-    def _as_thetas(self, thetas) -> torch.Tensor:
-        """Rows of parameter vectors (one vector alone is one row); a wrong row length is an error,
-        never silently re-cut into other points."""
+    def as_thetas(self, thetas) -> torch.Tensor:
+        """Rows of parameter vectors (one vector alone is one row) as a detached (n, dim) tensor of
+        the subject's dtype; a wrong row length is a ConfigError, never silently re-cut into other
+        points."""
         thetas = torch.as_tensor(np.asarray(thetas) if not torch.is_tensor(thetas) else thetas)
         thetas = thetas.detach().to(self.theta0.dtype)
         if thetas.ndim == 0 or thetas.shape[-1] != self.dim:
@@ -221,12 +230,56 @@ class Subject:
                               f"{tuple(thetas.shape)} (need (..., {self.dim})).")
         return thetas.reshape(-1, self.dim)
 
-    def _as_theta(self, theta) -> torch.Tensor:
-        theta = torch.as_tensor(np.asarray(theta) if not torch.is_tensor(theta) else theta)
-        theta = theta.detach().to(self.theta0.dtype).reshape(-1)
-        if theta.numel() != self.dim:
-            raise ConfigError(f"{self.name} has {self.dim} parameters; got a vector of length {theta.numel()}.")
-        return theta
+    def buffers_at(self, theta, buffers) -> torch.Tensor:
+        """The buffer vector to evaluate ``theta`` with: ``buffers`` if given (as a tensor of the
+        subject's dtype), else the defaults ``buffers0`` (a ModuleSubject with ``bn="recompute"``:
+        BatchNorm statistics re-estimated at ``theta``, see ``update_bn``)."""
+        return self.buffers0 if buffers is None else torch.as_tensor(buffers).to(self.theta0.dtype)
+
+    def unflatten(self, theta: torch.Tensor, buffers: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The named parameter tensors (and, with ``buffers``, the floating buffer tensors) as
+        views of the flat vectors, in ``param_layout`` / ``buffer_layout`` order: no copy, and
+        differentiable. Only subjects with named tensors (ModuleSubject) have it."""
+        if self.param_layout is None:
+            raise NotImplementedError(f"{self.name} is a function of a flat vector: it has no named parameter "
+                                      "tensors to unflatten into (param_layout is None).")
+        state = _views(theta, self.param_layout)
+        if buffers is not None:
+            state.update(_views(buffers, self.buffer_layout))
+        return state
+
+    def eval_batches(self, data=None) -> Iterator[tuple[object, float]]:
+        """(batch, weight) pairs over the evaluation data (default: the subject's ``data``); the
+        weights sum to 1, so weighted batch means sum to the mean over the data. Only subjects
+        with data (ModuleSubject) have it."""
+        raise NotImplementedError(f"{self.name} ({type(self).__name__}) has no evaluation data to batch; "
+                                  "eval_batches needs a ModuleSubject.")
+
+    def loss_terms(self, buffers: torch.Tensor) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
+        """Functions of theta (one per evaluation batch, weighted) whose values sum to the loss
+        with ``buffers``; pure, so torch.func can transform them (used by ``grad`` and ``hvp``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define loss_terms.")
+
+    def train_batches(self, recipe: Recipe, generator: torch.Generator) -> Iterable:
+        """The batches of one training epoch under ``recipe``, shuffled (and augmented) with
+        ``generator``; each is passed to ``train_loss``."""
+        raise NotImplementedError(f"{type(self).__name__} does not define train_batches.")
+
+    def train_loss(self, theta: torch.Tensor, buffers: torch.Tensor, batch) -> torch.Tensor:
+        """The differentiable training loss at ``theta`` on one batch from ``train_batches``
+        (a module runs in train mode: BatchNorm normalizes with batch statistics and updates its
+        running statistics in ``buffers`` in place)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define train_loss.")
+
+    # -- private hooks ----------------------------------------------------------------------------
+    def _loss_parts(self, theta: torch.Tensor, buffers: torch.Tensor) -> Iterator[torch.Tensor]:
+        return (term(theta) for term in self.loss_terms(buffers))
+
+    def _loss_tensor(self, theta, buffers) -> torch.Tensor:
+        return sum(self._loss_parts(theta, buffers))
+
+    def _vmapped_metrics(self, chunk: torch.Tensor, buffers: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
 
 
 class FunctionSubject(Subject):
@@ -260,7 +313,7 @@ class FunctionSubject(Subject):
             "init_scale": self.init_scale,
         }
 
-    def _loss_terms(self, buffers):
+    def loss_terms(self, buffers):
         yield self.fn
 
     def _vmapped_metrics(self, chunk, buffers):
@@ -272,7 +325,7 @@ class FunctionSubject(Subject):
         return self.theta0 + self.init_scale * noise, self.buffers0.clone()
 
     def grads(self, thetas, buffers=None):
-        thetas = self._as_thetas(thetas)
+        thetas = self.as_thetas(thetas)
         if self._vmap_ok:
             try:
                 return torch.func.vmap(torch.func.grad(self.fn))(thetas)
@@ -280,10 +333,10 @@ class FunctionSubject(Subject):
                 self._vmap_ok = False
         return super().grads(thetas, buffers)
 
-    def _train_batches(self, recipe, generator):
+    def train_batches(self, recipe, generator):
         return range(recipe.steps_per_epoch)
 
-    def _train_loss(self, theta, buffers, batch):
+    def train_loss(self, theta, buffers, batch):
         return self.fn(theta)
 
 
@@ -327,15 +380,21 @@ class ModuleSubject(Subject):
         # and PINNs gain from it. None: vmap unless the model has convolutions.
         has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
         self._vmap_ok = (not has_conv) if vmap is None else bool(vmap)
-        self._params = [(n, p.shape, p.numel()) for n, p in self.model.named_parameters()]
-        self._float_buffers = [(n, b.shape, b.numel()) for n, b in self.model.named_buffers() if b.is_floating_point()]
-        self.theta0 = _flatten(dict(self.model.named_parameters()), self._params)
-        self.buffers0 = _flatten(dict(self.model.named_buffers()), self._float_buffers)
+        self.param_layout = [(n, p.shape, p.numel()) for n, p in self.model.named_parameters()]
+        self.buffer_layout = [(n, b.shape, b.numel()) for n, b in self.model.named_buffers() if b.is_floating_point()]
+        self.theta0 = _flatten(dict(self.model.named_parameters()), self.param_layout)
+        self.buffers0 = _flatten(dict(self.model.named_buffers()), self.buffer_layout)
         self._bn_modules = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
     @property
     def has_batchnorm(self) -> bool:
         return bool(self._bn_modules)
+
+    @property
+    def is_plain_criterion(self) -> bool:
+        """Whether the loss is ``loss_fn(model(inputs), targets)`` (no subclass loss such as a PINN's
+        residual), the form external tools like PyHessian can reproduce."""
+        return type(self)._batch_loss is ModuleSubject._batch_loss
 
     @property
     def classification(self) -> bool:
@@ -356,29 +415,26 @@ class ModuleSubject(Subject):
         }
 
     # -- functional model ------------------------------------------------------------------------
-    def _state(self, theta: torch.Tensor, buffers: torch.Tensor) -> dict[str, torch.Tensor]:
-        state = _unflatten(theta, self._params)
-        state.update(_unflatten(buffers, self._float_buffers))
-        return state
-
     def _forward(self, theta, buffers, inputs):
-        return functional_call(self.model, self._state(theta, buffers), (inputs,))
+        return functional_call(self.model, self.unflatten(theta, buffers), (inputs,))
 
     def _batch_loss(self, theta, buffers, batch) -> torch.Tensor:
         inputs, targets = batch
         return self.loss_fn(self._forward(theta, buffers, inputs), targets)
 
-    def _eval_batches(self, data) -> Iterator[tuple[object, float]]:
-        inputs, targets = data
+    def eval_batches(self, data=None) -> Iterator[tuple[object, float]]:
+        """(batch, weight) pairs over ``data`` (default: the evaluation set ``data``) in slices of
+        ``eval_batch_size``, each weighted by its share of the examples."""
+        inputs, targets = self.data if data is None else data
         n = len(inputs)
         for start in range(0, n, self.eval_batch_size):
             stop = min(start + self.eval_batch_size, n)
             yield (inputs[start:stop], targets[start:stop]), (stop - start) / n
 
     # -- Subject hooks ---------------------------------------------------------------------------
-    def _loss_terms(self, buffers):
+    def loss_terms(self, buffers):
         self.model.eval()
-        for batch, weight in self._eval_batches(self.data):
+        for batch, weight in self.eval_batches():
             yield functools.partial(self._weighted_batch_loss, buffers=buffers, batch=batch, weight=weight)
 
     def _weighted_batch_loss(self, theta, buffers, batch, weight):
@@ -392,33 +448,33 @@ class ModuleSubject(Subject):
         self.model.eval()
         loss = torch.zeros(len(chunk), dtype=chunk.dtype)
         correct = torch.zeros(len(chunk), dtype=torch.float64)
-        for batch, weight in self._eval_batches(self.data):
+        for batch, weight in self.eval_batches():
             if not self.classification:
-                loss += weight * vmap(lambda th: self._batch_loss(th, buffers, batch))(chunk)
+                loss += weight * vmap(lambda th, batch=batch: self._batch_loss(th, buffers, batch))(chunk)
                 continue
             inputs, targets = batch
-            outputs = vmap(lambda th: self._forward(th, buffers, inputs))(chunk)
-            loss += weight * vmap(lambda out: self.loss_fn(out, targets))(outputs)
+            outputs = vmap(lambda th, inputs=inputs: self._forward(th, buffers, inputs))(chunk)
+            loss += weight * vmap(lambda out, targets=targets: self.loss_fn(out, targets))(outputs)
             correct += (outputs.argmax(dim=-1) == targets).sum(dim=1).double()
         found = {"loss": loss}
         if self.classification:
             found["accuracy"] = correct / len(self.data[0])
         return found
 
-    def _buffers(self, theta, buffers):
+    def buffers_at(self, theta, buffers):
         if buffers is None and self.bn == "recompute":
             return self.update_bn(theta)
-        return super()._buffers(theta, buffers)
+        return super().buffers_at(theta, buffers)
 
     def update_bn(self, theta) -> torch.Tensor:
         """Re-estimate BatchNorm running statistics at ``theta`` with one pass over the training
         data in train mode, each batch weighted by its size (Garipov et al. 2018, ``update_bn``).
         Returns the flat buffer vector; the subject is not changed."""
-        theta = self._as_theta(theta)
+        theta = self.as_theta(theta)
         if not self._bn_modules:
             return self.buffers0.clone()
         buffers = self.buffers0.clone()
-        state = _unflatten(buffers, self._float_buffers)
+        state = _views(buffers, self.buffer_layout)
         for name, tensor in state.items():  # views into ``buffers``: reset to a fresh estimate
             tensor.fill_(1.0 if name.endswith("running_var") else 0.0)
         momenta = [m.momentum for m in self._bn_modules]
@@ -426,7 +482,7 @@ class ModuleSubject(Subject):
         try:
             seen = 0
             with torch.no_grad():
-                for (inputs, _), _ in self._eval_batches(self.train_data):
+                for (inputs, _), _ in self.eval_batches(self.train_data):
                     for module in self._bn_modules:
                         module.momentum = len(inputs) / (seen + len(inputs))
                     self._forward(theta, buffers, inputs)
@@ -446,12 +502,12 @@ class ModuleSubject(Subject):
         data = {"eval": self.data, "test": self.test_data, "train": self.train_data}.get(split)
         if data is None:
             raise ConfigError(f"{self.name} has no {split!r} split; splits: eval, train, test (if given).")
-        theta = self._as_theta(theta)
-        buffers = self._buffers(theta, buffers)
+        theta = self.as_theta(theta)
+        buffers = self.buffers_at(theta, buffers)
         self.model.eval()
         loss, correct = 0.0, 0.0
         with torch.no_grad():
-            for batch, weight in self._eval_batches(data):
+            for batch, weight in self.eval_batches(data):
                 if not self.classification:
                     loss += weight * float(self._batch_loss(theta, buffers, batch))
                     continue
@@ -469,11 +525,11 @@ class ModuleSubject(Subject):
             torch.manual_seed(int(seed))
             model = copy.deepcopy(self.model)
             self._init(model)
-        theta = _flatten(dict(model.named_parameters()), self._params)
-        buffers = _flatten(dict(model.named_buffers()), self._float_buffers)
+        theta = _flatten(dict(model.named_parameters()), self.param_layout)
+        buffers = _flatten(dict(model.named_buffers()), self.buffer_layout)
         return theta, buffers
 
-    def _train_batches(self, recipe, generator):
+    def train_batches(self, recipe, generator):
         inputs, targets = self.train_data
         n = len(inputs)
         size = n if recipe.batch_size is None else recipe.batch_size
@@ -485,7 +541,7 @@ class ModuleSubject(Subject):
                 batch_inputs = augment_images(batch_inputs, generator)
             yield batch_inputs, targets[index]
 
-    def _train_loss(self, theta, buffers, batch):
+    def train_loss(self, theta, buffers, batch):
         self.model.train()
         try:
             return self._batch_loss(theta, buffers, batch)
@@ -522,7 +578,8 @@ def _flatten(tensors: dict[str, torch.Tensor], layout) -> torch.Tensor:
     return torch.cat([tensors[name].detach().reshape(-1) for name, _, _ in layout]).clone()
 
 
-def _unflatten(flat: torch.Tensor, layout) -> dict[str, torch.Tensor]:
+def _views(flat: torch.Tensor, layout) -> dict[str, torch.Tensor]:
+    """The named tensors of ``layout`` as views of ``flat`` (empty for no layout)."""
     if not layout:
         return {}
     pieces = torch.split(flat, [numel for _, _, numel in layout])

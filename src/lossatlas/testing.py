@@ -10,28 +10,35 @@ In a test module:
         check()
 
 Each check runs the analyzer with its ``smoke_params`` on a small analytic subject
-(Himmelblau by default) in an in-memory store.
+(Himmelblau by default) in an in-memory store. They check the contract: parameters declared
+once with constraints, a declared scope, complete metric metadata, views that draw, a pure
+compute step, results that round-trip through the store, reruns that do nothing.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 from typing import Callable
 
 import numpy as np
 
-from .analyzer import Analyzer, analyze
+from .analysis import analyze
+from .analyzer import KINDS, SCOPES, Analyzer, Metric
 from .errors import ConfigError
+from .params import constraints_of
+from .plots import is_3d
+from .problems import himmelblau
 from .provenance import canonical_json
+from .sampling import obtain
 from .store import Store
 
 
 def analyzer_checks(cls: type[Analyzer], subject_factory: Callable | None = None) -> list[Callable[[], None]]:
     """One callable per contract check, named ``<check>[<analyzer name>]``."""
-    if subject_factory is None:
-        from .problems import himmelblau as subject_factory
+    subject_factory = subject_factory or himmelblau
     checks = []
-    for check in (check_parameters, check_unknown_parameter, check_result_round_trip, check_rerun_is_noop,
-                  check_plot_draws):
+    for check in CHECKS:
         bound = functools.partial(check, cls, subject_factory)
         bound.__name__ = f"{check.__name__}[{cls.name}]"
         checks.append(bound)
@@ -44,16 +51,31 @@ def check_analyzer(cls: type[Analyzer], subject_factory: Callable | None = None)
 
 
 def check_parameters(cls, subject_factory) -> None:
-    """Keyword parameters with defaults, JSON/TOML-serializable, and a lossless round trip."""
+    """Every parameter declared once with a default and a constraint; JSON-serializable; a
+    lossless round trip; a "minimum"-scope analyzer says which minimum with ``minimum``."""
     assert cls.name, f"{cls.__name__} has no name"
+    assert cls.description, f"{cls.name} has no description"
     defaults = cls.defaults()
+    unconstrained = sorted(set(defaults) - set(constraints_of(cls)))
+    assert not unconstrained, f"{cls.name}: parameters without a declared constraint: {unconstrained}"
     canonical_json(defaults)  # raises if a default cannot live in a config
     assert set(cls.smoke_params) <= set(defaults), f"smoke_params of {cls.name} name unknown parameters"
-    assert set(cls.constraints) <= set(defaults), f"constraints of {cls.name} name unknown parameters"
     analyzer = cls.from_params(dict(cls.smoke_params))
     params = analyzer.get_params()
     assert cls.from_params(params).get_params() == params, "get_params -> from_params is not a round trip"
     assert params == {**defaults, **cls.smoke_params}
+    for name in defaults:
+        try:
+            setattr(analyzer, name, defaults[name])
+        except dataclasses.FrozenInstanceError:
+            continue
+        raise AssertionError(f"{cls.name}: parameter {name!r} can be changed after construction (not frozen)")
+
+
+def check_scope(cls, subject_factory) -> None:
+    assert cls.scope in SCOPES, f"{cls.name}.scope is {cls.scope!r}; must be one of {SCOPES}"
+    if cls.scope == "minimum":
+        assert "minimum" in cls.defaults(), f"{cls.name} has scope 'minimum' but no 'minimum' parameter"
 
 
 def check_unknown_parameter(cls, subject_factory) -> None:
@@ -65,15 +87,50 @@ def check_unknown_parameter(cls, subject_factory) -> None:
         raise AssertionError(f"{cls.name} accepted an unknown parameter")
 
 
-def check_result_round_trip(cls, subject_factory) -> None:
-    """The result is written and reads back identical, with params, seed and versions."""
+def check_metric_metadata(cls, subject_factory) -> None:
+    """Every metric the analyzer returns is declared, with a description, a kind and a direction."""
+    assert cls.metrics, f"{cls.name} declares no metrics"
+    for name, metric in cls.metrics.items():
+        assert isinstance(metric, Metric), f"{cls.name}.metrics[{name!r}] is not a Metric"
+        assert metric.description, f"{cls.name}.metrics[{name!r}] has no description"
+        assert metric.kind in KINDS, f"{cls.name}.metrics[{name!r}].kind is {metric.kind!r}"
+        assert metric.higher_is_better in (True, False, None)
+    assert any(m.kind == "measure" for m in cls.metrics.values()), f"{cls.name} declares no measure"
+    with Store.memory() as store:
+        result = analyze(store, subject_factory(), cls, progress=False, **cls.smoke_params)
+    assert set(result.metrics) == set(cls.metrics), (
+        f"{cls.name} returned metrics {sorted(set(result.metrics) - set(cls.metrics))} it does not declare and "
+        f"declares {sorted(set(cls.metrics) - set(result.metrics))} it did not return")
+
+
+def check_compute_is_pure(cls, subject_factory) -> None:
+    """The same samples give the same output, and compute leaves the samples as it found them."""
     with Store.memory() as store:
         subject = subject_factory()
-        result = analyze(store, subject, cls, **cls.smoke_params)
-        assert result.metrics, f"{cls.name} returned no metrics"
+        analyzer = cls.from_params(dict(cls.smoke_params))
+        samples = {name: obtain(store, subject, request, False) for name, request in analyzer.requests(subject).items()}
+        before = {name: {k: np.array(v, copy=True) for k, v in s.data.items()} for name, s in samples.items()}
+        first, second = analyzer.compute(subject, samples), analyzer.compute(subject, samples)
+        for name, sample in samples.items():
+            for key, value in sample.data.items():
+                np.testing.assert_array_equal(value, before[name][key], err_msg=f"{cls.name} changed sample {name}")
+    assert first[0].keys() == second[0].keys()
+    for name in first[0]:
+        np.testing.assert_equal(float(first[0][name]), float(second[0][name]), err_msg=f"{cls.name}: {name}")
+    for name in first[1]:
+        np.testing.assert_array_equal(np.asarray(first[1][name]), np.asarray(second[1][name]))
+
+
+def check_result_round_trip(cls, subject_factory) -> None:
+    """The result is written and reads back identical, with params, seed, versions and the
+    analyzer's declarations (scope, views, metric metadata) for reports."""
+    with Store.memory() as store:
+        subject = subject_factory()
+        result = analyze(store, subject, cls, progress=False, **cls.smoke_params)
         assert all(isinstance(v, float) for v in result.metrics.values())
         back = store.read_result(subject.name, cls.name, result.key)
-        assert back.params == result.params == cls.from_params(dict(cls.smoke_params)).get_params()
+        assert back.params == result.params == json.loads(canonical_json(
+            cls.from_params(dict(cls.smoke_params)).get_params()))
         assert set(back.metrics) == set(result.metrics)
         for name, value in result.metrics.items():
             np.testing.assert_equal(back.metrics[name], value)
@@ -81,38 +138,57 @@ def check_result_round_trip(cls, subject_factory) -> None:
         for name, array in result.arrays.items():
             np.testing.assert_array_equal(back.arrays[name], array)
         assert "torch" in back.versions and "lossatlas" in back.versions
+        assert back.analyzer == cls.info() and back.analyzer["scope"] == cls.scope
 
 
 def check_rerun_is_noop(cls, subject_factory) -> None:
-    """A second analyze with the same parameters returns the stored result without running."""
+    """A second analyze with the same parameters returns the stored result without computing."""
     calls = []
 
     class Counting(cls):
-        def run(self, store, subject):
+        def compute(self, subject, samples):
             calls.append(1)
-            return super().run(store, subject)
+            return super().compute(subject, samples)
 
     Counting.__name__ = cls.__name__
     with Store.memory() as store:
         subject = subject_factory()
-        first = analyze(store, subject, Counting, **cls.smoke_params)
-        second = analyze(store, subject, Counting, **cls.smoke_params)
+        first = analyze(store, subject, Counting, progress=False, **cls.smoke_params)
+        second = analyze(store, subject, Counting, progress=False, **cls.smoke_params)
         assert len(calls) == 1, f"{cls.name} ran {len(calls)} times for the same parameters"
         assert second.metrics == first.metrics and second.created == first.created
 
 
-def check_plot_draws(cls, subject_factory) -> None:
+def check_views_draw(cls, subject_factory) -> None:
+    """Every declared view draws something on the axes it is given; ``plot`` draws them all, or
+    one into a given axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    assert cls.views, f"{cls.name} declares no views"
     with Store.memory() as store:
-        result = analyze(store, subject_factory(), cls, **cls.smoke_params)
-        analyzer = cls.from_params(dict(cls.smoke_params))
-        figure = analyzer.plot(result)
+        result = analyze(store, subject_factory(), cls, progress=False, **cls.smoke_params)
+    analyzer = cls.from_params(dict(cls.smoke_params))
+    for name, draw in cls.views.items():
+        figure = plt.figure()
+        ax = figure.add_subplot(projection="3d" if is_3d(draw) else None)
         try:
-            drawn = [a for a in figure.axes if a.has_data() or a.images or a.collections]
-            assert drawn, f"{cls.name}.plot drew nothing"
+            assert analyzer.plot(result, ax=ax, view=name) is figure
+            assert _has_drawing(ax), f"{cls.name} view {name!r} drew nothing"
         finally:
             plt.close(figure)
+    figure = analyzer.plot(result)
+    try:
+        assert len(figure.axes) >= len(cls.views) and any(_has_drawing(a) for a in figure.axes)
+    finally:
+        plt.close(figure)
+
+
+def _has_drawing(ax) -> bool:
+    return bool(ax.has_data() or ax.images or ax.collections or ax.lines or ax.texts)
+
+
+CHECKS = (check_parameters, check_scope, check_unknown_parameter, check_metric_metadata, check_compute_is_pure,
+          check_result_round_trip, check_rerun_is_noop, check_views_draw)

@@ -6,13 +6,11 @@ loop serves analytic functions, ResNets and PINNs, and the user's model is never
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from dataclasses import dataclass
 
 import torch
 
-from .errors import ConfigError
-from .params import check_known
+from .params import Boolean, Interval, NumberList, Options, check_known, constraints_of, param, validate_fields
 
 OPTIMIZERS = ("sgd", "adam", "lbfgs")
 SCHEDULES = ("constant", "multistep", "cosine")
@@ -24,45 +22,23 @@ class Recipe:
     gradient steps (functions); for L-BFGS one epoch is one ``step`` of at most ``max_iter``
     iterations on the full batch, as in Krishnapriyan et al.'s reference code."""
 
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    epochs: int = 10
-    batch_size: int | None = 128
-    schedule: str = "constant"
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    steps_per_epoch: int = 100
-    max_iter: int = 20
-    history_size: int = 50
-    augment: bool = False
+    optimizer: str = param("sgd", Options(OPTIMIZERS))
+    lr: float = param(0.1, Interval(float, 0, None, closed="neither"))
+    momentum: float = param(0.9, Interval(float, 0, 1, closed="left"))
+    nesterov: bool = param(False, Boolean())
+    weight_decay: float = param(0.0, Interval(float, 0))
+    epochs: int = param(10, Interval(int, 0))
+    batch_size: int | None = param(128, Interval(int, 1, allow_none=True), "None: full batch")
+    schedule: str = param("constant", Options(SCHEDULES))
+    milestones: tuple[int, ...] = param((), NumberList(Interval(int, 0), min_len=0))
+    gamma: float = param(0.1, Interval(float, 0, None, closed="neither"))
+    steps_per_epoch: int = param(100, Interval(int, 1))
+    max_iter: int = param(20, Interval(int, 1))
+    history_size: int = param(50, Interval(int, 1))
+    augment: bool = param(False, Boolean())
 
     def __post_init__(self):
-        _check(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}", self.optimizer)
-        _check(self.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}", self.schedule)
-        number = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)  # noqa: E731
-        integer = lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)  # noqa: E731
-        _check(number(self.lr) and self.lr > 0, "lr", "a float in (0, inf)", self.lr)
-        _check(number(self.momentum) and 0 <= self.momentum < 1, "momentum", "a float in [0, 1)", self.momentum)
-        _check(number(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a float in [0, inf)",
-               self.weight_decay)
-        _check(number(self.gamma) and self.gamma > 0, "gamma", "a float in (0, inf)", self.gamma)
-        _check(integer(self.epochs) and self.epochs >= 0, "epochs", "an int in [0, inf)", self.epochs)
-        _check(
-            self.batch_size is None or (integer(self.batch_size) and self.batch_size >= 1),
-            "batch_size", "an int in [1, inf) or None (full batch)", self.batch_size,
-        )
-        _check(integer(self.steps_per_epoch) and self.steps_per_epoch >= 1, "steps_per_epoch", "an int in [1, inf)",
-               self.steps_per_epoch)
-        _check(integer(self.max_iter) and self.max_iter >= 1, "max_iter", "an int in [1, inf)", self.max_iter)
-        _check(integer(self.history_size) and self.history_size >= 1, "history_size", "an int in [1, inf)",
-               self.history_size)
-        _check(isinstance(self.nesterov, bool), "nesterov", "true or false", self.nesterov)
-        _check(isinstance(self.augment, bool), "augment", "true or false", self.augment)
-        _check(isinstance(self.milestones, (list, tuple)) and all(integer(m) for m in self.milestones),
-               "milestones", "a list of ints", self.milestones)
+        validate_fields(self)
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
 
     @classmethod
@@ -77,9 +53,7 @@ class Recipe:
         return out
 
 
-def _check(ok: bool, name: str, expected: str, got) -> None:
-    if not ok:
-        raise ConfigError(f"The {name!r} parameter of Recipe must be {expected}. Got {got!r}.")
+RECIPE_CONSTRAINTS = constraints_of(Recipe)
 
 
 def make_optimizer(recipe: Recipe, params: list[torch.Tensor]) -> torch.optim.Optimizer:

@@ -1,8 +1,10 @@
-"""A tiny example analyzer: how a new landscape metric is added to lossatlas.
+"""An example analyzer: a complete new landscape metric in one module.
 
-It trains ``n_minima`` minima (a shared sample, reused by any method that needs minima), then
-reports the loss and the gradient norm at each: a first-order check that they are minima.
-To ship it, add one line to your package's pyproject.toml:
+The gradient at a trained minimum should vanish; its norm (overall and per parameter) is a
+first-order check that a "minimum" is one. Everything lossatlas needs is declared here: the
+parameters with their constraints, the scope (one result per minimum), the sample it needs (the
+point to look at), the metrics' meaning, and a view that reports draw. To ship it, add one line
+to your package's pyproject.toml:
 
     [project.entry-points."lossatlas.methods"]
     gradient-norm = "yourpackage.gradient_norm:GradientNorm"
@@ -11,38 +13,41 @@ from __future__ import annotations
 
 import numpy as np
 
-from lossatlas import Analyzer, Recipe, train_minima
-from lossatlas.params import Interval
+from lossatlas.analyzer import Analyzer, diagnostic, measure
+from lossatlas.params import Interval, Options, param
+from lossatlas.samplers import Point
+
+
+def draw_gradient(ax, result) -> None:
+    """|gradient| per parameter, largest first, on a log axis."""
+    values = np.sort(np.abs(result.arrays["gradient"]))[::-1]
+    ax.semilogy(np.arange(1, len(values) + 1), np.maximum(values, 1e-300), marker=".")
+    ax.set(xlabel="parameter (by |gradient|)", ylabel="|gradient|",
+           title=f"gradient norm {result.metrics['gradient_norm']:.3g}")
 
 
 class GradientNorm(Analyzer):
     name = "gradient-norm"
-    description = "Loss and gradient norm at trained minima."
-    needs = ("minima",)
-    constraints = {"n_minima": Interval(int, 1), "epochs": Interval(int, 1), "lr": Interval(float, 0)}
-    smoke_params = {"n_minima": 2, "epochs": 2}
+    description = "Loss and gradient norm at a minimum (a first-order check that it is one)."
+    scope = "minimum"
+    metrics = {
+        "gradient_norm": measure("Euclidean norm of the full-batch gradient", higher_is_better=False),
+        "gradient_max": measure("largest |gradient| entry", higher_is_better=False),
+        "loss": diagnostic("loss at the point"),
+    }
+    views = {"gradient": draw_gradient}
+    smoke_params = {"at": "theta0"}
 
-    def __init__(self, n_minima: int = 4, epochs: int = 10, lr: float = 0.01):
-        self.n_minima = n_minima
-        self.epochs = epochs
-        self.lr = lr
+    at: str = param("minimum", Options(("minimum", "theta0")))
+    minimum: int = param(0, Interval(int, 0))
+    scale: float = param(1.0, Interval(float, 0, None, closed="neither"), "multiplies the reported norms")
 
-    def _recipe(self) -> Recipe:
-        return Recipe(optimizer="sgd", lr=self.lr, momentum=0.0, epochs=self.epochs, steps_per_epoch=100)
+    def requests(self, subject):
+        return {"point": Point(at=self.at, minimum=self.minimum)}
 
-    def produce(self, store, subject):
-        train_minima(store, subject, self._recipe(), seeds=range(self.n_minima), progress=False)
-
-    def run(self, store, subject):
-        minima = train_minima(store, subject, self._recipe(), seeds=range(self.n_minima), progress=False)
-        losses = np.array([subject.loss(m.theta, m.buffers) for m in minima])
-        norms = np.array([float(subject.grad(m.theta, m.buffers).norm()) for m in minima])
-        return {"mean_loss": losses.mean(), "max_grad_norm": norms.max()}, {"losses": losses, "grad_norms": norms}
-
-    def plot(self, result, ax=None):
-        import matplotlib.pyplot as plt
-
-        figure, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(4, 3))
-        ax.bar(np.arange(len(result.arrays["grad_norms"])), result.arrays["grad_norms"])
-        ax.set(xlabel="minimum", ylabel="gradient norm", yscale="log", title=result.subject)
-        return figure
+    def compute(self, subject, samples):
+        theta, buffers = samples["point"]["theta"], samples["point"]["buffers"]
+        gradient = subject.grad(theta, buffers).cpu().numpy() * self.scale
+        metrics = {"gradient_norm": float(np.linalg.norm(gradient)), "gradient_max": float(np.abs(gradient).max()),
+                   "loss": subject.loss(theta, buffers)}
+        return metrics, {"gradient": gradient}

@@ -6,15 +6,13 @@ that list the valid ones. The builders are also importable directly.
 from __future__ import annotations
 
 import inspect
-import math
-from numbers import Integral, Real
 from typing import Callable
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..params import check_known
+from ..params import check_known, from_annotation, validate
 from ..subjects import ModuleSubject, Subject
 from .analytic import himmelblau, quartic, three_hump_camel
 from .data import cifar10, digits, download_cifar10
@@ -64,28 +62,15 @@ def parameters(problem: str) -> dict[str, object]:
 
 
 def check_params(problem: str, params: dict) -> None:
-    """Names, then types (from the builder's annotations): before any store is opened."""
+    """Names, then types (constraints from the builder's annotations): before any store is opened."""
     valid = parameters(problem)
     check_known(f"problem {problem!r}", params, valid)
     missing = sorted(n for n, d in valid.items() if d is inspect.Parameter.empty and n not in params)
     if missing:
         raise ConfigError(f"Problem {problem!r} needs parameter(s) {missing}.")
-    annotations = {n: p.annotation for n, p in inspect.signature(_builder(problem)).parameters.items()}
-    for name, value in params.items():
-        kinds = [k.strip() for k in str(annotations.get(name, "")).split("|") if k.strip() in _TYPES]
-        if kinds and not any(_TYPES[k](value) for k in kinds):
-            finite = " (finite)" if "float" in kinds else ""
-            raise ConfigError(f"The {name!r} parameter of problem {problem!r} must be {' or '.join(kinds)}{finite}. "
-                              f"Got {value!r}.")
-
-
-_TYPES = {
-    "bool": lambda v: isinstance(v, bool),
-    "int": lambda v: isinstance(v, Integral) and not isinstance(v, bool),
-    "float": lambda v: isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v),
-    "str": lambda v: isinstance(v, str),
-    "None": lambda v: v is None,
-}
+    signature = inspect.signature(_builder(problem)).parameters
+    constraints = {name: from_annotation(p.annotation) for name, p in signature.items()}
+    validate(f"problem {problem!r}", params, {n: c for n, c in constraints.items() if c is not None})
 
 
 def build(problem: str, **params) -> Subject:

@@ -52,7 +52,8 @@ def cifar10(root: str | Path | None = None) -> tuple[Split, Split]:
         raise DataError(
             f"CIFAR-10 not found: expected the python batches {missing} in {folder}.\n"
             "Download it (about 170 MB, checksummed) with\n"
-            f"    python -c \"from lossatlas.problems.data import download_cifar10; download_cifar10('{folder.parent}')\"\n"
+            "    python -c \"from lossatlas.problems.data import download_cifar10; "
+            f"download_cifar10('{folder.parent}')\"\n"
             "or unpack cifar-10-python.tar.gz there yourself; the offline default dataset is 'digits'."
         )
     batches = [_read_batch(folder / n) for n in names]

@@ -1,4 +1,4 @@
-"""The 1-D convection PINN of Krishnapriyan et al. 2021, as used by seed 001.
+"""The 1-D convection PINN of Krishnapriyan et al. 2021, as used by Xie, Geniesse et al. 2024.
 
     u_t + beta u_x = 0,  x in [0, 2 pi], t in [0, 1],  u(x, 0) = sin x,  u(0, t) = u(2 pi, t).
 
@@ -66,7 +66,7 @@ class ConvectionPINN(ModuleSubject):
         )
         # batched_loss: the points as columns, collocation first, then initial, left, right boundary
         self._columns = torch.cat([collocation, self.initial, self.left, self.right]).T.contiguous()
-        self._linear = _tanh_mlp_layout(self.model, self._params)
+        self._linear = _tanh_mlp_layout(self.model, self.param_layout)
         self._bias_row = torch.cat([torch.ones(self._columns.shape[1]), torch.zeros(n_f)]).double()
         self._direction = torch.tensor([2 * self.beta, 2.0], dtype=torch.float64)
         self._initial_row = self.initial_u[:, 0]
@@ -104,7 +104,7 @@ class ConvectionPINN(ModuleSubject):
         """
         if self._linear is None:
             raise NotImplementedError(f"{self.name}: batched_loss needs the tanh MLP of convection_mlp.")
-        thetas = self._as_thetas(thetas)
+        thetas = self.as_thetas(thetas)
         with torch.no_grad():
             return self._batched_loss_rows(thetas)
 
@@ -146,7 +146,7 @@ class ConvectionPINN(ModuleSubject):
 
     def relative_l2_error(self, theta) -> float:
         with torch.no_grad():
-            u = self._forward(self._as_theta(theta), self.buffers0, self.grid)
+            u = self._forward(self.as_theta(theta), self.buffers0, self.grid)
         return float(torch.linalg.norm(u - self.exact) / torch.linalg.norm(self.exact))
 
     @property

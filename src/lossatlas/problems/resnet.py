@@ -1,7 +1,7 @@
 """CIFAR ResNets (He et al. 2016) as used by PyHessian and Li et al. 2018, with or without skips.
 
 ``skip=False`` removes every shortcut, the 1x1 downsampling ones included (PyHessian's
-``residual_not``, Li et al.'s "NS", seed 001's "without residual connections").
+``residual_not``, Li et al.'s "NS", Xie, Geniesse et al.'s "without residual connections").
 """
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ import io
 import re
 from pathlib import Path
 
+from .. import plots, registry
 from ..progress import bar as progress_bar
 from ..store import Store
 from .collect import Study, collect
@@ -26,11 +27,12 @@ def write_report(store: Store, out: str | Path, name: str | None = None, figures
     study = collect(store, name)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    drawn = write_figures(study, out / "figures") if figures else []
+    drawn, notes = write_figures(study, out / "figures") if figures else ([], [])
     names = [f"figures/{p.name}" for p in drawn]
     evaluated = evaluate_claims(study)
     tables = [variant_table(study), comparison_table(study, evaluated)]
-    parts = sections(study, store.path.name, evaluated, *tables)
+    parts = sections(study, store.path.name, evaluated, *tables) + ([("Figures skipped", "\n".join(notes))]
+                                                                   if notes else [])
     texts = {
         "metrics.csv": metrics_csv(study),
         "table.md": "\n".join(t.markdown() for t in tables),
@@ -60,29 +62,39 @@ def _cell(value):
     return repr(value) if isinstance(value, float) else value
 
 
-def write_figures(study: Study, folder: Path) -> list[Path]:
+def write_figures(study: Study, folder: Path) -> tuple[list[Path], list[str]]:
     """Per variant one panel of every view of every method (at its first minimum); per view one
-    side-by-side comparison across variants (skip vs no-skip, the beta sweep)."""
-    from .. import plots
-
+    side-by-side comparison across variants (skip vs no-skip, the beta sweep). Views come from
+    the analyzers' own declarations (recorded in the store); an analyzer that is not installed
+    here has its figures skipped, with a note. Returns (files, notes)."""
     methods = study.record["methods"]
-    views = [(label, view) for label, m in methods.items() for view in plots.VIEWS.get(m["analyzer"], ())]
+    views, notes = [], []
+    for label, method in methods.items():
+        cls = registry.find(method["analyzer"])
+        recorded = next((r.analyzer.get("views", {}) for (_, lab), r in study.first_results.items() if lab == label),
+                        {})
+        if cls is None:
+            if recorded:
+                notes.append(f"Figures of `{label}` ({', '.join(recorded)}) skipped: the analyzer "
+                             f"{method['analyzer']!r} is not installed here.")
+            continue
+        views += [(label, view, draw) for view, draw in cls.views.items()]
     paths = []
     bar = progress_bar(total=len(study.variants()) + len(views), desc=f"{study.record['name']}: figures")
     for subject, variant in study.variants():
-        panels = [(label, view, study.first_results[(subject, label)]) for label, view in views
+        panels = [(f"{label}", draw, study.first_results[(subject, label)]) for label, _, draw in views
                   if (subject, label) in study.first_results]
         if panels:
             figure = plots.panel_figure(f"{study.record['name']}: {variant}", panels)
             paths += plots.save_figure(figure, folder / f"variant_{_slug(variant)}")
         bar.update(1)
-    for label, view in views:
+    for label, view, draw in views:
         columns = [(variant, study.first_results.get((subject, label))) for subject, variant in study.variants()]
-        figure = plots.comparison_figure(f"{label}: {view}", view, columns)
+        figure = plots.comparison_figure(f"{label}: {view}", draw, columns)
         paths += plots.save_figure(figure, folder / f"compare_{_slug(label)}_{view}")
         bar.update(1)
     bar.close()
-    return paths
+    return paths, notes
 
 
 def _slug(text: str) -> str:

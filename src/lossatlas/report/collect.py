@@ -6,9 +6,8 @@ Everything the report shows comes from here, and everything here comes from the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ..harness import runs_per_minimum
 from ..errors import StoreError
 from ..store import Result, Store
 
@@ -23,6 +22,13 @@ class Study:
     scopes: dict[str, str]  # label -> "minimum" (one result per minimum) or "subject" (one per subject)
     first_results: dict[tuple[str, str], Result]  # (subject, label) -> the result at its first minimum
     versions: dict[str, str]
+    metric_info: dict[str, dict] = field(default_factory=dict)  # "<label>.<metric>" -> description,
+    # higher_is_better, kind, as the analyzer declared them when the result was written
+
+    @property
+    def measure_columns(self) -> list[str]:
+        """Metric columns their analyzers declare as measures (diagnostics left out of comparisons)."""
+        return [c for c in self.metric_columns if self.metric_info.get(c, {}).get("kind", "measure") == "measure"]
 
     @property
     def variant_keys(self) -> list[str]:
@@ -42,7 +48,7 @@ class Study:
 def collect(store: Store, name: str | None = None) -> Study:
     record = store.read_benchmark(benchmark_name(store, name))
     methods = record["methods"]
-    scopes = {label: "minimum" if runs_per_minimum(m["analyzer"]) else "subject" for label, m in methods.items()}
+    scopes, info = {}, {}
     cache: dict[tuple, Result] = {}
     minima: dict[str, dict] = {}
     rows, model_columns, metric_columns, first = [], {}, {}, {}
@@ -65,16 +71,18 @@ def collect(store: Store, name: str | None = None) -> Study:
             if where not in cache:
                 cache[where] = store.read_result(*where)
             result = cache[where]
+            scopes.setdefault(label, result.analyzer.get("scope", "minimum"))
             first.setdefault((run["subject"], label), result)
             for metric, value in result.metrics.items():
                 row[f"{label}.{metric}"] = value
                 metric_columns.setdefault(f"{label}.{metric}", label)
+                info.setdefault(f"{label}.{metric}", result.analyzer.get("metrics", {}).get(metric, {}))
             row[f"time.{label}_s"] = result.wall_time_s
         rows.append(row)
     ordered = [c for label in methods for c, owner in metric_columns.items() if owner == label]
     times = ["time.minimum_s"] + [f"time.{label}_s" for label in methods]
     versions = next(iter(cache.values())).versions if cache else {}
-    return Study(record, rows, list(model_columns), ordered, times, scopes, first, versions)
+    return Study(record, rows, list(model_columns), ordered, times, scopes, first, versions, info)
 
 
 def benchmark_name(store: Store, name: str | None) -> str:

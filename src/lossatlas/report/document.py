@@ -1,4 +1,4 @@
-"""report.md and index.html: what was run, at what scale, what it cost, which seed claims held.
+"""report.md and index.html: what was run, at what scale, what it cost, which paper claims held.
 
 Both are built only from the store (through ``Study``), so regenerating them reproduces them.
 """
@@ -21,7 +21,7 @@ def non_finite(study: Study) -> list[tuple[str, str, str, str]]:
         for column in study.model_columns + study.metric_columns:
             value = row.get(column)
             if column in row and not is_finite(value):
-                found.append((study.variant_label(row), str(row["seed"]), column, _why(row, column, value)))
+                found.append((study.variant_label(row), str(row["seed"]), column, _why(study, row, column, value)))
             elif column in row and column.endswith(".n_nonfinite") and value > 0:
                 found.append((study.variant_label(row), str(row["seed"]), column,
                               f"{value:g}: the samples held {int(value)} NaN/inf loss value(s), which the method "
@@ -29,22 +29,24 @@ def non_finite(study: Study) -> list[tuple[str, str, str, str]]:
     return found
 
 
-def _why(row: dict, column: str, value) -> str:
+def _why(study: Study, row: dict, column: str, value) -> str:
     label, _, metric = column.partition(".")
     bad = row.get(f"{label}.n_nonfinite")
-    if metric.startswith("final_loss_"):
-        return f"{value}: every jump-and-retrain run ended at a non-finite loss (diverged)"
+    meaning = study.metric_info.get(column, {}).get("description")
     if is_finite(bad) and bad > 0:
-        return f"{value}: the sampled landscape held {int(bad)} non-finite loss value(s)"
+        return f"{value}: the sampled landscape held {int(bad)} non-finite loss value(s)" + \
+            (f" ({metric}: {meaning})" if meaning else "")
+    if meaning:
+        return f"{value}: {meaning}"
     return f"{value}: returned by the method as is; inspect the result in the store (`lossatlas inspect`)"
 
 
 def claim_summary(evaluated: list[dict]) -> str:
     verdicts = Counter(found["verdict"].split(" (")[0] for found in evaluated)
     if not verdicts:
-        return "No seed claims were declared for this benchmark."
+        return "No paper claims were declared for this benchmark."
     parts = [f"{count} {verdict}" for verdict, count in sorted(verdicts.items())]
-    return f"Of {sum(verdicts.values())} seed claims: " + ", ".join(parts) + "."
+    return f"Of {sum(verdicts.values())} paper claims: " + ", ".join(parts) + "."
 
 
 def sections(study: Study, store_name: str, evaluated: list[dict], per_variant: Table,
@@ -72,7 +74,7 @@ def sections(study: Study, store_name: str, evaluated: list[dict], per_variant: 
                 "\n".join(f"- {variant}, seed {seed}: `{column}` = {why}" for variant, seed, column, why in bad))
     return [
         ("What was run", overview),
-        ("Seed claims", claims_table(study, evaluated)),
+        ("Paper claims", claims_table(study, evaluated)),
         ("", claim_summary(evaluated)),
         ("Method comparison", comparison),
         ("Metrics per variant", per_variant),

@@ -215,9 +215,9 @@ def comparison_table(study: Study, evaluated: list[dict]) -> Table:
     for found in evaluated:
         claims.setdefault(found["claim"]["metric"], []).append(found)
     header = ["metric"] + ([f"ρ vs {error}"] if error else []) + ([f"ρ vs {factor}"] if factor else []) + \
-        ["seed claim", "verdict"]
+        ["paper claim", "verdict"]
     rows = []
-    for column in study.model_columns + study.metric_columns:
+    for column in study.model_columns + study.measure_columns:
         if column in (error, factor):
             continue
         cells = [column]
@@ -232,7 +232,9 @@ def comparison_table(study: Study, evaluated: list[dict]) -> Table:
     notes = [f"Spearman's ρ over seeds × variants (per-variant metrics: over variants, against the variant's mean "
              f"{error}); {factor} coded as its value (booleans: false=0, true=1).",
              f"reproduced = the claimed direction with p < {SIGNIFICANCE}; 'same direction, not significant' = the "
-             "sign agrees but the evidence is weak (few seeds or variants)."]
+             "sign agrees but the evidence is weak (few seeds or variants).",
+             "Measures only: metrics their analyzers declare as diagnostics (counts, thresholds) are in metrics.csv "
+             "and the per-variant table."]
     return Table(f"{study.record['name']} ({study.record['scale']} scale): method comparison", header, rows, notes)
 
 
@@ -244,7 +246,7 @@ def claims_table(study: Study, evaluated: list[dict]) -> Table:
         rows.append([claim["text"], claim.get("source", ""), _claim_text(claim, claim_factor(study, claim)),
                      found["observed"] or "–",
                      found["verdict"]])
-    return Table(f"{study.record['name']} ({study.record['scale']} scale): the seed papers' claims",
+    return Table(f"{study.record['name']} ({study.record['scale']} scale): the papers' claims",
                  ["claim", "source", "expected", "observed", "verdict"], rows)
 
 

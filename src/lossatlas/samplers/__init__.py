@@ -1,19 +1,17 @@
 """Samplers: the expensive things several methods share, written once to the store.
 
-Every sampler is resumable: what is already stored is reused, only what is missing is computed.
+Every sampler follows the one sample protocol of ``lossatlas.sampling`` and is produced by its
+one driver, ``obtain``: resumable, executor-agnostic, each part written with its completion flag.
 """
 from __future__ import annotations
 
-from ..store import Store
-from ..subjects import Subject
-from .grid import Grid, loss_grid
-from .minima import train_minima
-from .points import point_of
+from ..sampling import Request, Sample, Sampler, obtain
+from .grid import Grid, grid_points, loss_grid
+from .jump_retrain import JumpRetrainRuns, jump_and_retrain, reference_recipe
+from .minima import DescentMinima, GivenMinima, StoredMinima, TrainedMinima, train_minima
+from .paths import Paths, connect_minima
+from .points import Point, point_of
 
-
-def register(store: Store, subject: Subject) -> None:
-    """Record the subject in the store (refused if the name is taken by another config)."""
-    store.add_subject(subject.name, subject.config(), subject.theta0.numpy(), subject.buffers0.numpy())
-
-
-__all__ = ["register", "train_minima", "loss_grid", "Grid", "point_of"]
+__all__ = ["Request", "Sample", "Sampler", "obtain", "Grid", "grid_points", "loss_grid", "JumpRetrainRuns",
+           "jump_and_retrain", "reference_recipe", "DescentMinima", "GivenMinima", "StoredMinima", "TrainedMinima",
+           "train_minima", "Paths", "connect_minima", "Point", "point_of"]

@@ -1,62 +1,169 @@
-"""The minima sampler: K minima of a subject trained from independent seeded initializations."""
+"""Minima samplers: trained minima of a model, gradient-descent minima of a function, stored or
+explicit minima. Each gives ``data["minima"]`` (K, dim), so any analyzer can join, compare or
+look at minima whatever their source."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 import time
-from typing import Sequence
+from dataclasses import dataclass
 
-from ..errors import NonFiniteLossError, StoreError
-from ..store import Minimum, Store
-from ..subjects import Subject
+import numpy as np
+import torch
+
+from ..errors import ConfigError, NonFiniteLossError, StoreError
+from ..params import Interval, NumberList, Vectors, param
+from ..provenance import canonical_json, now, versions
+from ..sampling import Request, Sample, Sampler, obtain
+from ..store import Minimum, Part, Store
 from ..training import Recipe
 
 
-def train_minima(store: Store, subject: Subject, recipe: Recipe, seeds: Sequence[int] = (0,),
-                 progress: bool = True) -> list[Minimum]:
+@dataclass(frozen=True)
+class TrainedMinima(Sampler):
     """Minimum ``i`` is trained from ``subject.init_theta(seeds[i])`` with ``recipe`` and the same
-    seed for batch order and augmentation; stored with its metrics on every split the subject
-    has ("eval" = the landscape's own data, "test" = held-out data or test error).
+    seed for batch order and augmentation; stored under ``minima/<i>`` with its metrics on every
+    split ("eval" = the landscape's own data, "test" = held-out data or test error). A stored
+    minimum trained with another recipe or seed is an error (nothing is overwritten)."""
 
-    Resumable: minima already stored are reused. A stored minimum trained with another recipe
-    or seed is an error (nothing is overwritten).
-    """
-    from . import register
+    kind = "minima"
+    encoding = "minima"
+    part_encoding = "minimum"
+    recipe: Recipe = dataclasses.field(default_factory=Recipe)
+    seeds: tuple = param((0,), NumberList(Interval(int, 0)))
 
-    from .. import executor
+    def own_config(self) -> dict:
+        return {"recipe": self.recipe.to_dict(), "seeds": [int(s) for s in self.seeds]}
 
-    known = subject.name in store.subjects()
-    if known:
-        register(store, subject)  # refuses another config with this name before any training
-    stored = {m.index: m for m in store.minima(subject.name)} if known else {}
-    wanted = recipe.to_dict()
-    for index, seed in enumerate(seeds):
-        minimum = stored.get(index)
-        if minimum is not None and (minimum.recipe != wanted or minimum.seed != seed):
-            raise StoreError(
-                f"Minimum {index} of {subject.name!r} in {store.path} was trained with seed {minimum.seed} "
-                f"and recipe {minimum.recipe}; asked for seed {seed} and recipe {wanted}. "
-                "Use another store or subject name to keep both."
-            )
-    missing = [(index, int(seed)) for index, seed in enumerate(seeds) if index not in stored]
-    runner = executor.current()
-    for _, minimum in runner.map(_train_one, missing, shared=(subject, recipe, progress and runner.local),
-                                 desc=f"{subject.name}: minima", progress=progress):
-        register(store, subject)  # only now: a failed first training leaves the store as it was
-        store.write_minimum(subject.name, minimum)  # each as soon as it is trained: resumable
-        stored[minimum.index] = minimum
+    def path(self, subject_name: str, key: str) -> str:
+        return f"subjects/{subject_name}/minima"
+
+    def check_stored(self, store: Store, path: str) -> None:
+        wanted = self.recipe.to_dict()
+        for index, seed in enumerate(self.seeds):
+            name = f"{path}/{index:03d}"
+            if not store.finished(name):
+                continue
+            attrs = store.file[name].attrs
+            recipe, stored_seed = json.loads(attrs["recipe"]), int(attrs["seed"])
+            if recipe != wanted or stored_seed != seed:
+                raise StoreError(
+                    f"Minimum {index} of {path.split('/')[1]!r} in {store.path} was trained with seed {stored_seed} "
+                    f"and recipe {recipe}; asked for seed {seed} and recipe {wanted}. "
+                    "Use another store or subject name to keep both."
+                )
+
+    def tasks(self, subject, header):
+        return [(f"{index:03d}", (index, int(seed))) for index, seed in enumerate(self.seeds)]
+
+    def run(self, subject, header, progress, task) -> Part:
+        index, seed = task
+        start = time.perf_counter()
+        theta, buffers = subject.init_theta(seed)
+        theta, buffers = subject.train(theta, self.recipe, seed, buffers=buffers, progress=progress)
+        metrics = {}
+        for split in subject.splits:
+            for key, value in subject.evaluate(theta, buffers, split).items():
+                metrics[f"{split}_{key}"] = value
+        if not math.isfinite(metrics["eval_loss"]):
+            raise NonFiniteLossError(f"Minimum {index} of {subject.name!r} (seed {seed}) has loss "
+                                     f"{metrics['eval_loss']}.")
+        attrs = {"seed": seed, "recipe": canonical_json(self.recipe.to_dict()), "metrics": canonical_json(metrics),
+                 "created": now(), "versions": canonical_json(versions()),
+                 "wall_time_s": time.perf_counter() - start}
+        return Part({"theta": theta.cpu().numpy(), "buffers": buffers.cpu().numpy()}, attrs)
+
+    def assemble(self, subject, header, parts):
+        ordered = [parts[name] for name, _ in self.tasks(subject, header)]
+        return {"minima": np.stack([p.arrays["theta"] for p in ordered]),
+                "buffers": np.stack([p.arrays["buffers"] for p in ordered]),
+                "seeds": np.array([int(p.attrs["seed"]) for p in ordered])}
+
+
+def train_minima(store: Store, subject, recipe: Recipe, seeds=(0,), progress: bool = True) -> list[Minimum]:
+    """Train (or reuse) the minima of ``subject`` for ``seeds``; returns them as stored."""
+    obtain(store, subject, TrainedMinima(recipe=recipe, seeds=tuple(int(s) for s in seeds)), progress)
+    stored = {m.index: m for m in store.minima(subject.name)}
     return [stored[index] for index in range(len(seeds))]
 
 
-def _train_one(subject: Subject, recipe: Recipe, progress: bool, task: tuple[int, int]) -> Minimum:
-    """One minimum, not yet stored (runs wherever the executor sends it)."""
-    index, seed = task
-    start = time.perf_counter()
-    theta, buffers = subject.init_theta(seed)
-    theta, buffers = subject.train(theta, recipe, seed, buffers=buffers, progress=progress)
-    metrics = {}
-    for split in subject.splits:
-        for key, value in subject.evaluate(theta, buffers, split).items():
-            metrics[f"{split}_{key}"] = value
-    if not math.isfinite(metrics["eval_loss"]):
-        raise NonFiniteLossError(f"Minimum {index} of {subject.name!r} (seed {seed}) has loss {metrics['eval_loss']}.")
-    return Minimum(index, theta.numpy(), buffers.numpy(), seed, recipe.to_dict(), metrics, time.perf_counter() - start)
+@dataclass(frozen=True)
+class DescentMinima(Sampler):
+    """Minima of a plain function: gradient descent from ``n_starts`` seeded uniform starts in
+    ``bounds`` (default theta0 +- 1), all starts at once; ends closer than 1e-4 (relative to the
+    box) are one minimum; sorted by loss."""
+
+    kind = "descent_minima"
+    n_starts: int = param(20, Interval(int, 1))
+    bounds: tuple | None = param(None, Vectors(), "(low, high) per parameter; None: theta0 +- 1")
+    gd_lr: float = param(0.01, Interval(float, 0, None, closed="neither"))
+    gd_steps: int = param(2000, Interval(int, 1))
+    seed: int = param(0, Interval(int, 0))
+
+    def prepare(self, subject, inputs):
+        theta0 = subject.theta0.cpu().numpy()
+        bounds = np.stack([theta0 - 1, theta0 + 1], 1) if self.bounds is None else np.array(self.bounds, dtype=float)
+        if bounds.shape != (subject.dim, 2) or np.any(bounds[:, 0] >= bounds[:, 1]):
+            raise ConfigError(f"bounds must be {subject.dim} pairs (low, high) with low < high; got {self.bounds!r}.")
+        return {"bounds": bounds}
+
+    def tasks(self, subject, header):
+        return [("minima", None)]
+
+    def run(self, subject, header, progress, task) -> Part:
+        bounds = header["bounds"]
+        starts = np.random.default_rng(self.seed).uniform(bounds[:, 0], bounds[:, 1], size=(self.n_starts, subject.dim))
+        points = torch.as_tensor(starts, dtype=subject.theta0.dtype)
+        for _ in range(self.gd_steps):  # plain gradient descent, all starts at once
+            points = points - self.gd_lr * subject.grads(points)
+        ends = [p for p in points.cpu().numpy() if np.all(np.isfinite(p))]
+        ends = [p for p, loss in zip(ends, subject.losses(np.array(ends)) if ends else []) if np.isfinite(loss)]
+        if not ends:
+            raise ConfigError(f"Gradient descent diverged from every start (gd_lr={self.gd_lr}); lower gd_lr.")
+        radius = 1e-4 * float(np.max(bounds[:, 1] - bounds[:, 0]))
+        unique: list[np.ndarray] = []
+        for end in ends:
+            if all(np.linalg.norm(end - u) > radius for u in unique):
+                unique.append(end)
+        return Part({"minima": np.stack(unique)})
+
+    def assemble(self, subject, header, parts):
+        return {"minima": parts["minima"].arrays["minima"]}
+
+
+@dataclass(frozen=True)
+class StoredMinima(Request):
+    """The first ``n`` trained minima in the store (train them first); fewer than ``at_least`` is an error."""
+
+    kind = "stored_minima"
+    n: int = param(4, Interval(int, 1))
+    at_least: int = param(1, Interval(int, 1))
+
+    def read(self, store, subject, inputs) -> Sample:
+        stored = store.minima(subject.name)[: self.n] if subject.name in store.subjects() else []
+        if len(stored) < self.at_least:
+            raise StoreError(f"Needs at least {self.at_least} minima of {subject.name!r}; {store.path} holds "
+                             f"{len(stored)}. Train them first (lossatlas.train_minima or a config's [minima]).")
+        minima = np.stack([m.theta for m in stored])
+        return Sample(self.kind, "", {"n": self.n, "sha1": _sha1(minima)}, {"minima": minima})
+
+
+@dataclass(frozen=True)
+class GivenMinima(Request):
+    """Explicit parameter vectors, one per minimum."""
+
+    kind = "given_minima"
+    vectors: tuple = param((), Vectors(allow_none=False))
+
+    def read(self, store, subject, inputs) -> Sample:
+        lengths = sorted({np.size(m) for m in self.vectors})
+        if lengths != [subject.dim]:
+            raise ConfigError(f"minima must be vectors of length {subject.dim}; got length(s) {lengths}.")
+        minima = np.asarray(self.vectors, dtype=float).reshape(len(self.vectors), -1)
+        return Sample(self.kind, "", {"sha1": _sha1(minima)}, {"minima": minima})
+
+
+def _sha1(array: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(array, dtype=float).tobytes()).hexdigest()[:16]

@@ -1,4 +1,4 @@
-"""Low-loss paths between minima (seed 002 §3.2; Garipov et al. 2018), endpoints fixed.
+"""Low-loss paths between minima (Barannikov et al. 2025, §3.2; Garipov et al. 2018), endpoints fixed.
 
 ``string``: the paper's gradient flow on the path. A chain of images between the minima; each
 step moves every interior image by the component of the gradient normal to the path (the
@@ -15,18 +15,24 @@ maximum: on landscapes with curved minimum-energy paths it overestimates the sad
 """
 from __future__ import annotations
 
+import hashlib
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .. import executor
+from ..params import Interval, Options, param
 from ..progress import bar as progress_bar
+from ..sampling import Request, Sampler, obtain
+from ..store import Part
 from ..training import Recipe
+from .minima import GivenMinima
 
 
 # -- curves ------------------------------------------------------------------------------------
-def curve_points(kind: str, start: torch.Tensor, bends: torch.Tensor, end: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def curve_points(kind: str, start: torch.Tensor, bends: torch.Tensor, end: torch.Tensor,
+                 t: torch.Tensor) -> torch.Tensor:
     """Points of a polygonal chain (``bends`` evenly spaced in t) or quadratic Bezier curve."""
     t = t.reshape(-1, 1).to(start.dtype)
     if kind == "bezier":
@@ -52,10 +58,10 @@ def fit_curve(subject, start, end, kind: str = "polychain", n_bends: int = 1, ep
     generator = torch.Generator().manual_seed(int(seed))
     buffers = subject.buffers0.clone()  # train-mode BatchNorm statistics are scratch: re-estimated later
     for _ in progress_bar(range(epochs), desc=f"{subject.name}: {kind}", enabled=progress):
-        for batch in subject._train_batches(recipe, generator):
+        for batch in subject.train_batches(recipe, generator):
             t = torch.rand(1, generator=generator, dtype=start.dtype)
             optimizer.zero_grad()
-            loss = subject._train_loss(curve_points(kind, start, bends, end, t)[0], buffers, batch)
+            loss = subject.train_loss(curve_points(kind, start, bends, end, t)[0], buffers, batch)
             if not math.isfinite(float(loss.detach())):
                 continue  # a NaN/inf point gives no direction: no step; the path's evaluation reports it
             loss.backward()
@@ -125,59 +131,75 @@ def _insert_midpoints(subject, images: torch.Tensor, insert_tol: float, max_imag
 PATH_KINDS = ("string", "polychain", "bezier")
 
 
-def connect_minima(store, subject, minima: np.ndarray, config: dict, progress: bool = True) -> dict:
-    """Optimize and evaluate a path between every pair of ``minima`` (K, dim), resumable per pair.
+@dataclass(frozen=True)
+class Paths(Sampler):
+    """An optimized path and the straight line between every pair of ``minima`` (sorted by loss
+    first), each pair one part, evaluated on the full evaluation set with BatchNorm statistics
+    re-estimated at every point (Garipov's update_bn), endpoints included. Data: ``pairs``,
+    ``path_max`` and ``linear_max`` (K, K), ``path_t`` / ``path_losses`` (one row per pair, NaN
+    after ``path_lengths``), ``vertex_losses`` (the minima measured as the path points are),
+    ``minima`` and ``minima_losses``."""
 
-    Losses are measured on the full evaluation set, with BatchNorm statistics re-estimated at
-    every point (Garipov's update_bn), endpoints included. Stored under ``samples/paths/<key>/<i>_<j>``: t, losses, the path's points (string images or
-    curve bends), the straight-line baseline (linear_t, linear_losses) and attrs max_loss,
-    linear_max. Returns {"pairs", "path_max", "linear_max", "t", "losses", "vertex_losses"}.
-    """
-    import hashlib
+    kind = "paths"
+    minima: Request = None
+    path_kind: str = param("string", Options(PATH_KINDS))
+    n_images: int = param(21, Interval(int, 3))
+    string_steps: int = param(2000, Interval(int, 1))
+    string_lr: float = param(0.01, Interval(float, 0, None, closed="neither"))
+    bends: int = param(1, Interval(int, 1))
+    curve_epochs: int = param(10, Interval(int, 1))
+    curve_lr: float = param(0.01, Interval(float, 0, None, closed="neither"))
+    weight_decay: float = param(0.0, Interval(float, 0))
+    batch_size: int = param(128, Interval(int, 1))
+    n_eval: int = param(61, Interval(int, 3))
+    seed: int = param(0, Interval(int, 0))
 
-    from ..provenance import config_key
-    from . import register
+    def config(self, inputs):
+        minima = inputs["minima"]["minima"]
+        digest = hashlib.sha1(np.ascontiguousarray(minima, dtype=float).tobytes()).hexdigest()[:16]
+        return {**self.own_config(), "minima_sha1": digest, "n_minima": len(minima)}
 
-    register(store, subject)
-    minima = np.asarray(minima, dtype=float)
-    digest = hashlib.sha1(np.ascontiguousarray(minima).tobytes()).hexdigest()[:16]
-    full = {**config, "minima_sha1": digest, "n_minima": len(minima)}
-    root = store.sample_node(subject.name, "paths", config_key(full), full)
-    if "minima" not in root:
-        store.write_array(root, "minima", minima)
-    thetas = torch.as_tensor(minima, dtype=subject.theta0.dtype)
-    pairs = [(i, j) for i in range(len(minima)) for j in range(i + 1, len(minima))]
-    todo = [(i, j) for i, j in pairs if not store.finished(f"{root.name}/{i:03d}_{j:03d}")]
-    runner = executor.current()
-    bar = progress_bar(total=len(todo), desc=f"{subject.name}: paths", enabled=progress)
-    tasks = [(thetas[i], thetas[j]) for i, j in todo]
-    for index, found in runner.map(_path_pair, tasks, shared=(subject, config, progress and runner.local)):
-        name = "{:03d}_{:03d}".format(*todo[index])
-        if name in root:
-            del root[name]
-        node = store.node(f"{root.name}/{name}", "path", complete=False)
-        for key in ("t", "losses", "points", "linear_t", "linear_losses"):
-            store.write_array(node, key, found[key])
-        node.attrs["max_loss"] = float(np.max(found["losses"]))
-        node.attrs["linear_max"] = float(np.max(found["linear_losses"]))
-        node.attrs["complete"] = True
-        store.flush()
-        bar.update(1)
-    bar.close()
-    k = len(minima)
-    path_max, linear_max = np.full((k, k), np.nan), np.full((k, k), np.nan)
-    ts, curves = [], []
-    for i, j in pairs:
-        node = root[f"{i:03d}_{j:03d}"]
-        path_max[i, j] = path_max[j, i] = node.attrs["max_loss"]
-        linear_max[i, j] = linear_max[j, i] = node.attrs["linear_max"]
-        ts.append(node["t"][()])
-        curves.append(node["losses"][()])
-    vertex = np.full(k, np.nan)
-    for (i, j), curve in zip(pairs, curves):  # the minima measured exactly as the path points: the endpoints
-        vertex[i], vertex[j] = curve[0], curve[-1]
-    return {"pairs": np.array(pairs, dtype=np.int64).reshape(-1, 2), "path_max": path_max,
-            "linear_max": linear_max, "t": ts, "losses": curves, "vertex_losses": vertex}
+    def prepare(self, subject, inputs):
+        minima = np.asarray(inputs["minima"]["minima"], dtype=float)
+        losses = subject.losses(minima)
+        order = np.argsort(losses, kind="stable")
+        return {"minima": minima[order], "minima_losses": losses[order]}
+
+    def tasks(self, subject, header):
+        k = len(header["minima"])
+        return [(f"{i:03d}_{j:03d}", (i, j)) for i in range(k) for j in range(i + 1, k)]
+
+    def run(self, subject, header, progress, task) -> Part:
+        thetas = torch.as_tensor(header["minima"], dtype=subject.theta0.dtype)
+        config = {**self.own_config(), "path": self.path_kind}
+        found = _path_pair(subject, config, progress, (thetas[task[0]], thetas[task[1]]))
+        attrs = {"max_loss": float(np.max(found["losses"])), "linear_max": float(np.max(found["linear_losses"]))}
+        return Part(found, attrs)
+
+    def assemble(self, subject, header, parts):
+        k = len(header["minima"])
+        tasks = self.tasks(subject, header)
+        path_max, linear_max = np.full((k, k), np.nan), np.full((k, k), np.nan)
+        vertex = np.array(header["minima_losses"], dtype=float) if k < 2 else np.full(k, np.nan)
+        for name, (i, j) in tasks:
+            part = parts[name]
+            path_max[i, j] = path_max[j, i] = part.attrs["max_loss"]
+            linear_max[i, j] = linear_max[j, i] = part.attrs["linear_max"]
+            vertex[i], vertex[j] = part.arrays["losses"][0], part.arrays["losses"][-1]  # the endpoints
+        curves = [parts[name].arrays for name, _ in tasks]
+        lengths = np.array([len(c["t"]) for c in curves], dtype=np.int64)
+        width = int(lengths.max()) if len(lengths) else 0
+        pad = lambda key: np.array([np.pad(c[key], (0, width - len(c[key])), constant_values=np.nan)  # noqa: E731
+                                    for c in curves]).reshape(len(curves), width)
+        return {"pairs": np.array([pair for _, pair in tasks], dtype=np.int64).reshape(-1, 2), "path_max": path_max,
+                "linear_max": linear_max, "path_t": pad("t"), "path_losses": pad("losses"), "path_lengths": lengths,
+                "vertex_losses": vertex, "minima": header["minima"], "minima_losses": header["minima_losses"]}
+
+
+def connect_minima(store, subject, minima: np.ndarray, progress: bool = True, **settings):
+    """Paths between every pair of explicit ``minima`` (K, dim), as a Sample; resumable per pair."""
+    request = Paths(minima=GivenMinima(vectors=tuple(map(tuple, np.asarray(minima, dtype=float)))), **settings)
+    return obtain(store, subject, request, progress)
 
 
 def _path_pair(subject, config: dict, progress: bool, task) -> dict[str, np.ndarray]:
@@ -202,7 +224,8 @@ def _optimize(subject, start, end, config, progress):
         arc = torch.cat([torch.zeros(1, dtype=images.dtype), torch.cumsum(lengths, 0)])
         total = arc[-1].clamp_min(1e-300)
         points = torch.cat([images, middle, redistribute(images, config["n_eval"])])
-        t = torch.cat([arc / total, (arc[:-1] + lengths / 2) / total, torch.linspace(0, 1, config["n_eval"], dtype=images.dtype)])
+        even = torch.linspace(0, 1, config["n_eval"], dtype=images.dtype)
+        t = torch.cat([arc / total, (arc[:-1] + lengths / 2) / total, even])
         order = torch.argsort(t, stable=True)
         return points[order], t[order].numpy(), images.numpy()
     bends = fit_curve(subject, start, end, config["path"], config["bends"], config["curve_epochs"], config["curve_lr"],

@@ -1,4 +1,4 @@
-"""The barcode of minima and the TO-score (seed 002, Barannikov et al., §3.1 and §3.4).
+"""The barcode of minima and the TO-score (Barannikov et al. 2025, §3.1 and §3.4).
 
 Vertices are minima (value = loss), edges are paths between them (value = the maximum loss
 on the path). Kruskal on edges by value with the elder rule: when two components meet, the
@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from .union_find import ElderUnionFind
 
 
 @dataclass
@@ -49,22 +51,17 @@ def minima_barcode(values, edges, weights) -> Barcode:
     edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
     weights = np.maximum(np.asarray(weights, dtype=float), np.maximum(values[edges[:, 0]], values[edges[:, 1]]))
     passable = np.isfinite(weights)  # NaN/inf: the path cannot be crossed at a finite loss
-    parent = list(range(len(values)))
-
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    # Filtration order of the minima: by value, ties by index. Only finite values are ever joined
+    # (a NaN/inf minimum makes its edges impassable), so this is the order of (values[i], i).
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[np.lexsort((np.arange(len(values)), values))] = np.arange(len(values))
+    components = ElderUnionFind(len(values), rank)
     bars, owners, zero = [], [], 0
     for edge in np.flatnonzero(passable)[np.argsort(weights[passable], kind="stable")]:
-        a, b = find(edges[edge, 0]), find(edges[edge, 1])  # roots are the components' lowest minima
-        if a == b:
+        joined = components.union(edges[edge, 0], edges[edge, 1])  # roots are the components' lowest minima
+        if joined is None:
             continue
-        if (values[a], a) > (values[b], b):
-            a, b = b, a
-        parent[b] = a  # the higher minimum's component dies here
+        b = joined[1]  # the higher minimum's component dies here
         if weights[edge] > values[b]:
             bars.append((values[b], weights[edge]))
             owners.append(b)
@@ -72,7 +69,7 @@ def minima_barcode(values, edges, weights) -> Barcode:
             zero += 1
     finite = np.array(bars, dtype=float).reshape(-1, 2)
     order = np.argsort(-(finite[:, 1] - finite[:, 0]), kind="stable")
-    roots = sorted({find(i) for i in range(len(values))}, key=lambda r: values[r])
+    roots = sorted({components.find(i) for i in range(len(values))}, key=lambda r: values[r])
     essential = np.array([(values[r], np.inf) for r in roots], dtype=float).reshape(-1, 2)
     return Barcode(np.concatenate([finite[order], essential]),
                    np.array([owners[i] for i in order] + roots, dtype=np.int64), zero, int((~passable).sum()))

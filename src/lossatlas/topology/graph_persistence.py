@@ -1,5 +1,5 @@
-"""Persistence of a loss-filtered graph (seed 004 §2.2, §3.3): vertices at their loss, edges at
-the larger endpoint loss; diagrams D0 and D1 by gudhi; total persistence.
+"""Persistence of a loss-filtered graph (Horoi et al. 2022, §2.2, §3.3): vertices at their loss,
+edges at the larger endpoint loss; diagrams D0 and D1 by gudhi; total persistence.
 
 In a graph no 1-cycle ever dies, and one component per connected piece never dies: with
 ``close_essential`` (default) those classes are closed at the maximum loss, as is usual for
@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .graphs import lower_star_tree
+
 
 def graph_diagrams(values, edges, close_essential: bool = True, flag: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(D0, D1) as (k, 2) birth/death arrays; essential deaths are inf unless closed."""
-    import gudhi
-
     values = np.asarray(values, dtype=float)
-    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
-    tree = gudhi.SimplexTree()
-    tree.insert_batch(np.arange(len(values))[None, :], values)
-    if len(edges):
-        tree.insert_batch(edges.T, np.maximum(values[edges[:, 0]], values[edges[:, 1]]))
+    tree = lower_star_tree(values, edges)
     if flag:
         tree.expansion(2)
         tree.make_filtration_non_decreasing()
@@ -36,6 +32,6 @@ def graph_diagrams(values, edges, close_essential: bool = True, flag: bool = Fal
 
 
 def total_persistence(diagram: np.ndarray, p: float = 2.0) -> float:
-    """pers(D) = sum (death - birth)^p over the finite points of D (seed 004 §3.3, p = 2)."""
+    """pers(D) = sum (death - birth)^p over the finite points of D (Horoi et al. 2022, §3.3, p = 2)."""
     finite = diagram[np.isfinite(diagram[:, 1])]
     return float(np.sum((finite[:, 1] - finite[:, 0]) ** p))

@@ -1,4 +1,4 @@
-"""Graphs over sample points, the four representations of a loss grid in seed 001.
+"""Graphs over sample points, the four representations of a loss grid in Xie, Geniesse et al. 2024.
 
 ``image``: the grid as pixels, 8-connected, which is the connectivity of gudhi's cubical
 complex built from top-dimensional cells. ``delaunay``, ``gabriel`` and ``knn`` build graphs
@@ -74,15 +74,24 @@ def representation_edges(name: str, points: np.ndarray, shape: tuple[int, int] |
     raise ValueError(f"Unknown representation {name!r}; valid: {list(REPRESENTATIONS)}.")
 
 
-def lower_star_pairs(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """0-dim persistence of the lower-star filtration by gudhi's SimplexTree (the reference)."""
+def lower_star_tree(values: np.ndarray, edges: np.ndarray):
+    """The lower-star filtration of a graph as a gudhi SimplexTree: each vertex at its value,
+    each edge at the larger of its endpoint values (values are taken as given)."""
     import gudhi
 
+    values = np.asarray(values, dtype=float)
+    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
     tree = gudhi.SimplexTree()
-    values = np.where(np.isfinite(values), values, np.inf)
     tree.insert_batch(np.arange(len(values))[None, :], values)
-    edges = np.asarray(edges).T
-    tree.insert_batch(edges, np.maximum(values[edges[0]], values[edges[1]]))
+    if len(edges):
+        tree.insert_batch(edges.T, np.maximum(values[edges[:, 0]], values[edges[:, 1]]))
+    return tree
+
+
+def lower_star_pairs(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """0-dim persistence of the lower-star filtration by gudhi's SimplexTree (the reference);
+    non-finite values count as +inf."""
+    tree = lower_star_tree(np.where(np.isfinite(values), values, np.inf), edges)
     tree.compute_persistence(persistence_dim_max=False)
     pairs = tree.persistence_intervals_in_dimension(0)
     return pairs[pairs[:, 1] > pairs[:, 0]]

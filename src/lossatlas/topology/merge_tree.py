@@ -1,10 +1,10 @@
 """Merge trees (join trees) of sublevel sets of a function on a graph, and their 0-dim persistence.
 
-Carr et al. 2003; seed 001 §2. Vertices carry values, an edge enters the filtration at the
-larger of its endpoint values. Kruskal on the minimum spanning tree of those edge values with
-union-find and the elder rule: when two components meet, the one with the higher minimum
-dies there, giving the pair (its minimum, the merge value) and a saddle joining two branches.
-Non-finite values (NaN, inf) are treated as +inf and counted.
+Carr et al. 2003; Xie, Geniesse et al. 2024, §2. Vertices carry values, an edge enters the
+filtration at the larger of its endpoint values. Kruskal on the minimum spanning tree of those
+edge values with union-find and the elder rule: when two components meet, the one with the
+higher minimum dies there, giving the pair (its minimum, the merge value) and a saddle joining
+two branches. Non-finite values (NaN, inf) are treated as +inf and counted.
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
+
+from .union_find import ElderUnionFind
 
 
 @dataclass
@@ -36,13 +38,14 @@ class MergeTree:
     def persistence(self) -> np.ndarray:
         return self.pairs[:, 1] - self.pairs[:, 0]
 
-    def simplified(self, threshold: float = 0.0) -> "MergeTree":
+    def simplified(self, threshold: float = 0.0) -> MergeTree:
         """Drop the pairs with persistence at or below ``threshold`` (TTK-style simplification),
         together with their saddles; essential pairs always stay."""
         keep = ~(self.persistence <= threshold)
         dying = set(self.pair_vertices[~keep, 0].tolist())
         saddles = self.saddles[[s[2] not in dying for s in self.saddles]] if len(self.saddles) else self.saddles
-        return MergeTree(self.values, self.pairs[keep], self.pair_vertices[keep], saddles.reshape(-1, 3), self.n_nonfinite)
+        return MergeTree(self.values, self.pairs[keep], self.pair_vertices[keep], saddles.reshape(-1, 3),
+                         self.n_nonfinite)
 
     @property
     def n_minima(self) -> int:
@@ -55,8 +58,8 @@ class MergeTree:
     def average_persistence(self, close_at: float | None = None) -> float:
         """Mean persistence of the finite pairs (0 without any); with ``close_at``, essential pairs
         die there and count too, as in TTK's persistence diagram, which pairs the global minimum
-        with the global maximum (seed 001's convention: a single smooth basin then has a large
-        average persistence, many shallow basins a small one)."""
+        with the global maximum (the convention of Xie, Geniesse et al. 2024: a single smooth
+        basin then has a large average persistence, many shallow basins a small one)."""
         persistence = self.persistence
         if close_at is not None:
             persistence = np.where(np.isinf(self.pairs[:, 1]), close_at - self.pairs[:, 0], persistence)
@@ -136,24 +139,13 @@ def _elder_rule(values: np.ndarray, rank: np.ndarray, merges: np.ndarray, global
                 n_nonfinite: int) -> MergeTree:
     """Union-find over basins: at each merge (saddle, basin a, basin b), in filtration order,
     the component whose minimum is higher dies at the saddle."""
-    parent: dict[int, int] = {}
-
-    def find(x):
-        root = x
-        while parent.get(root, root) != root:
-            root = parent[root]
-        while x != root:  # path compression
-            parent[x], x = root, parent[x]
-        return root
-
+    components = ElderUnionFind(len(values), rank)
     pair_vertices, saddles = [], []
     for saddle, a, b in merges.tolist():
-        ma, mb = find(a), find(b)  # roots are the components' minima
-        if ma == mb:
+        joined = components.union(a, b)  # roots are the components' minima
+        if joined is None:
             continue
-        if rank[ma] > rank[mb]:
-            ma, mb = mb, ma
-        parent[mb] = ma
+        ma, mb = joined
         pair_vertices.append((mb, saddle))
         saddles.append((saddle, ma, mb))
     essential = [(int(m), -1) for m in global_minima]  # one per connected component

@@ -1,0 +1,61 @@
+"""``analyze``: the one entry point that runs a method on a subject.
+
+Validates the parameters, produces the samples the analyzer requests (through the sampling
+driver), runs its pure compute step, and writes the result with its parameters, seed, package
+versions, wall time and the analyzer's declared scope, views and metric metadata, so a report
+can be built from the store without the analyzer installed.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from . import registry
+from .analyzer import Analyzer
+from .errors import ConfigError
+from .provenance import canonical_json, config_key, now, versions
+from .sampling import obtain
+from .store import Result, Store
+
+
+def resolve(method) -> type[Analyzer]:
+    """A registered name or an Analyzer subclass, as the class."""
+    cls = registry.get(method) if isinstance(method, str) else method
+    if not (isinstance(cls, type) and issubclass(cls, Analyzer)):
+        raise ConfigError(f"method must be a registered name or an Analyzer subclass; got {method!r}.")
+    return cls
+
+
+def analyze(store: Store, subject, method, progress: bool = True, **params) -> Result:
+    """Run ``method`` (a registered name or an Analyzer class) on ``subject``.
+
+    If the store already holds a result for the same parameters it is returned as is (a rerun
+    is a no-op); otherwise the missing samples are produced (resumable) and the result written.
+    """
+    cls = resolve(method)
+    analyzer = cls.from_params(params)
+    full = json.loads(canonical_json(analyzer.get_params()))  # as the store will give it back
+    key = config_key(full)
+    store.register(subject)
+    if store.has_result(subject.name, cls.name, key):
+        return store.read_result(subject.name, cls.name, key)
+    start = time.perf_counter()
+    samples = {name: obtain(store, subject, request, progress) for name, request in analyzer.requests(subject).items()}
+    metrics, arrays = analyzer.compute(subject, samples)
+    result = Result(
+        method=cls.name,
+        subject=subject.name,
+        params=full,
+        metrics={k: float(v) for k, v in metrics.items()},
+        arrays={k: np.asarray(v) for k, v in arrays.items()},
+        seed=full.get("seed"),
+        versions=versions(),
+        created=now(),
+        wall_time_s=time.perf_counter() - start,
+        key=key,
+        analyzer=cls.info(),
+    )
+    store.write_result(result)
+    return result

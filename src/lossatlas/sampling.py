@@ -1,0 +1,136 @@
+"""One sample protocol and one driver: how the expensive shared things reach the store.
+
+A *request* names a sample an analyzer needs (a grid, paths between minima, trained minima, a
+point to look at). A ``Sampler`` request is produced by the protocol
+
+    prepare(subject, inputs) -> header        the arrays every task shares (directions, minima)
+    tasks(subject, header) -> [(name, task)]  independent pieces of work (grid blocks, path pairs)
+    run(subject, header, progress, task)      pure: one task's Part, on any executor
+    assemble(subject, header, parts) -> data  the sample's arrays, from the stored parts
+
+and ``obtain`` is the one driver: it resolves a request's inputs first, registers the subject,
+finds the parts the store lacks, hands them to the current executor, writes each part as it
+arrives with its completion flag last (so an interrupted run resumes exactly), shows progress,
+and assembles the sample from what the store holds. Requests that only read the store (a stored
+minimum, explicit vectors) implement ``read`` instead. Every request returns a ``Sample``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from . import executor
+from .params import validate_fields
+from .progress import bar as progress_bar
+from .provenance import config_key
+from .store import Part, Store
+
+
+@dataclass
+class Sample:
+    """What every request returns: its kind, store key and config, and its arrays."""
+
+    kind: str
+    key: str
+    config: dict
+    data: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.data[name]
+
+
+@dataclass(frozen=True)
+class Request:
+    """A sample an analyzer asks for; fields are declared with ``params.param`` and validated on
+    construction. Fields that are themselves requests are its inputs, obtained first."""
+
+    kind: ClassVar[str] = ""
+
+    def __post_init__(self):
+        validate_fields(self)
+
+    def inputs(self) -> dict[str, "Request"]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if isinstance(getattr(self, f.name), Request)}
+
+    def own_config(self) -> dict:
+        """The request's plain (non-request) fields."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if not isinstance(getattr(self, f.name), Request)}
+
+    def read(self, store: Store, subject, inputs: dict[str, Sample]) -> Sample:
+        """For requests answered from the store or from the request itself."""
+        raise NotImplementedError(f"{type(self).__name__} is neither a Sampler nor a reader.")
+
+
+@dataclass(frozen=True)
+class Sampler(Request):
+    """A request the driver produces and stores; see the module docstring for the protocol."""
+
+    encoding: ClassVar[str] = "sample"  # the root group's encoding-type
+    part_encoding: ClassVar[str] = "part"
+
+    def config(self, inputs: dict[str, Sample]) -> dict:
+        """What identifies the sample (its store key is a hash of it)."""
+        return {**self.own_config(), **{name: sample.config for name, sample in inputs.items()}}
+
+    def path(self, subject_name: str, key: str) -> str:
+        return f"subjects/{subject_name}/samples/{self.kind}/{key}"
+
+    def prepare(self, subject, inputs: dict[str, Sample]) -> dict[str, np.ndarray]:
+        return {}
+
+    def check_stored(self, store: Store, path: str) -> None:
+        """Refuse stored parts that another request made (e.g. minima of another recipe)."""
+
+    def tasks(self, subject, header: dict[str, np.ndarray]) -> list[tuple[str, object]]:
+        raise NotImplementedError
+
+    def run(self, subject, header: dict[str, np.ndarray], progress: bool, task) -> Part:
+        raise NotImplementedError
+
+    def assemble(self, subject, header: dict[str, np.ndarray], parts: dict[str, Part]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+def obtain(store: Store, subject, request: Request, progress: bool = True) -> Sample:
+    """The sample ``request`` names, producing (and storing) whatever the store lacks."""
+    inputs = {name: obtain(store, subject, dependency, progress) for name, dependency in request.inputs().items()}
+    if not isinstance(request, Sampler):
+        return request.read(store, subject, inputs)
+    config = request.config(inputs)
+    key = config_key(config)
+    path = request.path(subject.name, key)
+    prepared = store.has_header(path)
+    header = store.read_header(path) if prepared else request.prepare(subject, inputs)
+    if path in store.file:
+        request.check_stored(store, path)
+    tasks = request.tasks(subject, header)
+    missing = [(name, task) for name, task in tasks if not store.finished(f"{path}/{name}")]
+
+    def root():
+        """The sample's group, created with the first write: a failure before it leaves the store as it was."""
+        store.register(subject)
+        node = store.sample_root(path, request.encoding, config if request.encoding == "sample" else None)
+        if not store.has_header(path):
+            store.write_header(node, header)
+        return node
+
+    runner = executor.current()
+    bar = progress_bar(total=len(missing), desc=f"{subject.name}: {request.kind}", enabled=progress and bool(missing))
+    shared = (subject, header, progress and runner.local)
+    for index, part in runner.map(request.run, [task for _, task in missing], shared=shared):
+        store.write_part(root(), missing[index][0], part, request.part_encoding)
+        bar.update(1)
+    bar.close()
+    root()
+    parts = {name: store.read_part(f"{path}/{name}", request.part_encoding) for name, _ in tasks}
+    return Sample(request.kind, key, config, request.assemble(subject, header, parts))
+
+
+def _plain(value):
+    """Config values as JSON gives them back (tuples as lists)."""
+    return list(value) if isinstance(value, tuple) else value

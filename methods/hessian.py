@@ -18,10 +18,9 @@ from lossatlas.analyzer import Analyzer, diagnostic, measure
 from lossatlas.errors import ConfigError, NonFiniteLossError
 from lossatlas.hessian import (HessianOperator, density_from_spectrum, hutchinson_trace, pyhessian_spectrum,
                                slq_density, top_eigenpairs)
-from lossatlas.params import Boolean, Interval, Options, param
+from lossatlas.params import Boolean, Interval, Options, param, same_as
 from lossatlas.plots import draw_density
 from lossatlas.samplers import Point
-from lossatlas.samplers.points import AT
 
 
 class Hessian(Analyzer):
@@ -39,8 +38,8 @@ class Hessian(Analyzer):
     smoke_params = {"at": "theta0", "density_bins": 200}
 
     backend: str = param("native", Options(("native", "pyhessian")))
-    at: str = param("minimum", Options(AT))
-    minimum: int = param(0, Interval(int, 0))
+    at: str = same_as(Point, "at")
+    minimum: int = same_as(Point, "minimum")
     k: int = param(2, Interval(int, 1), "number of top eigenpairs")
     tol: float = param(1e-3, Interval(float, 0, 1))
     max_restarts: int = param(100, Interval(int, 1), "Lanczos restarts (power iterations for pyhessian)")
@@ -58,6 +57,12 @@ class Hessian(Analyzer):
         if self.trace_min_probes > self.trace_max_probes:
             raise ConfigError(f"trace_min_probes ({self.trace_min_probes}) must not exceed trace_max_probes "
                               f"({self.trace_max_probes}).")
+
+    def check_subject(self, subject):
+        super().check_subject(subject)
+        if self.backend == "pyhessian" and subject.dim > self.dense_limit and not subject.is_plain_criterion:
+            raise ConfigError(f"backend='pyhessian' needs a plain model + criterion subject; {subject.name} is not "
+                              "one (a function, or a custom loss such as a PINN's). Use backend='native'.")
 
     def requests(self, subject):
         return {"point": Point(at=self.at, minimum=self.minimum)}

@@ -17,10 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from lossatlas.analyzer import Analyzer, diagnostic, measure
-from lossatlas.params import Boolean, Interval, NumberList, Options, param
+from lossatlas.params import Boolean, Interval, param, same_as
 from lossatlas.plots import draw_diagram_0, draw_diagram_1, draw_phate
 from lossatlas.samplers import JumpRetrainRuns, Point, reference_recipe
-from lossatlas.samplers.points import AT
 from lossatlas.topology.graph_persistence import graph_diagrams, total_persistence
 from lossatlas.topology.graphs import knn_edges
 from lossatlas.training import RECIPE_CONSTRAINTS
@@ -48,17 +47,17 @@ class JumpRetrain(Analyzer):
     smoke_params = {"at": "theta0", "seeds": [0, 1], "step_sizes": [0.5, 1.0], "epochs": 8, "steps_per_epoch": 5,
                     "knn_k": 5}
 
-    at: str = param("minimum", Options(AT))
-    minimum: int = param(0, Interval(int, 0))
-    seeds: list = param((0, 1, 2, 3), NumberList(Interval(int, 0)), "one random direction per seed")
-    step_sizes: list = param((0.25, 0.5, 0.75, 1.0), NumberList(Interval(float, 0)), "jump lengths")
+    at: str = same_as(Point, "at")
+    minimum: int = same_as(Point, "minimum")
+    seeds: list = same_as(JumpRetrainRuns, "seeds")
+    step_sizes: list = same_as(JumpRetrainRuns, "step_sizes")
     epochs: int = param(40, Interval(int, 1))
     lr: float = param(0.001, RECIPE_CONSTRAINTS["lr"])
     momentum: float = param(0.9, RECIPE_CONSTRAINTS["momentum"])
     weight_decay: float = param(1e-4, RECIPE_CONSTRAINTS["weight_decay"])
     batch_size: int = param(128, Interval(int, 1))
     steps_per_epoch: int = param(100, RECIPE_CONSTRAINTS["steps_per_epoch"])
-    include_bn: bool = param(False, Boolean())
+    include_bn: bool = same_as(JumpRetrainRuns, "include_bn")
     knn_k: int = param(20, Interval(int, 1), "k of the kNN graph on the PHATE potential (Horoi et al.: 20)")
     phate_knn_k: int = param(5, Interval(int, 1), "k of PHATE's own kNN kernel")
     phate_decay: float = param(40.0, Interval(float, 0))

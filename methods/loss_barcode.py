@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from lossatlas.analyzer import Analyzer, diagnostic, measure
-from lossatlas.params import Interval, Options, Vectors, param
+from lossatlas.params import Interval, Options, Vectors, param, same_as
 from lossatlas.plots import draw_barcode_view, draw_paths
 from lossatlas.samplers import DescentMinima, GivenMinima, Paths, StoredMinima
 from lossatlas.subjects import FunctionSubject
@@ -36,6 +36,10 @@ _SCORES = {
 }
 
 
+_PATH_SETTINGS = ("n_images", "string_steps", "string_lr", "bends", "curve_epochs", "curve_lr", "weight_decay",
+                  "batch_size", "n_eval", "seed")
+
+
 class LossBarcode(Analyzer):
     name = "loss-barcode"
     description = "Barcode of minima over optimized paths and the TO-score (Barannikov et al. 2025)."
@@ -53,20 +57,20 @@ class LossBarcode(Analyzer):
     path: str = param("auto", Options(("auto", "string", "polychain", "bezier")),
                       "auto: string for functions, polychain for modules")
     n_minima: int = param(4, Interval(int, 2), "stored minima to join (modules)")
-    n_starts: int = param(20, Interval(int, 1), "gradient-descent starts (functions)")
-    bounds: list | None = param(None, Vectors(), "box of the starts: (low, high) per parameter; None: theta0 +- 1")
-    gd_lr: float = param(0.01, Interval(float, 0, None, closed="neither"))
-    gd_steps: int = param(2000, Interval(int, 1))
-    n_images: int = param(21, Interval(int, 3))
-    string_steps: int = param(2000, Interval(int, 1))
-    string_lr: float = param(0.01, Interval(float, 0, None, closed="neither"))
-    bends: int = param(1, Interval(int, 1))
-    curve_epochs: int = param(10, Interval(int, 1))
-    curve_lr: float = param(0.01, Interval(float, 0, None, closed="neither"))
-    weight_decay: float = param(0.0, Interval(float, 0))
-    batch_size: int = param(128, Interval(int, 1))
-    n_eval: int = param(61, Interval(int, 3))
-    seed: int = param(0, Interval(int, 0))
+    n_starts: int = same_as(DescentMinima, "n_starts")
+    bounds: list | None = same_as(DescentMinima, "bounds")
+    gd_lr: float = same_as(DescentMinima, "gd_lr")
+    gd_steps: int = same_as(DescentMinima, "gd_steps")
+    n_images: int = same_as(Paths, "n_images")
+    string_steps: int = same_as(Paths, "string_steps")
+    string_lr: float = same_as(Paths, "string_lr")
+    bends: int = same_as(Paths, "bends")
+    curve_epochs: int = same_as(Paths, "curve_epochs")
+    curve_lr: float = same_as(Paths, "curve_lr")
+    weight_decay: float = same_as(Paths, "weight_decay")
+    batch_size: int = same_as(Paths, "batch_size")
+    n_eval: int = same_as(Paths, "n_eval")
+    seed: int = same_as(Paths, "seed")
     minima: list | None = param(None, Vectors(), "explicit minima (parameter vectors) instead of finding them")
 
     def path_kind(self, subject) -> str:
@@ -83,11 +87,8 @@ class LossBarcode(Analyzer):
                                    seed=self.seed)
         else:
             minima = StoredMinima(n=self.n_minima, at_least=2)
-        return {"paths": Paths(minima=minima, path_kind=self.path_kind(subject), n_images=self.n_images,
-                               string_steps=self.string_steps, string_lr=self.string_lr, bends=self.bends,
-                               curve_epochs=self.curve_epochs, curve_lr=self.curve_lr,
-                               weight_decay=self.weight_decay, batch_size=self.batch_size, n_eval=self.n_eval,
-                               seed=self.seed)}
+        settings = {name: getattr(self, name) for name in _PATH_SETTINGS}
+        return {"paths": Paths(minima=minima, path_kind=self.path_kind(subject), **settings)}
 
     def compute(self, subject, samples):
         paths = samples["paths"]

@@ -13,12 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from lossatlas.analyzer import Analyzer, diagnostic, measure
-from lossatlas.directions import KINDS as DIRECTIONS
 from lossatlas.errors import ConfigError
-from lossatlas.params import Boolean, Interval, Options, param
+from lossatlas.params import Interval, Options, param, same_as
 from lossatlas.plots import draw_contour, draw_merge_tree, draw_persistence, draw_surface
 from lossatlas.samplers import Grid, Point, grid_points
-from lossatlas.samplers.points import AT
 from lossatlas.topology import REPRESENTATIONS, merge_tree, representation_edges
 from lossatlas.topology import ttk_backend
 
@@ -43,16 +41,16 @@ class MergeTreeAnalyzer(Analyzer):
              "persistence": draw_persistence}
     smoke_params = {"directions": "axes", "at": "theta0", "span": 5.0, "resolution": 41}
 
-    directions: str = param("random", Options(DIRECTIONS))
-    resolution: int = param(51, Interval(int, 2))
+    directions: str = same_as(Grid, "directions")
+    resolution: int = same_as(Grid, "resolution")
     span: float = param(1.0, Interval(float, 0, None, closed="neither"))
     span_y: float | None = param(None, Interval(float, 0, None, closed="neither", allow_none=True),
                                  "None: the same as span")
-    at: str = param("minimum", Options(AT))
-    minimum: int = param(0, Interval(int, 0))
-    seed: int = param(0, Interval(int, 0))
-    include_bn: bool = param(False, Boolean())
-    bn: str = param("fixed", Options(("fixed", "recompute")))
+    at: str = same_as(Point, "at")
+    minimum: int = same_as(Point, "minimum")
+    seed: int = same_as(Grid, "seed")
+    include_bn: bool = same_as(Grid, "include_bn")
+    bn: str = same_as(Grid, "bn")
     representation: str = param("image", Options(REPRESENTATIONS))
     knn_k: int = param(8, Interval(int, 1), "k of the kNN representation")
     threshold: float = param(0.0, Interval(float, 0))

@@ -3,6 +3,7 @@ import json
 import h5py
 import pytest
 
+from lossatlas import Store
 from lossatlas.cli import main
 
 _CONFIG = """
@@ -39,7 +40,10 @@ def test_run_trains_minima_and_writes_store_and_summary(tmp_path, capsys):
     ("[params]\nbeta = 3", "Unknown parameter(s) ['beta'] for problem 'three_hump_camel'"),
     ("[scales.huge]", "Unknown scale(s) ['huge']"),
     ("[scales.cpu]\nminima = { epoch = 3 }", "Unknown parameter(s) ['epoch'] for the training recipe"),
-    ("[scales.cpu]\nseeds = [-1]", "'seeds' must be a non-empty list of ints >= 0"),
+    ("[scales.cpu]\nseeds = [-1]", "The 'seeds' parameter of"),
+    ("[scales.cpu]\nseeds = [-1]", "must be a non-empty list, each an int in [0, inf). Got [-1]."),
+    ("[[report.claims]]\nmetric = 'train_loss'\ndirection = 'up'\ntext = 't'\nfactor = 'x'",
+     "The 'direction' parameter of"),
     # every analyzer rule a run would apply, before any minimum is trained
     ("[methods.jump-retrain]\nlr = 0.0", "The 'lr' parameter of JumpRetrain must be a float in (0, inf). Got 0.0."),
     ("[methods.jump-retrain]\nmomentum = 1.0", "The 'momentum' parameter of JumpRetrain must be a float in [0, 1)."),
@@ -50,6 +54,17 @@ def test_run_trains_minima_and_writes_store_and_summary(tmp_path, capsys):
     ("[methods.hessian]\ntrace_min_probes = 50\ntrace_max_probes = 10", "must not exceed trace_max_probes"),
     ("[methods.loss-barcode]\nminima = [[0.0, 'a']]", "The 'minima' parameter of LossBarcode must be a list of"),
     ("[scales.cpu]\nminima = { lr = 0 }", "The 'lr' parameter of Recipe must be a float in (0, inf). Got 0."),
+    # rules that need the subject (three-hump camel has 2 parameters), still before any work
+    ("[methods.merge-tree]\ndirections = 'hessian'",
+     "[methods.merge-tree] on three_hump_camel: Hessian directions need more than 2 parameters"),
+    ("[methods.loss-barcode]\nminima = [[0.0, 0.0, 0.0]]", "minima must be vectors of length 2"),
+    ("[methods.loss-barcode]\nbounds = [[0.0, 1.0]]", "bounds must be 2 pairs (low, high)"),
+    ("[methods.hessian]\nbackend = 'pyhessian'\ndense_limit = 0",
+     "backend='pyhessian' needs a plain model + criterion subject"),
+    # a benchmark runs per-minimum methods at every minimum itself
+    ("[methods.hessian]\nminimum = 0", "[methods.hessian] sets 'minimum', which a benchmark chooses itself"),
+    ("[methods.hessian]\n[[report.claims]]\nmetric = 'hessian.top_eigenvalu'\ndirection = 'increasing'\n"
+     "text = 't'\nfactor = 'x'", "'hessian' has no metric 'top_eigenvalu'"),
 ])
 def test_config_errors_name_the_offender(tmp_path, capsys, extra, message):
     config = tmp_path / "bad.toml"
@@ -59,12 +74,49 @@ def test_config_errors_name_the_offender(tmp_path, capsys, extra, message):
     assert not list(tmp_path.glob("*.h5"))
 
 
+@pytest.mark.parametrize("options,message", [
+    (["--threads", "0"], "threads must be an int in [1, inf)"),
+    (["--scheduler", "tcp://nowhere:1"], "--scheduler needs --executor dask"),
+])
+def test_check_rejects_run_options_too(tmp_path, capsys, options, message):
+    config = tmp_path / "tiny.toml"
+    config.write_text(_CONFIG)
+    assert main(["run", str(config), "--check", *options]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_check_counts_the_minima_a_barcode_needs(tmp_path, capsys):
+    config = tmp_path / "one.toml"
+    config.write_text('name = "one"\nproblem = "pinn_convection"\nseeds = [0]\n[params]\nbeta = 1.0\nn_f = 20\n'
+                      "[methods.loss-barcode]\n")
+    assert main(["run", str(config), "--check"]) == 2
+    assert "needs at least 2 trained minima; the benchmark trains 1" in capsys.readouterr().err
+
+
+def test_check_refuses_a_store_of_another_schema(tmp_path, capsys):
+    config, store = tmp_path / "tiny.toml", tmp_path / "old.h5"
+    config.write_text(_CONFIG)
+    Store(store).close()
+    with h5py.File(store, "a") as file:
+        file.attrs["schema_version"] = 1
+    assert main(["run", str(config), "--check", "--store", str(store)]) == 2
+    assert "schema_version 1" in capsys.readouterr().err
+
+
 def test_shipped_benchmark_configs_validate(capsys):
     from pathlib import Path
 
+    from lossatlas.problems.data import DEFAULT_DATA_ROOT
+
+    cifar = Path(DEFAULT_DATA_ROOT) / "cifar-10-batches-py"
     for config in sorted(Path(__file__).parents[1].joinpath("benchmarks").glob("*.toml")):
         for scale in ("smoke", "cpu", "paper"):
-            assert main(["run", str(config), "--scale", scale, "--check"]) == 0, (config, scale)
+            code = main(["run", str(config), "--scale", scale, "--check"])
+            if config.stem == "resnet_skip" and scale == "paper" and not cifar.is_dir():
+                # --check builds every subject: a missing dataset is caught before any work
+                assert code == 2 and "CIFAR-10 not found" in capsys.readouterr().err
+            else:
+                assert code == 0, (config, scale, capsys.readouterr().err)
 
 
 def test_methods_and_bad_store(tmp_path, capsys):

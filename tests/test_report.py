@@ -77,12 +77,15 @@ _BASE = {"name": "b", "problem": "pinn_convection", "params": {"n_f": 10}, "vari
 @pytest.mark.parametrize("report,message", [
     ({"factor": "gamma"}, "factor 'gamma' is not a variant"),
     ({"colour": 1}, "Unknown key(s) ['colour']"),
-    ({"factor": "beta", "claims": [{"metric": "mt.n_saddles", "direction": "up", "text": "t"}]}, "direction must be"),
+    ({"factor": "beta", "claims": [{"metric": "mt.n_saddles", "direction": "up", "text": "t"}]},
+     "The 'direction' parameter of config [report] claims[0] must be one of ['increasing', 'decreasing']. Got 'up'."),
     ({"factor": "beta", "claims": [{"metric": "nope.n", "direction": "increasing", "text": "t"}]}, "names no method"),
     ({"factor": "beta", "claims": [{"metric": "mt.x", "direction": "increasing", "text": "t", "when": 1}]},
      "Unknown key(s) ['when']"),
-    ({"factor": "beta", "claims": [{"metric": "mt.x", "direction": "increasing", "text": "t", "factor": "depth"}]},
-     "factor 'depth' is not a problem parameter"),
+    ({"factor": "beta", "claims": [{"metric": "mt.n_saddles", "direction": "increasing", "text": "t",
+                                    "factor": "depth"}]}, "factor 'depth' is not a problem parameter"),
+    ({"factor": "beta", "claims": [{"metric": "mt.x", "direction": "increasing", "text": "t"}]},
+     "metric 'mt.x': 'merge-tree' has no metric 'x'"),
 ])
 def test_report_config_errors_name_the_offender(report, message):
     with pytest.raises(ConfigError, match=None) as err:

@@ -181,3 +181,16 @@ def test_elder_rule_pairs_equal_gudhi_on_random_graphs(seed):
     barcode = minima_barcode(values, edges, weights)
     np.testing.assert_array_equal(_sorted(barcode.bars), _sorted(_gudhi_graph_pairs(values, edges, weights)))
     np.testing.assert_array_equal(barcode.bars[:, 0], values[barcode.minima])
+
+
+def test_merge_tree_of_a_graph_without_edges_has_one_essential_pair_per_vertex():
+    """No edges (or self-loops only): every vertex is its own component, as in gudhi."""
+    values = np.array([3.0, 1.0, 2.0])
+    for edges in (np.empty((0, 2), dtype=np.int64), np.array([[0, 0], [2, 2]])):
+        tree = merge_tree(values, edges)
+        simplex = gudhi.SimplexTree()
+        for vertex, value in enumerate(values):
+            simplex.insert([vertex], value)
+        simplex.compute_persistence(persistence_dim_max=True)  # the complex is 0-dimensional
+        births = sorted(b for b, d in simplex.persistence_intervals_in_dimension(0) if np.isinf(d))
+        assert tree.n_saddles == 0 and sorted(tree.pairs[:, 0]) == births and np.isinf(tree.pairs[:, 1]).all()

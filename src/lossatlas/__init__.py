@@ -34,7 +34,7 @@ _LAZY = {
     "NonFiniteLossError": "lossatlas.errors",
 }
 _SUBMODULES = {"problems", "methods", "registry", "testing", "samplers", "sampling", "store", "subjects", "topology",
-               "hessian", "directions", "params", "analyzer", "analysis"}
+               "hessian", "directions", "params", "analyzer", "analysis", "executor", "harness", "report", "plots"}
 
 
 def __getattr__(name: str):

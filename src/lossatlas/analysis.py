@@ -16,7 +16,7 @@ from . import registry
 from .analyzer import Analyzer
 from .errors import ConfigError
 from .provenance import canonical_json, config_key, now, versions
-from .sampling import obtain
+from .sampling import identity, obtain
 from .store import Result, Store
 
 
@@ -36,13 +36,18 @@ def analyze(store: Store, subject, method, progress: bool = True, **params) -> R
     """
     cls = resolve(method)
     analyzer = cls.from_params(params)
+    analyzer.check_subject(subject)
     full = json.loads(canonical_json(analyzer.get_params()))  # as the store will give it back
-    key = config_key(full)
     store.register(subject)
+    requests = analyzer.requests(subject)
+    # the key covers the parameters and what the samples are made from (which minima): a result
+    # at a retrained or replaced minimum is never mistaken for the stored one
+    key = config_key({"params": full, "samples": {name: identity(store, subject, request)
+                                                  for name, request in requests.items()}})
     if store.has_result(subject.name, cls.name, key):
         return store.read_result(subject.name, cls.name, key)
     start = time.perf_counter()
-    samples = {name: obtain(store, subject, request, progress) for name, request in analyzer.requests(subject).items()}
+    samples = {name: obtain(store, subject, request, progress) for name, request in requests.items()}
     metrics, arrays = analyzer.compute(subject, samples)
     result = Result(
         method=cls.name,

@@ -24,6 +24,7 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
+from .errors import ConfigError
 from .params import check_known, constraints_of, validate_fields
 from .plots import is_3d
 
@@ -91,6 +92,13 @@ class Analyzer:
     def check(self) -> None:
         """Rules across parameters (each parameter's own constraint is already checked)."""
 
+    def check_subject(self, subject) -> None:
+        """Rules that need the subject, checked before any work (``lossatlas run`` checks them for
+        every subject of a benchmark before training its first minimum): by default, those of
+        every requested sample (e.g. directions="axes" needs a 2-parameter subject)."""
+        for request in self.requests(subject).values():
+            request.check_all(subject)
+
     # -- to implement ----------------------------------------------------------------------------
     def requests(self, subject) -> dict:
         """name -> a sample request (``lossatlas.samplers``); the driver produces them first."""
@@ -112,6 +120,8 @@ class Analyzer:
         figure when no ``ax`` is given; returns the Figure."""
         if not self.views:
             raise NotImplementedError(f"{type(self).__name__} declares no views.")
+        if view is not None and view not in self.views:
+            raise ConfigError(f"{type(self).__name__} has no view {view!r}; its views: {list(self.views)}.")
         if ax is not None:
             name = view or next(iter(self.views))
             self.views[name](ax, result)

@@ -1,4 +1,8 @@
-"""Command line: ``lossatlas methods | inspect STORE | run CONFIG.toml... | report STORE --out DIR``."""
+"""Command line: ``lossatlas methods | inspect STORE | run CONFIG.toml... | report STORE --out DIR``.
+
+Each command imports what it needs when it runs (torch, h5py), so `lossatlas --help` and argument
+errors answer at once; these imports hide no cycle (tests/test_imports.py counts them too).
+"""
 from __future__ import annotations
 
 import argparse
@@ -68,20 +72,27 @@ def _inspect(args) -> int:
 
 def _run(args) -> int:
     from . import executor, harness
+    from .store import Store
 
     plans = [harness.load(config, args.scale) for config in args.config]  # every config checked before any work
+    for plan in plans:
+        harness.check_subjects(plan)  # and every method against every subject (data, dimensions)
     if args.store and len(plans) > 1:
         raise ConfigError("--store names one store; give one config with it, or leave it out.")
+    executor.check_options(args.executor, args.scheduler, args.threads)
+    out = Path(args.out)
+    stores = [Path(args.store) if args.store else out / f"{plan.record_name}.h5" for plan in plans]
+    for path in stores:
+        if path.exists():  # a store of another schema, or locked, is refused now, not after the work
+            Store(path, "r").close()
     for plan in plans:
         print(f"{plan.name} at scale {plan.scale!r}: {len(plan.subjects)} subject(s) x {len(plan.seeds)} seed(s); "
               f"methods: {sorted(plan.methods) or 'none'}")
     if args.check:
         print("config OK")
         return 0
-    out = Path(args.out)
     with executor.make(args.executor, args.scheduler, args.threads) as runner, executor.use(runner):
-        reports = [_run_one(plan, out, Path(args.store) if args.store else out / f"{plan.record_name}.h5")
-                   for plan in plans]
+        reports = [_run_one(plan, out, path) for plan, path in zip(plans, stores)]
     print("\nreports:")
     for folder in reports:
         print(f"  {folder / 'report.md'}   {folder / 'index.html'}")

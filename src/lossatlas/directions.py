@@ -1,10 +1,10 @@
 """Directions in parameter space for 2-D loss grids: random filter-normalized, Hessian, axes."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from .errors import ConfigError
+from .params import Interval, NumberList, validate
 from .hessian import HessianOperator, top_eigenpairs
 
 KINDS = ("random", "hessian", "axes")
@@ -49,9 +49,7 @@ def hessian_directions(subject, center: torch.Tensor, buffers, seed: int, tol: f
     """The top-2 Hessian eigenvectors at ``center`` (Yao et al. 2020), scaled to the norm of
     ``center`` for modules (so a span of 1 is a move as large as the parameters themselves, as
     with filter-normalized directions) and to unit norm for plain functions."""
-    if subject.dim < 3:
-        raise ConfigError(f"Hessian directions need more than 2 parameters; {subject.name} has {subject.dim}: "
-                          "use directions='axes'.")
+    check(subject, "hessian")
     op = HessianOperator(subject, center, buffers)
     _, vectors = top_eigenpairs(op, 2, tol, seed, max_restarts=1000)
     scale = float(center.norm()) if subject.param_layout is not None else 1.0
@@ -60,8 +58,7 @@ def hessian_directions(subject, center: torch.Tensor, buffers, seed: int, tol: f
 
 def axis_directions(subject) -> torch.Tensor:
     """The coordinate axes of a 2-parameter subject: the grid is the function's own plane."""
-    if subject.dim != 2:
-        raise ConfigError(f"directions='axes' needs a 2-parameter subject; {subject.name} has {subject.dim}.")
+    check(subject, "axes")
     return torch.eye(2, dtype=subject.theta0.dtype)
 
 
@@ -72,6 +69,17 @@ def cosine(directions: torch.Tensor) -> float:
     a, b = directions.double()
     denominator = float(a.norm() * b.norm())
     return float(a @ b) / denominator if denominator > 0 else float("nan")
+
+
+def check(subject, kind: str) -> None:
+    """Whether directions of ``kind`` exist for ``subject``: checked before any work."""
+    if kind not in KINDS:
+        raise ConfigError(f"Unknown directions {kind!r}; valid: {list(KINDS)}.")
+    if kind == "hessian" and subject.dim < 3:
+        raise ConfigError(f"Hessian directions need more than 2 parameters; {subject.name} has {subject.dim}: "
+                          "use directions='axes'.")
+    if kind == "axes" and subject.dim != 2:
+        raise ConfigError(f"directions='axes' needs a 2-parameter subject; {subject.name} has {subject.dim}.")
 
 
 def make(kind: str, subject, center, buffers, seed: int, include_bn: bool = False) -> torch.Tensor:
@@ -85,7 +93,9 @@ def make(kind: str, subject, center, buffers, seed: int, include_bn: bool = Fals
 
 
 def span_pair(span) -> tuple[float, float]:
-    values = np.broadcast_to(np.asarray(span, dtype=float), (2,)) if np.ndim(span) == 0 else np.asarray(span, float)
-    if values.shape != (2,) or not np.all(values > 0):
-        raise ConfigError(f"span must be a positive number or two positive numbers; got {span!r}.")
-    return float(values[0]), float(values[1])
+    """(span_x, span_y) from one half-width or two."""
+    pair = list(span) if isinstance(span, (list, tuple)) else [span, span]
+    validate("loss_grid", {"span": pair}, {"span": NumberList(Interval(float, 0, None, closed="neither"), min_len=2)})
+    if len(pair) != 2:
+        raise ConfigError(f"The 'span' parameter of loss_grid must be one number or two. Got {span!r}.")
+    return float(pair[0]), float(pair[1])

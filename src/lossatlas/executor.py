@@ -144,16 +144,23 @@ def use(executor: LocalExecutor):
         _current.reset(token)
 
 
-def make(kind: str = "local", scheduler: str | None = None, threads: int | None = None) -> LocalExecutor:
-    """The executor a command line asks for; ``threads`` also applies to this process."""
+def check_options(kind: str = "local", scheduler: str | None = None, threads: int | None = None) -> None:
+    """The executor options, checked before any work (``lossatlas run --check`` too)."""
     if kind not in EXECUTORS:
         raise ConfigError(f"Unknown executor {kind!r}; valid: {list(EXECUTORS)}.")
     if scheduler is not None and kind != "dask":
         raise ConfigError("--scheduler needs --executor dask.")
+    if threads is not None and int(threads) < 1:
+        raise ConfigError(f"threads must be an int in [1, inf); got {threads}.")
+
+
+def make(kind: str = "local", scheduler: str | None = None, threads: int | None = None) -> LocalExecutor:
+    """The executor a command line asks for; ``threads`` also applies to this process."""
+    check_options(kind, scheduler, threads)
     set_threads(threads)
     if kind == "local":
         return LocalExecutor(threads)
     return DaskExecutor(scheduler, threads=threads or 1)
 
 
-__all__ = ["LocalExecutor", "DaskExecutor", "current", "use", "make", "set_threads", "EXECUTORS"]
+__all__ = ["LocalExecutor", "DaskExecutor", "current", "use", "make", "check_options", "set_threads", "EXECUTORS"]

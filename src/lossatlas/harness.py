@@ -32,7 +32,7 @@ from pathlib import Path
 from . import problems, registry
 from .analysis import analyze
 from .errors import ConfigError
-from .params import check_known, check_table
+from .params import Interval, NumberList, OfType, Options, check_known, check_table, validate
 from .progress import bar as progress_bar
 from .samplers import train_minima
 from .training import Recipe
@@ -48,6 +48,10 @@ _SCALE_KEYS = {"seeds", "params", "variants", "minima", "methods"}
 _REPORT_KEYS = {"factor", "error", "claims"}
 _CLAIM_KEYS = {"metric", "direction", "text", "source", "where", "factor"}
 DIRECTIONS = ("increasing", "decreasing")
+_CONFIG_CONSTRAINTS = {"name": OfType(str), "description": OfType(str), "problem": OfType(str),
+                       "seeds": NumberList(Interval(int, 0))}
+_CLAIM_CONSTRAINTS = {"metric": OfType(str), "direction": Options(DIRECTIONS), "text": OfType(str),
+                      "source": OfType(str), "factor": OfType(str)}
 log = logging.getLogger("lossatlas.harness")
 
 
@@ -110,8 +114,7 @@ def plan(config: dict, scale: str = "cpu", source: str = "config") -> Plan:
     for subject in subjects:
         problems.check_params(problem, subject)
     seeds = merged.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise ConfigError(f"{source} 'seeds' must be a non-empty list of ints >= 0; got {seeds!r}.")
+    validate(source, {**config, "seeds": seeds}, _CONFIG_CONSTRAINTS)
     recipe = Recipe.from_dict(_table(merged, "minima", source))
     methods = {label: _method(label, _table(_table(merged, "methods", source), label, f"{source} [methods]"))
                for label in _table(merged, "methods", source)}
@@ -127,7 +130,11 @@ def _method(label: str, table: dict) -> dict:
         raise ConfigError(f"[methods.{label}] 'analyzer' must be a method name; got {analyzer!r}.")
     if "." in label:
         raise ConfigError(f"Method label {label!r} must not contain '.' (metric columns are '<label>.<metric>').")
-    registry.get(analyzer).from_params(params)
+    cls = registry.get(analyzer)
+    if cls.scope == "minimum" and "minimum" in params:
+        raise ConfigError(f"[methods.{label}] sets 'minimum', which a benchmark chooses itself: {analyzer!r} runs at "
+                          "every trained minimum. Remove it.")
+    cls.from_params(params)
     return {"analyzer": analyzer, "params": params}
 
 
@@ -139,9 +146,8 @@ def _report(report: dict, variants: dict, params: dict, methods: dict, source: s
     factor = report.get("factor")
     if factor is not None and factor not in variants:
         raise ConfigError(f"{where} factor {factor!r} is not a variant; variants: {sorted(variants)}.")
+    validate(where, report, {"error": OfType(str, allow_none=True)})
     error = report.get("error")
-    if error is not None and not isinstance(error, str):
-        raise ConfigError(f"{where} error must be a column name (a string); got {error!r}.")
     claims = report.get("claims", [])
     if not isinstance(claims, list):
         raise ConfigError(f"{where} claims must be an array of tables ([[report.claims]]).")
@@ -153,11 +159,14 @@ def _report(report: dict, variants: dict, params: dict, methods: dict, source: s
         for required in ("metric", "direction", "text"):
             if required not in claim:
                 raise ConfigError(f"{at} needs {required!r}.")
-        if claim["direction"] not in DIRECTIONS:
-            raise ConfigError(f"{at} direction must be one of {list(DIRECTIONS)}; got {claim['direction']!r}.")
-        label = claim["metric"].split(".", 1)[0] if "." in claim["metric"] else None
+        validate(at, claim, _CLAIM_CONSTRAINTS)
+        label, _, metric = claim["metric"].partition(".") if "." in claim["metric"] else (None, "", "")
         if label is not None and label not in methods:
             raise ConfigError(f"{at} metric {claim['metric']!r} names no method; methods: {sorted(methods)}.")
+        declared = registry.get(methods[label]["analyzer"]).metrics if label is not None else {}
+        if label is not None and metric not in declared:
+            raise ConfigError(f"{at} metric {claim['metric']!r}: {methods[label]['analyzer']!r} has no metric "
+                              f"{metric!r}; its metrics: {sorted(declared)}.")
         _known(f"{at} where", _table(claim, "where", at), set(params), "problem parameter")
         claim_factor = claim.get("factor", factor)
         if claim_factor is None:
@@ -165,6 +174,27 @@ def _report(report: dict, variants: dict, params: dict, methods: dict, source: s
         if claim_factor not in params:
             raise ConfigError(f"{at} factor {claim_factor!r} is not a problem parameter; valid: {sorted(params)}.")
     return {"factor": factor, "error": error, "claims": claims}
+
+
+def check_subjects(plan: Plan) -> None:
+    """Build every subject (a missing dataset fails here) and check every method against it, so
+    what needs the subject (directions="axes" needs 2 parameters, the pyhessian backend a plain
+    criterion) is rejected before any minimum is trained."""
+    for params in plan.subjects:
+        _check_methods(plan, problems.build(plan.problem, **params))
+
+
+def _check_methods(plan: Plan, subject) -> None:
+    for label, method in plan.methods.items():
+        analyzer = registry.get(method["analyzer"]).from_params(method["params"])
+        try:
+            analyzer.check_subject(subject)
+        except ConfigError as err:
+            raise ConfigError(f"[methods.{label}] on {subject.name}: {err}") from err
+        needed = max([r.minima_needed() for r in analyzer.requests(subject).values()], default=0)
+        if needed > len(plan.seeds):
+            raise ConfigError(f"[methods.{label}] on {subject.name} needs at least {needed} trained minima; the "
+                              f"benchmark trains {len(plan.seeds)} (seeds {plan.seeds}). Add seeds.")
 
 
 def execute(plan: Plan, store, progress: bool = True) -> dict:
@@ -188,6 +218,7 @@ def execute(plan: Plan, store, progress: bool = True) -> dict:
 
     for params in plan.subjects:
         subject = problems.build(plan.problem, **params)
+        _check_methods(plan, subject)
         variant = {key: params[key] for key in plan.variants}
         minima = step(f"{subject.name} minima", len(plan.seeds), train_minima, store, subject, plan.recipe, plan.seeds,
                       progress=progress)
@@ -198,7 +229,7 @@ def execute(plan: Plan, store, progress: bool = True) -> dict:
             for label in per_minimum:
                 method = plan.methods[label]
                 result = step(f"{subject.name} {label} @ minimum {run['minimum']}", 1, analyze, store, subject,
-                              method["analyzer"], progress, **{"minimum": run["minimum"], **method["params"]})
+                              method["analyzer"], progress, **{**method["params"], "minimum": run["minimum"]})
                 run["results"][label] = result.key
         for label in per_subject:
             method = plan.methods[label]

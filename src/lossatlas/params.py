@@ -86,21 +86,37 @@ class Boolean:
 @dataclass(frozen=True)
 class NumberList:
     """A list whose every entry satisfies ``each`` (an Interval); non-empty unless ``min_len=0``;
-    ``allow_none``: None is accepted instead of a list."""
+    ``unique``: no entry twice; ``allow_none``: None is accepted instead of a list."""
 
     each: Interval
     min_len: int = 1
+    unique: bool = False
     allow_none: bool = False
 
     def accepts(self, value) -> bool:
         if value is None:
             return self.allow_none
         return (isinstance(value, (list, tuple)) and len(value) >= self.min_len
-                and all(self.each.accepts(v) for v in value))
+                and all(self.each.accepts(v) for v in value) and (not self.unique or len(set(value)) == len(value)))
 
     def __str__(self) -> str:
         size = "a non-empty list" if self.min_len >= 1 else "a list"
-        return f"{size}, each {self.each}" + (" or None" if self.allow_none else "")
+        text = f"{size}{' of distinct values' if self.unique else ''}, each {self.each}"
+        return text + (" or None" if self.allow_none else "")
+
+
+@dataclass(frozen=True)
+class Instance:
+    """An object of a given class (a sample request, a training recipe)."""
+
+    kind: type
+    allow_none: bool = False
+
+    def accepts(self, value) -> bool:
+        return (value is None and self.allow_none) or isinstance(value, self.kind)
+
+    def __str__(self) -> str:
+        return f"a {self.kind.__name__}" + (" or None" if self.allow_none else "")
 
 
 @dataclass(frozen=True)
@@ -135,6 +151,13 @@ def param(default, constraint, doc: str = ""):
     return dataclasses.field(default=default, metadata={"constraint": constraint, "doc": doc})
 
 
+def same_as(owner, name: str):
+    """A parameter declared exactly as field ``name`` of ``owner`` (a sample request): an analyzer
+    that passes a setting through to the sampler using it declares it once, there."""
+    declared = {f.name: f for f in dataclasses.fields(owner)}[name]
+    return dataclasses.field(default=declared.default, metadata=declared.metadata)
+
+
 def constraints_of(cls) -> dict:
     """name -> constraint of every declared field of a dataclass (class or instance)."""
     return {f.name: f.metadata["constraint"] for f in dataclasses.fields(cls) if "constraint" in f.metadata}
@@ -150,9 +173,25 @@ def validate(owner: str, params: dict, constraints: dict) -> None:
 
 
 def validate_fields(instance, owner: str | None = None) -> None:
-    """Check every declared field of a dataclass instance against its constraint."""
+    """Check every declared field of a (frozen) dataclass instance against its constraint; an int
+    given for a float becomes that float, so ``span = 1`` and ``span = 1.0`` are one setting (one
+    store key)."""
     values = {f.name: getattr(instance, f.name) for f in dataclasses.fields(instance)}
-    validate(owner or type(instance).__name__, values, constraints_of(instance))
+    constraints = constraints_of(instance)
+    validate(owner or type(instance).__name__, values, constraints)
+    for name, constraint in constraints.items():
+        value = as_declared(values[name], constraint)
+        if value is not values[name]:
+            object.__setattr__(instance, name, value)
+
+
+def as_declared(value, constraint):
+    """``value`` (already accepted by ``constraint``) with ints made floats where floats are declared."""
+    if isinstance(constraint, Interval) and constraint.kind is float and isinstance(value, Integral):
+        return float(value)
+    if isinstance(constraint, NumberList) and constraint.each.kind is float and isinstance(value, (list, tuple)):
+        return type(value)(float(v) for v in value)
+    return value
 
 
 def check_known(owner: str, given, valid, what: str = "parameter") -> None:
@@ -182,23 +221,24 @@ def from_annotation(annotation) -> object | None:
     return _KINDS[kinds[0]](allow_none)
 
 
-class _TypeOnly:
-    """A plain type (bool or str), optionally None."""
+@dataclass(frozen=True)
+class OfType:
+    """A value of a plain type (str, bool, dict), optionally None."""
 
-    def __init__(self, kind: type, allow_none: bool):
-        self.kind, self.allow_none = kind, allow_none
+    kind: type
+    allow_none: bool = False
 
     def accepts(self, value) -> bool:
         return (value is None and self.allow_none) or type(value) is self.kind
 
     def __str__(self) -> str:
-        name = {bool: "a bool", str: "a str"}[self.kind]
+        name = {bool: "a bool", str: "a string", dict: "a table"}.get(self.kind, f"a {self.kind.__name__}")
         return name + (" or None" if self.allow_none else "")
 
 
 _KINDS = {
     "int": lambda none: Interval(int, allow_none=none),
     "float": lambda none: Interval(float, allow_none=none),
-    "bool": lambda none: _TypeOnly(bool, none),
-    "str": lambda none: _TypeOnly(str, none),
+    "bool": lambda none: OfType(bool, none),
+    "str": lambda none: OfType(str, none),
 }

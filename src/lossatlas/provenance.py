@@ -31,6 +31,16 @@ def config_key(config) -> str:
     return hashlib.sha1(canonical_json(config).encode()).hexdigest()[:12]
 
 
+def digest(array) -> str:
+    """A short stable hash of an array's float64 values: what identifies minima and points in
+    sample configs and result keys."""
+    import hashlib
+
+    import numpy as np
+
+    return hashlib.sha1(np.ascontiguousarray(array, dtype=np.float64).tobytes()).hexdigest()[:16]
+
+
 def canonical_json(obj) -> str:
     """JSON with sorted keys and no spaces, so equal configs give equal strings (and hashes)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_default)

@@ -9,7 +9,7 @@ import functools
 import warnings
 from importlib.metadata import EntryPoint, entry_points
 
-from .analyzer import Analyzer
+from .analyzer import SCOPES, Analyzer
 from .errors import ConfigError
 
 GROUP = "lossatlas.methods"
@@ -32,6 +32,10 @@ class Registry:
             if not (isinstance(cls, type) and issubclass(cls, Analyzer)):
                 warnings.warn(f"lossatlas: entry point {point.name!r} ({point.value}) is not an Analyzer; skipped.",
                               stacklevel=2)
+                continue
+            if cls.scope not in SCOPES or (cls.scope == "minimum" and "minimum" not in cls.defaults()):
+                warnings.warn(f"lossatlas: analyzer {point.name!r} ({point.value}) has scope {cls.scope!r}; it must be "
+                              f"one of {SCOPES}, and 'minimum' needs a 'minimum' parameter. Skipped.", stacklevel=2)
                 continue
             if point.name in found:
                 warnings.warn(

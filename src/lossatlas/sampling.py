@@ -61,6 +61,20 @@ class Request:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
                 if not isinstance(getattr(self, f.name), Request)}
 
+    def check(self, subject) -> None:
+        """Rules that need the subject (its dimension, its kind), checked before any work."""
+
+    def minima_needed(self) -> int:
+        """How many trained minima must be in the store for this request (a benchmark checks it
+        against its seeds before any work)."""
+        return max([dependency.minima_needed() for dependency in self.inputs().values()], default=0)
+
+    def check_all(self, subject) -> None:
+        """This request and its inputs checked against ``subject``."""
+        for dependency in self.inputs().values():
+            dependency.check_all(subject)
+        self.check(subject)
+
     def read(self, store: Store, subject, inputs: dict[str, Sample]) -> Sample:
         """For requests answered from the store or from the request itself."""
         raise NotImplementedError(f"{type(self).__name__} is neither a Sampler nor a reader.")
@@ -96,8 +110,21 @@ class Sampler(Request):
         raise NotImplementedError
 
 
+def identity(store: Store, subject, request: Request) -> dict:
+    """What identifies the sample ``request`` names, known before any work: its settings, its
+    inputs' identities, and for requests that read the store a digest of what they read (so a
+    result keyed on it can never be one computed at another minimum)."""
+    if not isinstance(request, Sampler):
+        return request.read(store, subject, {}).config
+    inputs = {name: identity(store, subject, dependency) for name, dependency in request.inputs().items()}
+    return {"kind": request.kind, **request.own_config(), **inputs}
+
+
 def obtain(store: Store, subject, request: Request, progress: bool = True) -> Sample:
     """The sample ``request`` names, producing (and storing) whatever the store lacks."""
+    request.check(subject)
+    if subject.name in store.subjects():
+        store.register(subject)  # another landscape under this name is refused before any work
     inputs = {name: obtain(store, subject, dependency, progress) for name, dependency in request.inputs().items()}
     if not isinstance(request, Sampler):
         return request.read(store, subject, inputs)

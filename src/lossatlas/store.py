@@ -10,7 +10,7 @@ Layout (schema_version 2; the full spec is in README.md, "The store"):
         samples/<kind>/<key>        encoding-type="sample": kind, config (JSON), prepared; the header arrays
             <part>                  encoding-type="part", complete (set last): one task's arrays and attrs
         results/<method>/<key>      encoding-type="result": method, params, seed, versions, created,
-                                    wall_time_s, analyzer (JSON: scope, views, metric metadata);
+                                    wall_time_s, analyzer (JSON: scope, views, metric metadata), complete;
                                     metrics/ (one float attribute each), arrays/ (datasets)
 
 Schema 1 (before the sample protocol: grids with a ``done`` mask, parts without the ``part``
@@ -209,14 +209,10 @@ class Store:
     # -- minima ----------------------------------------------------------------------------------
     def write_minimum(self, subject: str, minimum: Minimum) -> None:
         """Store a minimum of a registered subject (one the trained-minima sampler did not make,
-        e.g. a user's own checkpoint), as the sampler stores its own."""
+        e.g. a user's own checkpoint) as the sampler stores its own: one ``minimum`` part."""
         self._subject(subject)
-        attrs = {"seed": int(minimum.seed), "recipe": canonical_json(minimum.recipe),
-                 "metrics": canonical_json(minimum.metrics), "created": now(),
-                 "versions": canonical_json(versions()), "wall_time_s": float(minimum.wall_time_s)}
         root = self.sample_root(f"subjects/{subject}/minima", "minima")
-        self.write_part(root, f"{minimum.index:03d}", Part({"theta": minimum.theta, "buffers": minimum.buffers}, attrs),
-                        "minimum")
+        self.write_part(root, f"{minimum.index:03d}", minimum_part(minimum), "minimum")
 
     def minima(self, subject: str) -> list[Minimum]:
         """The finished minima of ``subject`` (one interrupted while being written is left out)."""
@@ -288,7 +284,8 @@ class Store:
 
     # -- results ---------------------------------------------------------------------------------
     def has_result(self, subject: str, method: str, key: str) -> bool:
-        return f"subjects/{subject}/results/{method}/{key}" in self._file
+        """Whether the result was written whole (``complete`` is set last, as for sample parts)."""
+        return self.finished(f"subjects/{subject}/results/{method}/{key}")
 
     def write_result(self, result: Result) -> None:
         path = f"subjects/{result.subject}/results/{result.method}/{result.key}"
@@ -306,6 +303,7 @@ class Store:
             created=result.created,
             wall_time_s=float(result.wall_time_s),
             analyzer=canonical_json(result.analyzer),
+            complete=False,
         )
         metrics = self.node(f"{path}/metrics", "metrics")
         for name, value in result.metrics.items():
@@ -313,12 +311,15 @@ class Store:
         arrays = self.node(f"{path}/arrays", "arrays")
         for name, value in result.arrays.items():
             self.write_array(arrays, name, value)
+        self._file[path].attrs["complete"] = True
         self.flush()
 
     def read_result(self, subject: str, method: str, key: str) -> Result:
         path = f"subjects/{subject}/results/{method}/{key}"
         if path not in self._file:
             raise StoreError(f"{self.path} has no result at {path}.")
+        if not self.finished(path):
+            raise StoreError(f"{self.path}:{path} was interrupted while being written; rerun the analysis.")
         node = self._file[path]
         _expect(node, "result")
         seed = int(node.attrs["seed"])
@@ -341,7 +342,8 @@ class Store:
         if group is None:
             return []
         methods = [method] if method else sorted(group)
-        return [self.read_result(subject, m, k) for m in methods if m in group for k in sorted(group[m])]
+        return [self.read_result(subject, m, k) for m in methods if m in group for k in sorted(group[m])
+                if self.has_result(subject, m, k)]
 
     # -- benchmarks ------------------------------------------------------------------------------
     def write_benchmark(self, name: str, record: dict) -> None:
@@ -382,6 +384,14 @@ class Store:
     def _writable(self, path: str) -> None:
         if self.mode == "r":
             raise StoreError(f"{self.path} is open read-only; cannot write {path}. Open it with mode 'a'.")
+
+
+def minimum_part(minimum: Minimum) -> Part:
+    """How a minimum is stored: theta and buffers, and its seed, recipe, metrics and provenance."""
+    attrs = {"seed": int(minimum.seed), "recipe": canonical_json(minimum.recipe),
+             "metrics": canonical_json(minimum.metrics), "created": now(), "versions": canonical_json(versions()),
+             "wall_time_s": float(minimum.wall_time_s)}
+    return Part({"theta": np.asarray(minimum.theta), "buffers": np.asarray(minimum.buffers)}, attrs)
 
 
 def _check_name(name: str, what: str) -> None:

@@ -20,9 +20,12 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from .errors import ConfigError, NonFiniteLossError
+from .params import Interval, Options, validate
 from .progress import bar as progress_bar
 from .training import Recipe, make_optimizer, make_schedule
 
+_MODULE_CONSTRAINTS = {"bn": Options(("fixed", "recompute")), "eval_batch_size": Interval(int, 1),
+                       "chunk_size": Interval(int, 1)}
 EpochCallback = Callable[[int, torch.Tensor, torch.Tensor, float], None]
 _EMPTY = torch.empty(0)
 
@@ -359,10 +362,8 @@ class ModuleSubject(Subject):
                  eval_batch_size: int = 1000, test_data=None, train_data=None, bn: str = "fixed",
                  init: Callable[[nn.Module], None] | None = None, config: dict | None = None,
                  chunk_size: int = 16, vmap: bool | None = None):
-        if bn not in ("fixed", "recompute"):
-            raise ConfigError(f"bn must be 'fixed' or 'recompute'; got {bn!r}.")
-        if eval_batch_size < 1:
-            raise ConfigError(f"eval_batch_size must be an int in [1, inf); got {eval_batch_size}.")
+        validate("ModuleSubject", {"bn": bn, "eval_batch_size": eval_batch_size, "chunk_size": chunk_size},
+                 _MODULE_CONSTRAINTS)
         self.model = copy.deepcopy(model).eval()
         self.loss_fn = loss_fn
         self.name = name or type(model).__name__

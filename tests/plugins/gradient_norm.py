@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from lossatlas.analyzer import Analyzer, diagnostic, measure
-from lossatlas.params import Interval, Options, param
+from lossatlas.params import Interval, param, same_as
 from lossatlas.samplers import Point
 
 
@@ -38,8 +38,8 @@ class GradientNorm(Analyzer):
     views = {"gradient": draw_gradient}
     smoke_params = {"at": "theta0"}
 
-    at: str = param("minimum", Options(("minimum", "theta0")))
-    minimum: int = param(0, Interval(int, 0))
+    at: str = same_as(Point, "at")  # where to look: a stored minimum or theta0
+    minimum: int = same_as(Point, "minimum")
     scale: float = param(1.0, Interval(float, 0, None, closed="neither"), "multiplies the reported norms")
 
     def requests(self, subject):

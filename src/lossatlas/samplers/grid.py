@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .. import directions as directions_module
-from ..params import Boolean, Interval, Options, param
+from ..params import Boolean, Instance, Interval, Options, param
 from ..sampling import Sampler, obtain
 from ..store import Part
 from .points import Point
@@ -25,7 +25,7 @@ class Grid(Sampler):
     [-span_y, span_y]; ``bn="recompute"`` re-estimates BatchNorm statistics at every point."""
 
     kind = "grid"
-    point: Point = Point()
+    point: Point = param(Point(), Instance(Point))
     directions: str = param("random", Options(directions_module.KINDS))
     resolution: int = param(51, Interval(int, 2))
     span_x: float = param(1.0, Interval(float, 0, None, closed="neither"))
@@ -33,6 +33,9 @@ class Grid(Sampler):
     seed: int = param(0, Interval(int, 0))
     include_bn: bool = param(False, Boolean())
     bn: str = param("fixed", Options(("fixed", "recompute")))
+
+    def check(self, subject):
+        directions_module.check(subject, self.directions)
 
     def prepare(self, subject, inputs):
         dtype = subject.theta0.dtype

@@ -11,7 +11,6 @@ NaN for the rest (the analyzer counts and leaves them out). Stored per run under
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +18,7 @@ import torch
 
 from ..directions import random_directions
 from ..errors import NonFiniteLossError
-from ..params import Boolean, Interval, NumberList, param
+from ..params import Boolean, Instance, Interval, NumberList, param
 from ..sampling import Sampler, obtain
 from ..store import Part
 from ..training import Recipe
@@ -39,11 +38,13 @@ class JumpRetrainRuns(Sampler):
     ``seeds``, ``step_sizes``, ``epochs`` (0 = right after the jump), ``center``."""
 
     kind = "jump_retrain"
-    point: Point = Point()
-    seeds: tuple = param((0, 1, 2, 3), NumberList(Interval(int, 0)))
-    step_sizes: tuple = param((0.25, 0.5, 0.75, 1.0), NumberList(Interval(float, 0)))
-    recipe: Recipe = dataclasses.field(default_factory=reference_recipe)
-    include_bn: bool = param(False, Boolean())
+    point: Point = param(Point(), Instance(Point))
+    seeds: tuple = param((0, 1, 2, 3), NumberList(Interval(int, 0), unique=True),
+                         "one random direction (and retraining order) per seed")
+    step_sizes: tuple = param((0.25, 0.5, 0.75, 1.0), NumberList(Interval(float, 0), unique=True),
+                              "jump lengths, in units of the filter-normalized direction")
+    recipe: Recipe = param(reference_recipe(), Instance(Recipe))
+    include_bn: bool = param(False, Boolean(), "jump along BatchNorm parameters too")
 
     def own_config(self) -> dict:
         return {"seeds": [int(s) for s in self.seeds], "step_sizes": [float(s) for s in self.step_sizes],
@@ -53,7 +54,9 @@ class JumpRetrainRuns(Sampler):
         return {"center": inputs["point"]["theta"], "center_buffers": inputs["point"]["buffers"]}
 
     def tasks(self, subject, header):
-        return [(f"{seed}_{step:g}", (int(seed), float(step))) for seed in self.seeds for step in self.step_sizes]
+        # repr: distinct step sizes always get distinct part names (0.5 and 0.5000001 too)
+        return [(f"{seed}_{float(step)!r}", (int(seed), float(step)))
+                for seed in self.seeds for step in self.step_sizes]
 
     def run(self, subject, header, progress, task) -> Part:
         dtype = subject.theta0.dtype

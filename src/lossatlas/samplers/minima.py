@@ -3,9 +3,6 @@ explicit minima. Each gives ``data["minima"]`` (K, dim), so any analyzer can joi
 look at minima whatever their source."""
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -14,10 +11,10 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, NonFiniteLossError, StoreError
-from ..params import Interval, NumberList, Vectors, param
-from ..provenance import canonical_json, now, versions
+from ..params import Instance, Interval, NumberList, Vectors, param
+from ..provenance import digest
 from ..sampling import Request, Sample, Sampler, obtain
-from ..store import Minimum, Part, Store
+from ..store import Minimum, Part, Store, minimum_part
 from ..training import Recipe
 
 
@@ -31,7 +28,7 @@ class TrainedMinima(Sampler):
     kind = "minima"
     encoding = "minima"
     part_encoding = "minimum"
-    recipe: Recipe = dataclasses.field(default_factory=Recipe)
+    recipe: Recipe = param(Recipe(), Instance(Recipe))
     seeds: tuple = param((0,), NumberList(Interval(int, 0)))
 
     def own_config(self) -> dict:
@@ -42,16 +39,13 @@ class TrainedMinima(Sampler):
 
     def check_stored(self, store: Store, path: str) -> None:
         wanted = self.recipe.to_dict()
+        stored = {m.index: m for m in store.minima(path.split("/")[1])}
         for index, seed in enumerate(self.seeds):
-            name = f"{path}/{index:03d}"
-            if not store.finished(name):
-                continue
-            attrs = store.file[name].attrs
-            recipe, stored_seed = json.loads(attrs["recipe"]), int(attrs["seed"])
-            if recipe != wanted or stored_seed != seed:
+            minimum = stored.get(index)
+            if minimum is not None and (minimum.recipe != wanted or minimum.seed != seed):
                 raise StoreError(
-                    f"Minimum {index} of {path.split('/')[1]!r} in {store.path} was trained with seed {stored_seed} "
-                    f"and recipe {recipe}; asked for seed {seed} and recipe {wanted}. "
+                    f"Minimum {index} of {path.split('/')[1]!r} in {store.path} was trained with seed {minimum.seed} "
+                    f"and recipe {minimum.recipe}; asked for seed {seed} and recipe {wanted}. "
                     "Use another store or subject name to keep both."
                 )
 
@@ -70,10 +64,8 @@ class TrainedMinima(Sampler):
         if not math.isfinite(metrics["eval_loss"]):
             raise NonFiniteLossError(f"Minimum {index} of {subject.name!r} (seed {seed}) has loss "
                                      f"{metrics['eval_loss']}.")
-        attrs = {"seed": seed, "recipe": canonical_json(self.recipe.to_dict()), "metrics": canonical_json(metrics),
-                 "created": now(), "versions": canonical_json(versions()),
-                 "wall_time_s": time.perf_counter() - start}
-        return Part({"theta": theta.cpu().numpy(), "buffers": buffers.cpu().numpy()}, attrs)
+        return minimum_part(Minimum(index, theta.cpu().numpy(), buffers.cpu().numpy(), seed, self.recipe.to_dict(),
+                                    metrics, time.perf_counter() - start))
 
     def assemble(self, subject, header, parts):
         ordered = [parts[name] for name, _ in self.tasks(subject, header)]
@@ -102,11 +94,16 @@ class DescentMinima(Sampler):
     gd_steps: int = param(2000, Interval(int, 1))
     seed: int = param(0, Interval(int, 0))
 
+    def check(self, subject):
+        if self.bounds is None:
+            return
+        bounds = np.array(self.bounds, dtype=float)
+        if bounds.shape != (subject.dim, 2) or np.any(bounds[:, 0] >= bounds[:, 1]):
+            raise ConfigError(f"bounds must be {subject.dim} pairs (low, high) with low < high; got {self.bounds!r}.")
+
     def prepare(self, subject, inputs):
         theta0 = subject.theta0.cpu().numpy()
         bounds = np.stack([theta0 - 1, theta0 + 1], 1) if self.bounds is None else np.array(self.bounds, dtype=float)
-        if bounds.shape != (subject.dim, 2) or np.any(bounds[:, 0] >= bounds[:, 1]):
-            raise ConfigError(f"bounds must be {subject.dim} pairs (low, high) with low < high; got {self.bounds!r}.")
         return {"bounds": bounds}
 
     def tasks(self, subject, header):
@@ -141,13 +138,16 @@ class StoredMinima(Request):
     n: int = param(4, Interval(int, 1))
     at_least: int = param(1, Interval(int, 1))
 
+    def minima_needed(self) -> int:
+        return self.at_least
+
     def read(self, store, subject, inputs) -> Sample:
         stored = store.minima(subject.name)[: self.n] if subject.name in store.subjects() else []
         if len(stored) < self.at_least:
             raise StoreError(f"Needs at least {self.at_least} minima of {subject.name!r}; {store.path} holds "
                              f"{len(stored)}. Train them first (lossatlas.train_minima or a config's [minima]).")
         minima = np.stack([m.theta for m in stored])
-        return Sample(self.kind, "", {"n": self.n, "sha1": _sha1(minima)}, {"minima": minima})
+        return Sample(self.kind, "", {"n": self.n, "sha1": digest(minima)}, {"minima": minima})
 
 
 @dataclass(frozen=True)
@@ -157,13 +157,11 @@ class GivenMinima(Request):
     kind = "given_minima"
     vectors: tuple = param((), Vectors(allow_none=False))
 
-    def read(self, store, subject, inputs) -> Sample:
+    def check(self, subject):
         lengths = sorted({np.size(m) for m in self.vectors})
         if lengths != [subject.dim]:
             raise ConfigError(f"minima must be vectors of length {subject.dim}; got length(s) {lengths}.")
+
+    def read(self, store, subject, inputs) -> Sample:
         minima = np.asarray(self.vectors, dtype=float).reshape(len(self.vectors), -1)
-        return Sample(self.kind, "", {"sha1": _sha1(minima)}, {"minima": minima})
-
-
-def _sha1(array: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(array, dtype=float).tobytes()).hexdigest()[:16]
+        return Sample(self.kind, "", {"sha1": digest(minima)}, {"minima": minima})

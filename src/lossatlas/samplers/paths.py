@@ -15,15 +15,16 @@ maximum: on landscapes with curved minimum-energy paths it overestimates the sad
 """
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..params import Interval, Options, param
+from ..params import Instance, Interval, Options, check_known, param
 from ..progress import bar as progress_bar
+from ..provenance import digest
 from ..sampling import Request, Sampler, obtain
 from ..store import Part
 from ..training import Recipe
@@ -141,7 +142,7 @@ class Paths(Sampler):
     ``minima`` and ``minima_losses``."""
 
     kind = "paths"
-    minima: Request = None
+    minima: Request = param(None, Instance(Request), "the minima to join (any minima request)")
     path_kind: str = param("string", Options(PATH_KINDS))
     n_images: int = param(21, Interval(int, 3))
     string_steps: int = param(2000, Interval(int, 1))
@@ -156,8 +157,7 @@ class Paths(Sampler):
 
     def config(self, inputs):
         minima = inputs["minima"]["minima"]
-        digest = hashlib.sha1(np.ascontiguousarray(minima, dtype=float).tobytes()).hexdigest()[:16]
-        return {**self.own_config(), "minima_sha1": digest, "n_minima": len(minima)}
+        return {**self.own_config(), "minima_sha1": digest(minima), "n_minima": len(minima)}
 
     def prepare(self, subject, inputs):
         minima = np.asarray(inputs["minima"]["minima"], dtype=float)
@@ -197,7 +197,9 @@ class Paths(Sampler):
 
 
 def connect_minima(store, subject, minima: np.ndarray, progress: bool = True, **settings):
-    """Paths between every pair of explicit ``minima`` (K, dim), as a Sample; resumable per pair."""
+    """Paths between every pair of explicit ``minima`` (K, dim), as a Sample; resumable per pair.
+    ``settings``: the fields of ``Paths`` (path_kind, n_images, ...)."""
+    check_known("connect_minima", settings, [f.name for f in dataclasses.fields(Paths) if f.name != "minima"])
     request = Paths(minima=GivenMinima(vectors=tuple(map(tuple, np.asarray(minima, dtype=float)))), **settings)
     return obtain(store, subject, request, progress)
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from ..errors import StoreError
 from ..params import Interval, Options, param
+from ..provenance import digest
 from ..sampling import Request, Sample
 
 AT = ("minimum", "theta0")
@@ -23,7 +24,8 @@ class Point(Request):
 
     def read(self, store, subject, inputs) -> Sample:
         theta, buffers = point_of(store, subject, self.at, self.minimum)
-        return Sample(self.kind, "", self.own_config(), {"theta": theta, "buffers": buffers})
+        config = {**self.own_config(), "theta_sha1": digest(theta), "buffers_sha1": digest(buffers)}
+        return Sample(self.kind, "", config, {"theta": theta, "buffers": buffers})
 
 
 def point_of(store, subject, at: str, minimum: int = 0):

@@ -107,8 +107,7 @@ def merge_tree(values, edges) -> MergeTree:
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
     low, high = np.minimum(edges[:, 0], edges[:, 1]), np.maximum(edges[:, 0], edges[:, 1])
-    keys = np.sort((low * n + high)[low != high])
-    keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]  # coo_matrix would sum duplicate edges
+    keys = np.unique((low * n + high)[low != high])  # sorted, once each: coo_matrix would sum duplicate edges
     low, high = keys // n, keys % n
     weight = np.maximum(rank[low], rank[high]) + 1  # +1: csgraph drops zero weights
     mst = minimum_spanning_tree(coo_matrix((weight, (low, high)), shape=(n, n)).tocsr()).tocoo()

@@ -1,0 +1,119 @@
+"""The analyzer contract and the sampling driver: results never stale, parts never confused,
+interrupted writes never read as finished, another landscape under a taken name refused before
+any work. Ground truth: exact Hessians of Himmelblau's function from torch.autograd."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lossatlas import ConfigError, Minimum, Recipe, Store, StoreError, analyze, train_minima
+from lossatlas.problems import himmelblau
+from lossatlas.samplers import JumpRetrainRuns, Point, jump_and_retrain
+from lossatlas.subjects import FunctionSubject, ModuleSubject
+
+
+def _exact_top_eigenvalue(subject, point) -> float:
+    hessian = torch.autograd.functional.hessian(subject.fn, torch.as_tensor(point, dtype=torch.float64))
+    return float(torch.linalg.eigvalsh(hessian).max())
+
+
+def test_a_replaced_minimum_gets_a_new_result_not_the_stored_one():
+    subject = himmelblau()
+    first, second = (np.array(p) for p, _ in subject.critical_points["minima"][:2])
+    with Store.memory() as store:
+        store.register(subject)
+        store.write_minimum(subject.name, Minimum(0, first, np.zeros(0), 0, {}, {"eval_loss": 0.0}))
+        before = analyze(store, subject, "hessian", minimum=0, progress=False)
+        store.write_minimum(subject.name, Minimum(0, second, np.zeros(0), 0, {}, {"eval_loss": 0.0}))
+        after = analyze(store, subject, "hessian", minimum=0, progress=False)
+    assert before.key != after.key  # same parameters, another point
+    assert before.metrics["top_eigenvalue"] == pytest.approx(_exact_top_eigenvalue(subject, first), rel=1e-10)
+    assert after.metrics["top_eigenvalue"] == pytest.approx(_exact_top_eigenvalue(subject, second), rel=1e-10)
+    assert abs(before.metrics["top_eigenvalue"] - after.metrics["top_eigenvalue"]) > 1.0
+
+
+def test_more_stored_minima_give_a_new_barcode():
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(32, 3, generator=generator, dtype=torch.float64)
+    targets = inputs @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)[:, None]
+    subject = ModuleSubject(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double(), nn.MSELoss(),
+                            (inputs, targets), name="tiny")
+    recipe = Recipe(lr=0.05, epochs=2, batch_size=8)
+    settings = dict(n_minima=3, curve_epochs=1, n_eval=5, batch_size=8, progress=False)
+    with Store.memory() as store:
+        train_minima(store, subject, recipe, seeds=[0, 1], progress=False)
+        two = analyze(store, subject, "loss-barcode", **settings)
+        train_minima(store, subject, recipe, seeds=[0, 1, 2], progress=False)
+        three = analyze(store, subject, "loss-barcode", **settings)
+    assert two.key != three.key and two.metrics["n_minima"] == 2 and three.metrics["n_minima"] == 3
+
+
+def test_an_interrupted_result_write_is_not_a_result(monkeypatch):
+    subject = himmelblau()
+    with Store.memory() as store:
+        original = Store.write_array
+
+        def failing(self, group, name, data):
+            if name == "eigenvectors":
+                raise KeyboardInterrupt
+            return original(self, group, name, data)
+
+        monkeypatch.setattr(Store, "write_array", failing)
+        with pytest.raises(KeyboardInterrupt):
+            analyze(store, subject, "hessian", at="theta0", progress=False)
+        monkeypatch.setattr(Store, "write_array", original)
+        assert store.results(subject.name) == []
+        result = analyze(store, subject, "hessian", at="theta0", progress=False)
+        assert set(result.arrays) == {"eigenvalues", "eigenvectors", "density_grid", "density"}
+        with pytest.raises(StoreError, match="no result"):
+            store.read_result(subject.name, "hessian", "nope")
+
+
+def test_another_landscape_under_a_taken_name_is_refused_before_training(monkeypatch):
+    subject = himmelblau()
+    moved = FunctionSubject(subject.fn, subject.theta0 + 1.0, name=subject.name)
+    recipe = Recipe(lr=0.01, momentum=0.0, epochs=1, steps_per_epoch=10)
+    with Store.memory() as store:
+        train_minima(store, subject, recipe, seeds=[0], progress=False)
+        trained = []
+        monkeypatch.setattr(FunctionSubject, "train", lambda *a, **k: trained.append(1))
+        with pytest.raises(StoreError, match="another config"):
+            train_minima(store, moved, recipe, seeds=[0, 1], progress=False)
+    assert trained == []
+
+
+def test_distinct_step_sizes_are_distinct_parts_and_duplicates_are_refused():
+    subject = himmelblau()
+    with Store.memory() as store:
+        runs = jump_and_retrain(store, subject, seeds=[0], step_sizes=[0.5, 0.5000001], epochs=1,
+                                recipe={"steps_per_epoch": 2}, at="theta0", progress=False)
+        root = next(iter(store.file[f"subjects/{subject.name}/samples/jump_retrain"].values()))
+        assert sorted(name for name in root if root[name].attrs.get("encoding-type") == "part") == [
+            "0_0.5", "0_0.5000001"]
+    assert not np.array_equal(runs["thetas"][0], runs["thetas"][2])  # two different jumps, not one read twice
+    with pytest.raises(ConfigError, match="distinct values"):
+        JumpRetrainRuns(point=Point(at="theta0"), step_sizes=(0.5, 0.5))
+
+
+def test_an_int_for_a_float_is_the_same_setting():
+    subject = himmelblau()
+    with Store.memory() as store:
+        whole = analyze(store, subject, "merge-tree", directions="axes", at="theta0", span=5, resolution=11,
+                        progress=False)
+        same = analyze(store, subject, "merge-tree", directions="axes", at="theta0", span=5.0, resolution=11,
+                       progress=False)
+        assert whole.key == same.key and whole.params["span"] == 5.0
+        assert len(store.file[f"subjects/{subject.name}/samples/grid"]) == 1  # one grid, not two
+
+
+def test_request_fields_are_validated():
+    from lossatlas.samplers import Grid, Paths, TrainedMinima, connect_minima
+
+    with pytest.raises(ConfigError, match="The 'minima' parameter of Paths must be a Request"):
+        Paths()
+    with pytest.raises(ConfigError, match="The 'point' parameter of Grid must be a Point"):
+        Grid(point=None)
+    with pytest.raises(ConfigError, match="The 'recipe' parameter of TrainedMinima must be a Recipe"):
+        TrainedMinima(recipe={"epochs": 1})
+    with Store.memory() as store, pytest.raises(ConfigError, match=r"Unknown parameter\(s\) \['path'\]"):
+        connect_minima(store, himmelblau(), np.zeros((2, 2)), path="string")

@@ -49,7 +49,10 @@ class Hessian(Analyzer):
     trace_deflate: bool = param(True, Boolean())
     density_runs: int = param(1, Interval(int, 1))
     density_steps: int = param(80, Interval(int, 2), "Lanczos steps per SLQ run")
-    density_bins: int = param(1000, Interval(int, 10))
+    density_bins: int | None = param(None, Interval(int, 10, allow_none=True),
+                                     "density grid points; None: 4 per kernel sigma (1000 to 100000)")
+    density_sigma: float | None = param(None, Interval(float, 0, None, closed="neither", allow_none=True),
+                                        "kernel std; None: PyHessian's, sqrt(1e-5 x max(1, spectrum width))")
     dense_limit: int = param(64, Interval(int, 0))
     seed: int = param(0, Interval(int, 0))
 
@@ -81,7 +84,7 @@ class Hessian(Analyzer):
             values, vectors = spectrum[::-1][:k], vectors[:, ::-1][:, :k].T
             trace, stderr, probes = float(spectrum.sum()), 0.0, 0
             weights = np.full(len(spectrum), 1 / len(spectrum))
-            grid, density = density_from_spectrum(spectrum, weights, self.density_bins)
+            grid, density = density_from_spectrum(spectrum, weights, self.density_bins, sigma=self.density_sigma)
         else:
             if self.backend == "pyhessian":
                 found = pyhessian_spectrum(subject, theta, buffers, k, self.tol, self.max_restarts,
@@ -95,7 +98,8 @@ class Hessian(Analyzer):
                 estimate = hutchinson_trace(op, self.seed, self.trace_rtol, self.trace_min_probes,
                                             self.trace_max_probes, *deflate)
                 trace, stderr, probes = estimate.trace, estimate.stderr, estimate.probes
-            grid, density = slq_density(op, self.seed, self.density_runs, self.density_steps, self.density_bins)
+            grid, density = slq_density(op, self.seed, self.density_runs, self.density_steps, self.density_bins,
+                                        sigma=self.density_sigma)
         metrics = {"top_eigenvalue": values[0], "trace": trace, "trace_stderr": stderr, "trace_probes": probes,
                    "hvp_count": op.count}
         arrays = {"eigenvalues": values, "eigenvectors": vectors, "density_grid": grid, "density": density}

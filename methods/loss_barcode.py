@@ -36,8 +36,8 @@ _SCORES = {
 }
 
 
-_PATH_SETTINGS = ("n_images", "string_steps", "string_lr", "bends", "curve_epochs", "curve_lr", "weight_decay",
-                  "batch_size", "n_eval", "seed")
+_PATH_SETTINGS = ("n_images", "string_steps", "string_lr", "string_perturbation", "bends", "curve_epochs", "curve_lr",
+                  "weight_decay", "batch_size", "n_eval", "seed")
 
 
 class LossBarcode(Analyzer):
@@ -64,6 +64,7 @@ class LossBarcode(Analyzer):
     n_images: int = same_as(Paths, "n_images")
     string_steps: int = same_as(Paths, "string_steps")
     string_lr: float = same_as(Paths, "string_lr")
+    string_perturbation: float = same_as(Paths, "string_perturbation")
     bends: int = same_as(Paths, "bends")
     curve_epochs: int = same_as(Paths, "curve_epochs")
     curve_lr: float = same_as(Paths, "curve_lr")

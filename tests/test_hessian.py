@@ -157,3 +157,53 @@ def test_deflated_trace_is_unbiased_and_has_lower_variance():
     assert abs(plain.trace - spectrum.sum()) < 4 * plain.stderr
     assert abs(deflated.trace - spectrum.sum()) < 4 * deflated.stderr
     assert deflated.stderr < 0.5 * plain.stderr
+
+
+def _known_spectrum(eigenvalues: np.ndarray, seed: int = 0) -> FunctionSubject:
+    """0.5 x^T A x with A = Q diag(eigenvalues) Q^T: its Hessian spectrum is known exactly."""
+    basis, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(len(eigenvalues),) * 2))
+    matrix = torch.tensor(basis @ np.diag(eigenvalues) @ basis.T)
+    return FunctionSubject(lambda t: 0.5 * t @ matrix @ t, torch.zeros(len(eigenvalues), dtype=torch.float64),
+                           name=f"quadratic{len(eigenvalues)}")
+
+
+def _mass_near(result, value: float, radius: float = 1.0) -> float:
+    grid, density = result.arrays["density_grid"], result.arrays["density"]
+    window = (grid > value - radius) & (grid < value + radius)
+    return float(np.trapezoid(density[window], grid[window]))
+
+
+def test_density_resolves_isolated_eigenvalues_of_a_known_spectrum():
+    """A bulk in [0, 10] and outliers at ~150 and ~300 (width W = 300, each of weight 1/200): the
+    density must give each outlier its mass and be within 1% of W (Wasserstein-1) of the exact
+    spectrum. A fixed grid of 1000 points (sigma 0.055, spacing 0.3) gave 0.003-0.011."""
+    from scipy.stats import wasserstein_distance
+
+    rng = np.random.default_rng(1)
+    spectrum = np.concatenate([rng.uniform(0, 10, 198), [150.3, 300.7]])
+    subject, width = _known_spectrum(spectrum), spectrum.max() - spectrum.min()
+    with Store.memory() as store:
+        exact = analyze(store, subject, "hessian", at="theta0", dense_limit=10_000, progress=False)
+        slq = analyze(store, subject, "hessian", at="theta0", dense_limit=0, density_runs=4, progress=False)
+    for outlier in spectrum[-2:]:
+        assert _mass_near(exact, outlier) == pytest.approx(1 / 200, rel=0.02)
+    w1_exact = wasserstein_distance(exact.arrays["density_grid"], spectrum, u_weights=exact.arrays["density"])
+    w1_slq = wasserstein_distance(slq.arrays["density_grid"], spectrum, u_weights=slq.arrays["density"])
+    assert w1_exact < 1e-3 * width and w1_slq < 1e-2 * width
+    assert len(exact.arrays["density_grid"]) > 10_000  # 4 points per kernel sigma
+
+
+def test_a_narrow_spectrum_needs_its_own_kernel_width():
+    """PyHessian's relative kernel (std sqrt(1e-5) for widths below 1) is wider than a spectrum of
+    width 1e-3: most of the density falls outside it; an absolute ``density_sigma`` resolves it."""
+    from scipy.stats import wasserstein_distance
+
+    spectrum = np.linspace(1e-3, 2e-3, 40)
+    subject, width = _known_spectrum(spectrum), spectrum.max() - spectrum.min()
+    with Store.memory() as store:
+        relative = analyze(store, subject, "hessian", at="theta0", dense_limit=100, progress=False)
+        absolute = analyze(store, subject, "hessian", at="theta0", dense_limit=100, density_sigma=1e-6, progress=False)
+    outside = 1 - _mass_near(relative, 1.5e-3, radius=0.5e-3 + 1e-5)
+    assert outside > 0.5
+    w1 = wasserstein_distance(absolute.arrays["density_grid"], spectrum, u_weights=absolute.arrays["density"])
+    assert w1 < 1e-2 * width

@@ -108,3 +108,25 @@ def test_resnet_paths_reestimate_batchnorm_at_every_point():
     fixed = subject.loss(middle, minima[0].buffers)
     assert abs(recomputed - fixed) > 1e-3 * fixed  # re-estimating BatchNorm changes the loss on the path
     assert result.metrics["n_minima"] == 2 and result.arrays["path_losses"].shape == (1, 5)
+
+
+def _ring(theta):
+    """(x^2 + y^2 - 1)^2 - 0.2 x^2: minima (+-sqrt(1.1), 0) at -0.21, saddles (0, +-1) at 0, and on
+    the line y = 0 between the minima a maximum of 1 at the origin. y -> -y is a symmetry, so the
+    gradient has no y-component on that line."""
+    x, y = theta[0], theta[1]
+    return (x**2 + y**2 - 1) ** 2 - 0.2 * x**2
+
+
+def test_the_string_leaves_a_symmetry_line_to_find_the_saddle():
+    subject = FunctionSubject(_ring, torch.zeros(2, dtype=torch.float64), name="ring")
+    minima = [[-1.1**0.5, 0.0], [1.1**0.5, 0.0]]
+    settings = dict(path="string", minima=minima, n_images=21, string_steps=2000, n_eval=41, progress=False)
+    with Store.memory() as store:
+        bent = analyze(store, subject, "loss-barcode", **settings)
+        straight = analyze(store, subject, "loss-barcode", string_perturbation=0.0, **settings)
+    (birth, death), _ = bent.arrays["bars"]
+    assert birth == pytest.approx(-0.21, abs=1e-9) and death == pytest.approx(0.0, abs=2e-3)
+    assert bent.metrics["to_score"] == pytest.approx(0.105, abs=1e-3)
+    # the unbent string stays on the symmetry line and reports its maximum instead
+    assert straight.arrays["bars"][0, 1] == pytest.approx(1.0, abs=1e-6)

@@ -85,11 +85,16 @@ def redistribute(images: torch.Tensor, count: int) -> torch.Tensor:
 
 def string_path(subject, start, end, n_images: int = 21, steps: int = 2000, lr: float = 0.01,
                 max_images: int = 81, insert_tol: float = 1e-3, tol: float = 1e-7,
-                progress: bool = True) -> torch.Tensor:
-    """Images (n, dim) of the optimized string from ``start`` to ``end``; see the module docstring."""
+                progress: bool = True, perturbation: float = 0.0, seed: int = 0) -> torch.Tensor:
+    """Images (n, dim) of the optimized string from ``start`` to ``end``; see the module docstring.
+
+    ``perturbation``: the initial string is the straight line bent by ``perturbation`` x its
+    length, along a seeded random direction normal to it, with profile sin(pi t) (endpoints
+    fixed). On a line that is a symmetry axis of the landscape the normal gradient vanishes and
+    an unbent string never leaves it: it would report the maximum on the line, not the saddle."""
     start, end = torch.as_tensor(start, dtype=subject.theta0.dtype), torch.as_tensor(end, dtype=subject.theta0.dtype)
     t = torch.linspace(0, 1, n_images, dtype=start.dtype)[:, None]
-    images = (1 - t) * start + t * end
+    images = (1 - t) * start + t * end + torch.sin(math.pi * t) * _normal_offset(start, end, perturbation, seed)
     scale = float((end - start).norm()) / (n_images - 1)  # no image moves more than its spacing per step
     previous = math.inf
     for step in progress_bar(range(steps), desc=f"{subject.name}: string", enabled=progress):
@@ -109,6 +114,17 @@ def string_path(subject, start, end, n_images: int = 21, steps: int = 2000, lr: 
                     break
             previous = height
     return images
+
+
+def _normal_offset(start: torch.Tensor, end: torch.Tensor, size: float, seed: int) -> torch.Tensor:
+    """A seeded random vector normal to ``end - start``, of length ``size`` x |end - start|."""
+    line = end - start
+    length = float(line.norm())
+    if size == 0 or length == 0 or len(line) < 2:
+        return torch.zeros_like(start)
+    direction = torch.randn(len(line), generator=torch.Generator().manual_seed(int(seed)), dtype=start.dtype)
+    direction -= (direction @ line) / length**2 * line
+    return size * length * direction / direction.norm().clamp_min(1e-300)
 
 
 def _insert_midpoints(subject, images: torch.Tensor, insert_tol: float, max_images: int):
@@ -147,6 +163,8 @@ class Paths(Sampler):
     n_images: int = param(21, Interval(int, 3))
     string_steps: int = param(2000, Interval(int, 1))
     string_lr: float = param(0.01, Interval(float, 0, None, closed="neither"))
+    string_perturbation: float = param(0.1, Interval(float, 0), "initial bend of the string, relative to its "
+                                       "length, along a seeded normal direction: leaves symmetry lines")
     bends: int = param(1, Interval(int, 1))
     curve_epochs: int = param(10, Interval(int, 1))
     curve_lr: float = param(0.01, Interval(float, 0, None, closed="neither"))
@@ -219,7 +237,7 @@ def _optimize(subject, start, end, config, progress):
     images or curve bends)."""
     if config["path"] == "string":
         images = string_path(subject, start, end, config["n_images"], config["string_steps"], config["string_lr"],
-                             progress=False)
+                             progress=False, perturbation=config["string_perturbation"], seed=config["seed"])
         # images, the midpoints between neighbours, and n_eval points at equal arc length
         middle = 0.5 * (images[1:] + images[:-1])
         lengths = (images[1:] - images[:-1]).norm(dim=1)

@@ -138,13 +138,16 @@ def obtain(store: Store, subject, request: Request, progress: bool = True) -> Sa
     tasks = request.tasks(subject, header)
     missing = [(name, task) for name, task in tasks if not store.finished(f"{path}/{name}")]
 
+    created = []
+
     def root():
         """The sample's group, created with the first write: a failure before it leaves the store as it was."""
-        store.register(subject)
-        node = store.sample_root(path, request.encoding, config if request.encoding == "sample" else None)
-        if not store.has_header(path):
-            store.write_header(node, header)
-        return node
+        if not created:
+            store.register(subject)
+            created.append(store.sample_root(path, request.encoding, config if request.encoding == "sample" else None))
+            if not prepared:
+                store.write_header(created[0], header)
+        return created[0]
 
     runner = executor.current()
     bar = progress_bar(total=len(missing), desc=f"{subject.name}: {request.kind}", enabled=progress and bool(missing))

@@ -91,6 +91,7 @@ class Store:
             raise StoreError(f"Store mode must be one of {sorted(_MODES)}; got {mode!r}.")
         self.path = Path(path)
         self.mode = mode
+        self._registered: dict[str, object] = {}  # name -> the subject object checked against it
         if self.path.exists():
             if mode == "x":
                 raise StoreError(f"{self.path} already exists; open it with mode 'a' to add to it.")
@@ -107,6 +108,7 @@ class Store:
         store = cls.__new__(cls)
         store.path = Path(":memory:")
         store.mode = "a"
+        store._registered = {}
         store._file = h5py.File(io.BytesIO(), "w")
         _stamp(store._file)
         return store
@@ -202,9 +204,14 @@ class Store:
     # -- subjects as objects -----------------------------------------------------------------------
     def register(self, subject) -> None:
         """Record ``subject`` (its config, theta0 and buffers0); the same name with another config
-        is refused, naming both."""
+        is refused, naming both. The check runs once per subject object and open store: a
+        subject's config hashes its whole dataset (hundreds of MB for CIFAR-10), and the samplers
+        register before every write."""
+        if self._registered.get(subject.name) is subject:
+            return
         self.add_subject(subject.name, subject.config(), subject.theta0.cpu().numpy(),
                          subject.buffers0.cpu().numpy())
+        self._registered[subject.name] = subject
 
     # -- minima ----------------------------------------------------------------------------------
     def write_minimum(self, subject: str, minimum: Minimum) -> None:

@@ -4,8 +4,16 @@ Jump-and-retrain trajectories around a minimum (lossatlas.samplers.jump_retrain)
 with PHATE using cosine distances for the kNN graph and for MDS (§3.2). A kNN graph (k = 20,
 §3.3) is built on the *potential distances* — Euclidean distances between rows of PHATE's
 diffusion potential, the distance PHATE's MDS embeds (rows are n x landmarks above
-``n_landmark`` samples) — and filtered by each sample's own loss. Its diagrams D0 and D1 (gudhi)
-give the total persistence sum (death - birth)^p, p = 2.
+``n_landmark`` samples) — and filtered by each sample's own loss: the training (evaluation) loss,
+or with ``loss_split="test"`` the test loss, which the released code uses. Its diagrams D0 and
+D1 (gudhi) give the total persistence pers(D) = sum (death - birth)^p, p = 2.
+
+Over a graph the essential classes never die (lossatlas.topology.graph_persistence), so the
+headline totals are over the finite pairs: D0's mergers of components, and D1's cycles filled
+by a triangle of the kNN graph's clique complex (``flag=True``, the default: three mutually
+neighbouring samples bound a triangle; without triangles no cycle dies and D1 has no finite
+point). The released code's totals, with the plain graph's essential classes closed at the
+maximum loss, are kept as ``*_closed`` for comparison; they mostly measure the jump height.
 
 The authors' released code (KrishnaswamyLab/NN-LossLandscape-PHATE) instead takes the 20
 *largest* entries of each potential row (the farthest points) and shifts losses by one vertex;
@@ -17,10 +25,10 @@ from __future__ import annotations
 import numpy as np
 
 from lossatlas.analyzer import Analyzer, diagnostic, measure
-from lossatlas.params import Boolean, Interval, param, same_as
+from lossatlas.params import Boolean, Interval, Options, param, same_as
 from lossatlas.plots import draw_diagram_0, draw_diagram_1, draw_phate
 from lossatlas.samplers import JumpRetrainRuns, Point, reference_recipe
-from lossatlas.topology.graph_persistence import graph_diagrams, total_persistence
+from lossatlas.topology.graph_persistence import closed, graph_diagrams, n_essential, total_persistence
 from lossatlas.topology.graphs import knn_edges
 from lossatlas.training import RECIPE_CONSTRAINTS
 
@@ -30,10 +38,20 @@ class JumpRetrain(Analyzer):
     description = "Jump-and-retrain trajectories, cosine PHATE, kNN-graph loss persistence (Horoi et al. 2022)."
     scope = "minimum"
     metrics = {
-        "total_persistence_0": measure("sum (death - birth)^p over D0 of the loss-filtered kNN graph"),
-        "total_persistence_1": measure("sum (death - birth)^p over D1 of the loss-filtered kNN graph"),
-        "n_points_0": diagnostic("points in D0"),
-        "n_points_1": diagnostic("points in D1"),
+        "total_persistence_0_finite": measure("sum (death - birth)^p over the finite pairs of D0 (components "
+                                              "merging as the loss threshold rises)", higher_is_better=False),
+        "total_persistence_1_finite": measure("sum (death - birth)^p over the finite pairs of D1 (cycles filled by "
+                                              "triangles of the kNN clique complex; 0 with flag=False)",
+                                              higher_is_better=False),
+        "total_persistence_0_closed": measure("the released code's convention: D0 of the plain kNN graph, essential "
+                                              "classes closed at the maximum loss (mostly (max - min)^p)",
+                                              higher_is_better=False),
+        "total_persistence_1_closed": measure("the released code's convention: D1 of the plain kNN graph, every "
+                                              "cycle closed at the maximum loss", higher_is_better=False),
+        "n_essential_0": diagnostic("connected components of the kNN graph (D0 classes that never die)"),
+        "n_essential_1": diagnostic("cycles that are never filled (D1 classes that never die)"),
+        "n_points_0": diagnostic("finite points in D0"),
+        "n_points_1": diagnostic("finite points in D1"),
         "n_points": diagnostic("samples embedded (finite loss)"),
         "n_nonfinite": diagnostic("samples with a NaN/inf loss (diverged runs), left out"),
         "final_loss_mean": measure("mean evaluation loss at the last epoch of the retraining runs (NaN: every "
@@ -63,8 +81,9 @@ class JumpRetrain(Analyzer):
     phate_decay: float = param(40.0, Interval(float, 0))
     n_landmark: int = param(2000, Interval(int, 2))
     p: float = param(2.0, Interval(float, 0, None, closed="neither"))
-    close_essential: bool = param(True, Boolean())
-    flag: bool = param(False, Boolean())
+    flag: bool = param(True, Boolean(), "add the triangles of the kNN graph, so that cycles can die")
+    loss_split: str = param("train", Options(("train", "test")),
+                            "the loss that filters the graph: training (evaluation) loss or test loss")
     seed: int = param(0, Interval(int, 0))
 
     def recipe(self):
@@ -77,31 +96,48 @@ class JumpRetrain(Analyzer):
     def requests(self, subject):
         return {"runs": JumpRetrainRuns(point=Point(at=self.at, minimum=self.minimum), seeds=tuple(self.seeds),
                                         step_sizes=tuple(self.step_sizes), recipe=self.recipe(),
-                                        include_bn=self.include_bn)}
+                                        include_bn=self.include_bn, record_test=self.loss_split == "test")}
 
     def compute(self, subject, samples):
         runs = samples["runs"]
-        finite = np.isfinite(runs["losses"])
+        filtration = runs["test_losses"] if self.loss_split == "test" else runs["losses"]
+        finite = np.isfinite(runs["losses"]) & np.isfinite(filtration)
         thetas, losses = runs["thetas"][finite], runs["losses"][finite]
         embedding, potential = phate_embedding(thetas, self.phate_knn_k, self.phate_decay, self.n_landmark, self.seed)
         edges = potential_knn_edges(potential, self.knn_k)
-        d0, d1 = graph_diagrams(losses, edges, self.close_essential, self.flag)
+        metrics, diagrams = persistence_metrics(filtration[finite], edges, self.flag, self.p)
         last = runs["epochs"][finite] == runs["epochs"].max()
-        metrics = {
-            "total_persistence_0": total_persistence(d0, self.p),
-            "total_persistence_1": total_persistence(d1, self.p),
-            "n_points_0": float(len(d0)),
-            "n_points_1": float(len(d1)),
+        metrics.update({
             "n_points": float(len(losses)),
             "n_nonfinite": float((~finite).sum()),
             "final_loss_mean": float(losses[last].mean()) if last.any() else float("nan"),
             "final_loss_max": float(losses[last].max()) if last.any() else float("nan"),
             "final_loss_min": float(losses[last].min()) if last.any() else float("nan"),
-        }
-        arrays = {"embedding": embedding, "diagram_0": d0, "diagram_1": d1, "edges": edges, "losses": losses,
+        })
+        arrays = {"embedding": embedding, **diagrams, "edges": edges, "losses": losses,
+                  "filtration": filtration[finite],
                   "seeds": runs["seeds"][finite], "step_sizes": runs["step_sizes"][finite],
                   "epochs": runs["epochs"][finite]}
         return metrics, arrays
+
+
+def persistence_metrics(values: np.ndarray, edges: np.ndarray, flag: bool, p: float):
+    """Total persistence of the finite pairs, essential counts and the released code's closed totals
+    of the graph filtered by ``values``; returns (metrics, {"diagram_0", "diagram_1"})."""
+    d0, d1 = graph_diagrams(values, edges, flag)
+    plain_d0, plain_d1 = (d0, d1) if not flag else graph_diagrams(values, edges, flag=False)
+    top = float(values.max()) if len(values) else 0.0
+    metrics = {
+        "total_persistence_0_finite": total_persistence(d0, p),
+        "total_persistence_1_finite": total_persistence(d1, p),
+        "total_persistence_0_closed": total_persistence(closed(plain_d0, top), p),
+        "total_persistence_1_closed": total_persistence(closed(plain_d1, top), p),
+        "n_essential_0": float(n_essential(d0)),
+        "n_essential_1": float(n_essential(d1)),
+        "n_points_0": float(np.isfinite(d0[:, 1]).sum()),
+        "n_points_1": float(np.isfinite(d1[:, 1]).sum()),
+    }
+    return metrics, {"diagram_0": d0, "diagram_1": d1}
 
 
 def phate_embedding(thetas: np.ndarray, knn: int, decay: float, n_landmark: int, seed: int):

@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from lossatlas import FunctionSubject, Recipe, Store, analyze, train_minima
+from lossatlas import ConfigError, FunctionSubject, ModuleSubject, Recipe, Store, analyze, train_minima
 from lossatlas.problems import resnet
 from lossatlas.samplers.jump_retrain import jump_and_retrain
+from lossatlas.methods.jump_retrain import persistence_metrics
 from lossatlas.topology.graph_persistence import graph_diagrams, total_persistence
+from lossatlas.topology.graphs import knn_edges
 
 _SETTINGS = dict(at="theta0", seeds=[0, 1, 2, 3], step_sizes=[0.5, 1.0, 1.5, 2.0], epochs=10, steps_per_epoch=5,
                  lr=0.01,
@@ -31,17 +33,22 @@ def _double_well():
                            name="double_well")
 
 
-def _reference_diagrams(losses, edges, dim):
-    """gudhi on the stored graph, built here independently of lossatlas."""
+def _reference_diagrams(losses, edges, dim, triangles=True):
+    """gudhi on the stored graph and its triangles, built here independently of lossatlas."""
     tree = gudhi.SimplexTree()
     for vertex, loss in enumerate(losses):
         tree.insert([vertex], filtration=loss)
+    neighbours = {v: set() for v in range(len(losses))}
     for a, b in edges:
         tree.insert([int(a), int(b)], filtration=max(losses[a], losses[b]))
+        neighbours[int(a)].add(int(b))
+        neighbours[int(b)].add(int(a))
+    if triangles:  # every 3-clique of the graph, at its largest vertex loss
+        for a, b in edges:
+            for c in neighbours[int(a)] & neighbours[int(b)]:
+                tree.insert([int(a), int(b), c], filtration=max(losses[a], losses[b], losses[c]))
     tree.compute_persistence(persistence_dim_max=True)
-    diagram = np.array(tree.persistence_intervals_in_dimension(dim)).reshape(-1, 2)
-    diagram[:, 1] = np.where(np.isinf(diagram[:, 1]), max(losses), diagram[:, 1])
-    return diagram
+    return np.array(tree.persistence_intervals_in_dimension(dim)).reshape(-1, 2)
 
 
 def _sorted(d):
@@ -52,11 +59,19 @@ def test_graph_persistence_equals_gudhi_on_the_stored_graph():
     with Store.memory() as store:
         result = analyze(store, _double_well(), "jump-retrain", **_SETTINGS)
     losses, edges = result.arrays["losses"], result.arrays["edges"]
+    np.testing.assert_array_equal(result.arrays["filtration"], losses)  # loss_split="train"
     for dim in (0, 1):
-        np.testing.assert_allclose(_sorted(result.arrays[f"diagram_{dim}"]),
-                                   _sorted(_reference_diagrams(losses, edges, dim)))
-    d0 = result.arrays["diagram_0"]
-    assert result.metrics["total_persistence_0"] == pytest.approx(float(np.sum((d0[:, 1] - d0[:, 0]) ** 2)))
+        expected = _reference_diagrams(losses, edges, dim)
+        np.testing.assert_allclose(_sorted(result.arrays[f"diagram_{dim}"]), _sorted(expected))
+        finite = expected[np.isfinite(expected[:, 1])]
+        assert result.metrics[f"total_persistence_{dim}_finite"] == pytest.approx(
+            float(np.sum((finite[:, 1] - finite[:, 0]) ** 2)))
+        assert result.metrics[f"n_essential_{dim}"] == np.isinf(expected[:, 1]).sum()
+        plain = _reference_diagrams(losses, edges, dim, triangles=False)  # the released code's closed totals
+        plain[:, 1] = np.where(np.isinf(plain[:, 1]), losses.max(), plain[:, 1])
+        assert result.metrics[f"total_persistence_{dim}_closed"] == pytest.approx(
+            float(np.sum((plain[:, 1] - plain[:, 0]) ** 2)))
+    assert result.metrics["n_essential_0"] >= 1
     assert result.params["knn_k"] == 5 and result.params["phate_knn_k"] == 5 and "phate" in result.versions
 
 
@@ -64,21 +79,81 @@ def test_double_well_has_more_d0_persistence_than_a_single_well():
     with Store.memory() as store:
         single = analyze(store, _well(), "jump-retrain", **_SETTINGS)
         double = analyze(store, _double_well(), "jump-retrain", **_SETTINGS)
-    assert double.metrics["total_persistence_0"] > 10 * single.metrics["total_persistence_0"]
+    assert double.metrics["total_persistence_0_finite"] > 10 * single.metrics["total_persistence_0_finite"]
 
 
 def test_disconnected_graphs_report_every_component():
     losses = np.array([0.1, 0.5, 0.2, 0.9, 0.3, 0.4])
     edges = np.array([[0, 1], [2, 3], [4, 5]])  # three components
-    d0, d1 = graph_diagrams(losses, edges)
-    assert len(d0) == 3 and np.all(d0[:, 1] == 0.9)  # each component's essential class, closed at the max loss
-    open_d0, _ = graph_diagrams(losses, edges, close_essential=False)
-    assert np.isinf(open_d0[:, 1]).sum() == 3
+    metrics, diagrams = persistence_metrics(losses, edges, flag=True, p=2.0)
+    assert metrics["n_essential_0"] == 3 and metrics["total_persistence_0_finite"] == 0
+    assert np.isinf(diagrams["diagram_0"][:, 1]).sum() == 3
+    # the released code closes each component at the max loss: (0.9-0.1)^2 + (0.9-0.2)^2 + (0.9-0.3)^2
+    assert metrics["total_persistence_0_closed"] == pytest.approx(0.64 + 0.49 + 0.36)
     cycle = np.array([[0, 1], [1, 2], [2, 0]])
-    _, plain = graph_diagrams(losses, cycle, close_essential=False)
-    _, flag = graph_diagrams(losses, cycle, close_essential=False, flag=True)
+    _, plain = graph_diagrams(losses, cycle)
+    _, flag = graph_diagrams(losses, cycle, flag=True)
     assert len(plain) == 1 and len(flag) == 0  # the triangle fills the cycle
     assert total_persistence(np.array([[0.0, 2.0], [1.0, 1.5]]), p=2) == pytest.approx(4.25)
+
+
+def test_total_persistence_of_finite_pairs_by_hand():
+    # a path a-b-c-d-e at 0, 2, 0.5, 3, 1: c's component dies at 2, e's at 3, a's never
+    path = np.array([[0, 1], [1, 2], [2, 3], [3, 4]])
+    metrics, _ = persistence_metrics(np.array([0.0, 2.0, 0.5, 3.0, 1.0]), path, flag=True, p=2.0)
+    assert metrics["total_persistence_0_finite"] == pytest.approx(1.5**2 + 2.0**2)
+    assert metrics["total_persistence_0_closed"] == pytest.approx(1.5**2 + 2.0**2 + 3.0**2)
+    assert metrics["n_essential_0"] == 1 and metrics["n_points_0"] == 2
+    # a square a-b-e-d (0, 1, 2, 1.5) is a cycle born at 2; a hub h at 5 joined to all four
+    # cones it off with four triangles, so with flag=True it dies at 5
+    square = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 0], [4, 1], [4, 2], [4, 3]])
+    values = np.array([0.0, 1.0, 2.0, 1.5, 5.0])
+    filled, _ = persistence_metrics(values, square, flag=True, p=2.0)
+    assert filled["total_persistence_1_finite"] == pytest.approx(3.0**2) and filled["n_essential_1"] == 0
+    plain, _ = persistence_metrics(values, square, flag=False, p=2.0)
+    assert plain["total_persistence_1_finite"] == 0 and plain["n_essential_1"] == 4  # E - V + 1 cycles
+    assert plain["total_persistence_1_closed"] == filled["total_persistence_1_closed"] == pytest.approx(9.0)
+
+
+def test_finite_total_persistence_depends_on_where_the_losses_lie():
+    # the same losses shuffled over the same graph: the finite totals see the graph, the closed
+    # totals mostly see the loss range (Horoi et al. 2022's total persistence must be the former)
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-1, 1, size=(300, 2))
+    losses = (points**2).sum(axis=1)  # one smooth bowl: nothing merges late
+    edges = knn_edges(points, 8)
+    smooth, _ = persistence_metrics(losses, edges, flag=True, p=2.0)
+    shuffled = [persistence_metrics(rng.permutation(losses), edges, flag=True, p=2.0)[0] for _ in range(5)]
+    for dim in (0, 1):
+        finite = np.array([m[f"total_persistence_{dim}_finite"] for m in shuffled])
+        assert np.all(finite > 5 * smooth[f"total_persistence_{dim}_finite"] + 1e-3), (dim, finite, smooth)
+    closed = np.array([m["total_persistence_0_closed"] for m in shuffled])
+    assert np.all(np.abs(closed - smooth["total_persistence_0_closed"]) < 2 * np.max(losses) ** 2)
+
+
+def test_test_loss_filtration_records_and_filters_by_the_test_split():
+    torch.manual_seed(0)
+    inputs, targets = torch.randn(40, 3), torch.randint(0, 2, (40,))
+    test_inputs, test_targets = torch.randn(30, 3), torch.randint(0, 2, (30,))
+    subject = ModuleSubject(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)),
+                            torch.nn.functional.cross_entropy, (inputs, targets), name="tiny",
+                            test_data=(test_inputs, test_targets))
+    settings = dict(_SETTINGS, seeds=[0, 1], step_sizes=[0.5, 1.0], epochs=4, batch_size=20)
+    with Store.memory() as store:
+        train = analyze(store, subject, "jump-retrain", **settings)
+        test = analyze(store, subject, "jump-retrain", loss_split="test", **settings)
+    assert test.params["loss_split"] == "test" and train.params["loss_split"] == "train"
+    np.testing.assert_array_equal(test.arrays["losses"], train.arrays["losses"])  # the same runs
+    thetas = jump_and_retrain(Store.memory(), subject, [0, 1], [0.5, 1.0], 4, {"lr": 0.01, "steps_per_epoch": 5,
+                              "batch_size": 20}, at="theta0", progress=False)["thetas"]
+    expected = [subject.evaluate(theta, split="test")["loss"] for theta in thetas]
+    np.testing.assert_allclose(test.arrays["filtration"], expected, rtol=1e-6)
+    assert not np.allclose(test.arrays["filtration"], train.arrays["losses"])
+    for dim in (0, 1):
+        np.testing.assert_allclose(_sorted(test.arrays[f"diagram_{dim}"]),
+                                   _sorted(_reference_diagrams(np.array(expected), test.arrays["edges"], dim)))
+    with Store.memory() as store, pytest.raises(ConfigError, match="no test split"):
+        analyze(store, _double_well(), "jump-retrain", loss_split="test", **_SETTINGS)
 
 
 def test_reruns_reproduce_and_interrupted_sampling_resumes(monkeypatch):

@@ -690,7 +690,7 @@ def test_nonfinite_trajectories_are_counted_not_fatal():
         with Store.memory() as store:
             result = analyze(store, subject, "jump-retrain", at="theta0", seeds=[0, 1], step_sizes=[0.5, 2.0],
                              epochs=4, steps_per_epoch=5, knn_k=4)
-    assert result.metrics["n_nonfinite"] > 0 and math.isfinite(result.metrics["total_persistence_0"])
+    assert result.metrics["n_nonfinite"] > 0 and math.isfinite(result.metrics["total_persistence_0_finite"])
 
 
 def test_nonfinite_curve_paths_are_counted_not_fatal():

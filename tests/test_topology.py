@@ -15,6 +15,7 @@ from lossatlas.topology import (
     representation_edges,
 )
 from lossatlas.topology.barcode import minima_barcode
+from lossatlas.topology.graphs import grid_triangles
 from lossatlas.topology.union_find import ElderUnionFind
 
 
@@ -39,6 +40,59 @@ def test_image_persistence_equals_gudhi_cubical(seed):
     tree = merge_tree(field.ravel(), grid_edges(field.shape))
     np.testing.assert_allclose(_sorted(tree.pairs), _sorted(_cubical_pairs(field)))
     assert tree.n_saddles == tree.n_minima - 1
+
+
+def _ttk_triangulation_tree(field):
+    """gudhi SimplexTree of TTK's implicit triangulation of an nx x ny image, from TTK's own
+    neighbour rule (vtk point id v = x + nx * y; neighbours v -+ 1, v -+ nx, v - nx + 1, v + nx - 1)
+    and its triangles (the 3-cliques of that graph), each simplex at its largest vertex value."""
+    nx, ny = field.shape
+    value = {x + nx * y: field[x, y] for x in range(nx) for y in range(ny)}
+    tree = gudhi.SimplexTree()
+    for x in range(nx):
+        for y in range(ny):
+            for dx, dy in ((1, 0), (0, 1), (1, -1)):  # each edge once: right, up, down-right
+                if 0 <= x + dx < nx and 0 <= y + dy < ny:
+                    tree.insert([x + nx * y, x + dx + nx * (y + dy)])
+    tree.expansion(2)
+    for simplex, _ in list(tree.get_simplices()):
+        tree.assign_filtration(simplex, max(value[v] for v in simplex))
+    tree.make_filtration_non_decreasing()
+    return tree
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_triangulated_grid_equals_gudhi_on_ttks_triangulation(seed):
+    rng = np.random.default_rng(seed)
+    field = rng.normal(size=(23, 17))
+    if seed == 2:
+        field = np.round(field, 1)  # ties
+    reference = _ttk_triangulation_tree(field)
+    ttk_triangles = {tuple(sorted(s)) for s, _ in reference.get_simplices() if len(s) == 3}
+    rows, cols = field.shape
+    ours = {tuple(sorted(int(v // cols + rows * (v % cols)) for v in t)) for t in grid_triangles(field.shape)}
+    assert ours == ttk_triangles and len(ours) == 2 * (rows - 1) * (cols - 1)
+    reference.compute_persistence()
+    pairs = reference.persistence_intervals_in_dimension(0)
+    tree = merge_tree(field.ravel(), representation_edges("triangulated_grid", None, field.shape))
+    np.testing.assert_allclose(_sorted(tree.pairs), _sorted(pairs[pairs[:, 1] > pairs[:, 0]]))
+    assert np.isfinite(reference.persistence_intervals_in_dimension(1)).all()  # a disk: every loop is filled
+    triangles = grid_triangles(field.shape)
+    assert len(field.ravel()) - len(grid_edges(field.shape, "one")) + len(triangles) == 1  # Euler: a disk
+    degree = np.bincount(grid_edges(field.shape, "one").ravel(), minlength=field.size).reshape(field.shape)
+    assert np.all(degree[1:-1, 1:-1] == 6)
+
+
+def test_triangulation_and_8_connectivity_differ_on_rugged_grids():
+    x = np.linspace(-5.12, 5.12, 51)
+    rastrigin = 20 + (x[:, None] ** 2 - 10 * np.cos(2 * np.pi * x[:, None])) + (
+        x[None, :] ** 2 - 10 * np.cos(2 * np.pi * x[None, :]))
+    field = rastrigin + np.random.default_rng(0).normal(0, 2.0, rastrigin.shape)
+    six = merge_tree(field.ravel(), representation_edges("triangulated_grid", None, field.shape))
+    eight = merge_tree(field.ravel(), representation_edges("image", None, field.shape))
+    assert six.n_minima > eight.n_minima  # fewer neighbours: more local minima
+    smooth = merge_tree(rastrigin.ravel(), representation_edges("triangulated_grid", None, field.shape))
+    assert smooth.n_minima == merge_tree(rastrigin.ravel(), grid_edges(field.shape)).n_minima
 
 
 @pytest.mark.parametrize("builder", [delaunay_edges, gabriel_edges, knn_edges])
@@ -130,10 +184,11 @@ def test_ttk_backend_matches_native_when_installed():
 
     x = np.linspace(-5, 5, 101)
     field = (x[:, None] ** 2 + x[None, :] - 11) ** 2 + (x[:, None] + x[None, :] ** 2 - 7) ** 2
-    native = merge_tree(field.ravel(), representation_edges("image", None, field.shape))
+    field = field + np.random.default_rng(0).normal(0, 0.5, field.shape)  # rugged: the triangulation matters
+    native = merge_tree(field.ravel(), representation_edges("triangulated_grid", None, field.shape))
     ttk = merge_tree_ttk(field)
     assert ttk.n_saddles == native.n_saddles
-    np.testing.assert_allclose(np.sort(ttk.pairs[:, 1]), np.sort(native.pairs[:, 1]), rtol=0.02)
+    np.testing.assert_allclose(np.sort(ttk.pairs[:, 1]), np.sort(native.pairs[:, 1]))
 
 
 def test_elder_union_find_keeps_the_elder_root_by_order():

@@ -240,8 +240,8 @@ def draw_paths(ax, result) -> None:
 def draw_phate(ax, result) -> None:
     """Jump-retrain result: PHATE embedding coloured by log10 loss, each run a line, jumps as stars
     (size ~ step)."""
-    ax.set(xticks=[], yticks=[], title=f"PHATE: TP0 {_metric(result, 'total_persistence_0'):.3g}, "
-                                       f"TP1 {_metric(result, 'total_persistence_1'):.3g}")
+    ax.set(xticks=[], yticks=[], title=f"PHATE: TP0 {_metric(result, 'total_persistence_0_finite'):.3g}, "
+                                       f"TP1 {_metric(result, 'total_persistence_1_finite'):.3g} (finite)")
     embedding = _rows(result.arrays.get("embedding"), 2)
     if not np.isfinite(embedding).all(axis=1).any():
         _no_data(ax)
@@ -274,13 +274,13 @@ def draw_phate(ax, result) -> None:
 def draw_diagram_0(ax, result) -> None:
     """Jump-retrain result: the diagram D0 of the loss-filtered kNN graph."""
     draw_diagram(ax, result.arrays.get("diagram_0"))
-    ax.set_title(f"D0: total persistence {_metric(result, 'total_persistence_0'):.3g}")
+    ax.set_title(f"D0: total persistence {_metric(result, 'total_persistence_0_finite'):.3g} (finite pairs)")
 
 
 def draw_diagram_1(ax, result) -> None:
     """Jump-retrain result: the diagram D1 of the loss-filtered kNN graph."""
     draw_diagram(ax, result.arrays.get("diagram_1"))
-    ax.set_title(f"D1: total persistence {_metric(result, 'total_persistence_1'):.3g}")
+    ax.set_title(f"D1: total persistence {_metric(result, 'total_persistence_1_finite'):.3g} (finite pairs)")
 
 
 # -- Hessian -------------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ routine as the grids; the seed fixes it and the retraining randomness), a jump t
 theta0 + step * v, then ``epochs`` epochs of retraining with the recipe of the minimum's final
 phase (reference code: SGD, momentum 0.9, constant lr 0.001, weight decay 1e-4). Recorded: the
 parameters and the loss on the full evaluation set in eval mode right after the jump (epoch 0)
-and after every epoch; a run whose training diverges keeps its epochs up to the divergence and
-NaN for the rest (the analyzer counts and leaves them out). Stored per run under
+and after every epoch (with ``record_test``, on the subject's test split too); a run whose
+training diverges keeps its epochs up to the divergence and NaN for the rest (the analyzer counts
+and leaves them out). Stored per run under
 ``samples/jump_retrain/<key>/<seed>_<step>``, parameters compressed; resumable per run.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from ..directions import random_directions
-from ..errors import NonFiniteLossError
+from ..errors import ConfigError, NonFiniteLossError
 from ..params import Boolean, Instance, Interval, NumberList, param
 from ..sampling import Sampler, obtain
 from ..store import Part
@@ -35,7 +36,8 @@ def reference_recipe(**overrides) -> Recipe:
 @dataclass(frozen=True)
 class JumpRetrainRuns(Sampler):
     """Every (seed, step size) run around ``point``: data ``thetas`` (n, dim), ``losses``,
-    ``seeds``, ``step_sizes``, ``epochs`` (0 = right after the jump), ``center``."""
+    ``seeds``, ``step_sizes``, ``epochs`` (0 = right after the jump), ``center``; with
+    ``record_test`` also ``test_losses``, taken with the same buffers as ``losses``."""
 
     kind = "jump_retrain"
     point: Point = param(Point(), Instance(Point))
@@ -45,10 +47,19 @@ class JumpRetrainRuns(Sampler):
                               "jump lengths, in units of the filter-normalized direction")
     recipe: Recipe = param(reference_recipe(), Instance(Recipe))
     include_bn: bool = param(False, Boolean(), "jump along BatchNorm parameters too")
+    record_test: bool = param(False, Boolean(), "also record the loss on the subject's test split")
 
     def own_config(self) -> dict:
-        return {"seeds": [int(s) for s in self.seeds], "step_sizes": [float(s) for s in self.step_sizes],
-                "recipe": self.recipe.to_dict(), "include_bn": self.include_bn}
+        config = {"seeds": [int(s) for s in self.seeds], "step_sizes": [float(s) for s in self.step_sizes],
+                  "recipe": self.recipe.to_dict(), "include_bn": self.include_bn}
+        if self.record_test:  # only when set: runs stored before the option keep their key
+            config["record_test"] = True
+        return config
+
+    def check(self, subject):
+        super().check(subject)
+        if self.record_test:
+            check_test_loss(subject)
 
     def prepare(self, subject, inputs):
         return {"center": inputs["point"]["theta"], "center_buffers": inputs["point"]["buffers"]}
@@ -62,14 +73,19 @@ class JumpRetrainRuns(Sampler):
         dtype = subject.theta0.dtype
         center = torch.as_tensor(header["center"], dtype=dtype)
         buffers = torch.as_tensor(header["center_buffers"], dtype=dtype)
-        thetas, losses = _jump_run(subject, center, buffers, self.recipe, self.include_bn, task)
-        return Part({"thetas": thetas, "losses": losses})
+        thetas, losses, test_losses = _jump_run(subject, center, buffers, self.recipe, self.include_bn,
+                                                self.record_test, task)
+        arrays = {"thetas": thetas, "losses": losses}
+        if self.record_test:
+            arrays["test_losses"] = test_losses
+        return Part(arrays)
 
     def assemble(self, subject, header, parts):
         tasks = self.tasks(subject, header)
         count = self.recipe.epochs + 1
-        return {"thetas": np.concatenate([parts[name].arrays["thetas"] for name, _ in tasks]),
-                "losses": np.concatenate([parts[name].arrays["losses"] for name, _ in tasks]),
+        data = {key: np.concatenate([parts[name].arrays[key] for name, _ in tasks])
+                for key in ("thetas", "losses") + (("test_losses",) if self.record_test else ())}
+        return {**data,
                 "seeds": np.repeat([seed for _, (seed, _) in tasks], count),
                 "step_sizes": np.repeat([step for _, (_, step) in tasks], count),
                 "epochs": np.tile(np.arange(count), len(tasks)),
@@ -86,16 +102,31 @@ def jump_and_retrain(store, subject, seeds=(0, 1, 2, 3), step_sizes=(0.25, 0.5, 
     return obtain(store, subject, request, progress)
 
 
-def _jump_run(subject, theta0, buffers0, recipe: Recipe, include_bn: bool, task) -> tuple[np.ndarray, np.ndarray]:
-    """One (seed, step) run: parameters and eval-set loss after the jump and every epoch."""
+def check_test_loss(subject) -> None:
+    """A test-loss filtration needs a test split that reports a loss (a PINN's reports an error)."""
+    if "test" not in subject.splits:
+        raise ConfigError(f"{subject.name} has no test split (splits: {', '.join(subject.splits)}); "
+                          "jump-and-retrain with loss_split='test' needs one. Use loss_split='train'.")
+    if "loss" not in subject.evaluate(subject.theta0, split="test"):
+        raise ConfigError(f"The test split of {subject.name} reports no loss (only "
+                          f"{', '.join(subject.evaluate(subject.theta0, split='test'))}); use loss_split='train'.")
+
+
+def _jump_run(subject, theta0, buffers0, recipe: Recipe, include_bn: bool, record_test: bool, task):
+    """One (seed, step) run: parameters and eval-set loss (and test loss) after the jump and
+    every epoch."""
     seed, step = task
     direction = random_directions(subject, theta0, seed, include_bn)[0]
     start = theta0 + step * direction
-    thetas, losses = [start.clone()], [subject.loss(start, buffers0)]
+    thetas, losses, test_losses = [], [], []
 
     def record(epoch, theta, buffers, train_loss):
         thetas.append(theta)
         losses.append(subject.loss(theta, buffers))
+        if record_test:
+            test_losses.append(subject.evaluate(theta, buffers, split="test")["loss"])
+
+    record(0, start.clone(), buffers0, None)
 
     try:
         subject.train(start, recipe, seed, buffers=buffers0, on_epoch=record, progress=False)
@@ -103,4 +134,6 @@ def _jump_run(subject, theta0, buffers0, recipe: Recipe, include_bn: bool, task)
         while len(thetas) < recipe.epochs + 1:  # the lost epochs: NaN, counted and left out by the analyzer
             thetas.append(torch.full_like(start, float("nan")))
             losses.append(float("nan"))
-    return torch.stack(thetas).numpy(), np.array(losses)
+            if record_test:
+                test_losses.append(float("nan"))
+    return torch.stack(thetas).numpy(), np.array(losses), np.array(test_losses)

@@ -1,28 +1,44 @@
-"""Graphs over sample points, the four representations of a loss grid in Xie, Geniesse et al. 2024.
+"""Graphs over sample points, the representations of a loss grid in Xie, Geniesse et al. 2024.
 
-``image``: the grid as pixels, 8-connected, which is the connectivity of gudhi's cubical
-complex built from top-dimensional cells. ``delaunay``, ``gabriel`` and ``knn`` build graphs
-over arbitrary point sets (grids, scattered samples, more than 2 dimensions).
+``triangulated_grid``: the grid as TTK triangulates an image, which is how Xie, Geniesse et al.
+computed their merge trees: every square split along one diagonal, so each inner vertex has 6
+neighbours (4 along the axes, 2 along the diagonal (i + 1, j) - (i, j + 1), TTK's
+ImplicitTriangulation with vtk point id i + nx * j). ``image``: the grid as pixels, 8-connected,
+the connectivity of gudhi's cubical complex on top-dimensional cells. ``delaunay``, ``gabriel``
+and ``knn`` build graphs over arbitrary point sets (grids, scattered samples, more than 2
+dimensions). 0-dimensional persistence only sees the edges, so a graph is all a merge tree needs.
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy.spatial import Delaunay, cKDTree
 
-REPRESENTATIONS = ("image", "delaunay", "gabriel", "knn")
+REPRESENTATIONS = ("triangulated_grid", "image", "delaunay", "gabriel", "knn")
 
 
-def grid_edges(shape: tuple[int, ...], diagonal: bool = True) -> np.ndarray:
-    """Edges between neighbouring pixels of a 2-D grid (row-major vertex order);
-    ``diagonal`` adds the two diagonals (8-connectivity)."""
+def grid_edges(shape: tuple[int, ...], diagonals: str = "both") -> np.ndarray:
+    """Edges between neighbouring pixels of a 2-D grid (row-major vertex order): the 4 axis
+    neighbours, plus ``diagonals``: "both" (8-connectivity), "one" (TTK's triangulation: the
+    diagonal (i + 1, j) - (i, j + 1) of every square) or "none"."""
     rows, cols = shape
     index = np.arange(rows * cols).reshape(rows, cols)
     pieces = [np.stack([index[:, :-1].ravel(), index[:, 1:].ravel()], 1),
               np.stack([index[:-1, :].ravel(), index[1:, :].ravel()], 1)]
-    if diagonal:
-        pieces += [np.stack([index[:-1, :-1].ravel(), index[1:, 1:].ravel()], 1),
-                   np.stack([index[:-1, 1:].ravel(), index[1:, :-1].ravel()], 1)]
+    if diagonals in ("both", "one"):
+        pieces.append(np.stack([index[:-1, 1:].ravel(), index[1:, :-1].ravel()], 1))
+    if diagonals == "both":
+        pieces.append(np.stack([index[:-1, :-1].ravel(), index[1:, 1:].ravel()], 1))
     return np.concatenate(pieces)
+
+
+def grid_triangles(shape: tuple[int, int]) -> np.ndarray:
+    """The triangles of TTK's grid triangulation (row-major vertex order): each square
+    (i, j), (i + 1, j), (i, j + 1), (i + 1, j + 1) split along (i + 1, j) - (i, j + 1)."""
+    rows, cols = shape
+    index = np.arange(rows * cols).reshape(rows, cols)
+    corner, below, right, across = index[:-1, :-1], index[1:, :-1], index[:-1, 1:], index[1:, 1:]
+    return np.concatenate([np.stack([corner.ravel(), below.ravel(), right.ravel()], 1),
+                           np.stack([below.ravel(), right.ravel(), across.ravel()], 1)])
 
 
 def delaunay_edges(points: np.ndarray) -> np.ndarray:
@@ -61,10 +77,10 @@ def knn_edges(points: np.ndarray, k: int = 8) -> np.ndarray:
 
 
 def representation_edges(name: str, points: np.ndarray, shape: tuple[int, int] | None = None, k: int = 8) -> np.ndarray:
-    if name == "image":
+    if name in ("image", "triangulated_grid"):
         if shape is None:
-            raise ValueError("the image representation needs a grid shape")
-        return grid_edges(shape)
+            raise ValueError(f"the {name} representation needs a grid shape")
+        return grid_edges(shape, "both" if name == "image" else "one")
     if name == "delaunay":
         return delaunay_edges(points)
     if name == "gabriel":

@@ -2,9 +2,10 @@
 
 TTK is distributed only through conda (``conda install -c conda-forge topologytoolkit``), so
 lossatlas never needs it: ``available()`` tells whether it can be imported, and the native
-backend is the default. TTK triangulates the image itself (Freudenthal: 4-neighbours plus one
-diagonal), so its pairs can differ from the 8-connected ``image`` representation on
-pixel-scale features. Saddle branch information is not extracted (``saddles`` is empty).
+backend is the default. TTK triangulates the image itself (4 neighbours plus the diagonal
+(i + 1, j) - (i, j + 1)), which the native ``triangulated_grid`` representation reproduces;
+its pairs can differ from the 8-connected ``image`` representation on pixel-scale features.
+Saddle branch information is not extracted (``saddles`` is empty).
 This module could not be exercised where lossatlas is developed (no conda); its tests skip
 when TTK is absent.
 """
@@ -25,11 +26,11 @@ def available() -> bool:
     return True
 
 
-def merge_tree_ttk(loss: np.ndarray, representation: str = "image") -> MergeTree:
+def merge_tree_ttk(loss: np.ndarray, representation: str = "triangulated_grid") -> MergeTree:
     """0-dim persistence (minimum-saddle pairs) of ``loss[i, j]`` by ttkPersistenceDiagram."""
-    if representation != "image":
-        raise ConfigError(f"The TTK backend reads the grid as an image; representation {representation!r} needs "
-                          "backend='native'.")
+    if representation != "triangulated_grid":
+        raise ConfigError(f"The TTK backend computes on its own triangulation of the grid "
+                          f"(representation='triangulated_grid'); {representation!r} needs backend='native'.")
     if not available():
         raise ConfigError("backend='ttk' needs topologytoolkit and vtk, which install only through conda: "
                           "conda install -c conda-forge topologytoolkit. Use backend='native' otherwise.")

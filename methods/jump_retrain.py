@@ -64,6 +64,7 @@ class JumpRetrain(Analyzer):
     views = {"phate": draw_phate, "diagram_0": draw_diagram_0, "diagram_1": draw_diagram_1}
     smoke_params = {"at": "theta0", "seeds": [0, 1], "step_sizes": [0.5, 1.0], "epochs": 8, "steps_per_epoch": 5,
                     "knn_k": 5}
+    version = 2  # issue 14: total persistence over the finite pairs
 
     at: str = same_as(Point, "at")
     minimum: int = same_as(Point, "minimum")

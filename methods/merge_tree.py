@@ -9,9 +9,9 @@ which is what the paper computed on; ``image``: pixels, 8-connected like a cubic
 at or below max(``threshold``, ``relative_threshold`` x loss range) are removed first, as TTK's
 simplification does. NaN/inf losses count as +inf and are reported in ``n_nonfinite``.
 
-``average_persistence`` is the paper's (§2): the mean distance of the persistence pairs to the
-diagonal, (death - birth) / sqrt(2), over TTK's diagram, whose global minimum is paired with the
-grid maximum. That pair makes it depend on the loss range;
+``average_persistence`` is the paper's (§2): the mean distance of the merge tree's persistence
+pairs (its branches) to the diagonal, (death - birth) / sqrt(2), the global minimum paired with
+the grid maximum as in TTK's diagram. That pair makes it depend on the loss range;
 ``average_persistence_finite`` leaves it out.
 """
 from __future__ import annotations
@@ -35,8 +35,8 @@ class MergeTreeAnalyzer(Analyzer):
         "n_minima": measure("local minima of the grid after simplification", higher_is_better=False),
         "n_saddles": measure("saddles of the merge tree after simplification", higher_is_better=False),
         "average_persistence": measure("Xie, Geniesse et al. 2024: mean distance to the diagonal, (death - birth)"
-                                       "/sqrt(2), of the pairs of TTK's diagram (global minimum paired with the "
-                                       "grid maximum)"),
+                                       "/sqrt(2), of the merge tree's (minimum, saddle) pairs, the global minimum "
+                                       "paired with the grid maximum as in TTK's diagram"),
         "average_persistence_finite": measure("mean distance to the diagonal of the finite (minimum, saddle) pairs "
                                               "(0 without any)"),
         "n_nonfinite": diagnostic("grid points with a NaN/inf loss (counted as +inf)"),
@@ -48,6 +48,7 @@ class MergeTreeAnalyzer(Analyzer):
     views = {"contour": draw_contour, "surface": draw_surface, "merge_tree": draw_merge_tree,
              "persistence": draw_persistence}
     smoke_params = {"directions": "axes", "at": "theta0", "span": 5.0, "resolution": 41}
+    version = 2  # issue 14: average persistence per Xie, Geniesse et al. (distance to the diagonal)
 
     directions: str = same_as(Grid, "directions")
     resolution: int = same_as(Grid, "resolution")

@@ -4,8 +4,9 @@
 
 The same smooth random fields (Gaussian-filtered noise, sigma 2) at 41², 61², 101², 1001²:
 
-- lossatlas: ``grid_edges`` + ``merge_tree`` (the merge-tree analyzer's default ``image``
-  representation, 8-connected pixels), the pairs, i.e. the persistence, included; and on a
+- lossatlas: ``grid_edges`` + ``merge_tree`` (the merge-tree analyzer's ``image``
+  representation, 8-connected pixels, the one gudhi's cubical complex shares; the default
+  ``triangulated_grid`` has one diagonal fewer per square), the pairs, i.e. the persistence, included; and on a
   Gabriel graph of the grid points (``gabriel_edges``), the kind of graph landscaper builds;
 - gudhi: ``CubicalComplex(top_dimensional_cells=...)`` and its 0-dim persistence (the same
   8-connectivity: asserted to give the same diagram);
@@ -91,7 +92,8 @@ def run(quick: bool = False, landscaper_python: str = LANDSCAPER_PYTHON) -> Sect
     section = Section("merge_tree", "Merge tree + persistence")
     section.text.append(
         "Smooth random fields (Gaussian-filtered noise, σ = 2). lossatlas `image`: `grid_edges` + `merge_tree` "
-        "(8-connected pixels, the analyzer's default; graph construction and pairing included). gudhi: "
+        "(8-connected pixels, the connectivity gudhi's cubical complex shares; the analyzer's default "
+        "`triangulated_grid` has one diagonal fewer per square; graph construction and pairing included). gudhi: "
         "`CubicalComplex` + 0-dim persistence, the same connectivity (diagrams asserted equal). lossatlas "
         "`gabriel`: `gabriel_edges` + `merge_tree`, the kind of graph landscaper builds. landscaper: "
         "`LossLandscape(loss, ranges).get_sublevel_tree()` (topopy MergeTree on an nglpy empty-region graph) "

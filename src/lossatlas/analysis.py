@@ -40,10 +40,14 @@ def analyze(store: Store, subject, method, progress: bool = True, **params) -> R
     full = json.loads(canonical_json(analyzer.get_params()))  # as the store will give it back
     store.register(subject)
     requests = analyzer.requests(subject)
-    # the key covers the parameters and what the samples are made from (which minima): a result
-    # at a retrained or replaced minimum is never mistaken for the stored one
-    key = config_key({"params": full, "samples": {name: identity(store, subject, request)
-                                                  for name, request in requests.items()}})
+    # the key covers the parameters, what the samples are made from (which minima) and the
+    # version of the analyzer's definitions: a result at a retrained or replaced minimum, or one
+    # whose metrics meant something else, is never mistaken for the stored one
+    identity_of = {"params": full, "samples": {name: identity(store, subject, request)
+                                               for name, request in requests.items()}}
+    if cls.version != 1:  # results of version-1 analyzers keep their keys
+        identity_of["version"] = cls.version
+    key = config_key(identity_of)
     if store.has_result(subject.name, cls.name, key):
         return store.read_result(subject.name, cls.name, key)
     start = time.perf_counter()

@@ -61,6 +61,7 @@ class Analyzer:
     metrics: ClassVar[dict[str, Metric]] = {}
     views: ClassVar[dict[str, Callable]] = {}
     smoke_params: ClassVar[dict] = {}  # fast settings for conformance checks and smoke runs
+    version: ClassVar[int] = 1  # raise it when a metric's definition changes: stored results are then recomputed
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

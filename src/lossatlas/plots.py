@@ -247,13 +247,14 @@ def draw_phate(ax, result) -> None:
         _no_data(ax)
         return
     n = len(embedding)
-    losses = np.asarray(result.arrays["losses"], dtype=float)
+    losses = np.asarray(result.arrays.get("filtration", result.arrays["losses"]), dtype=float)
+    split = (getattr(result, "params", None) or {}).get("loss_split", "train")
     with np.errstate(invalid="ignore", divide="ignore"):
         colors = _finite_or_nan(np.log10(np.maximum(losses, 1e-12)))
     if np.isfinite(colors).any():
         points = ax.scatter(embedding[:, 0], embedding[:, 1], c=colors, s=8, cmap="viridis", zorder=2,
                             plotnonfinite=True)
-        ax.figure.colorbar(points, ax=ax, label="log10 loss")
+        ax.figure.colorbar(points, ax=ax, label=f"log10 {split} loss (the filtration)")
     else:
         ax.scatter(embedding[:, 0], embedding[:, 1], c="gray", s=8, zorder=2)
     seeds = np.asarray(result.arrays.get("seeds", np.zeros(n)))

@@ -20,6 +20,8 @@ def grid_edges(shape: tuple[int, ...], diagonals: str = "both") -> np.ndarray:
     """Edges between neighbouring pixels of a 2-D grid (row-major vertex order): the 4 axis
     neighbours, plus ``diagonals``: "both" (8-connectivity), "one" (TTK's triangulation: the
     diagonal (i + 1, j) - (i, j + 1) of every square) or "none"."""
+    if diagonals not in ("both", "one", "none"):
+        raise ValueError(f"diagonals must be 'both', 'one' or 'none'; got {diagonals!r}.")
     rows, cols = shape
     index = np.arange(rows * cols).reshape(rows, cols)
     pieces = [np.stack([index[:, :-1].ravel(), index[:, 1:].ravel()], 1),

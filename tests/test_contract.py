@@ -117,3 +117,18 @@ def test_request_fields_are_validated():
         TrainedMinima(recipe={"epochs": 1})
     with Store.memory() as store, pytest.raises(ConfigError, match=r"Unknown parameter\(s\) \['path'\]"):
         connect_minima(store, himmelblau(), np.zeros((2, 2)), path="string")
+
+
+def test_a_new_analyzer_version_recomputes_instead_of_returning_the_old_meaning(monkeypatch):
+    from lossatlas.methods.merge_tree import MergeTreeAnalyzer
+
+    settings = dict(directions="axes", at="theta0", span=5.0, resolution=21, progress=False)
+    with Store.memory() as store:
+        current = analyze(store, himmelblau(), "merge-tree", **settings)
+        monkeypatch.setattr(MergeTreeAnalyzer, "version", 1)  # as stored before issue 14 changed the metrics
+        older = analyze(store, himmelblau(), "merge-tree", **settings)
+        monkeypatch.setattr(MergeTreeAnalyzer, "version", 2)
+        again = analyze(store, himmelblau(), "merge-tree", **settings)
+        assert len(store.results(himmelblau().name, "merge-tree")) == 2
+    assert older.key != current.key and again.key == current.key
+    assert again.metrics == current.metrics

@@ -132,3 +132,29 @@ def test_a_new_analyzer_version_recomputes_instead_of_returning_the_old_meaning(
         assert len(store.results(himmelblau().name, "merge-tree")) == 2
     assert older.key != current.key and again.key == current.key
     assert again.metrics == current.metrics
+
+
+def test_two_checkpoints_under_one_name_are_never_confused():
+    torch.manual_seed(0)
+    data = (torch.randn(32, 3), torch.randint(0, 2, (32,)))
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    checkpoint_a = {k: v.clone() for k, v in model.state_dict().items()}
+    checkpoint_b = {k: v * 3.0 for k, v in checkpoint_a.items()}
+
+    def subject(checkpoint, name="mlp"):
+        model.load_state_dict(checkpoint)
+        return ModuleSubject(model, nn.functional.cross_entropy, data, name=name)
+
+    settings = dict(at="theta0", k=1, progress=False)
+    with Store.memory() as store:
+        first = analyze(store, subject(checkpoint_a), "hessian", **settings)
+        with pytest.raises(StoreError, match="another starting point: its theta0 differs"):
+            analyze(store, subject(checkpoint_b), "hessian", **settings)
+        assert len(store.results("mlp", "hessian")) == 1  # nothing written for B under A's name
+        second = analyze(store, subject(checkpoint_b, name="mlp_b"), "hessian", **settings)
+        again = analyze(store, subject(checkpoint_a), "hessian", **settings)
+    with Store.memory() as fresh:
+        expected = analyze(fresh, subject(checkpoint_b), "hessian", **settings)
+    assert second.metrics["top_eigenvalue"] == pytest.approx(expected.metrics["top_eigenvalue"], rel=1e-9)
+    assert second.metrics["top_eigenvalue"] != pytest.approx(first.metrics["top_eigenvalue"], rel=1e-3)
+    assert again.key == first.key

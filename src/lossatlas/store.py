@@ -185,6 +185,7 @@ class Store:
                     f"  stored: {stored}\n  given:  {text}\n"
                     "Use another subject name or another store."
                 )
+            self._check_same_start(name, theta0, buffers0)
             return self._file[path]
         self.node("subjects", "subjects")
         group = self.node(path, "subject", config=text, dim=int(np.asarray(theta0).size), created=now())
@@ -192,6 +193,26 @@ class Store:
         self.write_array(group, "buffers0", np.asarray(buffers0))
         self.flush()
         return group
+
+    def _check_same_start(self, name: str, theta0, buffers0) -> None:
+        """A name stands for one landscape: the same config *and* the same starting point (a model
+        with another checkpoint loaded has the same config; its results must not be read as this
+        one's)."""
+        group = self._file[f"subjects/{name}"]
+        for label, given in (("theta0", theta0), ("buffers0", buffers0)):
+            given = np.asarray(given)
+            stored = group[label][()] if label in group else None
+            if stored is not None and stored.shape == given.shape and np.array_equal(stored, given, equal_nan=True):
+                continue
+            if stored is None or stored.shape != given.shape:
+                what = f"stored shape {None if stored is None else stored.shape}, given {given.shape}"
+            else:
+                what = f"{int((stored != given).sum())} of {given.size} entries, largest difference " \
+                       f"{float(np.nanmax(np.abs(stored.astype(float) - given.astype(float)))):.3g}"
+            raise StoreError(
+                f"{self.path} already holds a subject {name!r} with the same config but another starting point: "
+                f"its {label} differs ({what}). A subject name stands for one landscape, e.g. one checkpoint: "
+                "use another subject name (name=... when building the subject) or another store.")
 
     def subject_config(self, name: str) -> dict:
         return json.loads(self._subject(name).attrs["config"])

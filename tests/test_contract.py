@@ -158,3 +158,39 @@ def test_two_checkpoints_under_one_name_are_never_confused():
     assert second.metrics["top_eigenvalue"] == pytest.approx(expected.metrics["top_eigenvalue"], rel=1e-9)
     assert second.metrics["top_eigenvalue"] != pytest.approx(first.metrics["top_eigenvalue"], rel=1e-3)
     assert again.key == first.key
+
+
+def test_frozen_parameters_stay_out_of_the_landscape_and_keep_their_values():
+    torch.manual_seed(0)
+    data = (torch.randn(32, 3), torch.randint(0, 2, (32,)))
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    model[0].weight.requires_grad_(False)  # a frozen feature layer, as in fine-tuning
+    frozen = model[0].weight.detach().clone()
+    subject = ModuleSubject(model, nn.functional.cross_entropy, data, name="frozen")
+    assert subject.dim == 4 + 8 + 2 and "0.weight" not in dict((n, s) for n, s, _ in subject.param_layout)
+    theta, _ = subject.init_theta(3)
+    trained = subject.train(theta, Recipe(lr=0.5, epochs=5, batch_size=8), seed=0, progress=False)
+    assert not torch.allclose(trained[0], theta)  # the trainable parameters moved
+    state = subject.unflatten(trained[0])
+    reference = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    with torch.no_grad():
+        reference[0].weight.copy_(frozen)  # the loaded frozen weight, untouched by init and training
+        for name, tensor in state.items():
+            dict(reference.named_parameters())[name].copy_(tensor)
+        expected = float(nn.functional.cross_entropy(reference(data[0]), data[1]))
+    assert subject.loss(trained[0]) == pytest.approx(expected, rel=1e-6)
+    assert torch.equal(subject.model[0].weight, frozen) and torch.equal(model[0].weight, frozen)
+    assert "0.weight" in subject.config()["frozen"]
+
+
+def test_a_summed_loss_is_refused_not_averaged_into_a_wrong_number():
+    torch.manual_seed(0)
+    data = (torch.randn(32, 3), torch.randint(0, 2, (32,)))
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    with pytest.raises(ConfigError, match="sums over the batch"):
+        ModuleSubject(model, nn.CrossEntropyLoss(reduction="sum"), data)
+    with pytest.raises(ConfigError, match="sums over the batch"):
+        ModuleSubject(model, lambda out, y: nn.functional.cross_entropy(out, y, reduction="sum"), data)
+    mean = ModuleSubject(model, nn.CrossEntropyLoss(), data, eval_batch_size=5)
+    assert mean.loss(mean.theta0) == pytest.approx(float(nn.functional.cross_entropy(model(data[0]), data[1])),
+                                                   rel=1e-6)

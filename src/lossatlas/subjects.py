@@ -356,6 +356,9 @@ class ModuleSubject(Subject):
     ``init``: function re-initializing a model in place for ``init_theta``; by default every
     submodule's ``reset_parameters`` is called, innermost first, so a model-level
     ``reset_parameters`` (custom init) wins.
+    Frozen parameters (``requires_grad=False``) are not part of the landscape: they are left out
+    of ``theta`` (and of ``dim``, the directions and training) and keep their loaded values, also
+    in ``init_theta``; their names and a digest of their values are in ``config()``.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, data, name: str | None = None,
@@ -381,11 +384,32 @@ class ModuleSubject(Subject):
         # and PINNs gain from it. None: vmap unless the model has convolutions.
         has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
         self._vmap_ok = (not has_conv) if vmap is None else bool(vmap)
-        self.param_layout = [(n, p.shape, p.numel()) for n, p in self.model.named_parameters()]
+        # the landscape is over the trainable parameters: frozen ones (requires_grad=False) keep
+        # their loaded values in every forward (functional_call falls back to the module's own)
+        self.param_layout = [(n, p.shape, p.numel()) for n, p in self.model.named_parameters() if p.requires_grad]
+        self.frozen = {n: p.detach().clone() for n, p in self.model.named_parameters() if not p.requires_grad}
         self.buffer_layout = [(n, b.shape, b.numel()) for n, b in self.model.named_buffers() if b.is_floating_point()]
         self.theta0 = _flatten(dict(self.model.named_parameters()), self.param_layout)
         self.buffers0 = _flatten(dict(self.model.named_buffers()), self.buffer_layout)
         self._bn_modules = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if self.is_plain_criterion:
+            self._check_mean_reduction()
+
+    def _check_mean_reduction(self) -> None:
+        """Batches are averaged weighted by their size, which is right only for a loss that is a
+        mean over its batch: a summed loss (reduction="sum") would come out N times too large.
+        Probe: the loss of one example given twice must equal the loss of it given once."""
+        inputs, targets = self.data
+        one = (inputs[:1], targets[:1])
+        twice = (inputs[:1].repeat_interleave(2, 0), targets[:1].repeat_interleave(2, 0))
+        self.model.eval()
+        with torch.no_grad():
+            single, double = (float(self._batch_loss(self.theta0, self.buffers0, batch)) for batch in (one, twice))
+        if math.isfinite(single) and single != 0 and math.isclose(double, 2 * single, rel_tol=1e-4):
+            raise ConfigError(f"The loss of {self.name} sums over the batch (reduction='sum'?): the loss of one "
+                              f"example given twice is twice its loss ({double:.6g} vs {single:.6g}). lossatlas "
+                              "averages batches weighted by size, so the landscape would be N times too high; use "
+                              "a mean-reduced loss (reduction='mean').")
 
     @property
     def has_batchnorm(self) -> bool:
@@ -412,6 +436,7 @@ class ModuleSubject(Subject):
             "test_data": None if self.test_data is None else _describe(self.test_data),
             "train_data": _describe(self.train_data),
             "bn": self.bn,
+            **({"frozen": {n: _sha1(t) for n, t in self.frozen.items()}} if self.frozen else {}),
             **self._extra_config,
         }
 

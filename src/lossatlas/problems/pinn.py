@@ -181,7 +181,8 @@ def _tanh_mlp_layout(model: nn.Module, params) -> _MLPLayout | None:
             or not all(isinstance(m, nn.Linear) and m.bias is not None for m in linears)
             or not all(isinstance(m, nn.Tanh) for m in modules[1::2])
             or linears[0].in_features != 2 or linears[-1].out_features != 1
-            or len({m.out_features for m in linears[:-1]} | {m.in_features for m in linears[1:]}) != 1):
+            or len({m.out_features for m in linears[:-1]} | {m.in_features for m in linears[1:]}) != 1
+            or not all(p.requires_grad for p in model.parameters())):  # frozen tensors are not in the vector
         return None
     names = {id(m): n for n, m in model.named_children()}
     index = {name: i for i, (name, _, _) in enumerate(params)}

@@ -25,12 +25,16 @@ from __future__ import annotations
 import numpy as np
 
 from lossatlas.analyzer import Analyzer, diagnostic, measure
+from lossatlas.errors import ConfigError, NonFiniteLossError
 from lossatlas.params import Boolean, Interval, Options, param, same_as
 from lossatlas.plots import draw_diagram_0, draw_diagram_1, draw_phate
 from lossatlas.samplers import JumpRetrainRuns, Point, reference_recipe
 from lossatlas.topology.graph_persistence import closed, graph_diagrams, n_essential, total_persistence
 from lossatlas.topology.graphs import knn_edges
 from lossatlas.training import RECIPE_CONSTRAINTS
+
+
+MIN_SAMPLES = 4  # PHATE divides by zero below 4 points
 
 
 class JumpRetrain(Analyzer):
@@ -93,6 +97,10 @@ class JumpRetrain(Analyzer):
 
     def check(self):
         self.recipe()  # the retraining recipe must be valid before any minimum is trained
+        samples = len(self.seeds) * len(self.step_sizes) * (self.epochs + 1)
+        if samples < MIN_SAMPLES:
+            raise ConfigError(f"jump-retrain would record {samples} samples (seeds x step_sizes x (epochs + 1)); PHATE "
+                              f"needs at least {MIN_SAMPLES}: add seeds, step sizes or epochs.")
 
     def requests(self, subject):
         return {"runs": JumpRetrainRuns(point=Point(at=self.at, minimum=self.minimum), seeds=tuple(self.seeds),
@@ -103,6 +111,10 @@ class JumpRetrain(Analyzer):
         runs = samples["runs"]
         filtration = runs["test_losses"] if self.loss_split == "test" else runs["losses"]
         finite = np.isfinite(runs["losses"]) & np.isfinite(filtration)
+        if finite.sum() < MIN_SAMPLES:
+            raise NonFiniteLossError(f"Only {int(finite.sum())} of {len(finite)} jump-and-retrain samples of "
+                                     f"{subject.name} have a finite loss; PHATE needs at least {MIN_SAMPLES}. The "
+                                     "jumps diverged: use smaller step_sizes or a smaller lr.")
         thetas, losses = runs["thetas"][finite], runs["losses"][finite]
         embedding, potential = phate_embedding(thetas, self.phate_knn_k, self.phate_decay, self.n_landmark, self.seed)
         edges = potential_knn_edges(potential, self.knn_k)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lossatlas import ConfigError, FunctionSubject, ModuleSubject, Recipe, Store, analyze, train_minima
+from lossatlas.errors import NonFiniteLossError
 from lossatlas.problems import resnet
 from lossatlas.samplers import JumpRetrainRuns, Point, reference_recipe
 from lossatlas.samplers.jump_retrain import jump_and_retrain
@@ -241,3 +242,13 @@ def test_potential_rows_above_n_landmark_and_resnet_samples():
     filters = jump[:numel].reshape(shape[0], -1).norm(dim=1)
     expected = 0.5 * torch.as_tensor(minimum.theta[:numel]).reshape(shape[0], -1).norm(dim=1)
     np.testing.assert_allclose(filters.numpy(), expected.numpy(), rtol=1e-4)
+
+
+def test_too_few_samples_are_refused_before_any_work_and_all_diverged_runs_say_so():
+    with Store.memory() as store, pytest.raises(ConfigError, match="PHATE needs at least 4"):
+        analyze(store, _well(), "jump-retrain", at="theta0", seeds=[0], step_sizes=[0.5], epochs=2)
+    explode = FunctionSubject(lambda t: torch.exp(t.abs().sum() * 1e3), torch.zeros(2, dtype=torch.float64),
+                              name="explode")
+    with Store.memory() as store, pytest.raises(NonFiniteLossError, match="have a finite loss"):
+        analyze(store, explode, "jump-retrain", at="theta0", seeds=[0, 1], step_sizes=[1.0, 2.0], epochs=3,
+                steps_per_epoch=2)

@@ -130,3 +130,20 @@ def test_the_string_leaves_a_symmetry_line_to_find_the_saddle():
     assert bent.metrics["to_score"] == pytest.approx(0.105, abs=1e-3)
     # the unbent string stays on the symmetry line and reports its maximum instead
     assert straight.arrays["bars"][0, 1] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_explicit_minima_as_tensors_are_stored_as_a_dataset_not_json_text():
+    subject = himmelblau()
+    minima = [np.array(p) for p, _ in subject.critical_points["minima"][:2]]
+    settings = dict(path="string", n_images=11, string_steps=200, n_eval=11, progress=False)
+    with Store.memory() as store:
+        from_tensors = analyze(store, subject, "loss-barcode", minima=[torch.as_tensor(m) for m in minima],
+                               **settings)
+        from_stack = analyze(store, subject, "loss-barcode", minima=torch.as_tensor(np.stack(minima)), **settings)
+        from_lists = analyze(store, subject, "loss-barcode", minima=[m.tolist() for m in minima], **settings)
+        back = store.read_result(subject.name, "loss-barcode", from_tensors.key)
+    assert from_tensors.key == from_stack.key == from_lists.key  # one setting, one result
+    reference = back.params["minima"]
+    assert reference["shape"] == [2, 2] and reference["array"] == "param_minima" and len(reference["sha1"]) >= 8
+    np.testing.assert_array_equal(back.arrays["param_minima"], np.stack(minima))
+    np.testing.assert_allclose(back.arrays["minima"], np.stack(minima))

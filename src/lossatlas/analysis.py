@@ -15,7 +15,8 @@ import numpy as np
 from . import registry
 from .analyzer import Analyzer
 from .errors import ConfigError
-from .provenance import canonical_json, config_key, now, versions
+from .params import Vectors
+from .provenance import canonical_json, config_key, digest, now, versions
 from .sampling import identity, obtain
 from .store import Result, Store
 
@@ -37,7 +38,7 @@ def analyze(store: Store, subject, method, progress: bool = True, **params) -> R
     cls = resolve(method)
     analyzer = cls.from_params(params)
     analyzer.check_subject(subject)
-    full = json.loads(canonical_json(analyzer.get_params()))  # as the store will give it back
+    full, param_arrays = stored_params(analyzer)
     store.register(subject)
     requests = analyzer.requests(subject)
     # the key covers the parameters, what the samples are made from (which minima) and the
@@ -58,7 +59,7 @@ def analyze(store: Store, subject, method, progress: bool = True, **params) -> R
         subject=subject.name,
         params=full,
         metrics={k: float(v) for k, v in metrics.items()},
-        arrays={k: np.asarray(v) for k, v in arrays.items()},
+        arrays={**{k: np.asarray(v) for k, v in arrays.items()}, **param_arrays},
         seed=full.get("seed"),
         versions=versions(),
         created=now(),
@@ -68,3 +69,18 @@ def analyze(store: Store, subject, method, progress: bool = True, **params) -> R
     )
     store.write_result(result)
     return result
+
+
+def stored_params(analyzer) -> tuple[dict, dict[str, np.ndarray]]:
+    """The parameters as the store gives them back (JSON), and the arrays among them: vector
+    parameters (explicit minima, bounds) are kept as datasets ``param_<name>`` and named in the
+    parameters by shape and digest, not written out as JSON text."""
+    params, arrays = {}, {}
+    for name, value in analyzer.get_params().items():
+        if isinstance(type(analyzer).constraints().get(name), Vectors) and value is not None:
+            matrix = np.asarray(value, dtype=float)
+            params[name] = {"array": f"param_{name}", "shape": list(matrix.shape), "sha1": digest(matrix)}
+            arrays[f"param_{name}"] = matrix
+        else:
+            params[name] = value
+    return json.loads(canonical_json(params)), arrays

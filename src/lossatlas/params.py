@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from numbers import Integral, Real
 
+import numpy as np
+
 from .errors import ConfigError
 
 _CLOSED = ("both", "left", "right", "neither")
@@ -130,18 +132,31 @@ class Vectors:
     def accepts(self, value) -> bool:
         if value is None:
             return self.allow_none
-        if not isinstance(value, (list, tuple)):
-            return False
         try:
-            import numpy as np
-
-            array = np.asarray(value, dtype=float)
+            array = as_matrix(value)
         except (TypeError, ValueError):
             return False
         return array.ndim == 2 and array.size > 0 and bool(np.all(np.isfinite(array)))
 
     def __str__(self) -> str:
-        return "a list of equal-length lists of finite numbers" + (" or None" if self.allow_none else "")
+        return ("a list of equal-length vectors (lists, numpy arrays or torch tensors) of finite numbers, or a 2-D "
+                "array" + (" or None" if self.allow_none else ""))
+
+
+def as_matrix(value) -> np.ndarray:
+    """Rows of numbers as a float64 matrix: a 2-D numpy array or torch tensor, or a list/tuple of
+    1-D vectors (lists, arrays, tensors)."""
+    def plain(v):
+        return v.detach().cpu().double().numpy() if hasattr(v, "detach") else v
+
+    if isinstance(value, (list, tuple)):
+        rows = [np.asarray(plain(row), dtype=float) for row in value]
+        if not rows or any(row.ndim != 1 for row in rows) or len({row.size for row in rows}) != 1:
+            raise ValueError("not equal-length vectors")
+        return np.stack(rows)
+    if hasattr(value, "detach") or isinstance(value, np.ndarray):
+        return np.asarray(plain(value), dtype=float)
+    raise TypeError(f"not vectors: {type(value).__name__}")
 
 
 def param(default, constraint, doc: str = ""):
@@ -191,6 +206,8 @@ def as_declared(value, constraint):
         return float(value)
     if isinstance(constraint, NumberList) and constraint.each.kind is float and isinstance(value, (list, tuple)):
         return type(value)(float(v) for v in value)
+    if isinstance(constraint, Vectors) and value is not None:
+        return tuple(tuple(row) for row in as_matrix(value).tolist())  # tensors and arrays as plain numbers
     return value
 
 

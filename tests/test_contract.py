@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lossatlas import ConfigError, Minimum, Recipe, Store, StoreError, analyze, train_minima
+from lossatlas import ConfigError, Minimum, Recipe, Store, StoreError, add_minimum, analyze, train_minima
 from lossatlas.problems import himmelblau
 from lossatlas.samplers import JumpRetrainRuns, Point, jump_and_retrain
 from lossatlas.subjects import FunctionSubject, ModuleSubject
@@ -194,3 +194,27 @@ def test_a_summed_loss_is_refused_not_averaged_into_a_wrong_number():
     mean = ModuleSubject(model, nn.CrossEntropyLoss(), data, eval_batch_size=5)
     assert mean.loss(mean.theta0) == pytest.approx(float(nn.functional.cross_entropy(model(data[0]), data[1])),
                                                    rel=1e-6)
+
+
+def test_checkpoints_added_as_minima_are_analyzed_where_they_are():
+    torch.manual_seed(0)
+    data = (torch.randn(32, 3), torch.randint(0, 2, (32,)))
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    checkpoints = [{k: v.clone() for k, v in model.state_dict().items()}]
+    checkpoints.append({k: v * 2.0 for k, v in checkpoints[0].items()})
+    subject = ModuleSubject(model, nn.functional.cross_entropy, data, name="mine")
+    settings = dict(k=1, progress=False)
+    with Store.memory() as store:
+        first = add_minimum(store, subject, checkpoints[0])
+        second = add_minimum(store, subject, torch.cat([v.reshape(-1) for v in checkpoints[1].values()]))
+        assert (first.index, second.index) == (0, 1) and "eval_loss" in second.metrics
+        at = [analyze(store, subject, "hessian", minimum=i, **settings) for i in (0, 1)]
+        with pytest.raises(StoreError, match="already holds minimum 1"):
+            add_minimum(store, subject, checkpoints[0], index=1)
+        with pytest.raises(ConfigError, match="lacks"):
+            add_minimum(store, subject, {"0.weight": checkpoints[0]["0.weight"]})
+    for checkpoint, result in zip(checkpoints, at):
+        model.load_state_dict(checkpoint)
+        own = ModuleSubject(model, nn.functional.cross_entropy, data, name="own")
+        exact = torch.autograd.functional.hessian(lambda t: own._loss_tensor(t, own.buffers0), own.theta0)
+        assert result.metrics["top_eigenvalue"] == pytest.approx(float(torch.linalg.eigvalsh(exact).max()), rel=1e-6)

@@ -24,6 +24,7 @@ _LAZY = {
     "Analyzer": "lossatlas.analyzer",
     "analyze": "lossatlas.analysis",
     "train_minima": "lossatlas.samplers",
+    "add_minimum": "lossatlas.samplers",
     "obtain": "lossatlas.sampling",
     "Sample": "lossatlas.sampling",
     "Metric": "lossatlas.analyzer",

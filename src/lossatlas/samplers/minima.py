@@ -81,6 +81,61 @@ def train_minima(store: Store, subject, recipe: Recipe, seeds=(0,), progress: bo
     return [stored[index] for index in range(len(seeds))]
 
 
+def add_minimum(store: Store, subject, checkpoint, buffers=None, index: int | None = None) -> Minimum:
+    """Store a model you trained yourself as minimum ``index`` (default: the next free one) of
+    ``subject``, so that every analyzer can run at it (``minimum=index``) and the barcode can join
+    it to others. ``checkpoint``: a ``state_dict`` of the subject's model (parameters and floating
+    buffers by name) or a flat parameter vector of length ``subject.dim`` (buffers: ``buffers`` or
+    the subject's own). Its metrics are evaluated on every split, as for trained minima."""
+    theta, buffers = _checkpoint_vectors(subject, checkpoint, buffers)
+    store.register(subject)
+    stored = {m.index: m for m in store.minima(subject.name)} if subject.name in store.subjects() else {}
+    index = (max(stored, default=-1) + 1) if index is None else int(index)
+    if index < 0:
+        raise ConfigError(f"index must be >= 0; got {index}.")
+    if index in stored:
+        raise StoreError(f"{store.path} already holds minimum {index} of {subject.name!r}; give another index (the "
+                         f"next free one is {max(stored) + 1}) or use another store.")
+    metrics = {f"{split}_{key}": value for split in subject.splits
+               for key, value in subject.evaluate(theta, buffers, split).items()}
+    if not math.isfinite(metrics["eval_loss"]):
+        raise NonFiniteLossError(f"The checkpoint has loss {metrics['eval_loss']} on {subject.name!r}; nothing stored.")
+    minimum = Minimum(index, theta.cpu().numpy(), buffers.cpu().numpy(), -1, {"source": "checkpoint"}, metrics)
+    store.write_minimum(subject.name, minimum)
+    return minimum
+
+
+def _checkpoint_vectors(subject, checkpoint, buffers):
+    """(theta, buffers) of a state_dict or a flat vector, checked against the subject's layout."""
+    if isinstance(checkpoint, dict):
+        if subject.param_layout is None:
+            raise ConfigError(f"{subject.name} is a function of a flat vector: give the checkpoint as a vector.")
+        frozen = getattr(subject, "frozen", {})
+        needed = [name for name, _, _ in subject.param_layout + subject.buffer_layout]
+        missing = [name for name in needed if name not in checkpoint]
+        if missing:
+            raise ConfigError(f"The state_dict lacks {missing[:5]}{' ...' if len(missing) > 5 else ''} of "
+                              f"{subject.name}'s model; it has {sorted(checkpoint)[:5]} ...")
+        for name, value in frozen.items():
+            if name in checkpoint and not torch.equal(torch.as_tensor(checkpoint[name]).to(value), value):
+                raise ConfigError(f"The state_dict changes the frozen parameter {name!r}, which is part of what the "
+                                  f"subject {subject.name!r} is: build a subject from this checkpoint instead.")
+
+        def flat(layout):
+            pieces = []
+            for name, shape, numel in layout:
+                tensor = torch.as_tensor(checkpoint[name])
+                if tensor.numel() != numel:
+                    raise ConfigError(f"The state_dict's {name!r} has shape {tuple(tensor.shape)}; the model's is "
+                                      f"{tuple(shape)}.")
+                pieces.append(tensor.reshape(-1).to(subject.theta0.dtype))
+            return torch.cat(pieces) if pieces else subject.buffers0.new_empty(0)
+
+        return subject.as_theta(flat(subject.param_layout)), flat(subject.buffer_layout)
+    theta = subject.as_theta(checkpoint.detach().cpu() if torch.is_tensor(checkpoint) else checkpoint)
+    return theta, subject.buffers_at(theta, buffers)
+
+
 @dataclass(frozen=True)
 class DescentMinima(Sampler):
     """Minima of a plain function: gradient descent from ``n_starts`` seeded uniform starts in

@@ -216,5 +216,5 @@ def test_checkpoints_added_as_minima_are_analyzed_where_they_are():
     for checkpoint, result in zip(checkpoints, at):
         model.load_state_dict(checkpoint)
         own = ModuleSubject(model, nn.functional.cross_entropy, data, name="own")
-        exact = torch.autograd.functional.hessian(lambda t: own._loss_tensor(t, own.buffers0), own.theta0)
+        exact = torch.autograd.functional.hessian(lambda t, s=own: s._loss_tensor(t, s.buffers0), own.theta0)
         assert result.metrics["top_eigenvalue"] == pytest.approx(float(torch.linalg.eigvalsh(exact).max()), rel=1e-6)

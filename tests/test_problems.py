@@ -150,3 +150,27 @@ def test_build_validates_problem_and_parameters():
     with pytest.raises(ConfigError, match="needs parameter"):
         build("pinn_convection")
     assert build("himmelblau").dim == 2
+
+
+def test_a_cifar10_batch_that_would_run_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            import os
+
+            return os.system, (f"touch {marker}",)
+
+    _fake_cifar(tmp_path / "cifar-10-batches-py")
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "wb") as handle:
+        pickle.dump({b"data": Payload(), b"labels": [0]}, handle)
+    with pytest.raises(DataError, match="refused to load posix.system|refused to load os.system"):
+        cifar10(tmp_path)
+    assert not marker.exists()
+    for protocol in (2, pickle.HIGHEST_PROTOCOL):  # the real files are protocol 2 (Python 2 era)
+        rng = np.random.default_rng(protocol)
+        batch = {b"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, 20))}
+        with open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "wb") as handle:
+            pickle.dump(batch, handle, protocol=protocol)
+        (x, y), _ = cifar10(tmp_path)
+        assert x.shape == (100, 3, 32, 32) and y[:20].tolist() == [int(v) for v in batch[b"labels"]]

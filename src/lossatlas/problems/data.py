@@ -65,10 +65,28 @@ def cifar10(root: str | Path | None = None) -> tuple[Split, Split]:
     return _tensors((x_tr - mean) / std, y_tr), _tensors((x_te - mean) / std, y_te)
 
 
+# What a CIFAR-10 python batch may reference: numpy's array and scalar constructors (and
+# _codecs.encode, which protocol-2 pickles written by Python 3 use for bytes), nothing else.
+_BATCH_GLOBALS = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")} | {
+    (f"{prefix}.{module}", name) for prefix in ("numpy.core", "numpy._core")
+    for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickling runs whatever callables a file names; a batch file in data/ must not run code,
+    so only numpy's array constructors are resolved."""
+
+    def find_class(self, module, name):
+        if (module, name) not in _BATCH_GLOBALS:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: a CIFAR-10 batch holds only arrays, "
+                                         "lists and bytes (a pickle naming other callables could run code)")
+        return super().find_class(module, name)
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as handle:
-            batch = pickle.load(handle, encoding="bytes")
+            batch = _BatchUnpickler(handle, encoding="bytes").load()
         data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as err:

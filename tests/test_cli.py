@@ -193,3 +193,29 @@ def test_a_run_that_fails_before_storing_anything_leaves_no_store(tmp_path, caps
     assert main(["run", str(config), "--out", str(tmp_path / "out")]) == 2
     assert "CIFAR-10" in capsys.readouterr().err
     assert not (tmp_path / "out" / "cifar_cpu.h5").exists()
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "with space", ".hidden", "a" * 101, "nul\x00byte", ""])
+def test_config_names_that_would_escape_or_break_the_output_are_refused_by_check(tmp_path, capsys, name):
+    config = tmp_path / "named.toml"
+    config.write_text(_CONFIG.replace('name = "tiny"', f"name = {json.dumps(name)}"))
+    assert main(["run", str(config), "--check", "--out", str(tmp_path / "out")]) == 2
+    assert "must be 1-100 letters" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not any(tmp_path.parent.glob("escaped*"))
+
+
+def test_two_configs_with_one_name_are_refused_and_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    first, second = tmp_path / "a.toml", tmp_path / "b.toml"
+    first.write_text(_CONFIG)
+    second.write_text(_CONFIG)
+    assert main(["run", str(first), str(second), "--check"]) == 2
+    assert "same name and scale" in capsys.readouterr().err
+    from lossatlas import harness
+
+    def interrupted(plan, store):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(harness, "execute", interrupted)
+    assert main(["run", str(first), "--scale", "smoke", "--out", str(tmp_path / "out")]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "rerun the same command to resume" in err and "Traceback" not in err

@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except LossatlasError as err:
         print(f"lossatlas: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # finished parts are in the store with their completion flags
+        print("\nlossatlas: interrupted; what finished is stored: rerun the same command to resume.", file=sys.stderr)
+        return 130
 
 
 def _methods(args) -> int:
@@ -77,6 +80,11 @@ def _run(args) -> int:
     plans = [harness.load(config, args.scale) for config in args.config]  # every config checked before any work
     for plan in plans:
         harness.check_subjects(plan)  # and every method against every subject (data, dimensions)
+    names = [plan.record_name for plan in plans]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ConfigError(f"Two configs have the same name and scale ({twice}): their stores and reports would "
+                          "replace each other. Rename one.")
     if args.store and len(plans) > 1:
         raise ConfigError("--store names one store; give one config with it, or leave it out.")
     executor.check_options(args.executor, args.scheduler, args.threads)

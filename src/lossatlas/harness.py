@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SCALES = ("smoke", "cpu", "paper")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _TOP_KEYS = {"name", "description", "problem", "seeds", "params", "variants", "minima", "methods", "report", "scales"}
 _SCALE_KEYS = {"seeds", "params", "variants", "minima", "methods"}
 _REPORT_KEYS = {"factor", "error", "claims"}
@@ -103,6 +105,10 @@ def plan(config: dict, scale: str = "cpu", source: str = "config") -> Plan:
     for required in ("name", "problem"):
         if required not in config:
             raise ConfigError(f"{source} needs a top-level {required!r} key.")
+    validate(source, {"name": config["name"]}, {"name": OfType(str)})
+    if not _NAME.fullmatch(config["name"]):
+        raise ConfigError(f"{source}: name {config['name']!r} must be 1-100 letters, digits, '_', '-' or '.', starting "
+                          "with a letter or digit: it names the store and the report folder under --out.")
     merged = _merge(config, scales.get(scale, {}))
     problem = config["problem"]
     params = _table(merged, "params", source)

@@ -435,6 +435,34 @@ def test_a_second_writer_is_refused_and_readers_fail_clearly(tmp_path, capsys):
         assert store.subjects() == ["f"]
 
 
+def test_the_lock_holds_without_hdf5_file_locking_and_one_of_two_creators_wins(tmp_path):
+    """Clusters often set HDF5_USE_FILE_LOCKING=FALSE (network filesystems); two processes must
+    still never write one store, and a second creator must not replace the first one's file."""
+    path = tmp_path / "new.h5"
+    env = {**_env(), "HDF5_USE_FILE_LOCKING": "FALSE"}
+    contend = ("import sys; from lossatlas.store import Store\n"
+               "try:\n    Store(sys.argv[1], sys.argv[2]).close(); print('opened')\n"
+               "except Exception as err:\n    print(type(err).__name__, err)")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from lossatlas.store import Store; s = Store(sys.argv[1], 'a'); "
+                               "s.add_subject('mine', {'kind': 'function'}, [0.0], []); s.flush(); "
+                               "print('ok', flush=True); sys.stdin.read()", str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "ok"  # the first creator holds the new store
+        for mode in ("a", "x", "r"):
+            TALLY["lock conflicts tried"] += 1
+            out = subprocess.run([sys.executable, "-c", contend, str(path), mode], capture_output=True, text=True,
+                                 env=env).stdout
+            expected = "already exists" if mode == "x" else "is locked"
+            assert "StoreError" in out and ("is locked" in out or expected in out), (mode, out)
+            TALLY["lock conflicts clear"] += 1
+    finally:
+        holder.communicate("")
+    with Store(path, "r") as store:  # the first creator's work is there, whole
+        assert store.subjects() == ["mine"]
+
+
 # -- bad inputs ---------------------------------------------------------------------------------------
 def _nan_near_zero(t):
     """A bowl whose loss is NaN close to its minimum."""

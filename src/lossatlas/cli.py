@@ -153,6 +153,7 @@ def _remove_if_empty(path: Path) -> None:
         return
     if empty:
         path.unlink()
+        path.with_name(path.name + ".lock").unlink(missing_ok=True)
 
 
 def _report(args) -> int:

@@ -34,6 +34,11 @@ import numpy as np
 from .errors import StoreError
 from .provenance import canonical_json, now, versions
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: HDF5's own locking only
+    fcntl = None
+
 SCHEMA = "lossatlas"
 SCHEMA_VERSION = 2
 ENCODING_VERSION = "1"
@@ -92,15 +97,20 @@ class Store:
         self.path = Path(path)
         self.mode = mode
         self._registered: dict[str, object] = {}  # name -> the subject object checked against it
-        if self.path.exists():
-            if mode == "x":
-                raise StoreError(f"{self.path} already exists; open it with mode 'a' to add to it.")
-            _check_existing(self.path)
-        elif mode == "r":
+        if mode == "r" and not self.path.exists():
             raise StoreError(f"No store at {self.path}.")
-        else:
-            _create(self.path)
-        self._file = _open(self.path, "r" if mode == "r" else "a")
+        self._lock = _lock(self.path, shared=mode == "r")  # before creating: one creator wins, the other is refused
+        try:
+            if self.path.exists():
+                if mode == "x":
+                    raise StoreError(f"{self.path} already exists; open it with mode 'a' to add to it.")
+                _check_existing(self.path)
+            else:
+                _create(self.path)
+            self._file = _open(self.path, "r" if mode == "r" else "a")
+        except BaseException:
+            _unlock(self._lock)
+            raise
 
     @classmethod
     def memory(cls) -> "Store":
@@ -109,6 +119,7 @@ class Store:
         store.path = Path(":memory:")
         store.mode = "a"
         store._registered = {}
+        store._lock = None
         store._file = h5py.File(io.BytesIO(), "w")
         _stamp(store._file)
         return store
@@ -123,6 +134,8 @@ class Store:
     def close(self) -> None:
         if self._file.id.valid:
             self._file.close()
+        _unlock(self._lock)
+        self._lock = None
 
     def flush(self) -> None:
         if self.mode != "r":
@@ -437,6 +450,49 @@ def _expect(node: h5py.Group, encoding_type: str) -> None:
             f"{node.file.filename}:{node.name} has encoding-version {version!r}; this lossatlas reads "
             f"{ENCODING_VERSION!r}. Upgrade lossatlas."
         )
+
+
+_HELD: dict[str, list] = {}  # lock file -> [open handle, holders in this process]
+
+
+def _lock(path: Path, shared: bool) -> str | None:
+    """Lock ``path`` through ``<path>.lock`` with POSIX record locks (exclusive for writers,
+    shared for readers), independent of HDF5's own file locking, which clusters often disable
+    (HDF5_USE_FILE_LOCKING=FALSE on network filesystems). Opens within this process share the
+    lock (HDF5 itself arbitrates those). None where fcntl is missing or a reader cannot create the
+    lock file (a read-only folder)."""
+    if fcntl is None:
+        return None
+    lock_path = path.with_name(path.name + ".lock")
+    key = str(lock_path.resolve())
+    if key in _HELD:
+        _HELD[key][1] += 1
+        return key
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "a+")
+    except OSError as err:
+        if shared:
+            return None
+        raise StoreError(f"Cannot write beside the store {path} (lock file {lock_path}: {err.strerror}); "
+                         "is the folder writable?") from err
+    try:
+        fcntl.lockf(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except OSError as err:
+        handle.close()
+        holder = "for writing" if shared else "(a writer, or a reader while you want to write)"
+        raise StoreError(f"The store {path} is locked: another process has it open {holder}. "
+                         "Wait for it to finish, or open a copy.") from err
+    _HELD[key] = [handle, 1]
+    return key
+
+
+def _unlock(key: str | None) -> None:
+    if key is None or key not in _HELD:
+        return
+    _HELD[key][1] -= 1
+    if _HELD[key][1] == 0:
+        _HELD.pop(key)[0].close()  # closing the handle releases the lock
 
 
 def _create(path: Path) -> None:

@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 import torch
 
-from lossatlas import FunctionSubject, LossatlasError, Recipe, Store, StoreError, analyze
+from lossatlas import FunctionSubject, LossatlasError, Minimum, Recipe, Store, StoreError, analyze
 from lossatlas.cli import main
 
 TALLY = {"faults injected": 0, "faults survived": 0, "data lost": 0, "bad inputs tried": 0, "clear errors": 0,
@@ -461,6 +461,51 @@ def test_the_lock_holds_without_hdf5_file_locking_and_one_of_two_creators_wins(t
         holder.communicate("")
     with Store(path, "r") as store:  # the first creator's work is there, whole
         assert store.subjects() == ["mine"]
+
+
+def _delete_array(node):
+    del node["arrays/eigenvalues"]
+
+
+def _reshape_array(node):
+    values = node["arrays/eigenvalues"][()]
+    del node["arrays/eigenvalues"]
+    node["arrays"].create_dataset("eigenvalues", data=values.reshape(-1, 1))
+
+
+def _shrink_minimum(file):
+    minimum = file["subjects/himmelblau/minima/000"]
+    del minimum["theta"]
+    minimum.create_dataset("theta", data=np.zeros(3))
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda f, r: f.attrs.__setitem__("schema_version", "two"), "schema_version that is not a number"),
+    (lambda f, r: f[r].attrs.__setitem__("params", "{not json"), "JSONDecodeError"),
+    (lambda f, r: f[r].attrs.__setitem__("encoding-type", "weird"), "is a 'weird' node, expected 'result'"),
+    (lambda f, r: _delete_array(f[r]), "arrays \\['eigenvalues'\\] are missing or have another shape"),
+    (lambda f, r: _reshape_array(f[r]), "arrays \\['eigenvalues'\\] are missing or have another shape"),
+    (lambda f, r: _shrink_minimum(f), "minimum 0 has parameters of shape \\(3,\\)"),
+])
+def test_damaged_content_is_a_store_error_naming_what_was_read(tmp_path, damage, message):
+    from lossatlas.problems import himmelblau
+
+    path = tmp_path / "damaged.h5"
+    subject = himmelblau()
+    with Store(path) as store:
+        store.register(subject)
+        store.write_minimum(subject.name, Minimum(0, np.array([3.0, 2.0]), np.zeros(0), 0, {}, {"eval_loss": 0.0}))
+        result = analyze(store, subject, "hessian", minimum=0, progress=False)
+    with h5py.File(path, "a") as file:
+        damage(file, f"subjects/{subject.name}/results/hessian/{result.key}")
+    TALLY["bad inputs tried"] += 1
+    before = _digest(path)
+    with pytest.raises(StoreError, match=message):
+        with Store(path, "a") as store:
+            store.minima(subject.name)
+            store.read_result(subject.name, "hessian", result.key)
+    assert _digest(path) == before
+    TALLY["clear errors"] += 1
 
 
 # -- bad inputs ---------------------------------------------------------------------------------------

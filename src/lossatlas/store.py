@@ -22,6 +22,7 @@ Every node carries ``encoding-type`` and ``encoding-version``; readers refuse wh
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -82,6 +83,24 @@ class Minimum:
     recipe: dict
     metrics: dict[str, float]
     wall_time_s: float = float("nan")  # training time, for the report's stage timings
+
+
+def _reader(method):
+    """Readers validate what they read: damaged or foreign content (a deleted dataset, bad JSON
+    in an attribute, a wrong shape) is a StoreError naming the file and what was read, never a
+    raw KeyError or JSONDecodeError."""
+    @functools.wraps(method)
+    def read(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except StoreError:
+            raise
+        except (KeyError, ValueError, TypeError, AttributeError, OSError) as err:
+            what = ", ".join(repr(a) for a in args)
+            raise StoreError(f"{self.path}: {method.__name__}({what}) found damaged or foreign content "
+                             f"({type(err).__name__}: {err}). Nothing was modified; restore the file from a copy or "
+                             "rerun into a new store.") from err
+    return read
 
 
 class Store:
@@ -227,6 +246,7 @@ class Store:
                 f"its {label} differs ({what}). A subject name stands for one landscape, e.g. one checkpoint: "
                 "use another subject name (name=... when building the subject) or another store.")
 
+    @_reader
     def subject_config(self, name: str) -> dict:
         return json.loads(self._subject(name).attrs["config"])
 
@@ -255,12 +275,19 @@ class Store:
         root = self.sample_root(f"subjects/{subject}/minima", "minima")
         self.write_part(root, f"{minimum.index:03d}", minimum_part(minimum), "minimum")
 
+    @_reader
     def minima(self, subject: str) -> list[Minimum]:
         """The finished minima of ``subject`` (one interrupted while being written is left out)."""
         group = self._subject(subject).get("minima")
         if group is None:
             return []
-        return [self._read_minimum(group[name]) for name in sorted(group) if group[name].attrs.get("complete")]
+        minima = [self._read_minimum(group[name]) for name in sorted(group) if group[name].attrs.get("complete")]
+        dim = int(self._subject(subject).attrs["dim"])
+        for minimum in minima:
+            if minimum.theta.shape != (dim,):
+                raise ValueError(f"minimum {minimum.index} has parameters of shape {minimum.theta.shape}, the subject "
+                                 f"has {dim}")
+        return minima
 
     @staticmethod
     def _read_minimum(node: h5py.Group) -> Minimum:
@@ -298,6 +325,7 @@ class Store:
         root.attrs["prepared"] = True
         self.flush()
 
+    @_reader
     def read_header(self, path: str) -> dict[str, np.ndarray]:
         node = self._file[path]
         return {name: node[name][()] for name in node if isinstance(node[name], h5py.Dataset)}
@@ -315,6 +343,7 @@ class Store:
         node.attrs["complete"] = True
         self.flush()
 
+    @_reader
     def read_part(self, path: str, encoding_type: str = "part") -> "Part":
         if not self.finished(path):
             raise StoreError(f"{self.path}:{path} is missing or was not written whole.")
@@ -344,6 +373,7 @@ class Store:
             created=result.created,
             wall_time_s=float(result.wall_time_s),
             analyzer=canonical_json(result.analyzer),
+            shapes=canonical_json({name: list(np.shape(value)) for name, value in result.arrays.items()}),
             complete=False,
         )
         metrics = self.node(f"{path}/metrics", "metrics")
@@ -355,6 +385,7 @@ class Store:
         self._file[path].attrs["complete"] = True
         self.flush()
 
+    @_reader
     def read_result(self, subject: str, method: str, key: str) -> Result:
         path = f"subjects/{subject}/results/{method}/{key}"
         if path not in self._file:
@@ -364,6 +395,13 @@ class Store:
         node = self._file[path]
         _expect(node, "result")
         seed = int(node.attrs["seed"])
+        if "shapes" in node.attrs:  # written since issue 16: every array is there, with its shape
+            found = {name: list(array.shape) for name, array in node["arrays"].items()}
+            expected = json.loads(node.attrs["shapes"])
+            if found != expected:
+                wrong = sorted(n for n in set(found) | set(expected) if found.get(n) != expected.get(n))
+                raise ValueError(f"arrays {wrong} are missing or have another shape than written "
+                                 f"(written {[expected.get(n) for n in wrong]}, found {[found.get(n) for n in wrong]})")
         return Result(
             method=method,
             subject=subject,
@@ -399,6 +437,7 @@ class Store:
     def benchmarks(self) -> list[str]:
         return sorted(self._file["benchmarks"]) if "benchmarks" in self._file else []
 
+    @_reader
     def read_benchmark(self, name: str) -> dict:
         if f"benchmarks/{name}" not in self._file:
             raise StoreError(f"{self.path} has no benchmark {name!r}; it has {self.benchmarks()}.")
@@ -542,7 +581,11 @@ def _check_existing(path: Path) -> None:
                 f"{path} is an HDF5 file but not a lossatlas store (schema attribute: {schema!r}). "
                 "It was not modified; choose another path."
             )
-        version = int(file.attrs.get("schema_version", -1))
+        try:
+            version = int(file.attrs.get("schema_version", -1))
+        except (TypeError, ValueError):
+            raise StoreError(f"{path} has a schema_version that is not a number "
+                             f"({file.attrs.get('schema_version')!r}); it was not modified.") from None
         if version != SCHEMA_VERSION:
             hint = "Upgrade lossatlas." if version > SCHEMA_VERSION else "Re-create the store with this version."
             raise StoreError(

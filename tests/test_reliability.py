@@ -635,7 +635,7 @@ BAD_INPUTS = [
                  r"minima must be vectors of length 2", id="minima-wrong-length"),
     pytest.param(_register(_bowl()),
                  _api(lambda store: analyze(store, _bowl(), "loss-barcode", minima=[[0.0, 0.0, 0.0], [1.0, 1.0]])),
-                 r"'minima' parameter of LossBarcode must be a list of equal-length lists", id="minima-ragged"),
+                 r"'minima' parameter of LossBarcode must be a list of equal-length vectors", id="minima-ragged"),
     pytest.param(None, _api(_losses_wrong_length), r"2 parameters", id="points-wrong-length"),
 ]
 

@@ -218,3 +218,15 @@ def test_checkpoints_added_as_minima_are_analyzed_where_they_are():
         own = ModuleSubject(model, nn.functional.cross_entropy, data, name="own")
         exact = torch.autograd.functional.hessian(lambda t, s=own: s._loss_tensor(t, s.buffers0), own.theta0)
         assert result.metrics["top_eigenvalue"] == pytest.approx(float(torch.linalg.eigvalsh(exact).max()), rel=1e-6)
+
+
+def test_a_fully_frozen_model_is_refused_and_batch_statistics_models_pass_the_reduction_probe():
+    torch.manual_seed(0)
+    data = (torch.randn(32, 3), torch.randint(0, 2, (32,)))
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).requires_grad_(False)
+    with pytest.raises(ConfigError, match="Every parameter .* requires_grad=False"):
+        ModuleSubject(model, nn.functional.cross_entropy, data)
+    # BatchNorm without running statistics normalizes by the batch: the probe must not crash it
+    batch_stats = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, track_running_stats=False), nn.Linear(4, 2))
+    subject = ModuleSubject(batch_stats, nn.functional.cross_entropy, data)
+    assert np.isfinite(subject.loss(subject.theta0))

@@ -146,3 +146,29 @@ def test_second_writer_gets_locked_error(tmp_path):
             Store(path, "a")
     finally:
         holder.communicate("")
+
+
+def test_filesystems_without_locks_warn_and_unclosed_stores_release_their_lock(tmp_path, monkeypatch):
+    import errno
+    import gc
+
+    from lossatlas import store as store_module
+
+    path = tmp_path / "s.h5"
+    Store(path).close()
+    store = Store(path)  # never closed: dropping it must release the lock
+    assert len(store_module._HELD) == 1
+    del store
+    gc.collect()
+    assert store_module._HELD == {}
+
+    def no_locks(handle, flags):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(store_module.fcntl, "lockf", no_locks)
+    with pytest.warns(UserWarning, match="file locks are not supported here"):
+        with Store(path) as opened:  # a cluster filesystem without locks: usable, with a warning
+            assert opened.subjects() == []
+    monkeypatch.setenv("LOSSATLAS_FILE_LOCKING", "0")
+    with Store(path) as opened:  # and the switch to turn them off
+        assert store_module._HELD == {}

@@ -144,16 +144,9 @@ def _run_one(plan, out: Path, store_path: Path) -> Path:
 def _remove_if_empty(path: Path) -> None:
     """A run that failed before storing anything (a missing dataset, a bad problem parameter)
     leaves no empty store behind."""
-    from .store import Store
+    from .store import remove_if_empty
 
-    try:
-        with Store(path, "r") as store:
-            empty = not store.subjects() and not store.benchmarks()
-    except LossatlasError:
-        return
-    if empty:
-        path.unlink()
-        path.with_name(path.name + ".lock").unlink(missing_ok=True)
+    remove_if_empty(path)
 
 
 def _report(args) -> int:

@@ -22,10 +22,13 @@ Every node carries ``encoding-type`` and ``encoding-version``; readers refuse wh
 """
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import json
 import os
+import warnings
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,7 +98,7 @@ def _reader(method):
             return method(self, *args, **kwargs)
         except StoreError:
             raise
-        except (KeyError, ValueError, TypeError, AttributeError, OSError) as err:
+        except (KeyError, ValueError, TypeError) as err:
             what = ", ".join(repr(a) for a in args)
             raise StoreError(f"{self.path}: {method.__name__}({what}) found damaged or foreign content "
                              f"({type(err).__name__}: {err}). Nothing was modified; restore the file from a copy or "
@@ -119,6 +122,7 @@ class Store:
         if mode == "r" and not self.path.exists():
             raise StoreError(f"No store at {self.path}.")
         self._lock = _lock(self.path, shared=mode == "r")  # before creating: one creator wins, the other is refused
+        self._release = weakref.finalize(self, _unlock, self._lock)  # also when a Store is dropped unclosed
         try:
             if self.path.exists():
                 if mode == "x":
@@ -128,7 +132,7 @@ class Store:
                 _create(self.path)
             self._file = _open(self.path, "r" if mode == "r" else "a")
         except BaseException:
-            _unlock(self._lock)
+            self._release()
             raise
 
     @classmethod
@@ -139,6 +143,7 @@ class Store:
         store.mode = "a"
         store._registered = {}
         store._lock = None
+        store._release = None
         store._file = h5py.File(io.BytesIO(), "w")
         _stamp(store._file)
         return store
@@ -153,8 +158,8 @@ class Store:
     def close(self) -> None:
         if self._file.id.valid:
             self._file.close()
-        _unlock(self._lock)
-        self._lock = None
+        if self._release is not None:
+            self._release()  # runs once
 
     def flush(self) -> None:
         if self.mode != "r":
@@ -491,39 +496,73 @@ def _expect(node: h5py.Group, encoding_type: str) -> None:
         )
 
 
-_HELD: dict[str, list] = {}  # lock file -> [open handle, holders in this process]
+_HELD: dict[str, list] = {}  # lock file -> [open handle, holders in this process, exclusive?]
+_BUSY = {errno.EAGAIN, errno.EACCES}  # lockf's "another process holds it"; other errors: no locking there
 
 
 def _lock(path: Path, shared: bool) -> str | None:
     """Lock ``path`` through ``<path>.lock`` with POSIX record locks (exclusive for writers,
     shared for readers), independent of HDF5's own file locking, which clusters often disable
     (HDF5_USE_FILE_LOCKING=FALSE on network filesystems). Opens within this process share the
-    lock (HDF5 itself arbitrates those). None where fcntl is missing or a reader cannot create the
-    lock file (a read-only folder)."""
-    if fcntl is None:
+    lock, a writer upgrading a reader's (HDF5 itself arbitrates opens within a process). None
+    where fcntl is missing, LOSSATLAS_FILE_LOCKING=0, the filesystem has no locks (a warning),
+    or a reader cannot open the lock file."""
+    if fcntl is None or os.environ.get("LOSSATLAS_FILE_LOCKING", "1") == "0":
         return None
     lock_path = path.with_name(path.name + ".lock")
     key = str(lock_path.resolve())
     if key in _HELD:
+        handle, _, exclusive = _HELD[key]
+        if not shared and not exclusive:
+            _take(handle, path, shared=False)
+            _HELD[key][2] = True
         _HELD[key][1] += 1
         return key
+    handle = _lock_file(path, lock_path, shared)
+    if handle is None:
+        return None
+    try:
+        if not _take(handle, path, shared):
+            handle.close()
+            return None
+    except BaseException:
+        handle.close()
+        raise
+    _HELD[key] = [handle, 1, not shared]
+    return key
+
+
+def _lock_file(path: Path, lock_path: Path, shared: bool):
+    """The lock file, created with the store's permission bits (a group-writable store stays
+    writable by the group); a reader that cannot create it opens it read-only, or goes without."""
+    mode = (path.stat().st_mode & 0o666) if path.exists() else 0o644
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock_path, "a+")
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, mode)
+        return os.fdopen(descriptor, "r+")
     except OSError as err:
-        if shared:
-            return None
-        raise StoreError(f"Cannot write beside the store {path} (lock file {lock_path}: {err.strerror}); "
-                         "is the folder writable?") from err
+        if not shared:
+            raise StoreError(f"Cannot write beside the store {path} (lock file {lock_path}: {err.strerror}); "
+                             "is the folder writable?") from err
+    try:
+        return open(lock_path)
+    except OSError:
+        return None
+
+
+def _take(handle, path: Path, shared: bool) -> bool:
+    """Take the lock; False where the filesystem has no locks (then HDF5's own locking applies)."""
     try:
         fcntl.lockf(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except OSError as err:
-        handle.close()
+        if err.errno not in _BUSY:
+            warnings.warn(f"{path}: file locks are not supported here ({err.strerror}); relying on HDF5's own "
+                          "locking. Run one writer per store.", stacklevel=3)
+            return False
         holder = "for writing" if shared else "(a writer, or a reader while you want to write)"
         raise StoreError(f"The store {path} is locked: another process has it open {holder}. "
                          "Wait for it to finish, or open a copy.") from err
-    _HELD[key] = [handle, 1]
-    return key
+    return True
 
 
 def _unlock(key: str | None) -> None:
@@ -532,6 +571,27 @@ def _unlock(key: str | None) -> None:
     _HELD[key][1] -= 1
     if _HELD[key][1] == 0:
         _HELD.pop(key)[0].close()  # closing the handle releases the lock
+
+
+def remove_if_empty(path: Path) -> bool:
+    """Delete the store at ``path`` if it holds no subject and no benchmark (a run that failed
+    before storing anything), under the exclusive lock, so a run opening it meanwhile is never
+    written into a deleted file. The lock file stays."""
+    try:
+        key = _lock(path, shared=False)
+    except StoreError:  # another run has it: not ours to remove
+        return False
+    try:
+        with h5py.File(path, "r") as file:
+            empty = file.attrs.get("schema") == SCHEMA and not len(file.get("subjects", {})) \
+                and not len(file.get("benchmarks", {}))
+        if empty:
+            path.unlink()
+        return empty
+    except OSError:
+        return False
+    finally:
+        _unlock(key)
 
 
 def _create(path: Path) -> None:

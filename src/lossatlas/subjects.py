@@ -388,6 +388,10 @@ class ModuleSubject(Subject):
         # their loaded values in every forward (functional_call falls back to the module's own)
         self.param_layout = [(n, p.shape, p.numel()) for n, p in self.model.named_parameters() if p.requires_grad]
         self.frozen = {n: p.detach().clone() for n, p in self.model.named_parameters() if not p.requires_grad}
+        if self.frozen and not self.param_layout:
+            raise ConfigError(f"Every parameter of {self.name}'s model has requires_grad=False, and frozen parameters "
+                              "are not part of the landscape: nothing would be left. Call model.requires_grad_(True) "
+                              "before building the subject (frozen layers stay out only when others train).")
         self.buffer_layout = [(n, b.shape, b.numel()) for n, b in self.model.named_buffers() if b.is_floating_point()]
         self.theta0 = _flatten(dict(self.model.named_parameters()), self.param_layout)
         self.buffers0 = _flatten(dict(self.model.named_buffers()), self.buffer_layout)
@@ -398,16 +402,19 @@ class ModuleSubject(Subject):
     def _check_mean_reduction(self) -> None:
         """Batches are averaged weighted by their size, which is right only for a loss that is a
         mean over its batch: a summed loss (reduction="sum") would come out N times too large.
-        Probe: the loss of one example given twice must equal the loss of it given once."""
+        Probe: the loss of two examples given twice must equal their loss given once."""
         inputs, targets = self.data
-        one = (inputs[:1], targets[:1])
-        twice = (inputs[:1].repeat_interleave(2, 0), targets[:1].repeat_interleave(2, 0))
+        once = (inputs[:2], targets[:2])  # two examples: models with batch statistics need more than one
+        twice = (torch.cat([inputs[:2], inputs[:2]]), torch.cat([targets[:2], targets[:2]]))
         self.model.eval()
-        with torch.no_grad():
-            single, double = (float(self._batch_loss(self.theta0, self.buffers0, batch)) for batch in (one, twice))
+        try:
+            with torch.no_grad():
+                single, double = (float(self._batch_loss(self.theta0, self.buffers0, b)) for b in (once, twice))
+        except Exception:  # the probe cannot run (an unusual model): the real evaluation will say why
+            return
         if math.isfinite(single) and single != 0 and math.isclose(double, 2 * single, rel_tol=1e-4):
-            raise ConfigError(f"The loss of {self.name} sums over the batch (reduction='sum'?): the loss of one "
-                              f"example given twice is twice its loss ({double:.6g} vs {single:.6g}). lossatlas "
+            raise ConfigError(f"The loss of {self.name} sums over the batch (reduction='sum'?): the loss of "
+                              f"examples given twice is twice their loss ({double:.6g} vs {single:.6g}). lossatlas "
                               "averages batches weighted by size, so the landscape would be N times too high; use "
                               "a mean-reduced loss (reduction='mean').")
 

@@ -41,7 +41,7 @@ def test_run_trains_minima_and_writes_store_and_summary(tmp_path, capsys):
     ("[scales.huge]", "Unknown scale(s) ['huge']"),
     ("[scales.cpu]\nminima = { epoch = 3 }", "Unknown parameter(s) ['epoch'] for the training recipe"),
     ("[scales.cpu]\nseeds = [-1]", "The 'seeds' parameter of"),
-    ("[scales.cpu]\nseeds = [-1]", "must be a non-empty list, each an int in [0, inf). Got [-1]."),
+    ("[scales.cpu]\nseeds = [-1]", "must be a non-empty list of distinct values, each an int in [0, inf). Got [-1]."),
     ("[[report.claims]]\nmetric = 'train_loss'\ndirection = 'up'\ntext = 't'\nfactor = 'x'",
      "The 'direction' parameter of"),
     # every analyzer rule a run would apply, before any minimum is trained
@@ -54,6 +54,10 @@ def test_run_trains_minima_and_writes_store_and_summary(tmp_path, capsys):
     ("[methods.hessian]\ntrace_min_probes = 50\ntrace_max_probes = 10", "must not exceed trace_max_probes"),
     ("[methods.loss-barcode]\nminima = [[0.0, 'a']]", "The 'minima' parameter of LossBarcode must be a list of"),
     ("[scales.cpu]\nminima = { lr = 0 }", "The 'lr' parameter of Recipe must be a float in (0, inf). Got 0."),
+    ("[scales.cpu]\nminima = { lr = inf }", "The 'lr' parameter of Recipe must be a float in (0, inf). Got inf."),
+    ("[scales.cpu]\nseeds = [0, 0]", "must be a non-empty list of distinct values"),
+    ("[variants]\nbeta = [1.0, 1.0]", "'beta' repeats a value"),
+    ("[methods.merge-tree]\nresolution = 100000", "grid has 1e+10 points and needs about"),
     # rules that need the subject (three-hump camel has 2 parameters), still before any work
     ("[methods.merge-tree]\ndirections = 'hessian'",
      "[methods.merge-tree] on three_hump_camel: Hessian directions need more than 2 parameters"),

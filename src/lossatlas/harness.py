@@ -51,7 +51,7 @@ _REPORT_KEYS = {"factor", "error", "claims"}
 _CLAIM_KEYS = {"metric", "direction", "text", "source", "where", "factor"}
 DIRECTIONS = ("increasing", "decreasing")
 _CONFIG_CONSTRAINTS = {"name": OfType(str), "description": OfType(str), "problem": OfType(str),
-                       "seeds": NumberList(Interval(int, 0))}
+                       "seeds": NumberList(Interval(int, 0), unique=True)}  # a repeated seed inflates n
 _CLAIM_CONSTRAINTS = {"metric": OfType(str), "direction": Options(DIRECTIONS), "text": OfType(str),
                       "source": OfType(str), "factor": OfType(str)}
 log = logging.getLogger("lossatlas.harness")
@@ -116,6 +116,9 @@ def plan(config: dict, scale: str = "cpu", source: str = "config") -> Plan:
     for key, values in variants.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{source} [variants] {key!r} must be a non-empty list; got {values!r}.")
+        if len({repr(v) for v in values}) < len(values):
+            raise ConfigError(f"{source} [variants] {key!r} repeats a value ({values!r}): each level must be distinct, "
+                              "or the statistics would count one variant twice.")
     subjects = [{**params, **dict(zip(variants, combo))} for combo in itertools.product(*variants.values())]
     for subject in subjects:
         problems.check_params(problem, subject)

@@ -7,12 +7,14 @@ blocks exactly as an uninterrupted run does (the same numbers to the bit).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .. import directions as directions_module
+from ..errors import ConfigError
 from ..params import Boolean, Instance, Interval, Options, param
 from ..sampling import Sampler, obtain
 from ..store import Part
@@ -36,6 +38,11 @@ class Grid(Sampler):
 
     def check(self, subject):
         directions_module.check(subject, self.directions)
+        points, memory = self.resolution**2, _physical_memory()
+        needed = points * 8 * 3  # loss and accuracy grids, and the coordinates of a block, as float64
+        if memory and needed > memory // 2:
+            raise ConfigError(f"A {self.resolution}x{self.resolution} grid has {points:.3g} points and needs about "
+                              f"{needed / 2**30:.1f} GiB; this machine has {memory / 2**30:.1f} GiB. Lower resolution.")
 
     def prepare(self, subject, inputs):
         dtype = subject.theta0.dtype
@@ -88,3 +95,11 @@ def loss_grid(store, subject, directions: str = "random", resolution: int = 51, 
     request = Grid(point=Point(at=at, minimum=minimum), directions=directions, resolution=resolution, span_x=span_x,
                    span_y=span_y, seed=seed, include_bn=include_bn, bn=bn)
     return obtain(store, subject, request, progress)
+
+
+def _physical_memory() -> int | None:
+    """Bytes of physical memory, or None where the platform does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None

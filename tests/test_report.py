@@ -101,3 +101,32 @@ def test_one_analyzer_under_two_labels():
         harness.plan({**_BASE, "methods": {"mt": {"analyzer": "merge-tree", "resolutionn": 3}}})
     with pytest.raises(ConfigError, match="Unknown method 'merge'"):
         harness.plan({**_BASE, "methods": {"mt": {"analyzer": "merge"}}})
+
+
+def test_a_report_of_a_run_killed_half_way_says_what_is_missing(tmp_path, monkeypatch):
+    from lossatlas import Store, problems
+    from lossatlas.report import write_report
+
+    plan = harness.plan({"name": "half", "problem": "pinn_convection", "seeds": [0], "params": {"n_f": 20},
+                         "variants": {"beta": [1.0, 30.0]},
+                         "minima": {"optimizer": "lbfgs", "lr": 1.0, "epochs": 1, "max_iter": 2, "batch_size": 20}},
+                        "cpu")
+    build = problems.build
+
+    def killed_at_the_second(problem, **params):
+        if params["beta"] == 30.0:
+            raise KeyboardInterrupt
+        return build(problem, **params)
+
+    monkeypatch.setattr(problems, "build", killed_at_the_second)
+    with Store(tmp_path / "half.h5") as store:
+        with pytest.raises(KeyboardInterrupt):
+            harness.execute(plan, store, progress=False)
+        write_report(store, tmp_path / "report", figures=False)
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "Incomplete run" in report and "1 of 2 variants have no results (beta=30.0)" in report
+    monkeypatch.setattr(problems, "build", build)
+    with Store(tmp_path / "half.h5") as store:  # resumed: complete, and the note is gone
+        harness.execute(plan, store, progress=False)
+        write_report(store, tmp_path / "report", figures=False)
+    assert "Incomplete run" not in (tmp_path / "report" / "report.md").read_text()

@@ -72,7 +72,14 @@ def sections(study: Study, store_name: str, evaluated: list[dict], per_variant: 
     bad = non_finite(study)
     bad_text = ("Every metric is finite." if not bad else
                 "\n".join(f"- {variant}, seed {seed}: `{column}` = {why}" for variant, seed, column, why in bad))
-    return [
+    missing = missing_variants(record)
+    incomplete = []
+    if missing:
+        incomplete = [("Incomplete run", f"The run stopped before it finished: {len(missing)} of "
+                                         f"{len(record['subjects'])} variants have no results ({'; '.join(missing)}). "
+                                         "Everything below covers only the variants that finished; rerun the same "
+                                         "command to resume.")]
+    return incomplete + [
         ("What was run", overview),
         ("Paper claims", claims_table(study, evaluated)),
         ("", claim_summary(evaluated)),
@@ -81,6 +88,15 @@ def sections(study: Study, store_name: str, evaluated: list[dict], per_variant: 
         ("Stage timings", timing_table(study)),
         ("Non-finite values", bad_text),
     ]
+
+
+def missing_variants(record: dict) -> list[str]:
+    """The planned variants without a finished run (a run killed half-way), as "key=value" labels."""
+    keys = list(record["variants"])
+    done = {json.dumps({key: run["variant"][key] for key in keys}, sort_keys=True) for run in record["runs"]}
+    planned = [{key: subject[key] for key in keys} for subject in record["subjects"]]
+    return [", ".join(f"{key}={variant[key]}" for key in keys) or "(the only variant)" for variant in planned
+            if json.dumps(variant, sort_keys=True) not in done]
 
 
 def title(study: Study) -> str:

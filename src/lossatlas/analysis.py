@@ -76,8 +76,9 @@ def stored_params(analyzer) -> tuple[dict, dict[str, np.ndarray]]:
     parameters (explicit minima, bounds) are kept as datasets ``param_<name>`` and named in the
     parameters by shape and digest, not written out as JSON text."""
     params, arrays = {}, {}
+    constraints = type(analyzer).constraints()
     for name, value in analyzer.get_params().items():
-        if isinstance(type(analyzer).constraints().get(name), Vectors) and value is not None:
+        if isinstance(constraints.get(name), Vectors) and value is not None:
             matrix = np.asarray(value, dtype=float)
             params[name] = {"array": f"param_{name}", "shape": list(matrix.shape), "sha1": digest(matrix)}
             arrays[f"param_{name}"] = matrix

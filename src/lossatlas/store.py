@@ -582,13 +582,12 @@ def remove_if_empty(path: Path) -> bool:
     except StoreError:  # another run has it: not ours to remove
         return False
     try:
-        with h5py.File(path, "r") as file:
-            empty = file.attrs.get("schema") == SCHEMA and not len(file.get("subjects", {})) \
-                and not len(file.get("benchmarks", {}))
+        with Store(path, "r") as store:  # shares this process's exclusive lock
+            empty = not store.subjects() and not store.benchmarks()
         if empty:
             path.unlink()
         return empty
-    except OSError:
+    except StoreError:  # foreign or damaged: not ours to remove
         return False
     finally:
         _unlock(key)

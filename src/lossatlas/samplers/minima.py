@@ -57,13 +57,7 @@ class TrainedMinima(Sampler):
         start = time.perf_counter()
         theta, buffers = subject.init_theta(seed)
         theta, buffers = subject.train(theta, self.recipe, seed, buffers=buffers, progress=progress)
-        metrics = {}
-        for split in subject.splits:
-            for key, value in subject.evaluate(theta, buffers, split).items():
-                metrics[f"{split}_{key}"] = value
-        if not math.isfinite(metrics["eval_loss"]):
-            raise NonFiniteLossError(f"Minimum {index} of {subject.name!r} (seed {seed}) has loss "
-                                     f"{metrics['eval_loss']}.")
+        metrics = minimum_metrics(subject, theta, buffers, f"Minimum {index} of {subject.name!r} (seed {seed})")
         return minimum_part(Minimum(index, theta.cpu().numpy(), buffers.cpu().numpy(), seed, self.recipe.to_dict(),
                                     metrics, time.perf_counter() - start))
 
@@ -81,6 +75,16 @@ def train_minima(store: Store, subject, recipe: Recipe, seeds=(0,), progress: bo
     return [stored[index] for index in range(len(seeds))]
 
 
+def minimum_metrics(subject, theta, buffers, what: str) -> dict[str, float]:
+    """A minimum's metrics on every split ("<split>_<metric>"); a non-finite evaluation loss is an
+    error naming ``what``."""
+    metrics = {f"{split}_{key}": value for split in subject.splits
+               for key, value in subject.evaluate(theta, buffers, split).items()}
+    if not math.isfinite(metrics["eval_loss"]):
+        raise NonFiniteLossError(f"{what} has loss {metrics['eval_loss']}.")
+    return metrics
+
+
 def add_minimum(store: Store, subject, checkpoint, buffers=None, index: int | None = None) -> Minimum:
     """Store a model you trained yourself as minimum ``index`` (default: the next free one) of
     ``subject``, so that every analyzer can run at it (``minimum=index``) and the barcode can join
@@ -96,10 +100,7 @@ def add_minimum(store: Store, subject, checkpoint, buffers=None, index: int | No
     if index in stored:
         raise StoreError(f"{store.path} already holds minimum {index} of {subject.name!r}; give another index (the "
                          f"next free one is {max(stored) + 1}) or use another store.")
-    metrics = {f"{split}_{key}": value for split in subject.splits
-               for key, value in subject.evaluate(theta, buffers, split).items()}
-    if not math.isfinite(metrics["eval_loss"]):
-        raise NonFiniteLossError(f"The checkpoint has loss {metrics['eval_loss']} on {subject.name!r}; nothing stored.")
+    metrics = minimum_metrics(subject, theta, buffers, f"The checkpoint on {subject.name!r} (nothing stored)")
     minimum = Minimum(index, theta.cpu().numpy(), buffers.cpu().numpy(), -1, {"source": "checkpoint"}, metrics)
     store.write_minimum(subject.name, minimum)
     return minimum

@@ -181,6 +181,13 @@ def test_frozen_parameters_stay_out_of_the_landscape_and_keep_their_values():
     assert subject.loss(trained[0]) == pytest.approx(expected, rel=1e-6)
     assert torch.equal(subject.model[0].weight, frozen) and torch.equal(model[0].weight, frozen)
     assert "0.weight" in subject.config()["frozen"]
+    # a frozen layer's BatchNorm statistics belong to its frozen weights: init_theta keeps them
+    backbone = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    backbone.train()(data[0] * 3 + 1)  # loaded statistics, far from the fresh 0 / 1
+    backbone[:2].requires_grad_(False)
+    tuned = ModuleSubject(backbone, nn.functional.cross_entropy, data, name="tuned")
+    _, buffers = tuned.init_theta(1)
+    assert torch.equal(tuned.unflatten(tuned.theta0, buffers)["1.running_mean"], backbone[1].running_mean)
 
 
 def test_a_summed_loss_is_refused_not_averaged_into_a_wrong_number():

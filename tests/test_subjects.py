@@ -135,7 +135,7 @@ def test_wrong_length_and_bad_data_are_clear_errors():
     subject = himmelblau()
     with pytest.raises(ConfigError, match="has 2 parameters; got a vector of length 3"):
         subject.loss(torch.zeros(3))
-    with pytest.raises(ConfigError, match="inputs and .* targets"):
+    with pytest.raises(ConfigError, match=r"one common, non-zero number of examples.*\[2, 3\]"):
         ModuleSubject(nn.Linear(2, 1), nn.MSELoss(), (torch.zeros(3, 2), torch.zeros(2, 1)))
     with pytest.raises(ConfigError, match="must be"):
         ModuleSubject(nn.Linear(2, 1), nn.MSELoss(), [1, 2, 3])
@@ -160,3 +160,82 @@ def test_dataset_input_equals_tensor_input():
     from_dataset = ModuleSubject(model, nn.CrossEntropyLoss(), torch.utils.data.TensorDataset(inputs, targets))
     assert from_dataset.loss(from_dataset.theta0) == from_tensors.loss(from_tensors.theta0)
     assert from_dataset.config()["data"] == from_tensors.config()["data"]
+
+
+class _TwoInputs(nn.Module):
+    """A model of two inputs (an image and side features), as users write them."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.image = nn.Sequential(nn.Flatten(), nn.Linear(36, 3))
+        self.side = nn.Linear(2, 3)
+
+    def forward(self, image, side):
+        return self.image(image) + self.side(side)
+
+
+def _direct(model, loss_fn, call, targets):
+    """Loss and accuracy computed by plain torch over the whole data at once."""
+    with torch.no_grad():
+        out = call(model.eval())
+    return float(loss_fn(out, targets)), float((out.argmax(1) == targets).double().mean())
+
+
+def test_tuple_dict_loader_and_custom_forward_inputs_match_plain_torch():
+    images, targets = _image_data(40)
+    side = torch.randn(40, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    model = _TwoInputs().double()
+    expected = _direct(model, nn.CrossEntropyLoss(), lambda m: m(images, side), targets)
+    as_tuple = ModuleSubject(model, nn.CrossEntropyLoss(), ((images, side), targets), eval_batch_size=16)
+    as_dict = ModuleSubject(model, nn.functional.cross_entropy, ({"image": images, "side": side}, targets),
+                            eval_batch_size=16)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, side, targets), batch_size=7,
+                                         shuffle=True, collate_fn=lambda items: (
+                                             (torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])),
+                                             torch.stack([i[2] for i in items])))
+    from_loader = ModuleSubject(model, nn.CrossEntropyLoss(), loader, eval_batch_size=16)
+    for subject in (as_tuple, as_dict, from_loader):
+        found = subject.evaluate(subject.theta0)
+        assert found["loss"] == pytest.approx(expected[0], rel=1e-12)
+        assert found["accuracy"] == expected[1]  # a functional cross-entropy keeps accuracy too
+        many = subject.evaluate_many(torch.stack([subject.theta0, subject.theta0 * 0.5]))
+        assert many["loss"][0] == pytest.approx(expected[0], rel=1e-12)
+    # the loader's shuffling does not change the data's identity
+    assert from_loader.config()["data"] == as_tuple.config()["data"]
+    # a model returning a dict, with an explicit forward; training works on structured inputs
+    wrapped = nn.ModuleDict({"net": model})
+    custom = ModuleSubject(wrapped, nn.CrossEntropyLoss(), ((images, side), targets),
+                           forward=lambda m, x: {"logits": m["net"](*x)}["logits"])
+    assert custom.loss(custom.theta0) == pytest.approx(expected[0], rel=1e-12)
+    theta, _ = custom.train(custom.theta0, Recipe(lr=0.1, epochs=3, batch_size=8), seed=0, progress=False)
+    assert custom.loss(theta) < custom.loss(custom.theta0)
+    assert "forward" in custom.config()
+
+
+def test_data_dtype_follows_the_model_and_mixed_dtypes_are_refused():
+    images, targets = _image_data(20)
+    model = _tiny_cnn()  # float64
+    as_float32 = ModuleSubject(model, nn.CrossEntropyLoss(), (images.float(), targets))
+    as_float64 = ModuleSubject(model, nn.CrossEntropyLoss(), (images.float().double(), targets))
+    assert as_float32.loss(as_float32.theta0) == as_float64.loss(as_float64.theta0)
+    mixed = _tiny_cnn()
+    mixed[-1].float()
+    with pytest.raises(ConfigError, match=r"mix dtypes \['torch.float32', 'torch.float64'\]"):
+        ModuleSubject(mixed, nn.CrossEntropyLoss(), (images, targets))
+
+
+def test_unsupported_data_and_models_that_cannot_take_it_are_clear_errors():
+    images, targets = _image_data(20)
+    dict_batches = torch.utils.data.DataLoader([{"x": x, "y": y} for x, y in zip(images, targets)], batch_size=5)
+    with pytest.raises(ConfigError, match=r"must be an \(inputs, targets\) pair; got a dict with keys \['x', 'y'\]"):
+        ModuleSubject(_tiny_cnn(), nn.CrossEntropyLoss(), dict_batches)
+    with pytest.raises(ConfigError, match=r"got a tuple of length 3"):
+        ModuleSubject(_tiny_cnn(), nn.CrossEntropyLoss(), (images, images, targets))
+    with pytest.raises(ConfigError, match=r"could not be computed on its data .*pass forward=lambda model, inputs"):
+        ModuleSubject(_TwoInputs().double(), nn.CrossEntropyLoss(), (images, targets))  # needs two inputs
+    soft = torch.softmax(torch.randn(20, 3, dtype=torch.float64), 1)
+    assert not ModuleSubject(_tiny_cnn(), nn.CrossEntropyLoss(), (images, soft)).classification  # soft labels
+    subject = ModuleSubject(_TwoInputs().double(), nn.CrossEntropyLoss(), ((images, images[:, 0, 0, :2]), targets))
+    with pytest.raises(ConfigError, match="augment=true crops and flips image tensors"):
+        subject.train(subject.theta0, Recipe(lr=0.1, epochs=1, augment=True), seed=0, progress=False)

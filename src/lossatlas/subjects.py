@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from . import inputs as batches
 from .errors import ConfigError, NonFiniteLossError
 from .params import Interval, Options, validate
 from .progress import bar as progress_bar
@@ -346,8 +347,13 @@ class FunctionSubject(Subject):
 class ModuleSubject(Subject):
     """An ``nn.Module``, a loss and a dataset: the loss is the mean over the whole evaluation set.
 
-    ``data`` and ``test_data``: ``(inputs, targets)`` tensors or a ``torch.utils.data.Dataset``
-    (materialized in memory). The model is copied; the user's module is never changed.
+    ``data``, ``test_data`` and ``train_data``: ``(inputs, targets)``, a ``torch.utils.data.Dataset``
+    or a ``DataLoader``, materialized in memory in index order (``lossatlas.inputs``); inputs may be
+    a tensor, or a tuple / list / dict of tensors passed as ``model(*x)`` / ``model(**x)``, and
+    floating-point data is cast to the model's dtype. ``forward(model, inputs) -> outputs`` says
+    how a batch reaches the model when that is something else (e.g. ``model(x).logits``).
+    ``classification``: whether to report accuracy (default: a cross-entropy or NLL loss, module or
+    functional, with integer targets). The model is copied; the user's module is never changed.
     Evaluation runs in eval mode with fixed BatchNorm statistics (``buffers``); with
     ``bn="recompute"`` the statistics are re-estimated at every evaluated parameter vector on
     the training data (Garipov et al.'s ``update_bn``), see ``update_bn``.
@@ -364,16 +370,22 @@ class ModuleSubject(Subject):
     def __init__(self, model: nn.Module, loss_fn: Callable, data, name: str | None = None,
                  eval_batch_size: int = 1000, test_data=None, train_data=None, bn: str = "fixed",
                  init: Callable[[nn.Module], None] | None = None, config: dict | None = None,
-                 chunk_size: int = 16, vmap: bool | None = None):
+                 chunk_size: int = 16, vmap: bool | None = None,
+                 forward: Callable[[nn.Module, object], torch.Tensor] | None = None,
+                 classification: bool | None = None):
         validate("ModuleSubject", {"bn": bn, "eval_batch_size": eval_batch_size, "chunk_size": chunk_size},
                  _MODULE_CONSTRAINTS)
         self.model = copy.deepcopy(model).eval()
         self.loss_fn = loss_fn
         self.name = name or type(model).__name__
         self.eval_batch_size = int(eval_batch_size)
-        self.data = _as_tensors(data, "data")
-        self.test_data = None if test_data is None else _as_tensors(test_data, "test_data")
-        self.train_data = self.data if train_data is None else _as_tensors(train_data, "train_data")
+        dtype = _model_dtype(self.model, self.name)
+        self.data = batches.materialize(data, "data", dtype)
+        self.test_data = None if test_data is None else batches.materialize(test_data, "test_data", dtype)
+        self.train_data = self.data if train_data is None else batches.materialize(train_data, "train_data", dtype)
+        self._user_forward = forward
+        self._caller = self.model if forward is None else _Forward(self.model, forward)
+        self._classification = classification
         self.bn = bn
         self._recomputes_buffers = bn == "recompute"
         self._init = init or _reset_parameters
@@ -396,22 +408,38 @@ class ModuleSubject(Subject):
         self.theta0 = _flatten(dict(self.model.named_parameters()), self.param_layout)
         self.buffers0 = _flatten(dict(self.model.named_buffers()), self.buffer_layout)
         self._bn_modules = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if self.is_plain_criterion:
-            self._check_mean_reduction()
+        single = self._probe()
+        if self.is_plain_criterion and single is not None:
+            self._check_mean_reduction(single)
 
-    def _check_mean_reduction(self) -> None:
+    def _probe(self) -> float | None:
+        """The loss of the first two examples, or None when only a full evaluation batch runs (a model
+        with a fixed batch size); a model that cannot be called on the data is a ConfigError now,
+        not a torch traceback in the middle of a run."""
+        self.model.eval()
+        first_batch = next(self.eval_batches())[0]
+        for batch in (batches.take(self.data, slice(0, 2)), first_batch):
+            try:
+                with torch.no_grad():
+                    value = float(self._batch_loss(self.theta0, self.buffers0, batch))
+                return value if batch is not first_batch else None
+            except Exception as error:  # noqa: BLE001 -- any failure of user code is reported below
+                failure = error
+        how = ("your forward(model, inputs)" if self._user_forward is not None else
+               "model(x) for a tensor x, model(*x) for a tuple, model(**x) for a dict")
+        raise ConfigError(f"The loss of {self.name} could not be computed on its data ({how}): "
+                          f"{type(failure).__name__}: {failure}. Check that the data matches the model (shapes, "
+                          "dtypes, target kind), or pass forward=lambda model, inputs: ... to say how a batch "
+                          "reaches the model.") from failure
+
+    def _check_mean_reduction(self, single: float) -> None:
         """Batches are averaged weighted by their size, which is right only for a loss that is a
         mean over its batch: a summed loss (reduction="sum") would come out N times too large.
         Probe: the loss of two examples given twice must equal their loss given once."""
-        inputs, targets = self.data
-        once = (inputs[:2], targets[:2])  # two examples: models with batch statistics need more than one
-        twice = (torch.cat([inputs[:2], inputs[:2]]), torch.cat([targets[:2], targets[:2]]))
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                single, double = (float(self._batch_loss(self.theta0, self.buffers0, b)) for b in (once, twice))
-        except Exception:  # the probe cannot run (an unusual model): the real evaluation will say why
-            return
+        two = batches.take(self.data, slice(0, 2))
+        twice = tuple(batches.concat([part, part]) for part in two)
+        with torch.no_grad():
+            double = float(self._batch_loss(self.theta0, self.buffers0, twice))
         if math.isfinite(single) and single != 0 and math.isclose(double, 2 * single, rel_tol=1e-4):
             raise ConfigError(f"The loss of {self.name} sums over the batch (reduction='sum'?): the loss of "
                               f"examples given twice is twice their loss ({double:.6g} vs {single:.6g}). lossatlas "
@@ -430,7 +458,14 @@ class ModuleSubject(Subject):
 
     @property
     def classification(self) -> bool:
-        return isinstance(self.loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss))
+        """Whether accuracy is reported: ``classification`` if given, else a cross-entropy or NLL loss
+        (module or functional) with integer class targets (soft labels have no accuracy)."""
+        if self._classification is not None:
+            return self._classification
+        targets = self.data[1]
+        return (isinstance(self.loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss))
+                or self.loss_fn in (nn.functional.cross_entropy, nn.functional.nll_loss)) \
+            and torch.is_tensor(targets) and not targets.is_floating_point()
 
     def config(self) -> dict:
         return {
@@ -439,17 +474,22 @@ class ModuleSubject(Subject):
             "architecture_sha1": hashlib.sha1(repr(self.model).encode()).hexdigest()[:16],
             "dim": self.dim,
             "loss_fn": repr(self.loss_fn),
-            "data": _describe(self.data),
-            "test_data": None if self.test_data is None else _describe(self.test_data),
-            "train_data": _describe(self.train_data),
+            "data": batches.describe(self.data),
+            "test_data": None if self.test_data is None else batches.describe(self.test_data),
+            "train_data": batches.describe(self.train_data),
             "bn": self.bn,
             **({"frozen": {n: _sha1(t) for n, t in self.frozen.items()}} if self.frozen else {}),
+            **({"forward": _qualified_name(self._user_forward)} if self._user_forward is not None else {}),
             **self._extra_config,
         }
 
     # -- functional model ------------------------------------------------------------------------
     def _forward(self, theta, buffers, inputs):
-        return functional_call(self.model, self.unflatten(theta, buffers), (inputs,))
+        state = self.unflatten(theta, buffers)
+        if self._user_forward is not None:
+            return functional_call(self._caller, {f"model.{k}": v for k, v in state.items()}, (inputs,))
+        args, kwargs = batches.model_arguments(inputs)
+        return functional_call(self.model, state, args, kwargs)
 
     def _batch_loss(self, theta, buffers, batch) -> torch.Tensor:
         inputs, targets = batch
@@ -458,11 +498,11 @@ class ModuleSubject(Subject):
     def eval_batches(self, data=None) -> Iterator[tuple[object, float]]:
         """(batch, weight) pairs over ``data`` (default: the evaluation set ``data``) in slices of
         ``eval_batch_size``, each weighted by its share of the examples."""
-        inputs, targets = self.data if data is None else data
-        n = len(inputs)
+        data = self.data if data is None else data
+        n = batches.count(data[0])
         for start in range(0, n, self.eval_batch_size):
             stop = min(start + self.eval_batch_size, n)
-            yield (inputs[start:stop], targets[start:stop]), (stop - start) / n
+            yield batches.take(data, slice(start, stop)), (stop - start) / n
 
     # -- Subject hooks ---------------------------------------------------------------------------
     def loss_terms(self, buffers):
@@ -491,7 +531,7 @@ class ModuleSubject(Subject):
             correct += (outputs.argmax(dim=-1) == targets).sum(dim=1).double()
         found = {"loss": loss}
         if self.classification:
-            found["accuracy"] = correct / len(self.data[0])
+            found["accuracy"] = correct / batches.count(self.data[0])
         return found
 
     def buffers_at(self, theta, buffers):
@@ -516,10 +556,11 @@ class ModuleSubject(Subject):
             seen = 0
             with torch.no_grad():
                 for (inputs, _), _ in self.eval_batches(self.train_data):
+                    size = batches.count(inputs)
                     for module in self._bn_modules:
-                        module.momentum = len(inputs) / (seen + len(inputs))
+                        module.momentum = size / (seen + size)
                     self._forward(theta, buffers, inputs)
-                    seen += len(inputs)
+                    seen += size
         finally:
             for module, momentum in zip(self._bn_modules, momenta):
                 module.momentum = momentum
@@ -550,7 +591,7 @@ class ModuleSubject(Subject):
                 correct += float((outputs.argmax(dim=1) == targets).sum())
         metrics = {"loss": loss}
         if self.classification:
-            metrics["accuracy"] = correct / len(data[0])
+            metrics["accuracy"] = correct / batches.count(data[0])
         return metrics
 
     def init_theta(self, seed):
@@ -559,20 +600,35 @@ class ModuleSubject(Subject):
             model = copy.deepcopy(self.model)
             self._init(model)
         theta = _flatten(dict(model.named_parameters()), self.param_layout)
-        buffers = _flatten(dict(model.named_buffers()), self.buffer_layout)
-        return theta, buffers
+        buffers = dict(model.named_buffers())
+        buffers.update(self._frozen_buffers())  # a frozen layer keeps its statistics, as its weights
+        return theta, _flatten(buffers, self.buffer_layout)
+
+    def _frozen_buffers(self) -> dict[str, torch.Tensor]:
+        """The loaded buffers of modules whose own parameters are all frozen (a frozen backbone's
+        BatchNorm statistics belong to its frozen weights)."""
+        found = {}
+        for prefix, module in self.model.named_modules():
+            own = list(module.parameters(recurse=False))
+            if own and not any(p.requires_grad for p in own):
+                for name, tensor in module.named_buffers(recurse=False):
+                    found[f"{prefix}.{name}" if prefix else name] = tensor
+        return found
 
     def train_batches(self, recipe, generator):
         inputs, targets = self.train_data
-        n = len(inputs)
+        if recipe.augment and not torch.is_tensor(inputs):
+            raise ConfigError(f"{self.name}: augment=true crops and flips image tensors; these inputs are a "
+                              f"{type(inputs).__name__} of tensors. Set augment=false.")
+        n = batches.count(inputs)
         size = n if recipe.batch_size is None else recipe.batch_size
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, size):
             index = order[start : start + size]
-            batch_inputs = inputs[index]
+            batch_inputs = batches.take(inputs, index)
             if recipe.augment:
                 batch_inputs = augment_images(batch_inputs, generator)
-            yield batch_inputs, targets[index]
+            yield batch_inputs, batches.take(targets, index)
 
     def train_loss(self, theta, buffers, batch):
         self.model.train()
@@ -619,27 +675,31 @@ def _views(flat: torch.Tensor, layout) -> dict[str, torch.Tensor]:
     return {name: piece.view(shape) for (name, shape, _), piece in zip(layout, pieces)}
 
 
-def _as_tensors(data, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(t) for t in data):
-        inputs, targets = data
-    elif isinstance(data, torch.utils.data.Dataset):
-        items = [data[i] for i in range(len(data))]
-        inputs = torch.stack([torch.as_tensor(x) for x, _ in items])
-        targets = torch.stack([torch.as_tensor(y) for _, y in items])
-    else:
-        raise ConfigError(f"{what} must be (inputs, targets) tensors or a torch Dataset; got {type(data).__name__}.")
-    if len(inputs) != len(targets) or len(inputs) == 0:
-        raise ConfigError(f"{what}: {len(inputs)} inputs and {len(targets)} targets; need equal, non-zero counts.")
-    return inputs, targets
+def _model_dtype(model: nn.Module, name: str) -> torch.dtype:
+    """The one floating dtype of the model's trainable parameters (they form one flat vector)."""
+    dtypes = {p.dtype for p in model.parameters() if p.requires_grad and p.is_floating_point()}
+    if len(dtypes) > 1:
+        raise ConfigError(f"The trainable parameters of {name} mix dtypes {sorted(map(str, dtypes))}; lossatlas "
+                          "holds them in one flat vector. Convert the model to one dtype (model.double() or "
+                          "model.float()).")
+    return dtypes.pop() if dtypes else torch.get_default_dtype()
 
 
-def _describe(data) -> dict:
-    inputs, targets = data
-    return {"n": len(inputs), "input_shape": list(inputs.shape[1:]), "sha1": _sha1(inputs, targets)}
+class _Forward(nn.Module):
+    """The model behind a user's ``forward(model, inputs)``, so functional_call can swap its tensors."""
+
+    def __init__(self, model: nn.Module, forward: Callable):
+        super().__init__()
+        self.model = model
+        self._call = forward
+
+    def forward(self, inputs):
+        return self._call(self.model, inputs)
+
+
+def _qualified_name(fn) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
 def _sha1(*tensors: torch.Tensor) -> str:
-    digest = hashlib.sha1()
-    for tensor in tensors:
-        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return batches.sha1(*tensors)

@@ -1,0 +1,131 @@
+"""Data as users hand it over, held in memory as ``(inputs, targets)``.
+
+``inputs`` (and ``targets``) may be a tensor or a tuple, list or dict of tensors with one leading
+example dimension (a model taking several inputs, or keyword inputs); the data may come as such a
+pair, a map-style or iterable ``torch.utils.data.Dataset``, or a ``DataLoader``. Everything is
+materialized once, in a fixed order, so a subject's loss is a deterministic mean over its data and
+its fingerprint does not depend on a loader's shuffling. How a batch of inputs reaches the model:
+``model(x)`` for a tensor, ``model(*x)`` for a tuple or list, ``model(**x)`` for a dict.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate
+
+from .errors import ConfigError
+
+_SHAPE_HINT = ("(inputs, targets), where inputs is a tensor or a tuple/list/dict of tensors (several model "
+               "inputs) and targets a tensor, or a torch Dataset / DataLoader whose items are such pairs")
+
+
+def tree_map(fn: Callable[[torch.Tensor], object], tree):
+    """``fn`` applied to every tensor of a tensor / tuple / list / dict structure."""
+    if isinstance(tree, dict):
+        return {key: tree_map(fn, value) for key, value in tree.items()}
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(tree_map(fn, value) for value in tree)
+    return fn(tree)
+
+
+def leaves(tree) -> list[torch.Tensor]:
+    found: list[torch.Tensor] = []
+    tree_map(found.append, tree)
+    return found
+
+
+def count(tree) -> int:
+    """The number of examples: the common leading length of the tensors."""
+    return len(leaves(tree)[0])
+
+
+def take(tree, index):
+    """The examples ``index`` (a slice or index tensor) of every tensor."""
+    return tree_map(lambda tensor: tensor[index], tree)
+
+
+def concat(trees: list):
+    """Structures of equal shape joined along the example dimension."""
+    first = trees[0]
+    if isinstance(first, dict):
+        return {key: concat([tree[key] for tree in trees]) for key in first}
+    if isinstance(first, (tuple, list)):
+        return type(first)(concat([tree[i] for tree in trees]) for i in range(len(first)))
+    return torch.cat(trees)
+
+
+def model_arguments(inputs) -> tuple[tuple, dict]:
+    """(args, kwargs) of the model call for a batch of inputs."""
+    if isinstance(inputs, dict):
+        return (), inputs
+    if isinstance(inputs, (tuple, list)):
+        return tuple(inputs), {}
+    return (inputs,), {}
+
+
+def materialize(data, what: str, dtype: torch.dtype) -> tuple[object, object]:
+    """``data`` as an in-memory ``(inputs, targets)`` pair of tensor structures; floating-point
+    tensors are cast to ``dtype`` (the model's), so float32 data meets a float64 model."""
+    if isinstance(data, DataLoader):
+        inputs, targets = _from_loader(data, what)
+    elif isinstance(data, Dataset):
+        inputs, targets = _from_loader(DataLoader(data, batch_size=256, shuffle=False), what)
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        inputs, targets = data
+    else:
+        got = f"a {type(data).__name__} of length {len(data)}" if isinstance(data, (tuple, list)) \
+            else type(data).__name__
+        raise ConfigError(f"{what} must be {_SHAPE_HINT}; got {got}.")
+    inputs, targets = (_as_tensor_tree(part, what, name) for part, name in ((inputs, "inputs"), (targets, "targets")))
+    lengths = {len(t) if t.ndim else 0 for t in leaves(inputs) + leaves(targets)}
+    if len(lengths) != 1 or 0 in lengths:
+        raise ConfigError(f"{what}: the inputs and targets must have one common, non-zero number of examples "
+                          f"(leading dimension); got lengths {sorted(lengths)}.")
+    cast = lambda t: t.to(dtype) if t.is_floating_point() else t  # noqa: E731
+    return tree_map(cast, inputs), tree_map(cast, targets)
+
+
+def describe(data) -> dict:
+    """What identifies a dataset in a subject's config: size, input shape(s) and a digest of the
+    values (a plain tensor keeps the form stores written before structured inputs used)."""
+    inputs, targets = data
+    return {"n": count(inputs), "input_shape": tree_map(lambda t: list(t.shape[1:]), inputs),
+            "sha1": sha1(*leaves(inputs), *leaves(targets))}
+
+
+def sha1(*tensors: torch.Tensor) -> str:
+    import hashlib
+
+    digest = hashlib.sha1()
+    for tensor in tensors:
+        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _from_loader(loader: DataLoader, what: str):
+    """Every batch of the loader, concatenated; a map-style dataset is read in index order (not the
+    loader's shuffled order), so the fingerprint is the same on every run."""
+    if not isinstance(loader.dataset, IterableDataset):
+        loader = DataLoader(loader.dataset, batch_size=loader.batch_size or 256, shuffle=False,
+                            collate_fn=loader.collate_fn or default_collate)
+    batches = []
+    for batch in loader:
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+            kind = f"a dict with keys {sorted(batch)}" if isinstance(batch, dict) else type(batch).__name__
+            raise ConfigError(f"{what}: a batch of the DataLoader must be an (inputs, targets) pair; got {kind}. "
+                              f"Pass data=(inputs, targets) yourself, with inputs a tensor or a dict of tensors.")
+        batches.append(batch)
+    if not batches:
+        raise ConfigError(f"{what}: the DataLoader yielded no batches.")
+    return concat([b[0] for b in batches]), concat([b[1] for b in batches])
+
+
+def _as_tensor_tree(tree, what: str, name: str):
+    def convert(leaf):
+        if isinstance(leaf, np.ndarray) or torch.is_tensor(leaf):
+            return torch.as_tensor(leaf).detach()
+        raise ConfigError(f"{what}: the {name} must be tensors or numpy arrays (or tuples/lists/dicts of them); "
+                          f"found a {type(leaf).__name__}. Expected {_SHAPE_HINT}.")
+    return tree_map(convert, tree)

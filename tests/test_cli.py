@@ -208,6 +208,18 @@ def test_config_names_that_would_escape_or_break_the_output_are_refused_by_check
     assert not (tmp_path / "out").exists() and not any(tmp_path.parent.glob("escaped*"))
 
 
+@pytest.mark.parametrize("extra, message", [
+    ('[methods."merge tree"]\nanalyzer = "merge-tree"\n[methods.merge-tree]\n',
+     "method labels 'merge tree' and 'merge-tree' would write figure files of the same name"),
+    ('[methods.Hessian]\nanalyzer = "hessian"\n[methods.hessian]\n', "'Hessian' and 'hessian'"),
+])
+def test_labels_whose_figures_would_overwrite_each_other_are_refused_by_check(tmp_path, capsys, extra, message):
+    config = tmp_path / "labels.toml"
+    config.write_text(_CONFIG.replace("[minima]", extra + "[minima]"))
+    assert main(["run", str(config), "--check", "--out", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_two_configs_with_one_name_are_refused_and_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):
     first, second = tmp_path / "a.toml", tmp_path / "b.toml"
     first.write_text(_CONFIG)

@@ -220,6 +220,8 @@ def test_checkpoints_added_as_minima_are_analyzed_where_they_are():
             add_minimum(store, subject, checkpoints[0], index=1)
         with pytest.raises(ConfigError, match="lacks"):
             add_minimum(store, subject, {"0.weight": checkpoints[0]["0.weight"]})
+        with pytest.raises(StoreError, match="Minimum 0 .* is a checkpoint added with add_minimum"):
+            train_minima(store, subject, Recipe(lr=0.1, epochs=1), seeds=[0], progress=False)
     for checkpoint, result in zip(checkpoints, at):
         model.load_state_dict(checkpoint)
         own = ModuleSubject(model, nn.functional.cross_entropy, data, name="own")

@@ -508,6 +508,97 @@ def test_damaged_content_is_a_store_error_naming_what_was_read(tmp_path, damage,
     TALLY["clear errors"] += 1
 
 
+# -- a full disk ------------------------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 400 KiB filesystem (tmpfs) that a study fills up; skipped where mounting is not allowed."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(folder)]
+    if subprocess.run(mount, capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root): the full-disk case is not exercised")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def _fill_study(path: Path) -> tuple[str, list]:
+    """Minima and ever larger grids until the disk is full: the error, and what the store then holds."""
+    from lossatlas import train_minima
+    from lossatlas.problems import three_hump_camel
+
+    subject, message = three_hump_camel(), ""
+    try:
+        with Store(path) as store:
+            train_minima(store, subject, Recipe(lr=0.01, epochs=2), seeds=[0, 1], progress=False)
+            for resolution in (41, 81, 121, 161):
+                analyze(store, subject, "merge-tree", resolution=resolution, progress=False)
+    except StoreError as err:
+        message = str(err)
+    with Store(path, "r") as store:
+        found = sorted((r.params["resolution"], r.metrics["average_persistence"]) for r in store.results(subject.name))
+        return message, [m.theta.tolist() for m in store.minima(subject.name)] + found
+
+
+def test_a_full_disk_abandons_the_write_keeps_the_store_readable_and_a_rerun_resumes(tmp_path, small_disk,
+                                                                                        monkeypatch):
+    monkeypatch.setenv("LOSSATLAS_MIN_FREE_MB", "0")  # no margin: the disk fills in the middle of a write
+    TALLY["faults injected"] += 1
+    message, kept = _fill_study(small_disk / "study.h5")
+    assert re.search(r"disk holding .* is full \(\[Errno 28\] No space left on device\)\. The write "
+                     r"\(write_\w+\) was abandoned.*rerun the same command to resume", message), message
+    assert 2 < len(kept) < 6  # both minima and some, not all, results survived, and they read back
+    subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)
+    _, resumed = _fill_study(small_disk / "study.h5")
+    _, reference = _fill_study(tmp_path / "reference.h5")
+    assert resumed == reference and kept == resumed[: len(kept)]
+    TALLY["faults survived"] += 1
+
+
+def test_a_nearly_full_disk_is_refused_before_writing(tmp_path, capsys, monkeypatch):
+    from lossatlas import store as store_module
+
+    path, config = tmp_path / "study.h5", tmp_path / "camel.toml"
+    config.write_text(CAMEL)
+    assert main(["run", str(config), "--scale", "smoke", "--store", str(path), "--out", str(tmp_path / "a")]) == 0
+    before = _digest(path)
+    monkeypatch.setattr(store_module, "_free_bytes", lambda folder: 5 * 2**20)
+    TALLY["bad inputs tried"] += 1
+    err = _cli(tmp_path, capsys, None, "run", str(config), "--scale", "smoke", "--store", str(path),
+               "--out", str(tmp_path / "b"))
+    assert "is (nearly) full: 5.0 MiB free" in err and "rerun the same command to resume" in err
+    assert _digest(path) == before
+    TALLY["clear errors"] += 1
+
+
+def test_read_only_stores_and_output_folders_are_clear_errors(tmp_path, capsys, monkeypatch):
+    path, config = tmp_path / "study.h5", tmp_path / "camel.toml"
+    config.write_text(CAMEL)
+    assert main(["run", str(config), "--scale", "smoke", "--store", str(path), "--out", str(tmp_path / "a")]) == 0
+    before = _digest(path)
+    (tmp_path / "a-file").write_text("")  # an output folder that cannot be made: a file is in the way
+    err = _cli(tmp_path, capsys, None, "report", str(path), "--out", str(tmp_path / "a-file" / "report"))
+    assert "cannot write or read" in err and "a-file" in err and "Not a directory" in err
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if subprocess.run(["mount", "--bind", "-o", "ro", str(tmp_path), str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot mount a read-only folder here (needs root); permissions are not exercised")
+    try:  # the folder now shows tmp_path read-only (root ignores permission bits, not a read-only mount)
+        ro_store = folder / "study.h5"
+        err = _cli(tmp_path, capsys, None, "run", str(config), "--scale", "smoke", "--store", str(ro_store),
+                   "--out", str(tmp_path / "b"))
+        assert re.search(r"Cannot write beside the store .*Read-only file system", err), err
+        monkeypatch.setenv("LOSSATLAS_FILE_LOCKING", "0")
+        err = _cli(tmp_path, capsys, None, "run", str(config), "--scale", "smoke", "--store", str(ro_store),
+                   "--out", str(tmp_path / "c"))
+        assert re.search(r"Cannot open the store .* for writing: .*Read-only file system.*only read it", err), err
+        assert main(["report", str(ro_store), "--out", str(tmp_path / "report")]) == 0  # reading works
+        err = _cli(tmp_path, capsys, None, "report", str(ro_store), "--out", str(folder / "report"))
+        assert "cannot write or read" in err and "Read-only file system" in err
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+    assert _digest(path) == before
+
+
 # -- bad inputs ---------------------------------------------------------------------------------------
 def _nan_near_zero(t):
     """A bowl whose loss is NaN close to its minimum."""

@@ -44,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     except LossatlasError as err:
         print(f"lossatlas: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # an output folder that cannot be written, a path that is a file, ...
+        where = f" {err.filename}" if err.filename else ""
+        print(f"lossatlas: error: cannot write or read{where}: {err.strerror or err}. Check that the folder exists, is "
+              "writable and has space; what finished is stored: rerun the same command to resume.", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # finished parts are in the store with their completion flags
         print("\nlossatlas: interrupted; what finished is stored: rerun the same command to resume.", file=sys.stderr)
         return 130

@@ -127,9 +127,26 @@ def plan(config: dict, scale: str = "cpu", source: str = "config") -> Plan:
     recipe = Recipe.from_dict(_table(merged, "minima", source))
     methods = {label: _method(label, _table(_table(merged, "methods", source), label, f"{source} [methods]"))
                for label in _table(merged, "methods", source)}
+    _check_figure_names(source, "method labels", list(methods))
+    _check_figure_names(source, "variants", [", ".join(f"{k}={v}" for k, v in zip(variants, combo))
+                                             for combo in itertools.product(*variants.values())])
     report = _report(_table(config, "report", source), variants, problems.parameters(problem), methods, source)
     return Plan(config["name"], config.get("description", ""), scale, problem, seeds, variants, subjects, recipe,
                 methods, report)
+
+
+def _check_figure_names(source: str, what: str, names: list[str]) -> None:
+    """Two labels whose figure files would have one name (case-insensitive file systems included)
+    would overwrite each other's figures."""
+    from .plots import file_stem
+
+    seen: dict[str, str] = {}
+    for name in names:
+        stem = file_stem(name).lower()
+        if stem in seen:
+            raise ConfigError(f"{source}: the {what} {seen[stem]!r} and {name!r} would write figure files of the same "
+                              f"name ('{file_stem(name)}'), one over the other; rename one.")
+        seen[stem] = name
 
 
 def _method(label: str, table: dict) -> dict:

@@ -15,6 +15,7 @@ Three layers, so analyzers and benchmark reports share one drawing of each thing
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -347,6 +348,11 @@ def comparison_figure(title: str, draw, columns: list):
         ax.title.set_fontsize(9)
     figure.suptitle(title)
     return figure
+
+
+def file_stem(text: str) -> str:
+    """A label as part of a figure's file name (letters, digits and dots; other runs become '-')."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
 
 
 def save_figure(figure, path_without_suffix) -> list[Path]:

@@ -22,11 +22,15 @@ Every node carries ``encoding-type`` and ``encoding-version``; readers refuse wh
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import errno
 import functools
 import io
 import json
 import os
+import shutil
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -42,6 +46,14 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: HDF5's own locking only
     fcntl = None
+
+_KEEP_SIZE = 1  # FALLOC_FL_KEEP_SIZE
+_FLUSH_SLACK = 64 << 10  # metadata HDF5 may still allocate while flushing
+try:
+    _fallocate = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).fallocate
+    _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+except (OSError, AttributeError, TypeError):  # pragma: no cover - not Linux: the free-space check only
+    _fallocate = None
 
 SCHEMA = "lossatlas"
 SCHEMA_VERSION = 2
@@ -106,6 +118,37 @@ def _reader(method):
     return read
 
 
+_OUT_OF_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_OUT_OF_SPACE_TEXT = ("no space left", "file too large", "disk quota", "errno = 28", "errno = 27", "errno = 122")
+
+
+def _min_free_bytes() -> int:
+    return int(float(os.environ.get("LOSSATLAS_MIN_FREE_MB", "64")) * 2**20)
+
+
+def _writer(method):
+    """A write that leaves the store as it was when the disk fills up.
+
+    HDF5 has no journal: a flush that fails half-way (ENOSPC) leaves metadata on disk that points
+    past the end of the file, and the store can no longer be opened. So a write is refused up front
+    when less than LOSSATLAS_MIN_FREE_MB (default 64) is free, and if the disk fills during it
+    anyway, the write is abandoned (``Store._abandon``): the file keeps its state after the last
+    finished write, and a rerun resumes from there once space is freed."""
+    @functools.wraps(method)
+    def write(self, *args, **kwargs):
+        if self._failed:
+            raise StoreError(f"{self.path} was closed after a failed write; open it again (rerun) to go on.")
+        self._check_free_space()
+        with self._abandoned_if_full(method.__name__):
+            return method(self, *args, **kwargs)
+    return write
+
+
+def _out_of_space(err: OSError) -> bool:
+    text = str(err).lower()
+    return err.errno in _OUT_OF_SPACE or any(mark in text for mark in _OUT_OF_SPACE_TEXT)
+
+
 class Store:
     """An HDF5 landscape store, used as a context manager.
 
@@ -118,6 +161,7 @@ class Store:
             raise StoreError(f"Store mode must be one of {sorted(_MODES)}; got {mode!r}.")
         self.path = Path(path)
         self.mode = mode
+        self._failed = False
         self._registered: dict[str, object] = {}  # name -> the subject object checked against it
         if mode == "r" and not self.path.exists():
             raise StoreError(f"No store at {self.path}.")
@@ -141,6 +185,7 @@ class Store:
         store = cls.__new__(cls)
         store.path = Path(":memory:")
         store.mode = "a"
+        store._failed = False
         store._registered = {}
         store._lock = None
         store._release = None
@@ -157,13 +202,71 @@ class Store:
 
     def close(self) -> None:
         if self._file.id.valid:
+            if self.mode != "r":
+                with self._abandoned_if_full("close"):
+                    self.flush()
             self._file.close()
         if self._release is not None:
             self._release()  # runs once
 
+    @contextlib.contextmanager
+    def _abandoned_if_full(self, what: str):
+        try:
+            yield
+        except OSError as err:
+            if not _out_of_space(err):
+                raise
+            self._abandon()
+            raise StoreError(
+                f"The disk holding {self.path} is full ({err}). The write ({what}) was abandoned: the store keeps "
+                "everything finished before it and stays readable. Free space, then rerun the same command to "
+                "resume.") from None
+
     def flush(self) -> None:
         if self.mode != "r":
+            self._reserve()
             self._file.flush()
+
+    def _check_free_space(self) -> None:
+        if self.path == Path(":memory:"):
+            return
+        free = _free_bytes(self.path.parent)
+        if free is not None and free < _min_free_bytes():
+            raise StoreError(
+                f"The disk holding {self.path} is (nearly) full: {free / 2**20:.1f} MiB free. lossatlas stops before "
+                f"writing below {_min_free_bytes() / 2**20:g} MiB (LOSSATLAS_MIN_FREE_MB) so that a write never "
+                "fails half-way and damages the store; everything finished so far is kept. Free space, then rerun "
+                "the same command to resume.")
+
+    def _reserve(self) -> None:
+        """Allocate the disk blocks the next flush will write past the end of the file, so that the
+        flush itself cannot run out of space half-way (Linux fallocate, keeping the file size)."""
+        if self.path == Path(":memory:") or _fallocate is None:
+            return
+        fd = self._file.id.get_vfd_handle()
+        end = os.fstat(fd).st_size
+        needed = self._file.id.get_filesize() + _FLUSH_SLACK - end
+        if needed > 0 and _fallocate(fd, _KEEP_SIZE, end, needed) != 0:
+            code = ctypes.get_errno()
+            if code in _OUT_OF_SPACE:
+                raise OSError(code, os.strerror(code))
+
+    def _abandon(self) -> None:
+        """Close the HDF5 file without letting it write anything more: its descriptor is pointed at
+        /dev/null first, so the metadata it still holds for the failed write goes nowhere and the file
+        on disk stays as the last finished write left it."""
+        self._failed = True
+        try:
+            null = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(null, self._file.id.get_vfd_handle())
+            finally:
+                os.close(null)
+            self._file.close()
+        except Exception:  # noqa: BLE001 -- HDF5 complains about the writes it could not do
+            pass
+        if self._release is not None:
+            self._release()
 
     @property
     def file(self) -> h5py.File:
@@ -209,6 +312,7 @@ class Store:
     def subjects(self) -> list[str]:
         return sorted(self._file["subjects"]) if "subjects" in self._file else []
 
+    @_writer
     def add_subject(self, name: str, config: dict, theta0, buffers0) -> h5py.Group:
         """Register a subject; the same name with a different config is refused."""
         _check_name(name, "subject")
@@ -322,6 +426,7 @@ class Store:
     def has_header(self, path: str) -> bool:
         return path in self._file and bool(self._file[path].attrs.get("prepared", False))
 
+    @_writer
     def write_header(self, root: h5py.Group, arrays: dict) -> None:
         """The arrays a sample's tasks share (directions, a center, the minima to join); the
         ``prepared`` flag is set last."""
@@ -335,6 +440,7 @@ class Store:
         node = self._file[path]
         return {name: node[name][()] for name in node if isinstance(node[name], h5py.Dataset)}
 
+    @_writer
     def write_part(self, root: h5py.Group, name: str, part: "Part", encoding_type: str = "part") -> None:
         """One task's output, replacing an unfinished earlier attempt; ``complete`` is set last."""
         path = f"{root.name}/{name}"
@@ -362,6 +468,7 @@ class Store:
         """Whether the result was written whole (``complete`` is set last, as for sample parts)."""
         return self.finished(f"subjects/{subject}/results/{method}/{key}")
 
+    @_writer
     def write_result(self, result: Result) -> None:
         path = f"subjects/{result.subject}/results/{result.method}/{result.key}"
         self.node(f"subjects/{result.subject}/results", "results")
@@ -430,6 +537,7 @@ class Store:
                 if self.has_result(subject, m, k)]
 
     # -- benchmarks ------------------------------------------------------------------------------
+    @_writer
     def write_benchmark(self, name: str, record: dict) -> None:
         """Record (or update) what a benchmark run planned and which results it produced, so the
         report can be rebuilt from the store alone."""
@@ -593,6 +701,13 @@ def remove_if_empty(path: Path) -> bool:
         _unlock(key)
 
 
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
 def _create(path: Path) -> None:
     """A new, stamped store appears at ``path`` whole or not at all: written beside it, then renamed,
     so a kill while creating it never leaves a truncated file behind."""
@@ -620,6 +735,11 @@ def _open(path: Path, mode: str) -> h5py.File:
         return h5py.File(path, mode)
     except (OSError, ValueError) as err:
         text = str(err).lower()
+        denied = getattr(err, "errno", None) in (errno.EACCES, errno.EPERM, errno.EROFS)
+        if mode != "r" and (denied or "permission denied" in text or "read-only file system" in text):
+            raise StoreError(f"Cannot open the store {path} for writing: {err}. Make the file and its folder "
+                             "writable, or copy the store somewhere writable; `lossatlas inspect` and `lossatlas "
+                             "report` only read it.") from err
         if "unable to lock" in text:
             holder = "for writing" if mode == "r" else "(a writer, or a reader while you want to write)"
             raise StoreError(

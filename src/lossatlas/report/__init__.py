@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from pathlib import Path
 
 from .. import plots, registry
@@ -86,16 +85,14 @@ def write_figures(study: Study, folder: Path) -> tuple[list[Path], list[str]]:
                   if (subject, label) in study.first_results]
         if panels:
             figure = plots.panel_figure(f"{study.record['name']}: {variant}", panels)
-            paths += plots.save_figure(figure, folder / f"variant_{_slug(variant)}")
+            paths += plots.save_figure(figure, folder / f"variant_{plots.file_stem(variant)}")
         bar.update(1)
     for label, view, draw in views:
         columns = [(variant, study.first_results.get((subject, label))) for subject, variant in study.variants()]
         figure = plots.comparison_figure(f"{label}: {view}", draw, columns)
-        paths += plots.save_figure(figure, folder / f"compare_{_slug(label)}_{view}")
+        paths += plots.save_figure(figure, folder / f"compare_{plots.file_stem(label)}_{view}")
         bar.update(1)
     bar.close()
     return paths, notes
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")

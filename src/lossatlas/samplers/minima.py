@@ -42,6 +42,11 @@ class TrainedMinima(Sampler):
         stored = {m.index: m for m in store.minima(path.split("/")[1])}
         for index, seed in enumerate(self.seeds):
             minimum = stored.get(index)
+            if minimum is not None and minimum.recipe.get("source") == "checkpoint":
+                raise StoreError(
+                    f"Minimum {index} of {path.split('/')[1]!r} in {store.path} is a checkpoint added with "
+                    "add_minimum, not a trained minimum; training would take the same slots. Analyze the added "
+                    "minima by index (minimum=..., minima=...), or train under another subject name or store.")
             if minimum is not None and (minimum.recipe != wanted or minimum.seed != seed):
                 raise StoreError(
                     f"Minimum {index} of {path.split('/')[1]!r} in {store.path} was trained with seed {minimum.seed} "

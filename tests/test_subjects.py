@@ -239,3 +239,52 @@ def test_unsupported_data_and_models_that_cannot_take_it_are_clear_errors():
     subject = ModuleSubject(_TwoInputs().double(), nn.CrossEntropyLoss(), ((images, images[:, 0, 0, :2]), targets))
     with pytest.raises(ConfigError, match="augment=true crops and flips image tensors"):
         subject.train(subject.theta0, Recipe(lr=0.1, epochs=1, augment=True), seed=0, progress=False)
+
+
+def test_loaders_keep_their_samplers_examples_and_unusual_loaders_work_or_say_why():
+    images, targets = _image_data(30)
+    dataset = torch.utils.data.TensorDataset(images, targets)
+    chosen = [3, 7, 11, 20]
+    subset = torch.utils.data.DataLoader(dataset, batch_size=2, sampler=torch.utils.data.SubsetRandomSampler(chosen))
+    as_subset = ModuleSubject(_tiny_cnn(), nn.CrossEntropyLoss(), subset)
+    assert torch.equal(as_subset.data[0], images[chosen])  # the sampler's examples, in index order
+    one_by_one = torch.utils.data.DataLoader(dataset, batch_size=None)
+    assert torch.equal(ModuleSubject(_tiny_cnn(), nn.CrossEntropyLoss(), one_by_one).data[0], images)
+    weighted = torch.utils.data.DataLoader(dataset, sampler=torch.utils.data.WeightedRandomSampler([1.0] * 30, 30))
+    with pytest.raises(ConfigError, match="WeightedRandomSampler.* does not say which examples"):
+        ModuleSubject(_tiny_cnn(), nn.CrossEntropyLoss(), weighted)
+    class Rows(torch.utils.data.Dataset):  # examples as plain lists of numbers, as some users store them
+        def __len__(self):
+            return 30
+
+        def __getitem__(self, i):
+            return [float(v) for v in images[i].reshape(-1)], int(targets[i])
+
+    features = Rows()
+    flat = ModuleSubject(nn.Sequential(nn.Linear(36, 3)).double(), nn.CrossEntropyLoss(), features)
+    assert torch.equal(flat.data[0], images.reshape(30, -1))
+    with pytest.raises(ConfigError, match=r"must be one number.*reduction='none'"):
+        ModuleSubject(_tiny_cnn(), nn.CrossEntropyLoss(reduction="none"), (images, targets))
+
+
+def test_float32_data_keeps_its_fingerprint_and_structured_inputs_are_refused_by_pyhessian():
+    images, targets = _image_data(12)
+    model = _tiny_cnn()
+    cast = ModuleSubject(model, nn.CrossEntropyLoss(), (images.float(), targets))
+    assert cast.config()["data"] == {"n": 12, "input_shape": [1, 6, 6], "sha1": batches_sha1(images.float(), targets)}
+    two = ModuleSubject(_TwoInputs().double(), nn.CrossEntropyLoss(), ((images, images[:, 0, 0, :2]), targets))
+    from lossatlas.hessian import pyhessian_spectrum
+    with pytest.raises(ConfigError, match="plain model \\+ criterion subject"):
+        pyhessian_spectrum(two, two.theta0, None, 1, 1e-3, 10, 1, 1e-3, 0)
+    lambdas = [ModuleSubject(_TwoInputs().double(), nn.CrossEntropyLoss(), ((images, images[:, 0, 0, :2]), targets),
+                             forward=f) for f in (lambda m, x: m(*x), lambda m, x: 2 * m(*x))]
+    assert lambdas[0].config()["forward"] != lambdas[1].config()["forward"]  # two lambdas are two landscapes
+
+
+def batches_sha1(*tensors):
+    import hashlib
+
+    digest = hashlib.sha1()
+    for tensor in tensors:
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()[:16]

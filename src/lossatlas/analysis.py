@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from . import registry
+from . import devices, registry
 from .analyzer import Analyzer
 from .errors import ConfigError
 from .params import Vectors
@@ -66,6 +66,7 @@ def analyze(store: Store, subject, method, progress: bool = True, **params) -> R
         wall_time_s=time.perf_counter() - start,
         key=key,
         analyzer=cls.info(),
+        runtime=devices.runtime(subject.device, subject.theta0.dtype),
     )
     store.write_result(result)
     return result

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
 import sys
 import time
 from pathlib import Path
 
 from .errors import ConfigError, LossatlasError
+
+_FILESYSTEM_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOENT, errno.ENOTDIR,
+                      errno.EISDIR, errno.EEXIST}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--store", help="HDF5 store (default: OUT/<name>_<scale>.h5; one config only)")
     run.add_argument("--out", default="results", help="output directory; each report goes to OUT/<name>_<scale>/")
     run.add_argument("--check", action="store_true", help="only validate the config(s)")
+    run.add_argument("--device", help="auto (a GPU when there is one), cpu, cuda or cuda:N; overrides the configs' "
+                                      "'device' key (default: auto)")
     run.add_argument("--executor", default="local", choices=["local", "dask"],
                      help="where grid blocks, minima, path pairs and jump-and-retrain runs are computed; "
                           "the store is written by this process only")
@@ -45,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lossatlas: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # an output folder that cannot be written, a path that is a file, ...
+        if err.errno not in _FILESYSTEM_ERRORS:
+            raise
         where = f" {err.filename}" if err.filename else ""
         print(f"lossatlas: error: cannot write or read{where}: {err.strerror or err}. Check that the folder exists, is "
               "writable and has space; what finished is stored: rerun the same command to resume.", file=sys.stderr)
@@ -79,10 +87,13 @@ def _inspect(args) -> int:
 
 
 def _run(args) -> int:
-    from . import executor, harness
+    from . import devices, executor, harness
     from .store import Store
 
     plans = [harness.load(config, args.scale) for config in args.config]  # every config checked before any work
+    if args.device is not None:
+        devices.resolve(args.device)
+        plans = [dataclasses.replace(plan, device=args.device) for plan in plans]
     for plan in plans:
         harness.check_subjects(plan)  # and every method against every subject (data, dimensions)
     names = [plan.record_name for plan in plans]

@@ -40,8 +40,8 @@ def random_directions(subject, center: torch.Tensor, seed: int, include_bn: bool
     """Two seeded Gaussian directions, filter-normalized at ``center``; rows of a (2, dim) tensor."""
     generator = torch.Generator().manual_seed(int(seed))
     layout = subject.param_layout
-    rows = [filter_normalize(torch.randn(subject.dim, generator=generator, dtype=center.dtype), center, layout,
-                             include_bn) for _ in range(2)]
+    draw = lambda: torch.randn(subject.dim, generator=generator, dtype=center.dtype).to(center.device)  # noqa: E731
+    rows = [filter_normalize(draw(), center, layout, include_bn) for _ in range(2)]
     return torch.stack(rows)
 
 
@@ -53,13 +53,13 @@ def hessian_directions(subject, center: torch.Tensor, buffers, seed: int, tol: f
     op = HessianOperator(subject, center, buffers)
     _, vectors = top_eigenpairs(op, 2, tol, seed, max_restarts=1000)
     scale = float(center.norm()) if subject.param_layout is not None else 1.0
-    return torch.as_tensor(vectors, dtype=center.dtype) * (scale if scale > 0 else 1.0)
+    return torch.as_tensor(vectors, dtype=center.dtype, device=center.device) * (scale if scale > 0 else 1.0)
 
 
 def axis_directions(subject) -> torch.Tensor:
     """The coordinate axes of a 2-parameter subject: the grid is the function's own plane."""
     check(subject, "axes")
-    return torch.eye(2, dtype=subject.theta0.dtype)
+    return torch.eye(2, dtype=subject.theta0.dtype, device=subject.device)
 
 
 def cosine(directions: torch.Tensor) -> float:

@@ -30,7 +30,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import problems, registry
+from . import devices, problems, registry
 from .analysis import analyze
 from .errors import ConfigError
 from .params import Interval, NumberList, OfType, Options, check_known, check_table, validate
@@ -45,7 +45,8 @@ else:  # pragma: no cover
 
 SCALES = ("smoke", "cpu", "paper")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-_TOP_KEYS = {"name", "description", "problem", "seeds", "params", "variants", "minima", "methods", "report", "scales"}
+_TOP_KEYS = {"name", "description", "problem", "seeds", "params", "variants", "minima", "methods", "report", "scales",
+             "device"}
 _SCALE_KEYS = {"seeds", "params", "variants", "minima", "methods"}
 _REPORT_KEYS = {"factor", "error", "claims"}
 _CLAIM_KEYS = {"metric", "direction", "text", "source", "where", "factor"}
@@ -71,6 +72,7 @@ class Plan:
     recipe: Recipe
     methods: dict[str, dict] = field(default_factory=dict)  # label -> {"analyzer": name, "params": {...}}
     report: dict = field(default_factory=dict)
+    device: str = "auto"  # where the subjects live and the work runs; `lossatlas run --device` overrides it
 
     @property
     def record_name(self) -> str:
@@ -131,8 +133,10 @@ def plan(config: dict, scale: str = "cpu", source: str = "config") -> Plan:
     _check_figure_names(source, "variants", [", ".join(f"{k}={v}" for k, v in zip(variants, combo))
                                              for combo in itertools.product(*variants.values())])
     report = _report(_table(config, "report", source), variants, problems.parameters(problem), methods, source)
+    device = config.get("device", "auto")
+    devices.resolve(device)  # a GPU asked for that is not there: refused now, before any work
     return Plan(config["name"], config.get("description", ""), scale, problem, seeds, variants, subjects, recipe,
-                methods, report)
+                methods, report, str(device))
 
 
 def _check_figure_names(source: str, what: str, names: list[str]) -> None:
@@ -207,7 +211,7 @@ def check_subjects(plan: Plan) -> None:
     what needs the subject (directions="axes" needs 2 parameters, the pyhessian backend a plain
     criterion) is rejected before any minimum is trained."""
     for params in plan.subjects:
-        _check_methods(plan, problems.build(plan.problem, **params))
+        _check_methods(plan, problems.build(plan.problem, device="cpu", **params))  # checks need no GPU
 
 
 def _check_methods(plan: Plan, subject) -> None:
@@ -243,7 +247,7 @@ def execute(plan: Plan, store, progress: bool = True) -> dict:
         return value
 
     for params in plan.subjects:
-        subject = problems.build(plan.problem, **params)
+        subject = problems.build(plan.problem, device=plan.device, **params)
         _check_methods(plan, subject)
         variant = {key: params[key] for key in plan.variants}
         minima = step(f"{subject.name} minima", len(plan.seeds), train_minima, store, subject, plan.recipe, plan.seeds,

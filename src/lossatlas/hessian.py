@@ -33,8 +33,8 @@ class HessianOperator:
 
     def __call__(self, vector: np.ndarray) -> np.ndarray:
         self.count += 1
-        v = torch.as_tensor(np.asarray(vector, dtype=np.float64).reshape(-1))
-        return self.subject.hvp(self.theta, v, self.buffers).double().numpy()
+        v = torch.as_tensor(np.asarray(vector, dtype=np.float64).reshape(-1), device=self.theta.device)
+        return self.subject.hvp(self.theta, v, self.buffers).double().cpu().numpy()  # one copy per product
 
     def dense(self) -> np.ndarray:
         """The full Hessian from ``dim`` products with the unit vectors (tiny subjects only)."""
@@ -198,9 +198,9 @@ def pyhessian_spectrum(subject, theta, buffers, k: int, tol: float, max_iter: in
 
     from pyhessian import hessian as PyHessian
 
-    if not subject.is_plain_criterion:
-        raise ConfigError(f"The pyhessian backend needs a plain model + criterion subject; {subject.name} has a "
-                          "custom loss.")
+    if not subject.is_plain_criterion or subject._user_forward is not None or not torch.is_tensor(subject.data[0]):
+        raise ConfigError(f"The pyhessian backend needs a plain model + criterion subject (loss_fn(model(x), y) with "
+                          f"x a tensor); {subject.name} has a custom loss, forward or structured inputs.")
     model = copy.deepcopy(subject.model).float()
     theta = subject.as_theta(theta)
     with torch.no_grad():
@@ -213,11 +213,11 @@ def pyhessian_spectrum(subject, theta, buffers, k: int, tol: float, max_iter: in
         # pyhessian calls backward(create_graph=True) on the model copy, which is discarded after
         warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
         torch.manual_seed(seed)
-        engine = PyHessian(model, subject.loss_fn, dataloader=batches, cuda=False)
+        engine = PyHessian(model, subject.loss_fn, dataloader=batches, cuda=subject.device.type == "cuda")
         products = _count_calls(engine, "dataloader_hv_product")
         values, vectors = engine.eigenvalues(maxIter=max_iter, tol=tol, top_n=k)
         samples = engine.trace(maxIter=trace_probes, tol=trace_tol)
-    flat = np.stack([torch.cat([t.reshape(-1) for t in v]).double().numpy() for v in vectors])
+    flat = np.stack([torch.cat([t.reshape(-1) for t in v]).double().cpu().numpy() for v in vectors])
     order = np.argsort(values)[::-1]
     stderr = _stderr(samples)
     return {

@@ -13,7 +13,8 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate
+from torch.utils.data import (BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler, SequentialSampler,
+                              Subset, default_collate)
 
 from .errors import ConfigError
 
@@ -25,6 +26,8 @@ def tree_map(fn: Callable[[torch.Tensor], object], tree):
     """``fn`` applied to every tensor of a tensor / tuple / list / dict structure."""
     if isinstance(tree, dict):
         return {key: tree_map(fn, value) for key, value in tree.items()}
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # a named tuple
+        return type(tree)(*(tree_map(fn, value) for value in tree))
     if isinstance(tree, (tuple, list)):
         return type(tree)(tree_map(fn, value) for value in tree)
     return fn(tree)
@@ -65,13 +68,13 @@ def model_arguments(inputs) -> tuple[tuple, dict]:
     return (inputs,), {}
 
 
-def materialize(data, what: str, dtype: torch.dtype) -> tuple[object, object]:
-    """``data`` as an in-memory ``(inputs, targets)`` pair of tensor structures; floating-point
-    tensors are cast to ``dtype`` (the model's), so float32 data meets a float64 model."""
+def materialize(data, what: str) -> tuple[object, object]:
+    """``data`` as an in-memory ``(inputs, targets)`` pair of tensor structures, as given (see
+    ``cast_inputs`` for the model's dtype)."""
     if isinstance(data, DataLoader):
         inputs, targets = _from_loader(data, what)
     elif isinstance(data, Dataset):
-        inputs, targets = _from_loader(DataLoader(data, batch_size=256, shuffle=False), what)
+        inputs, targets = _from_loader(DataLoader(data, batch_size=256, shuffle=False, collate_fn=_collate), what)
     elif isinstance(data, (tuple, list)) and len(data) == 2:
         inputs, targets = data
     else:
@@ -80,11 +83,17 @@ def materialize(data, what: str, dtype: torch.dtype) -> tuple[object, object]:
         raise ConfigError(f"{what} must be {_SHAPE_HINT}; got {got}.")
     inputs, targets = (_as_tensor_tree(part, what, name) for part, name in ((inputs, "inputs"), (targets, "targets")))
     lengths = {len(t) if t.ndim else 0 for t in leaves(inputs) + leaves(targets)}
-    if len(lengths) != 1 or 0 in lengths:
+    if len(lengths) != 1 or 0 in lengths or not leaves(inputs):
         raise ConfigError(f"{what}: the inputs and targets must have one common, non-zero number of examples "
                           f"(leading dimension); got lengths {sorted(lengths)}.")
-    cast = lambda t: t.to(dtype) if t.is_floating_point() else t  # noqa: E731
-    return tree_map(cast, inputs), tree_map(cast, targets)
+    return inputs, targets
+
+
+def cast_inputs(data, dtype: torch.dtype):
+    """The data with floating-point inputs in ``dtype`` (the model's), so float32 data meets a float64
+    model; targets stay as given (the loss promotes them, as torch does)."""
+    inputs, targets = data
+    return tree_map(lambda t: t.to(dtype) if t.is_floating_point() else t, inputs), targets
 
 
 def describe(data) -> dict:
@@ -108,8 +117,9 @@ def _from_loader(loader: DataLoader, what: str):
     """Every batch of the loader, concatenated; a map-style dataset is read in index order (not the
     loader's shuffled order), so the fingerprint is the same on every run."""
     if not isinstance(loader.dataset, IterableDataset):
-        loader = DataLoader(loader.dataset, batch_size=loader.batch_size or 256, shuffle=False,
-                            collate_fn=loader.collate_fn or default_collate)
+        collate = loader.collate_fn if loader.batch_size is not None else default_collate  # None: per example
+        loader = DataLoader(_chosen(loader, what), batch_size=loader.batch_size or 256, shuffle=False,
+                            collate_fn=collate)
     batches = []
     for batch in loader:
         if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
@@ -119,7 +129,36 @@ def _from_loader(loader: DataLoader, what: str):
         batches.append(batch)
     if not batches:
         raise ConfigError(f"{what}: the DataLoader yielded no batches.")
-    return concat([b[0] for b in batches]), concat([b[1] for b in batches])
+    try:
+        return concat([b[0] for b in batches]), concat([b[1] for b in batches])
+    except (RuntimeError, TypeError, KeyError, IndexError) as err:
+        raise ConfigError(f"{what}: the DataLoader's batches cannot be joined into one dataset ({err}); every batch "
+                          "must have the same structure and the same shape except the first dimension (pad sequences "
+                          "to one length).") from None
+
+
+def _chosen(loader: DataLoader, what: str) -> Dataset:
+    """The examples a loader's sampler covers, in index order: the whole dataset for the plain
+    sequential or shuffled samplers, the subset of a sampler with ``indices`` (SubsetRandomSampler);
+    samplers that draw with replacement or by weight have no fixed set of examples."""
+    sampler = loader.batch_sampler.sampler if isinstance(loader.batch_sampler, BatchSampler) else loader.sampler
+    if isinstance(sampler, SequentialSampler) or (isinstance(sampler, RandomSampler) and not sampler.replacement
+                                                  and sampler.num_samples == len(loader.dataset)):
+        return loader.dataset
+    indices = getattr(sampler, "indices", None)
+    if indices is not None:
+        return Subset(loader.dataset, sorted(set(int(i) for i in indices)))
+    raise ConfigError(f"{what}: the DataLoader's sampler ({type(sampler).__name__}) does not say which examples it "
+                      "covers; the landscape is a mean over a fixed dataset. Pass the examples as a Dataset "
+                      "(e.g. torch.utils.data.Subset) or as (inputs, targets).")
+
+
+def _collate(items):
+    """default_collate, with lists of plain numbers taken as one feature vector per example."""
+    numbers = lambda v: isinstance(v, (list, tuple)) and v and all(  # noqa: E731
+        isinstance(x, (int, float, np.number)) for x in v)
+    return default_collate([type(item)(torch.as_tensor(np.asarray(v)) if numbers(v) else v for v in item)
+                            if isinstance(item, (tuple, list)) else item for item in items])
 
 
 def _as_tensor_tree(tree, what: str, name: str):

@@ -77,6 +77,7 @@ class Result:
     wall_time_s: float = float("nan")
     key: str = ""
     analyzer: dict = field(default_factory=dict)  # scope, views, metric metadata: the report reads these
+    runtime: dict = field(default_factory=dict)  # device and numerics it ran with (lossatlas.devices.runtime)
 
 
 @dataclass
@@ -98,6 +99,7 @@ class Minimum:
     recipe: dict
     metrics: dict[str, float]
     wall_time_s: float = float("nan")  # training time, for the report's stage timings
+    runtime: dict = field(default_factory=dict)  # device and numerics it was trained with
 
 
 def _reader(method):
@@ -201,7 +203,7 @@ class Store:
         self.close()
 
     def close(self) -> None:
-        if self._file.id.valid:
+        if self._file.id.valid and not self._failed:
             if self.mode != "r":
                 with self._abandoned_if_full("close"):
                     self.flush()
@@ -256,12 +258,13 @@ class Store:
         /dev/null first, so the metadata it still holds for the failed write goes nowhere and the file
         on disk stays as the last finished write left it."""
         self._failed = True
-        try:
+        if self._file.driver == "sec2":  # the default on-disk driver, whose handle is a descriptor
             null = os.open(os.devnull, os.O_RDWR)
             try:
                 os.dup2(null, self._file.id.get_vfd_handle())
             finally:
                 os.close(null)
+        try:
             self._file.close()
         except Exception:  # noqa: BLE001 -- HDF5 complains about the writes it could not do
             pass
@@ -312,7 +315,6 @@ class Store:
     def subjects(self) -> list[str]:
         return sorted(self._file["subjects"]) if "subjects" in self._file else []
 
-    @_writer
     def add_subject(self, name: str, config: dict, theta0, buffers0) -> h5py.Group:
         """Register a subject; the same name with a different config is refused."""
         _check_name(name, "subject")
@@ -328,6 +330,10 @@ class Store:
                 )
             self._check_same_start(name, theta0, buffers0)
             return self._file[path]
+        return self._create_subject(path, text, theta0, buffers0)
+
+    @_writer
+    def _create_subject(self, path: str, text: str, theta0, buffers0) -> h5py.Group:
         self.node("subjects", "subjects")
         group = self.node(path, "subject", config=text, dim=int(np.asarray(theta0).size), created=now())
         self.write_array(group, "theta0", np.asarray(theta0))
@@ -409,6 +415,7 @@ class Store:
             recipe=json.loads(node.attrs["recipe"]),
             metrics=json.loads(node.attrs["metrics"]),
             wall_time_s=float(node.attrs.get("wall_time_s", float("nan"))),
+            runtime=json.loads(node.attrs.get("runtime", "{}")),
         )
 
     # -- samples ---------------------------------------------------------------------------------
@@ -482,6 +489,7 @@ class Store:
             params=canonical_json(result.params),
             seed=-1 if result.seed is None else int(result.seed),
             versions=canonical_json(result.versions),
+            runtime=canonical_json(result.runtime),
             created=result.created,
             wall_time_s=float(result.wall_time_s),
             analyzer=canonical_json(result.analyzer),
@@ -526,6 +534,7 @@ class Store:
             wall_time_s=float(node.attrs["wall_time_s"]),
             key=key,
             analyzer=json.loads(node.attrs.get("analyzer", "{}")),
+            runtime=json.loads(node.attrs.get("runtime", "{}")),
         )
 
     def results(self, subject: str, method: str | None = None) -> list[Result]:
@@ -583,7 +592,7 @@ def minimum_part(minimum: Minimum) -> Part:
     """How a minimum is stored: theta and buffers, and its seed, recipe, metrics and provenance."""
     attrs = {"seed": int(minimum.seed), "recipe": canonical_json(minimum.recipe),
              "metrics": canonical_json(minimum.metrics), "created": now(), "versions": canonical_json(versions()),
-             "wall_time_s": float(minimum.wall_time_s)}
+             "wall_time_s": float(minimum.wall_time_s), "runtime": canonical_json(minimum.runtime)}
     return Part({"theta": np.asarray(minimum.theta), "buffers": np.asarray(minimum.buffers)}, attrs)
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from . import devices
 from . import inputs as batches
 from .errors import ConfigError, NonFiniteLossError
 from .params import Interval, Options, validate
@@ -63,6 +64,24 @@ class Subject:
     @property
     def dim(self) -> int:
         return int(self.theta0.numel())
+
+    @property
+    def device(self) -> torch.device:
+        """Where this subject's parameters, buffers and data live, and its computations run."""
+        return self.theta0.device
+
+    def to(self, device: str | torch.device = "auto") -> "Subject":
+        """Move the subject (every tensor and module it holds: parameters, buffers, data, a
+        subclass's own constants) to ``device`` ("auto", "cpu", "cuda", "cuda:N"), in place; returns
+        it. Tensors shared between attributes (train data that is the eval data) stay shared. A
+        FunctionSubject's ``fn`` must handle tensors on that device itself."""
+        device = devices.resolve(device)
+        if device == self.theta0.device:
+            return self
+        memo: dict[int, object] = {}
+        for key, value in list(vars(self).items()):
+            setattr(self, key, _moved(value, device, memo))
+        return self
 
     def config(self) -> dict:
         """What identifies this landscape; stored with the subject and compared on re-registration."""
@@ -134,7 +153,7 @@ class Subject:
             try:
                 with torch.no_grad():
                     found = self._vmapped_metrics(chunk, self.buffers_at(None, buffers))
-                return {key: value.double().numpy() for key, value in found.items()}
+                return {key: value.double().cpu().numpy() for key, value in found.items()}
             except (RuntimeError, NotImplementedError, ValueError):
                 self._vmap_ok = False  # data-dependent control flow or an op without a batching rule
         return self._looped_chunk(chunk, [buffers] * len(chunk))
@@ -185,7 +204,7 @@ class Subject:
         NonFiniteLossError (naming the epoch) if training diverges.
         """
         param = nn.Parameter(self.as_theta(theta).clone())
-        state = (self.buffers0 if buffers is None else torch.as_tensor(buffers)).clone().to(param.dtype)
+        state = (self.buffers0 if buffers is None else torch.as_tensor(buffers)).clone().to(param)
         optimizer = make_optimizer(recipe, [param])
         schedule = make_schedule(recipe, optimizer)
         generator = torch.Generator().manual_seed(int(seed))
@@ -218,7 +237,7 @@ class Subject:
         """One parameter vector (tensor, array or list) as a detached flat tensor of the subject's
         dtype; a wrong length is a ConfigError."""
         theta = torch.as_tensor(np.asarray(theta) if not torch.is_tensor(theta) else theta)
-        theta = theta.detach().to(self.theta0.dtype).reshape(-1)
+        theta = theta.detach().to(self.theta0).reshape(-1)
         if theta.numel() != self.dim:
             raise ConfigError(f"{self.name} has {self.dim} parameters; got a vector of length {theta.numel()}.")
         return theta
@@ -228,7 +247,7 @@ class Subject:
         the subject's dtype; a wrong row length is a ConfigError, never silently re-cut into other
         points."""
         thetas = torch.as_tensor(np.asarray(thetas) if not torch.is_tensor(thetas) else thetas)
-        thetas = thetas.detach().to(self.theta0.dtype)
+        thetas = thetas.detach().to(self.theta0)
         if thetas.ndim == 0 or thetas.shape[-1] != self.dim:
             raise ConfigError(f"{self.name} has {self.dim} parameters; got parameter vectors of shape "
                               f"{tuple(thetas.shape)} (need (..., {self.dim})).")
@@ -238,7 +257,7 @@ class Subject:
         """The buffer vector to evaluate ``theta`` with: ``buffers`` if given (as a tensor of the
         subject's dtype), else the defaults ``buffers0`` (a ModuleSubject with ``bn="recompute"``:
         BatchNorm statistics re-estimated at ``theta``, see ``update_bn``)."""
-        return self.buffers0 if buffers is None else torch.as_tensor(buffers).to(self.theta0.dtype)
+        return self.buffers0 if buffers is None else torch.as_tensor(buffers).to(self.theta0)
 
     def unflatten(self, theta: torch.Tensor, buffers: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The named parameter tensors (and, with ``buffers``, the floating buffer tensors) as
@@ -294,7 +313,7 @@ class FunctionSubject(Subject):
     """
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], theta0, name: str | None = None,
-                 init_scale: float = 1.0, critical_points: dict | None = None):
+                 init_scale: float = 1.0, critical_points: dict | None = None, device: str | torch.device = "auto"):
         theta0 = torch.as_tensor(theta0)
         if not theta0.is_floating_point():
             theta0 = theta0.to(torch.get_default_dtype())
@@ -305,6 +324,7 @@ class FunctionSubject(Subject):
         self.init_scale = float(init_scale)
         self.critical_points = critical_points or {}
         self.chunk_size = 4096  # analytic functions are cheap: large vmap chunks
+        self.to(device)
 
     def config(self) -> dict:
         fn = self.fn
@@ -325,7 +345,7 @@ class FunctionSubject(Subject):
 
     def init_theta(self, seed):
         generator = torch.Generator().manual_seed(int(seed))
-        noise = torch.randn(self.dim, generator=generator, dtype=self.theta0.dtype)
+        noise = torch.randn(self.dim, generator=generator, dtype=self.theta0.dtype).to(self.device)
         return self.theta0 + self.init_scale * noise, self.buffers0.clone()
 
     def grads(self, thetas, buffers=None):
@@ -372,7 +392,7 @@ class ModuleSubject(Subject):
                  init: Callable[[nn.Module], None] | None = None, config: dict | None = None,
                  chunk_size: int = 16, vmap: bool | None = None,
                  forward: Callable[[nn.Module, object], torch.Tensor] | None = None,
-                 classification: bool | None = None):
+                 classification: bool | None = None, device: str | torch.device = "auto"):
         validate("ModuleSubject", {"bn": bn, "eval_batch_size": eval_batch_size, "chunk_size": chunk_size},
                  _MODULE_CONSTRAINTS)
         self.model = copy.deepcopy(model).eval()
@@ -380,9 +400,14 @@ class ModuleSubject(Subject):
         self.name = name or type(model).__name__
         self.eval_batch_size = int(eval_batch_size)
         dtype = _model_dtype(self.model, self.name)
-        self.data = batches.materialize(data, "data", dtype)
-        self.test_data = None if test_data is None else batches.materialize(test_data, "test_data", dtype)
-        self.train_data = self.data if train_data is None else batches.materialize(train_data, "train_data", dtype)
+        given = {"data": batches.materialize(data, "data")}
+        given["test_data"] = None if test_data is None else batches.materialize(test_data, "test_data")
+        given["train_data"] = given["data"] if train_data is None else batches.materialize(train_data, "train_data")
+        # the data's identity is what the user gave (stores made before inputs were cast stay valid)
+        self._described = {k: None if v is None else batches.describe(v) for k, v in given.items()}
+        self.data = batches.cast_inputs(given["data"], dtype)
+        self.test_data = None if test_data is None else batches.cast_inputs(given["test_data"], dtype)
+        self.train_data = self.data if train_data is None else batches.cast_inputs(given["train_data"], dtype)
         self._user_forward = forward
         self._caller = self.model if forward is None else _Forward(self.model, forward)
         self._classification = classification
@@ -411,6 +436,7 @@ class ModuleSubject(Subject):
         single = self._probe()
         if self.is_plain_criterion and single is not None:
             self._check_mean_reduction(single)
+        self.to(device)
 
     def _probe(self) -> float | None:
         """The loss of the first two examples, or None when only a full evaluation batch runs (a model
@@ -421,8 +447,14 @@ class ModuleSubject(Subject):
         for batch in (batches.take(self.data, slice(0, 2)), first_batch):
             try:
                 with torch.no_grad():
-                    value = float(self._batch_loss(self.theta0, self.buffers0, batch))
-                return value if batch is not first_batch else None
+                    loss = self._batch_loss(self.theta0, self.buffers0, batch)
+                if not (torch.is_tensor(loss) and loss.numel() == 1):
+                    raise ConfigError(f"The loss of {self.name} must be one number, the mean over the batch; it "
+                                      f"gave {type(loss).__name__} of shape {tuple(getattr(loss, 'shape', ()))} "
+                                      "(reduction='none'?). Use a mean-reduced loss.")
+                return float(loss) if batch is not first_batch else None
+            except ConfigError:
+                raise
             except Exception as error:  # noqa: BLE001 -- any failure of user code is reported below
                 failure = error
         how = ("your forward(model, inputs)" if self._user_forward is not None else
@@ -473,13 +505,11 @@ class ModuleSubject(Subject):
             "model": type(self.model).__name__,
             "architecture_sha1": hashlib.sha1(repr(self.model).encode()).hexdigest()[:16],
             "dim": self.dim,
-            "loss_fn": repr(self.loss_fn),
-            "data": batches.describe(self.data),
-            "test_data": None if self.test_data is None else batches.describe(self.test_data),
-            "train_data": batches.describe(self.train_data),
+            "loss_fn": repr(self.loss_fn) if isinstance(self.loss_fn, nn.Module) else _identity(self.loss_fn),
+            **self._described,
             "bn": self.bn,
             **({"frozen": {n: _sha1(t) for n, t in self.frozen.items()}} if self.frozen else {}),
-            **({"forward": _qualified_name(self._user_forward)} if self._user_forward is not None else {}),
+            **({"forward": _identity(self._user_forward)} if self._user_forward is not None else {}),
             **self._extra_config,
         }
 
@@ -519,8 +549,8 @@ class ModuleSubject(Subject):
 
     def _vmapped_metrics(self, chunk, buffers):
         self.model.eval()
-        loss = torch.zeros(len(chunk), dtype=chunk.dtype)
-        correct = torch.zeros(len(chunk), dtype=torch.float64)
+        loss = torch.zeros(len(chunk), dtype=chunk.dtype, device=chunk.device)
+        correct = torch.zeros(len(chunk), dtype=torch.float64, device=chunk.device)
         for batch, weight in self.eval_batches():
             if not self.classification:
                 loss += weight * vmap(lambda th, batch=batch: self._batch_loss(th, buffers, batch))(chunk)
@@ -602,7 +632,7 @@ class ModuleSubject(Subject):
         theta = _flatten(dict(model.named_parameters()), self.param_layout)
         buffers = dict(model.named_buffers())
         buffers.update(self._frozen_buffers())  # a frozen layer keeps its statistics, as its weights
-        return theta, _flatten(buffers, self.buffer_layout)
+        return theta, _flatten(buffers, self.buffer_layout).to(self.device)
 
     def _frozen_buffers(self) -> dict[str, torch.Tensor]:
         """The loaded buffers of modules whose own parameters are all frozen (a frozen backbone's
@@ -622,7 +652,7 @@ class ModuleSubject(Subject):
                               f"{type(inputs).__name__} of tensors. Set augment=false.")
         n = batches.count(inputs)
         size = n if recipe.batch_size is None else recipe.batch_size
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n, generator=generator).to(self.device)  # drawn on the CPU: one order per seed
         for start in range(0, n, size):
             index = order[start : start + size]
             batch_inputs = batches.take(inputs, index)
@@ -642,14 +672,15 @@ def augment_images(images: torch.Tensor, generator: torch.Generator, pad: int = 
     """Random crop with zero padding and random horizontal flip (the standard CIFAR recipe)."""
     n, _, height, width = images.shape
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    flip = torch.rand(n, generator=generator) < 0.5
-    rows = (dy[:, None] + torch.arange(height)[None, :])[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(width)[None, :])
+    device = images.device  # offsets drawn on the CPU (one augmentation per seed on every device), applied there
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(device)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(device)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(device)
+    rows = (dy[:, None] + torch.arange(height, device=device)[None, :])[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(width, device=device)[None, :])
     cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :]
-    batch = torch.arange(n)[:, None, None, None]
-    channel = torch.arange(images.shape[1])[None, :, None, None]
+    batch = torch.arange(n, device=device)[:, None, None, None]
+    channel = torch.arange(images.shape[1], device=device)[None, :, None, None]
     return padded[batch, channel, rows, cols]
 
 
@@ -675,6 +706,24 @@ def _views(flat: torch.Tensor, layout) -> dict[str, torch.Tensor]:
     return {name: piece.view(shape) for (name, shape, _), piece in zip(layout, pieces)}
 
 
+def _moved(value, device: torch.device, memo: dict):
+    """``value`` with its tensors on ``device``: modules in place, tensors and tensor structures
+    copied once (``memo`` keeps aliases aliased); anything else as it is."""
+    if id(value) in memo:
+        return memo[id(value)]
+    if isinstance(value, nn.Module):
+        moved = value.to(device)
+    elif torch.is_tensor(value):
+        moved = value.to(device)
+    elif isinstance(value, (tuple, list, dict)) and batches.leaves(value) and all(
+            torch.is_tensor(t) for t in batches.leaves(value)):
+        moved = batches.tree_map(lambda t: t.to(device), value)
+    else:
+        return value
+    memo[id(value)] = moved
+    return moved
+
+
 def _model_dtype(model: nn.Module, name: str) -> torch.dtype:
     """The one floating dtype of the model's trainable parameters (they form one flat vector)."""
     dtypes = {p.dtype for p in model.parameters() if p.requires_grad and p.is_floating_point()}
@@ -697,8 +746,14 @@ class _Forward(nn.Module):
         return self._call(self.model, inputs)
 
 
-def _qualified_name(fn) -> str:
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+def _identity(fn) -> str:
+    """A function as a config records it: its name and a digest of its code (two lambdas differ;
+    the same function gives the same text in every process, unlike repr's address)."""
+    name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return name
+    return f"{name} code:{hashlib.sha1(code.co_code + repr(code.co_consts).encode()).hexdigest()[:12]}"
 
 
 def _sha1(*tensors: torch.Tensor) -> str:

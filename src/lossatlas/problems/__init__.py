@@ -22,7 +22,7 @@ from .resnet import CifarResNet, resnet20
 
 def resnet(skip: bool = True, depth: int = 20, width: int = 1, dataset: str = "digits",
            data_root: str | None = None, n_train: int | None = None, eval_batch_size: int = 1000,
-           bn: str = "fixed", name: str | None = None) -> ModuleSubject:
+           bn: str = "fixed", name: str | None = None, device: str = "auto") -> ModuleSubject:
     """A CIFAR ResNet on ``dataset`` ("digits": offline, 1 channel; "cifar10": from data_root).
 
     The landscape is the cross-entropy over the (first ``n_train``) training images; the test
@@ -43,7 +43,7 @@ def resnet(skip: bool = True, depth: int = 20, width: int = 1, dataset: str = "d
               "n_train": n_train}
     label = name or f"resnet{depth}{'' if width == 1 else f'x{width}'}_{'skip' if skip else 'noskip'}_{dataset}"
     return ModuleSubject(model, nn.CrossEntropyLoss(), train, name=label, eval_batch_size=eval_batch_size,
-                         test_data=test, bn=bn, config=config)
+                         test_data=test, bn=bn, config=config, device=device)
 
 
 PROBLEMS: dict[str, Callable[..., Subject]] = {
@@ -58,7 +58,7 @@ PROBLEMS: dict[str, Callable[..., Subject]] = {
 def parameters(problem: str) -> dict[str, object]:
     """The parameters of a problem and their defaults (``inspect.Parameter.empty`` if required)."""
     builder = _builder(problem)
-    return {name: p.default for name, p in inspect.signature(builder).parameters.items()}
+    return {name: p.default for name, p in inspect.signature(builder).parameters.items() if name != "device"}
 
 
 def check_params(problem: str, params: dict) -> None:
@@ -73,9 +73,14 @@ def check_params(problem: str, params: dict) -> None:
     validate(f"problem {problem!r}", params, {n: c for n, c in constraints.items() if c is not None})
 
 
-def build(problem: str, **params) -> Subject:
+def build(problem: str, device: str = "auto", **params) -> Subject:
+    """The subject of ``problem`` with ``params``, on ``device`` (not a problem parameter: the same
+    landscape on any device, so it stays out of the subject's identity)."""
     check_params(problem, params)
-    return _builder(problem)(**params)
+    builder = _builder(problem)
+    if "device" in inspect.signature(builder).parameters:
+        return builder(**params, device=device)
+    return builder(**params).to(device)
 
 
 def _builder(problem: str) -> Callable[..., Subject]:

@@ -41,7 +41,7 @@ class ConvectionPINN(ModuleSubject):
     """A ModuleSubject whose loss is the PINN objective; ``evaluate`` adds ``relative_l2_error``."""
 
     def __init__(self, beta: float, n_f: int = 1000, collocation_seed: int = 0, hidden: int = 50,
-                 layers: int = 4, name: str | None = None):
+                 layers: int = 4, name: str | None = None, device: str = "auto"):
         x = np.linspace(0, 2 * np.pi, N_X, endpoint=False)
         t = np.linspace(0, 1, N_T)
         interior = np.stack(np.meshgrid(x[1:], t[1:]), axis=-1).reshape(-1, 2)  # columns (x, t)
@@ -63,6 +63,7 @@ class ConvectionPINN(ModuleSubject):
         super().__init__(
             convection_mlp(hidden, layers), nn.MSELoss(), (collocation, torch.zeros(n_f, 1, dtype=torch.float64)),
             name=name or f"pinn_convection_beta{beta:g}", eval_batch_size=n_f, config=config, chunk_size=CHUNK_SIZE,
+            device="cpu",  # built on the CPU, then moved whole with the constants below
         )
         # batched_loss: the points as columns, collocation first, then initial, left, right boundary
         self._columns = torch.cat([collocation, self.initial, self.left, self.right]).T.contiguous()
@@ -72,12 +73,14 @@ class ConvectionPINN(ModuleSubject):
         self._initial_row = self.initial_u[:, 0]
         counts = (len(self.initial), len(self.left), n_f)
         self._mean_weights = torch.cat([torch.full((n,), 1.0 / n, dtype=torch.float64) for n in counts])
+        self.to(device)
 
     def residual(self, theta, points: torch.Tensor) -> torch.Tensor:
         """u_t + beta u_x at ``points`` (forward-mode derivatives along t and x)."""
         u = lambda z: self._forward(theta, self.buffers0, z)  # noqa: E731
-        _, u_x = jvp(u, (points,), (torch.tensor([1.0, 0.0], dtype=points.dtype).expand_as(points),))
-        _, u_t = jvp(u, (points,), (torch.tensor([0.0, 1.0], dtype=points.dtype).expand_as(points),))
+        along = lambda x, t: torch.tensor([x, t], dtype=points.dtype, device=points.device).expand_as(points)  # noqa
+        _, u_x = jvp(u, (points,), (along(1.0, 0.0),))
+        _, u_t = jvp(u, (points,), (along(0.0, 1.0),))
         return u_t + self.beta * u_x
 
     def _batch_loss(self, theta, buffers, batch):
@@ -192,9 +195,9 @@ def _tanh_mlp_layout(model: nn.Module, params) -> _MLPLayout | None:
 
 
 def pinn_convection(beta: float, n_f: int = 1000, collocation_seed: int = 0, hidden: int = 50,
-                    layers: int = 4, name: str | None = None) -> ConvectionPINN:
+                    layers: int = 4, name: str | None = None, device: str = "auto") -> ConvectionPINN:
     if not math.isfinite(beta):
         raise ConfigError(f"beta must be finite; got {beta}.")
     with torch.random.fork_rng(devices=[]):  # theta0 (the "theta0" grid center) is the same every build
         torch.manual_seed(0)
-        return ConvectionPINN(beta, n_f, collocation_seed, hidden, layers, name)
+        return ConvectionPINN(beta, n_f, collocation_seed, hidden, layers, name, device)

@@ -46,8 +46,8 @@ class Grid(Sampler):
 
     def prepare(self, subject, inputs):
         dtype = subject.theta0.dtype
-        theta = torch.as_tensor(inputs["point"]["theta"], dtype=dtype)
-        buffers = torch.as_tensor(inputs["point"]["buffers"], dtype=dtype)
+        theta = torch.as_tensor(inputs["point"]["theta"], dtype=dtype, device=subject.device)
+        buffers = torch.as_tensor(inputs["point"]["buffers"], dtype=dtype, device=subject.device)
         dirs = directions_module.make(self.directions, subject, theta, buffers, self.seed, self.include_bn)
         return {"directions": dirs.cpu().numpy(), "center": theta.cpu().numpy(),
                 "center_buffers": buffers.cpu().numpy(),
@@ -64,12 +64,12 @@ class Grid(Sampler):
 
     def run(self, subject, header, progress, task) -> Part:
         i, j = np.unravel_index(np.arange(*task), (self.resolution, self.resolution))
-        dtype = subject.theta0.dtype
-        center = torch.as_tensor(header["center"], dtype=dtype)
-        dirs = torch.as_tensor(header["directions"], dtype=dtype)
-        buffers = torch.as_tensor(header["center_buffers"], dtype=dtype)
+        on = {"dtype": subject.theta0.dtype, "device": subject.device}  # the block's points are made on the device
+        center = torch.as_tensor(header["center"], **on)
+        dirs = torch.as_tensor(header["directions"], **on)
+        buffers = torch.as_tensor(header["center_buffers"], **on)
         coords = np.stack([header["x"][i], header["y"][j]], axis=1)
-        thetas = center + torch.as_tensor(coords, dtype=dtype) @ dirs
+        thetas = center + torch.as_tensor(coords, **on) @ dirs
         return Part(subject.evaluate_many(thetas, buffers, recompute_bn=self.bn == "recompute"))
 
     def assemble(self, subject, header, parts):

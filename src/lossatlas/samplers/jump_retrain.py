@@ -71,9 +71,9 @@ class JumpRetrainRuns(Sampler):
                 for seed in self.seeds for step in self.step_sizes]
 
     def run(self, subject, header, progress, task) -> Part:
-        dtype = subject.theta0.dtype
-        center = torch.as_tensor(header["center"], dtype=dtype)
-        buffers = torch.as_tensor(header["center_buffers"], dtype=dtype)
+        on = {"dtype": subject.theta0.dtype, "device": subject.device}
+        center = torch.as_tensor(header["center"], **on)
+        buffers = torch.as_tensor(header["center_buffers"], **on)
         thetas, losses, test_losses = _jump_run(subject, center, buffers, self.recipe, self.include_bn,
                                                 self.record_test, task)
         arrays = {"thetas": thetas, "losses": losses}
@@ -144,4 +144,4 @@ def _jump_run(subject, theta0, buffers0, recipe: Recipe, include_bn: bool, recor
             losses.append(float("nan"))
             if record_test:
                 test_losses.append(float("nan"))
-    return torch.stack(thetas).numpy(), np.array(losses), np.array(test_losses)
+    return torch.stack(thetas).cpu().numpy(), np.array(losses), np.array(test_losses)

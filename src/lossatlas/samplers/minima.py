@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import devices
 from ..errors import ConfigError, NonFiniteLossError, StoreError
 from ..params import Instance, Interval, NumberList, Vectors, param
 from ..provenance import digest
@@ -64,7 +65,8 @@ class TrainedMinima(Sampler):
         theta, buffers = subject.train(theta, self.recipe, seed, buffers=buffers, progress=progress)
         metrics = minimum_metrics(subject, theta, buffers, f"Minimum {index} of {subject.name!r} (seed {seed})")
         return minimum_part(Minimum(index, theta.cpu().numpy(), buffers.cpu().numpy(), seed, self.recipe.to_dict(),
-                                    metrics, time.perf_counter() - start))
+                                    metrics, time.perf_counter() - start,
+                                    devices.runtime(subject.device, subject.theta0.dtype)))
 
     def assemble(self, subject, header, parts):
         ordered = [parts[name] for name, _ in self.tasks(subject, header)]
@@ -106,7 +108,8 @@ def add_minimum(store: Store, subject, checkpoint, buffers=None, index: int | No
         raise StoreError(f"{store.path} already holds minimum {index} of {subject.name!r}; give another index (the "
                          f"next free one is {max(stored) + 1}) or use another store.")
     metrics = minimum_metrics(subject, theta, buffers, f"The checkpoint on {subject.name!r} (nothing stored)")
-    minimum = Minimum(index, theta.cpu().numpy(), buffers.cpu().numpy(), -1, {"source": "checkpoint"}, metrics)
+    minimum = Minimum(index, theta.cpu().numpy(), buffers.cpu().numpy(), -1, {"source": "checkpoint"}, metrics,
+                      runtime=devices.runtime(subject.device, subject.theta0.dtype))
     store.write_minimum(subject.name, minimum)
     return minimum
 
@@ -134,7 +137,7 @@ def _checkpoint_vectors(subject, checkpoint, buffers):
                 if tensor.numel() != numel:
                     raise ConfigError(f"The state_dict's {name!r} has shape {tuple(tensor.shape)}; the model's is "
                                       f"{tuple(shape)}.")
-                pieces.append(tensor.reshape(-1).to(subject.theta0.dtype))
+                pieces.append(tensor.reshape(-1).to(subject.theta0))
             return torch.cat(pieces) if pieces else subject.buffers0.new_empty(0)
 
         return subject.as_theta(flat(subject.param_layout)), flat(subject.buffer_layout)
@@ -173,7 +176,7 @@ class DescentMinima(Sampler):
     def run(self, subject, header, progress, task) -> Part:
         bounds = header["bounds"]
         starts = np.random.default_rng(self.seed).uniform(bounds[:, 0], bounds[:, 1], size=(self.n_starts, subject.dim))
-        points = torch.as_tensor(starts, dtype=subject.theta0.dtype)
+        points = subject.as_thetas(starts)
         for _ in range(self.gd_steps):  # plain gradient descent, all starts at once
             points = points - self.gd_lr * subject.grads(points)
         ends = [p for p in points.cpu().numpy() if np.all(np.isfinite(p))]

@@ -50,9 +50,9 @@ def fit_curve(subject, start, end, kind: str = "polychain", n_bends: int = 1, ep
               steps_per_epoch: int = 100, seed: int = 0, progress: bool = True) -> torch.Tensor:
     """Garipov et al.'s curve training; returns the bends (n_bends, dim). A sampled point with a
     NaN/inf loss is skipped (no update): the curve's evaluation then reports it."""
-    start, end = torch.as_tensor(start, dtype=subject.theta0.dtype), torch.as_tensor(end, dtype=subject.theta0.dtype)
+    start, end = subject.as_theta(start), subject.as_theta(end)
     n_bends = 1 if kind == "bezier" else n_bends
-    t0 = torch.arange(1, n_bends + 1, dtype=start.dtype)[:, None] / (n_bends + 1)
+    t0 = torch.arange(1, n_bends + 1, dtype=start.dtype, device=start.device)[:, None] / (n_bends + 1)
     bends = torch.nn.Parameter((1 - t0) * start + t0 * end)
     optimizer = torch.optim.SGD([bends], lr=lr, momentum=momentum, weight_decay=weight_decay)
     recipe = Recipe(batch_size=batch_size, steps_per_epoch=steps_per_epoch, lr=lr, epochs=epochs)
@@ -60,7 +60,7 @@ def fit_curve(subject, start, end, kind: str = "polychain", n_bends: int = 1, ep
     buffers = subject.buffers0.clone()  # train-mode BatchNorm statistics are scratch: re-estimated later
     for _ in progress_bar(range(epochs), desc=f"{subject.name}: {kind}", enabled=progress):
         for batch in subject.train_batches(recipe, generator):
-            t = torch.rand(1, generator=generator, dtype=start.dtype)
+            t = torch.rand(1, generator=generator, dtype=start.dtype).to(start.device)
             optimizer.zero_grad()
             loss = subject.train_loss(curve_points(kind, start, bends, end, t)[0], buffers, batch)
             if not math.isfinite(float(loss.detach())):
@@ -74,10 +74,10 @@ def fit_curve(subject, start, end, kind: str = "polychain", n_bends: int = 1, ep
 def redistribute(images: torch.Tensor, count: int) -> torch.Tensor:
     """``count`` points at equal arc length along the polyline through ``images``."""
     lengths = (images[1:] - images[:-1]).norm(dim=1)
-    arc = torch.cat([torch.zeros(1, dtype=images.dtype), torch.cumsum(lengths, 0)])
+    arc = torch.cat([torch.zeros(1, dtype=images.dtype, device=images.device), torch.cumsum(lengths, 0)])
     if float(arc[-1]) == 0:
         return images[:1].repeat(count, 1)
-    targets = torch.linspace(0, float(arc[-1]), count, dtype=images.dtype)
+    targets = torch.linspace(0, float(arc[-1]), count, dtype=images.dtype, device=images.device)
     index = torch.searchsorted(arc, targets, right=True).clamp(1, len(images) - 1) - 1
     fraction = ((targets - arc[index]) / lengths[index].clamp_min(1e-300)).clamp(0, 1).unsqueeze(1)
     return (1 - fraction) * images[index] + fraction * images[index + 1]
@@ -92,8 +92,8 @@ def string_path(subject, start, end, n_images: int = 21, steps: int = 2000, lr: 
     length, along a seeded random direction normal to it, with profile sin(pi t) (endpoints
     fixed). On a line that is a symmetry axis of the landscape the normal gradient vanishes and
     an unbent string never leaves it: it would report the maximum on the line, not the saddle."""
-    start, end = torch.as_tensor(start, dtype=subject.theta0.dtype), torch.as_tensor(end, dtype=subject.theta0.dtype)
-    t = torch.linspace(0, 1, n_images, dtype=start.dtype)[:, None]
+    start, end = subject.as_theta(start), subject.as_theta(end)
+    t = torch.linspace(0, 1, n_images, dtype=start.dtype, device=start.device)[:, None]
     images = (1 - t) * start + t * end + torch.sin(math.pi * t) * _normal_offset(start, end, perturbation, seed)
     scale = float((end - start).norm()) / (n_images - 1)  # no image moves more than its spacing per step
     previous = math.inf
@@ -123,6 +123,7 @@ def _normal_offset(start: torch.Tensor, end: torch.Tensor, size: float, seed: in
     if size == 0 or length == 0 or len(line) < 2:
         return torch.zeros_like(start)
     direction = torch.randn(len(line), generator=torch.Generator().manual_seed(int(seed)), dtype=start.dtype)
+    direction = direction.to(start.device)
     direction -= (direction @ line) / length**2 * line
     return size * length * direction / direction.norm().clamp_min(1e-300)
 
@@ -188,7 +189,7 @@ class Paths(Sampler):
         return [(f"{i:03d}_{j:03d}", (i, j)) for i in range(k) for j in range(i + 1, k)]
 
     def run(self, subject, header, progress, task) -> Part:
-        thetas = torch.as_tensor(header["minima"], dtype=subject.theta0.dtype)
+        thetas = subject.as_thetas(header["minima"])
         config = {**self.own_config(), "path": self.path_kind}
         found = _path_pair(subject, config, progress, (thetas[task[0]], thetas[task[1]]))
         attrs = {"max_loss": float(np.max(found["losses"])), "linear_max": float(np.max(found["linear_losses"]))}
@@ -227,9 +228,9 @@ def _path_pair(subject, config: dict, progress: bool, task) -> dict[str, np.ndar
     start, end = task
     points, t, shape = _optimize(subject, start, end, config, progress)
     losses = subject.evaluate_many(points, recompute_bn=True)["loss"]
-    line_t = torch.linspace(0, 1, config["n_eval"], dtype=start.dtype)
+    line_t = torch.linspace(0, 1, config["n_eval"], dtype=start.dtype, device=start.device)
     line = subject.evaluate_many((1 - line_t[:, None]) * start + line_t[:, None] * end, recompute_bn=True)["loss"]
-    return {"t": t, "losses": losses, "points": shape, "linear_t": line_t.numpy(), "linear_losses": line}
+    return {"t": t, "losses": losses, "points": shape, "linear_t": line_t.cpu().numpy(), "linear_losses": line}
 
 
 def _optimize(subject, start, end, config, progress):
@@ -241,17 +242,17 @@ def _optimize(subject, start, end, config, progress):
         # images, the midpoints between neighbours, and n_eval points at equal arc length
         middle = 0.5 * (images[1:] + images[:-1])
         lengths = (images[1:] - images[:-1]).norm(dim=1)
-        arc = torch.cat([torch.zeros(1, dtype=images.dtype), torch.cumsum(lengths, 0)])
+        arc = torch.cat([torch.zeros(1, dtype=images.dtype, device=images.device), torch.cumsum(lengths, 0)])
         total = arc[-1].clamp_min(1e-300)
         points = torch.cat([images, middle, redistribute(images, config["n_eval"])])
-        even = torch.linspace(0, 1, config["n_eval"], dtype=images.dtype)
+        even = torch.linspace(0, 1, config["n_eval"], dtype=images.dtype, device=images.device)
         t = torch.cat([arc / total, (arc[:-1] + lengths / 2) / total, even])
         order = torch.argsort(t, stable=True)
-        return points[order], t[order].numpy(), images.numpy()
+        return points[order], t[order].cpu().numpy(), images.cpu().numpy()
     bends = fit_curve(subject, start, end, config["path"], config["bends"], config["curve_epochs"], config["curve_lr"],
                       weight_decay=config["weight_decay"], batch_size=config["batch_size"], seed=config["seed"],
                       progress=progress)
-    t = torch.linspace(0, 1, config["n_eval"], dtype=start.dtype)
+    t = torch.linspace(0, 1, config["n_eval"], dtype=start.dtype, device=start.device)
     points = curve_points(config["path"], start, bends, end, t)
     points[0], points[-1] = start, end
-    return points, t.numpy(), bends.numpy()
+    return points, t.cpu().numpy(), bends.cpu().numpy()

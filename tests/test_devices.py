@@ -55,7 +55,7 @@ def test_cpu_device_changes_no_number_and_results_record_their_device(tmp_path):
     (first, first_result), (second, second_result) = found
     assert np.array_equal(first.theta, second.theta)
     assert first_result.metrics == second_result.metrics
-    assert second.runtime == {"device": "cpu", "dtype": "float64"} == second_result.runtime
+    assert second.runtime == {"device": "cpu", "dtype": "float64", "precision": "float32"} == second_result.runtime
     with Store(tmp_path / "b.h5", "r") as store:  # and the store gives it back
         assert store.minima(on_cpu.name)[0].runtime["device"] == "cpu"
         assert store.results(on_cpu.name)[0].runtime["device"] == "cpu"
@@ -109,3 +109,29 @@ def test_gpu_training_grids_and_paths_match_the_cpu():
         for key, value in {**grid_cpu, **bar_cpu}.items():
             other = {**grid_gpu, **bar_gpu}[key]
             assert other == pytest.approx(value, rel=1e-8, abs=1e-10, nan_ok=True), key
+
+
+def test_training_precision_is_asked_for_recorded_and_measurements_stay_float32():
+    from lossatlas import devices as d
+
+    plain, fast = Recipe(lr=0.01, epochs=2), Recipe(lr=0.01, epochs=2, precision="bf16")
+    assert "precision" not in plain.to_dict() and fast.to_dict()["precision"] == "bf16"  # old keys kept
+    with pytest.raises(ConfigError, match="'precision' parameter of Recipe"):
+        Recipe(precision="fp8")
+    torch.manual_seed(0)
+    data = (torch.randn(64, 4), torch.randint(0, 3, (64,)))
+    subject = ModuleSubject(nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 3)), nn.CrossEntropyLoss(),
+                            data, device="cpu")
+    theta_plain, _ = subject.train(subject.theta0, plain, seed=0, progress=False)
+    theta_bf16, _ = subject.train(subject.theta0, fast, seed=0, progress=False)
+    assert torch.isfinite(theta_bf16).all() and not torch.equal(theta_plain, theta_bf16)  # bf16 really ran
+    assert (theta_bf16 - theta_plain).abs().max() < 0.05  # and trained the same model, roughly
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    with d.numerics("tf32"):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    with d.numerics("float32"):
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == flags  # restored
+    with Store.memory() as store:
+        minimum = train_minima(store, subject, fast, seeds=[0], progress=False)[0]
+    assert minimum.runtime["precision"] == "bf16" and minimum.recipe["precision"] == "bf16"

@@ -199,27 +199,31 @@ def test_reruns_reproduce_and_interrupted_sampling_resumes(monkeypatch):
         second = analyze(store, subject, "jump-retrain", **_SETTINGS)
     assert first.metrics == second.metrics
     np.testing.assert_array_equal(first.arrays["embedding"], second.arrays["embedding"])
-    calls = []
-    original = FunctionSubject.train
+    # the runs are trained in groups (lossatlas.batched); here groups of 3, and the second group interrupted
+    from lossatlas.samplers import jump_retrain as sampler_module
 
-    def interrupted(self, *args, **kwargs):
-        if len(calls) == 5:
+    monkeypatch.setattr(sampler_module, "runs_at_once", lambda subject, recipe, count: min(3, count))
+    calls = []
+    original = sampler_module.train_many
+
+    def interrupted(*args, **kwargs):
+        if len(calls) == 1:
             raise KeyboardInterrupt
-        calls.append(1)
-        return original(self, *args, **kwargs)
+        calls.append(len(args[1]))
+        return original(*args, **kwargs)
 
     kwargs = dict(seeds=[0, 1, 2, 3], step_sizes=[0.5, 1.0], epochs=4, recipe={"lr": 0.01, "steps_per_epoch": 5},
                   at="theta0", progress=False)
     with Store.memory() as store:
         full = jump_and_retrain(store, subject, **kwargs)
     with Store.memory() as store:
-        monkeypatch.setattr(FunctionSubject, "train", interrupted)
+        monkeypatch.setattr(sampler_module, "train_many", interrupted)
         with pytest.raises(KeyboardInterrupt):
             jump_and_retrain(store, subject, **kwargs)
         calls.clear()
-        monkeypatch.setattr(FunctionSubject, "train", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+        monkeypatch.setattr(sampler_module, "train_many", lambda *a, **k: calls.append(len(a[1])) or original(*a, **k))
         resumed = jump_and_retrain(store, subject, **kwargs)
-    assert len(calls) == 3  # 8 runs, 5 were stored before the interruption
+    assert calls == [3, 2]  # 8 runs, the first group of 3 was stored before the interruption
     np.testing.assert_array_equal(resumed["thetas"], full["thetas"])
     np.testing.assert_array_equal(resumed["losses"], full["losses"])
 

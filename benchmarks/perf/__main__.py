@@ -6,8 +6,10 @@
 
 Sections: grid (grid evaluation), merge_tree (merge tree + persistence vs gudhi and landscaper),
 hessian (native vs pyhessian), paths (path optimization vs one minimum), jump_retrain (jump and
-retrain vs one minimum). Run it on an otherwise idle machine: the load average before and after
-is recorded, and a busy one skews every ratio (see README.md).
+retrain vs one minimum), batched (many small training runs at once vs one at a time), gpu (device
+throughput and the paper-scale projection; on a CPU with cut sizes). Run it on an otherwise idle
+machine: the load average before and after is recorded, and a busy one skews every ratio (see
+README.md).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from . import common
 
-SECTIONS = ("grid", "merge_tree", "hessian", "paths", "jump_retrain")
+SECTIONS = ("grid", "merge_tree", "hessian", "paths", "jump_retrain", "batched", "gpu")
 RESULTS = Path(__file__).with_name("results.md")
 
 
@@ -36,6 +38,12 @@ def _run_section(name: str, args) -> common.Section:
     if name == "paths":
         from . import paths
         return paths.run(args.quick)
+    if name == "gpu":
+        from . import gpu
+        return gpu.run(args.quick)
+    if name == "batched":
+        from . import batched
+        return batched.run(args.quick)
     from . import jump_retrain
     return jump_retrain.run(args.quick)
 

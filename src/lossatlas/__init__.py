@@ -35,7 +35,8 @@ _LAZY = {
     "NonFiniteLossError": "lossatlas.errors",
 }
 _SUBMODULES = {"problems", "methods", "registry", "testing", "samplers", "sampling", "store", "subjects", "topology",
-               "hessian", "directions", "params", "analyzer", "analysis", "executor", "harness", "report", "plots"}
+               "hessian", "directions", "params", "analyzer", "analysis", "executor", "harness", "report", "plots",
+               "devices", "batched", "inputs"}
 
 
 def __getattr__(name: str):

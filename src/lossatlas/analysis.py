@@ -52,8 +52,9 @@ def analyze(store: Store, subject, method, progress: bool = True, **params) -> R
     if store.has_result(subject.name, cls.name, key):
         return store.read_result(subject.name, cls.name, key)
     start = time.perf_counter()
-    samples = {name: obtain(store, subject, request, progress) for name, request in requests.items()}
-    metrics, arrays = analyzer.compute(subject, samples)
+    with devices.numerics("float32", subject.device):  # landscape measurements: no TF32 (devices.numerics)
+        samples = {name: obtain(store, subject, request, progress) for name, request in requests.items()}
+        metrics, arrays = analyzer.compute(subject, samples)
     result = Result(
         method=cls.name,
         subject=subject.name,

@@ -8,6 +8,8 @@ about the device and the numerics it ran with.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .errors import ConfigError
@@ -47,10 +49,30 @@ def name(device: torch.device) -> str:
     return str(device)
 
 
-def runtime(device: torch.device, dtype: torch.dtype) -> dict:
-    """The device and numerics a result was computed with (its provenance besides package versions)."""
-    found = {"device": name(device), "dtype": str(dtype).replace("torch.", "")}
-    if device.type == "cuda":
-        found["tf32_matmul"] = bool(torch.backends.cuda.matmul.allow_tf32)
-        found["tf32_cudnn"] = bool(torch.backends.cudnn.allow_tf32)
-    return found
+PRECISIONS = ("float32", "tf32", "bf16")
+
+
+@contextlib.contextmanager
+def numerics(precision: str = "float32", device: torch.device | None = None):
+    """The numerics of a block of work. "float32" (every landscape measurement: grids, path losses,
+    Hessians, and training unless asked otherwise): TF32 off for CUDA matmuls and cuDNN
+    convolutions, because saddles and eigenvalues are differences of nearby losses and TF32 keeps
+    10 mantissa bits. "tf32": TF32 on (training, when a recipe asks). "bf16": autocast to bfloat16
+    (training forward passes, when a recipe asks). The flags are restored afterwards; on a CPU only
+    bf16 changes anything."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    try:
+        if precision == "bf16":
+            with torch.autocast(device_type=(device or torch.device("cpu")).type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def runtime(device: torch.device, dtype: torch.dtype, precision: str = "float32") -> dict:
+    """The device and numerics a result or minimum was computed with (its provenance besides package
+    versions): the device's name, the subject's dtype and the ``numerics`` precision."""
+    return {"device": name(device), "dtype": str(dtype).replace("torch.", ""), "precision": precision}

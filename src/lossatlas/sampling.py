@@ -106,6 +106,15 @@ class Sampler(Request):
     def run(self, subject, header: dict[str, np.ndarray], progress: bool, task) -> Part:
         raise NotImplementedError
 
+    def group_size(self, subject, count: int) -> int:
+        """How many of ``count`` missing tasks ``run_many`` takes at once (1: one by one)."""
+        return 1
+
+    def run_many(self, subject, header: dict[str, np.ndarray], progress: bool, tasks: list) -> list[Part]:
+        """Several tasks at once (e.g. training runs batched into one computation); each part is
+        what ``run`` would give for its task."""
+        return [self.run(subject, header, progress, task) for task in tasks]
+
     def assemble(self, subject, header: dict[str, np.ndarray], parts: dict[str, Part]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
@@ -152,9 +161,18 @@ def obtain(store: Store, subject, request: Request, progress: bool = True) -> Sa
     runner = executor.current()
     bar = progress_bar(total=len(missing), desc=f"{subject.name}: {request.kind}", enabled=progress and bool(missing))
     shared = (subject, header, progress and runner.local)
-    for index, part in runner.map(request.run, [task for _, task in missing], shared=shared):
-        store.write_part(root(), missing[index][0], part, request.part_encoding)
-        bar.update(1)
+    size = request.group_size(subject, len(missing)) if missing else 1
+    if size <= 1:
+        for index, part in runner.map(request.run, [task for _, task in missing], shared=shared):
+            store.write_part(root(), missing[index][0], part, request.part_encoding)
+            bar.update(1)
+    else:  # groups of tasks computed together; each task's part is still written on its own
+        groups = [missing[start : start + size] for start in range(0, len(missing), size)]
+        for index, parts in runner.map(request.run_many, [[task for _, task in group] for group in groups],
+                                       shared=shared):
+            for (name, _), part in zip(groups[index], parts):
+                store.write_part(root(), name, part, request.part_encoding)
+            bar.update(len(parts))
     bar.close()
     root()
     parts = {name: store.read_part(f"{path}/{name}", request.part_encoding) for name, _ in tasks}

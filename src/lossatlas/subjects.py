@@ -215,8 +215,10 @@ class Subject:
 
                 def closure(batch=batch):
                     optimizer.zero_grad()
-                    value = self.train_loss(param, state, batch)
-                    value.backward()
+                    with devices.numerics(recipe.precision, self.device):
+                        value = self.train_loss(param, state, batch)
+                    with devices.numerics("tf32" if recipe.precision == "tf32" else "float32"):
+                        value.backward()
                     return value
 
                 value = float(optimizer.step(closure).detach())

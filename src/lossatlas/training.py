@@ -36,6 +36,8 @@ class Recipe:
     max_iter: int = param(20, Interval(int, 1))
     history_size: int = param(50, Interval(int, 1))
     augment: bool = param(False, Boolean())
+    precision: str = param("float32", Options(("float32", "tf32", "bf16")),
+                           "training numerics: float32 (TF32 off), tf32, or bf16 autocast; measurements stay float32")
 
     def __post_init__(self):
         validate_fields(self)
@@ -50,6 +52,8 @@ class Recipe:
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["milestones"] = list(self.milestones)
+        if out["precision"] == "float32":  # the default stays out: recipes stored before it keep their keys
+            del out["precision"]
         return out
 
 

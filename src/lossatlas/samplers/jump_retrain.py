@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..batched import runs_at_once, train_many
 from ..directions import random_directions
 from ..errors import ConfigError, NonFiniteLossError
 from ..params import Boolean, Instance, Interval, NumberList, param
@@ -76,10 +77,25 @@ class JumpRetrainRuns(Sampler):
         buffers = torch.as_tensor(header["center_buffers"], **on)
         thetas, losses, test_losses = _jump_run(subject, center, buffers, self.recipe, self.include_bn,
                                                 self.record_test, task)
+        return self._part(thetas, losses, test_losses)
+
+    def _part(self, thetas, losses, test_losses) -> Part:
         arrays = {"thetas": thetas, "losses": losses}
         if self.record_test:
             arrays["test_losses"] = test_losses
         return Part(arrays)
+
+    def group_size(self, subject, count):
+        return runs_at_once(subject, self.recipe, count)
+
+    def run_many(self, subject, header, progress, tasks) -> list[Part]:
+        """The runs trained together (``lossatlas.batched``): equal to ``run`` one by one up to
+        rounding; each run keeps its own seed, direction and data order."""
+        on = {"dtype": subject.theta0.dtype, "device": subject.device}
+        center = torch.as_tensor(header["center"], **on)
+        buffers = torch.as_tensor(header["center_buffers"], **on)
+        runs = _jump_runs(subject, center, buffers, self.recipe, self.include_bn, self.record_test, tasks)
+        return [self._part(*run) for run in runs]
 
     def assemble(self, subject, header, parts):
         tasks = self.tasks(subject, header)
@@ -118,6 +134,37 @@ def check_test_loss(subject) -> None:
         raise ConfigError(f"The test split of {subject.name} reports no loss (only {', '.join(reported)}); "
                           "use loss_split='train'.")
     _TEST_LOSS_CHECKED.add(subject)
+
+
+def _jump_runs(subject, theta0, buffers0, recipe: Recipe, include_bn: bool, record_test: bool, tasks):
+    """Several (seed, step) runs trained as one batch; per run what ``_jump_run`` returns. A run
+    whose training diverged has NaN from the epoch it diverged in, as ``_jump_run`` gives it."""
+    seeds = [int(seed) for seed, _ in tasks]
+    starts = torch.stack([theta0 + step * random_directions(subject, theta0, seed, include_bn)[0]
+                          for seed, step in tasks])
+    shared = subject.buffers0.numel() == 0  # no BatchNorm statistics: every run is evaluated alike, batched
+    thetas, losses, test_losses = [], [], []
+
+    def record(epoch, points, buffers, diverged):
+        gone = torch.as_tensor((diverged > 0) & (diverged <= epoch), device=points.device)
+        points = torch.where(gone[:, None], torch.full_like(points, float("nan")), points)
+        thetas.append(points)
+        if shared:
+            losses.append(subject.losses(points, buffers[0]))
+        else:
+            losses.append(np.array([subject.loss(p, b) for p, b in zip(points, buffers)]))
+        losses[-1][gone.cpu().numpy()] = np.nan
+        if record_test:
+            test = np.array([subject.evaluate(p, b, split="test")["loss"] for p, b in zip(points, buffers)])
+            test_losses.append(np.where(gone.cpu().numpy(), np.nan, test))
+
+    count = len(tasks)
+    record(0, starts.clone(), buffers0.expand(count, -1).clone(), np.zeros(count, dtype=np.int64))
+    train_many(subject, starts, recipe, seeds, buffers=buffers0, on_epoch=record)
+    points = torch.stack(thetas, dim=1).cpu().numpy()  # (runs, epochs + 1, dim)
+    loss_rows = np.stack(losses, axis=1)
+    test_rows = np.stack(test_losses, axis=1) if record_test else np.empty((count, 0))
+    return [(points[k], loss_rows[k], test_rows[k]) for k in range(count)]
 
 
 def _jump_run(subject, theta0, buffers0, recipe: Recipe, include_bn: bool, record_test: bool, task):

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .. import devices
+from ..batched import runs_at_once, train_many
 from ..errors import ConfigError, NonFiniteLossError, StoreError
 from ..params import Instance, Interval, NumberList, Vectors, param
 from ..provenance import digest
@@ -66,7 +67,31 @@ class TrainedMinima(Sampler):
         metrics = minimum_metrics(subject, theta, buffers, f"Minimum {index} of {subject.name!r} (seed {seed})")
         return minimum_part(Minimum(index, theta.cpu().numpy(), buffers.cpu().numpy(), seed, self.recipe.to_dict(),
                                     metrics, time.perf_counter() - start,
-                                    devices.runtime(subject.device, subject.theta0.dtype)))
+                                    devices.runtime(subject.device, subject.theta0.dtype, self.recipe.precision)))
+
+    def group_size(self, subject, count):
+        return runs_at_once(subject, self.recipe, count)
+
+    def run_many(self, subject, header, progress, tasks) -> list[Part]:
+        """The seeds' minima trained together (``lossatlas.batched``), each as ``run`` would train it
+        alone (to rounding); the group's wall time is shared out evenly."""
+        start = time.perf_counter()
+        seeds = [seed for _, seed in tasks]
+        starts = [subject.init_theta(seed) for seed in seeds]
+        thetas, buffers, diverged = train_many(subject, torch.stack([t for t, _ in starts]), self.recipe, seeds,
+                                               buffers=torch.stack([b for _, b in starts]), progress=progress)
+        for (index, seed), epoch in zip(tasks, diverged):
+            if epoch:
+                raise NonFiniteLossError(f"Training {subject.name} (minimum {index}, seed {seed}) diverged: a "
+                                         f"non-finite loss in epoch {epoch} (recipe {self.recipe.to_dict()}). "
+                                         "Lower the learning rate.")
+        metrics = [minimum_metrics(subject, theta, state, f"Minimum {index} of {subject.name!r} (seed {seed})")
+                   for (index, seed), theta, state in zip(tasks, thetas, buffers)]
+        share = (time.perf_counter() - start) / len(tasks)
+        runtime = devices.runtime(subject.device, subject.theta0.dtype, self.recipe.precision)
+        return [minimum_part(Minimum(index, theta.cpu().numpy(), state.cpu().numpy(), seed, self.recipe.to_dict(),
+                                     found, share, runtime))
+                for (index, seed), theta, state, found in zip(tasks, thetas, buffers, metrics)]
 
     def assemble(self, subject, header, parts):
         ordered = [parts[name] for name, _ in self.tasks(subject, header)]

@@ -1,0 +1,163 @@
+"""Many small training runs at once: K independent runs of one subject as one batched computation.
+
+The K parameter vectors are the rows of one (K, dim) leaf; each step evaluates every run's
+training loss on its own batch with ``torch.func.vmap`` over ``subject.train_loss`` (modules go
+through ``functional_call``, so BatchNorm in training mode normalizes each run by its own batch
+and updates its own running statistics, a row of the (K, buffers) tensor), and one optimizer
+steps all rows. SGD (momentum, Nesterov, weight decay) and Adam act elementwise, so a row moves
+exactly as the run would alone; each run draws its shuffling and augmentation from its own seeded
+generator, as ``Subject.train`` does. The result equals K separate ``train`` calls up to the
+rounding of batched kernels (tests/test_batched.py, float64).
+
+Batching pays where one run leaves the hardware idle: small models (the PINN, MLPs) on a CPU and
+everything small on a GPU. vmap turns convolutions into grouped convolutions, which on a CPU are
+slower than a loop (benchmarks/perf), so convolutional models on a CPU, L-BFGS (a line search per
+run) and subjects whose loss cannot be vmapped run one at a time (``runs_at_once`` says how many).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import vmap
+
+from . import devices
+from . import inputs as batches
+from .progress import bar as progress_bar
+from .training import Recipe, make_optimizer, make_schedule
+
+ManyEpochCallback = Callable[[int, torch.Tensor, torch.Tensor, np.ndarray], None]
+_MEMORY_SHARE = 0.25  # of the free memory a group of runs may take
+
+
+def runs_at_once(subject, recipe: Recipe, wanted: int) -> int:
+    """How many of ``wanted`` runs to train together: 1 where batching does not pay or cannot run,
+    else as many as fit in a quarter of the free memory, from a measurement of one run's training
+    step (parameters, gradient, optimizer state and the activations autograd saves)."""
+    if wanted <= 1 or recipe.optimizer == "lbfgs":
+        return 1
+    if subject.device.type == "cpu" and not subject._vmap_ok:
+        return 1  # convolutions (grouped under vmap) or a loss vmap cannot batch: one at a time is faster
+    if any(m.momentum is None for m in getattr(subject, "_bn_modules", [])):
+        return 1  # cumulative BatchNorm averages count batches per module: kept to the plain loop
+    per_run = _bytes_per_run(subject, recipe)
+    return int(max(1, min(wanted, _free_memory(subject.device) * _MEMORY_SHARE // max(per_run, 1))))
+
+
+def train_many(subject, thetas, recipe: Recipe, seeds, buffers=None, on_epoch: ManyEpochCallback | None = None,
+               progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Train the rows of ``thetas`` (K, dim) together, run k with seed ``seeds[k]`` and buffers
+    ``buffers[k]`` (or one buffer vector for all; default: the subject's); returns the final (K, dim) parameters, (K, n)
+    buffers, and per run the epoch in which its training loss became non-finite (0: never).
+
+    A diverged run is carried along (its rows turn NaN without touching the others, the optimizer
+    being elementwise) and reported, where ``Subject.train`` would raise. ``on_epoch(epoch,
+    thetas, buffers, diverged)`` is called after every epoch."""
+    start = subject.as_thetas(thetas)
+    count = len(start)
+    if len(seeds) != count:
+        raise ValueError(f"{count} runs need {count} seeds; got {len(seeds)}.")
+    param = nn.Parameter(start.clone())
+    base = subject.buffers0 if buffers is None else torch.as_tensor(buffers).to(param)
+    state = (base.expand(count, -1) if base.ndim == 1 else base).clone()
+    optimizer = make_optimizer(recipe, [param])
+    schedule = make_schedule(recipe, optimizer)
+    generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+    diverged = np.zeros(count, dtype=np.int64)
+    with _running_statistics_by_hand(getattr(subject, "_bn_modules", [])):
+        bar = progress_bar(range(1, recipe.epochs + 1), desc=f"{subject.name}: train {count} runs", enabled=progress)
+        for epoch in bar:
+            for steps in zip(*(subject.train_batches(recipe, generator) for generator in generators)):
+                optimizer.zero_grad()
+                with devices.numerics(recipe.precision, subject.device):
+                    losses = _losses(subject, param, state, steps)
+                bad = ~torch.isfinite(losses.detach()).cpu().numpy()
+                diverged[bad & (diverged == 0)] = epoch
+                with devices.numerics("tf32" if recipe.precision == "tf32" else "float32"):
+                    losses.sum().backward()
+                optimizer.step()
+            schedule.step()
+            if on_epoch is not None:
+                on_epoch(epoch, param.detach().clone(), state.clone(), diverged.copy())
+    return param.detach().clone(), state, diverged
+
+
+@contextlib.contextmanager
+def _running_statistics_by_hand(modules):
+    """BatchNorm's kernel does not update running statistics held in a vmapped tensor; so while
+    runs are batched, each BatchNorm hands the kernel no running statistics (it normalizes by the
+    batch, as in training anyway) and a pre-hook applies torch's update itself: running = (1 - m)
+    running + m batch statistic, the variance unbiased."""
+    def update(module, args):
+        if not module.training:  # evaluations between epochs use the statistics, they do not update them
+            return
+        x = args[0].detach()
+        dims = [0] + list(range(2, x.ndim))
+        m = module.momentum
+        module.running_mean.mul_(1 - m).add_(m * x.mean(dim=dims))
+        module.running_var.mul_(1 - m).add_(m * x.var(dim=dims, correction=1))
+
+    tracked = [m for m in modules if m.track_running_stats and m.running_mean is not None]
+    handles = [m.register_forward_pre_hook(update) for m in tracked]
+    for module in tracked:
+        module.track_running_stats = False
+    try:
+        yield
+    finally:
+        for module, handle in zip(tracked, handles):
+            module.track_running_stats = True
+            handle.remove()
+
+
+def _losses(subject, param: torch.Tensor, state: torch.Tensor, steps: tuple) -> torch.Tensor:
+    """Every run's training loss on its own batch, as one vmapped call."""
+    first = steps[0]
+    if isinstance(first, (torch.Tensor, tuple, list, dict)) and batches.leaves(first):
+        stacked = _stack(steps)
+        return vmap(subject.train_loss, in_dims=(0, 0, 0), randomness="different")(param, state, stacked)
+    # batches that are not data (a function's step counter): every run sees the same
+    return vmap(lambda theta, buffers: subject.train_loss(theta, buffers, first), randomness="different")(param, state)
+
+
+def _stack(steps: tuple):
+    first = steps[0]
+    if isinstance(first, dict):
+        return {key: _stack(tuple(step[key] for step in steps)) for key in first}
+    if isinstance(first, (tuple, list)):
+        return type(first)(_stack(tuple(step[i] for step in steps)) for i in range(len(first)))
+    return torch.stack(steps)
+
+
+def _bytes_per_run(subject, recipe: Recipe) -> int:
+    """One run's memory: parameters, gradient and two optimizer states, buffers, one batch of data,
+    and what autograd saves for the backward pass of one training step (measured with
+    saved-tensor hooks on the subject's first batch)."""
+    saved = [0]
+
+    def pack(tensor):
+        saved[0] += tensor.numel() * tensor.element_size()
+        return tensor
+
+    theta = subject.theta0.clone().requires_grad_(True)
+    batch = next(iter(subject.train_batches(recipe, torch.Generator().manual_seed(0))))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        subject.train_loss(theta, subject.buffers0.clone(), batch)
+    data = sum(t.numel() * t.element_size() for t in batches.leaves(batch) if torch.is_tensor(t)) \
+        if not isinstance(batch, int) else 0
+    item = subject.theta0.element_size()
+    return 4 * subject.dim * item + subject.buffers0.numel() * item + data + saved[0]
+
+
+def _free_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 2**31
+

@@ -134,3 +134,42 @@ def test_minima_of_a_variant_trained_together_equal_minima_trained_alone():
         for key in ("theta", "buffers"):
             assert np.allclose(a.arrays[key], b.arrays[key], rtol=1e-10, atol=1e-12)
         assert a.attrs["seed"] == b.attrs["seed"] and a.attrs["recipe"] == b.attrs["recipe"]
+
+
+class _Branchy(nn.Module):
+    """A model with data-dependent control flow, which vmap cannot batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.layer(x)
+        return y * 2 if y.mean() > 100 else y
+
+
+def test_models_vmap_cannot_batch_train_one_at_a_time_and_a_diverged_seed_keeps_the_others(tmp_path):
+    from lossatlas import Store, train_minima
+    from lossatlas.errors import NonFiniteLossError
+
+    torch.manual_seed(0)
+    data = (torch.randn(32, 4, dtype=torch.float64), torch.randint(0, 3, (32,)))
+    branchy = ModuleSubject(_Branchy().double(), nn.CrossEntropyLoss(), data, device="cpu")
+    recipe = Recipe(lr=0.1, epochs=2, batch_size=8)
+    assert runs_at_once(branchy, recipe, 3) == 3  # it looks batchable until a step is tried
+    with Store.memory() as store:
+        minima = train_minima(store, branchy, recipe, seeds=[0, 1, 2], progress=False)
+    assert branchy._train_vmap_failed and runs_at_once(branchy, recipe, 3) == 1
+    alone = branchy.train(branchy.init_theta(1)[0], recipe, 1, progress=False)[0]
+    assert torch.equal(torch.as_tensor(minima[1].theta), alone)
+
+    class Exploding(FunctionSubject):
+        def init_theta(self, seed):  # seed 2 starts where the quartic's gradient steps diverge
+            return torch.full((2,), 30.0 if seed == 2 else 0.5, dtype=torch.float64), self.buffers0.clone()
+
+    subject = Exploding(lambda t: (t**4).sum(), torch.zeros(2, dtype=torch.float64), name="exploding")
+    with Store(tmp_path / "s.h5") as store:
+        with pytest.raises(NonFiniteLossError, match=r"minimum 2, seed 2\) diverged"):
+            train_minima(store, subject, Recipe(lr=0.1, momentum=0.0, epochs=2, steps_per_epoch=5), seeds=[0, 1, 2],
+                         progress=False)
+        assert [m.index for m in store.minima("exploding")] == [0, 1]  # the group's finished minima were stored

@@ -126,12 +126,12 @@ def test_training_precision_is_asked_for_recorded_and_measurements_stay_float32(
     theta_bf16, _ = subject.train(subject.theta0, fast, seed=0, progress=False)
     assert torch.isfinite(theta_bf16).all() and not torch.equal(theta_plain, theta_bf16)  # bf16 really ran
     assert (theta_bf16 - theta_plain).abs().max() < 0.05  # and trained the same model, roughly
-    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    flags = d.tf32_flags()
     with d.numerics("tf32"):
-        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert d.tf32_flags() in (("tf32", "tf32"), (True, True))
     with d.numerics("float32"):
-        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
-    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == flags  # restored
+        assert d.tf32_flags() in (("ieee", "ieee"), (False, False))
+    assert d.tf32_flags() == flags  # restored
     with Store.memory() as store:
         minimum = train_minima(store, subject, fast, seeds=[0], progress=False)[0]
     assert minimum.runtime["precision"] == "bf16" and minimum.recipe["precision"] == "bf16"

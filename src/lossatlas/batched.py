@@ -27,6 +27,7 @@ from torch.func import vmap
 
 from . import devices
 from . import inputs as batches
+from .errors import LossatlasError
 from .progress import bar as progress_bar
 from .training import Recipe, make_optimizer, make_schedule
 
@@ -38,14 +39,31 @@ def runs_at_once(subject, recipe: Recipe, wanted: int) -> int:
     """How many of ``wanted`` runs to train together: 1 where batching does not pay or cannot run,
     else as many as fit in a quarter of the free memory, from a measurement of one run's training
     step (parameters, gradient, optimizer state and the activations autograd saves)."""
-    if wanted <= 1 or recipe.optimizer == "lbfgs":
+    if wanted <= 1 or recipe.optimizer == "lbfgs" or os.environ.get("LOSSATLAS_BATCHED_TRAINING", "1") == "0":
         return 1
+    if getattr(subject, "_vmap_choice", None) is False or getattr(subject, "_train_vmap_failed", False):
+        return 1  # vmap=False on the subject, or its training loss could not be vmapped
     if subject.device.type == "cpu" and not subject._vmap_ok:
         return 1  # convolutions (grouped under vmap) or a loss vmap cannot batch: one at a time is faster
     if any(m.momentum is None for m in getattr(subject, "_bn_modules", [])):
         return 1  # cumulative BatchNorm averages count batches per module: kept to the plain loop
     per_run = _bytes_per_run(subject, recipe)
     return int(max(1, min(wanted, _free_memory(subject.device) * _MEMORY_SHARE // max(per_run, 1))))
+
+
+def or_one_at_a_time(subject, batched: Callable[[], list], alone: Callable[[], list]) -> list:
+    """``batched()``, or ``alone()`` where the subject's training loss cannot be vmapped (data-
+    dependent control flow, an op without a batching rule): remembered for the subject, so later
+    groups go straight to one at a time. Running out of memory and lossatlas's own errors pass."""
+    try:
+        return batched()
+    except LossatlasError:
+        raise
+    except (RuntimeError, NotImplementedError, ValueError) as err:
+        if "out of memory" in str(err).lower():
+            raise
+        subject._train_vmap_failed = True
+        return alone()
 
 
 def train_many(subject, thetas, recipe: Recipe, seeds, buffers=None, on_epoch: ManyEpochCallback | None = None,
@@ -71,15 +89,17 @@ def train_many(subject, thetas, recipe: Recipe, seeds, buffers=None, on_epoch: M
     with _running_statistics_by_hand(getattr(subject, "_bn_modules", [])):
         bar = progress_bar(range(1, recipe.epochs + 1), desc=f"{subject.name}: train {count} runs", enabled=progress)
         for epoch in bar:
+            bad = torch.zeros(count, dtype=torch.bool, device=param.device)  # read once per epoch: no sync per step
             for steps in zip(*(subject.train_batches(recipe, generator) for generator in generators)):
                 optimizer.zero_grad()
                 with devices.numerics(recipe.precision, subject.device):
                     losses = _losses(subject, param, state, steps)
-                bad = ~torch.isfinite(losses.detach()).cpu().numpy()
-                diverged[bad & (diverged == 0)] = epoch
-                with devices.numerics("tf32" if recipe.precision == "tf32" else "float32"):
+                bad |= ~torch.isfinite(losses.detach())
+                with devices.numerics("tf32" if recipe.precision == "tf32" else "float32", subject.device):
                     losses.sum().backward()
                 optimizer.step()
+            bad = bad.cpu().numpy()
+            diverged[bad & (diverged == 0)] = epoch
             schedule.step()
             if on_epoch is not None:
                 on_epoch(epoch, param.detach().clone(), state.clone(), diverged.copy())
@@ -95,7 +115,7 @@ def _running_statistics_by_hand(modules):
     def update(module, args):
         if not module.training:  # evaluations between epochs use the statistics, they do not update them
             return
-        x = args[0].detach()
+        x = args[0].detach().to(module.running_mean.dtype)  # statistics in the buffers' dtype (bf16 autocast)
         dims = [0] + list(range(2, x.ndim))
         m = module.momentum
         module.running_mean.mul_(1 - m).add_(m * x.mean(dim=dims))
@@ -128,7 +148,8 @@ def _stack(steps: tuple):
     if isinstance(first, dict):
         return {key: _stack(tuple(step[key] for step in steps)) for key in first}
     if isinstance(first, (tuple, list)):
-        return type(first)(_stack(tuple(step[i] for step in steps)) for i in range(len(first)))
+        items = [_stack(tuple(step[i] for step in steps)) for i in range(len(first))]
+        return type(first)(*items) if hasattr(first, "_fields") else type(first)(items)
     return torch.stack(steps)
 
 

@@ -92,8 +92,9 @@ def _run(args) -> int:
 
     plans = [harness.load(config, args.scale) for config in args.config]  # every config checked before any work
     if args.device is not None:
-        devices.resolve(args.device)
         plans = [dataclasses.replace(plan, device=args.device) for plan in plans]
+    for plan in plans:
+        devices.resolve(plan.device)  # a GPU asked for that is not there: refused now, before any work
     for plan in plans:
         harness.check_subjects(plan)  # and every method against every subject (data, dimensions)
     names = [plan.record_name for plan in plans]

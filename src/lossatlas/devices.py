@@ -17,23 +17,31 @@ from .errors import ConfigError
 CHOICES = "'auto', 'cpu', 'cuda' or 'cuda:N'"
 
 
-def resolve(spec: str | torch.device | None = "auto") -> torch.device:
-    """The device for ``spec``; a GPU that is not there is a ConfigError, not a late CUDA error."""
+def parse(spec: str | torch.device | None) -> torch.device | None:
+    """Check how a device is written (None: "auto"), without asking whether it is there."""
     if isinstance(spec, torch.device):
         spec = str(spec)
     spec = "auto" if spec is None else spec
     if not isinstance(spec, str):
         raise ConfigError(f"device must be {CHOICES}; got {spec!r}.")
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return None
     try:
         device = torch.device(spec)
     except RuntimeError:
         raise ConfigError(f"device must be {CHOICES}; got {spec!r}.") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be {CHOICES}; got {spec!r} (other accelerators are not supported yet).")
+    return device
+
+
+def resolve(spec: str | torch.device | None = "auto") -> torch.device:
+    """The device for ``spec``; a GPU that is not there is a ConfigError, not a late CUDA error."""
+    device = parse(spec)
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
         return device
-    if device.type != "cuda":
-        raise ConfigError(f"device must be {CHOICES}; got {spec!r} (other accelerators are not supported yet).")
     if not torch.cuda.is_available():
         raise ConfigError(f"device {spec!r} asked for, but torch sees no CUDA GPU here (torch {torch.__version__}, "
                           f"CUDA build: {torch.version.cuda or 'no'}). Use device='cpu' or 'auto'.")
@@ -60,8 +68,9 @@ def numerics(precision: str = "float32", device: torch.device | None = None):
     10 mantissa bits. "tf32": TF32 on (training, when a recipe asks). "bf16": autocast to bfloat16
     (training forward passes, when a recipe asks). The flags are restored afterwards; on a CPU only
     bf16 changes anything."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    saved = tf32_flags()
+    on = precision == "tf32"
+    _set_tf32(("tf32" if on else "ieee",) * 2 if _NEW_API else (on, on))
     try:
         if precision == "bf16":
             with torch.autocast(device_type=(device or torch.device("cpu")).type, dtype=torch.bfloat16):
@@ -69,7 +78,27 @@ def numerics(precision: str = "float32", device: torch.device | None = None):
         else:
             yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        _set_tf32(saved)
+
+
+# torch >= 2.9 sets TF32 through fp32_precision; reading the legacy allow_tf32 flags after the new
+# API was used raises, so the new one is used wherever it exists
+_NEW_API = hasattr(torch.backends.cuda.matmul, "fp32_precision") and hasattr(
+    getattr(torch.backends.cudnn, "conv", None), "fp32_precision")
+
+
+def tf32_flags() -> tuple:
+    """(matmul, cuDNN convolution) TF32 settings, in whichever API this torch has."""
+    if _NEW_API:
+        return torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+def _set_tf32(flags: tuple) -> None:
+    if _NEW_API:
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = flags
+    else:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
 
 
 def runtime(device: torch.device, dtype: torch.dtype, precision: str = "float32") -> dict:

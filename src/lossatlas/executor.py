@@ -96,6 +96,11 @@ class DaskExecutor(LocalExecutor):
             self._owned.insert(0, client)
         self.client = client
 
+    @property
+    def workers(self) -> int:
+        """Workers the scheduler knows now (a group of tasks goes to one of them)."""
+        return max(1, len(self.client.scheduler_info().get("workers", {})))
+
     def map(self, fn, tasks, shared=()):
         from distributed import as_completed
 

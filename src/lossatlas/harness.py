@@ -134,7 +134,7 @@ def plan(config: dict, scale: str = "cpu", source: str = "config") -> Plan:
                                              for combo in itertools.product(*variants.values())])
     report = _report(_table(config, "report", source), variants, problems.parameters(problem), methods, source)
     device = config.get("device", "auto")
-    devices.resolve(device)  # a GPU asked for that is not there: refused now, before any work
+    devices.parse(device)  # spelled right; whether the GPU is there is checked where the run starts
     return Plan(config["name"], config.get("description", ""), scale, problem, seeds, variants, subjects, recipe,
                 methods, report, str(device))
 

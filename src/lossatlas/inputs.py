@@ -28,7 +28,7 @@ def tree_map(fn: Callable[[torch.Tensor], object], tree):
         return {key: tree_map(fn, value) for key, value in tree.items()}
     if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # a named tuple
         return type(tree)(*(tree_map(fn, value) for value in tree))
-    if isinstance(tree, (tuple, list)):
+    if type(tree) in (tuple, list):  # not their subclasses (torch.Size is a leaf)
         return type(tree)(tree_map(fn, value) for value in tree)
     return fn(tree)
 
@@ -55,7 +55,8 @@ def concat(trees: list):
     if isinstance(first, dict):
         return {key: concat([tree[key] for tree in trees]) for key in first}
     if isinstance(first, (tuple, list)):
-        return type(first)(concat([tree[i] for tree in trees]) for i in range(len(first)))
+        items = [concat([tree[i] for tree in trees]) for i in range(len(first))]
+        return type(first)(*items) if hasattr(first, "_fields") else type(first)(items)
     return torch.cat(trees)
 
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import numpy as np
 
-from . import executor
+from . import devices, executor
 from .params import validate_fields
 from .progress import bar as progress_bar
 from .provenance import config_key
@@ -163,20 +163,40 @@ def obtain(store: Store, subject, request: Request, progress: bool = True) -> Sa
     shared = (subject, header, progress and runner.local)
     size = request.group_size(subject, len(missing)) if missing else 1
     if size <= 1:
-        for index, part in runner.map(request.run, [task for _, task in missing], shared=shared):
+        for index, part in runner.map(_Float32(request.run), [task for _, task in missing], shared=shared):
             store.write_part(root(), missing[index][0], part, request.part_encoding)
             bar.update(1)
     else:  # groups of tasks computed together; each task's part is still written on its own
+        size = min(size, -(-len(missing) // getattr(runner, "workers", 1)))  # every Dask worker gets a group
         groups = [missing[start : start + size] for start in range(0, len(missing), size)]
-        for index, parts in runner.map(request.run_many, [[task for _, task in group] for group in groups],
+        failed = []
+        for index, parts in runner.map(_Float32(request.run_many), [[task for _, task in group] for group in groups],
                                        shared=shared):
             for (name, _), part in zip(groups[index], parts):
-                store.write_part(root(), name, part, request.part_encoding)
+                if isinstance(part, Exception):  # a task that failed: the group's others are kept
+                    failed.append(part)
+                else:
+                    store.write_part(root(), name, part, request.part_encoding)
             bar.update(len(parts))
+        if failed:
+            bar.close()
+            raise failed[0]
     bar.close()
     root()
     parts = {name: store.read_part(f"{path}/{name}", request.part_encoding) for name, _ in tasks}
     return Sample(request.kind, key, config, request.assemble(subject, header, parts))
+
+
+@dataclass(frozen=True)
+class _Float32:
+    """A sampler step under the landscape numerics (``devices.numerics("float32")``: TF32 off)
+    wherever it runs: a Dask worker has its own flags. Training steps inside set their recipe's."""
+
+    step: Callable
+
+    def __call__(self, subject, header, progress, task):
+        with devices.numerics("float32", subject.device):
+            return self.step(subject, header, progress, task)
 
 
 def _plain(value):

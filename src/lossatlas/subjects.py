@@ -76,8 +76,6 @@ class Subject:
         it. Tensors shared between attributes (train data that is the eval data) stay shared. A
         FunctionSubject's ``fn`` must handle tensors on that device itself."""
         device = devices.resolve(device)
-        if device == self.theta0.device:
-            return self
         memo: dict[int, object] = {}
         for key, value in list(vars(self).items()):
             setattr(self, key, _moved(value, device, memo))
@@ -217,7 +215,7 @@ class Subject:
                     optimizer.zero_grad()
                     with devices.numerics(recipe.precision, self.device):
                         value = self.train_loss(param, state, batch)
-                    with devices.numerics("tf32" if recipe.precision == "tf32" else "float32"):
+                    with devices.numerics("tf32" if recipe.precision == "tf32" else "float32", self.device):
                         value.backward()
                     return value
 
@@ -315,7 +313,7 @@ class FunctionSubject(Subject):
     """
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], theta0, name: str | None = None,
-                 init_scale: float = 1.0, critical_points: dict | None = None, device: str | torch.device = "auto"):
+                 init_scale: float = 1.0, critical_points: dict | None = None, device: str | torch.device = "cpu"):
         theta0 = torch.as_tensor(theta0)
         if not theta0.is_floating_point():
             theta0 = theta0.to(torch.get_default_dtype())
@@ -423,6 +421,7 @@ class ModuleSubject(Subject):
         # and PINNs gain from it. None: vmap unless the model has convolutions.
         has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
         self._vmap_ok = (not has_conv) if vmap is None else bool(vmap)
+        self._vmap_choice = vmap  # an explicit vmap=False also keeps training runs one at a time
         # the landscape is over the trainable parameters: frozen ones (requires_grad=False) keep
         # their loaded values in every forward (functional_call falls back to the module's own)
         self.param_layout = [(n, p.shape, p.numel()) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -435,10 +434,10 @@ class ModuleSubject(Subject):
         self.theta0 = _flatten(dict(self.model.named_parameters()), self.param_layout)
         self.buffers0 = _flatten(dict(self.model.named_buffers()), self.buffer_layout)
         self._bn_modules = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.to(device)  # model and data together first: the probe runs where the work will
         single = self._probe()
         if self.is_plain_criterion and single is not None:
             self._check_mean_reduction(single)
-        self.to(device)
 
     def _probe(self) -> float | None:
         """The loss of the first two examples, or None when only a full evaluation batch runs (a model
@@ -628,12 +627,12 @@ class ModuleSubject(Subject):
 
     def init_theta(self, seed):
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
-            model = copy.deepcopy(self.model)
+            torch.default_generator.manual_seed(int(seed))  # the CPU generator only: CUDA's is left alone
+            model = copy.deepcopy(self.model).cpu()  # initialized on the CPU: one start per seed on every device
             self._init(model)
-        theta = _flatten(dict(model.named_parameters()), self.param_layout)
+        theta = _flatten(dict(model.named_parameters()), self.param_layout).to(self.device)
         buffers = dict(model.named_buffers())
-        buffers.update(self._frozen_buffers())  # a frozen layer keeps its statistics, as its weights
+        buffers.update({k: v.cpu() for k, v in self._frozen_buffers().items()})  # a frozen layer keeps its statistics
         return theta, _flatten(buffers, self.buffer_layout).to(self.device)
 
     def _frozen_buffers(self) -> dict[str, torch.Tensor]:

@@ -80,7 +80,8 @@ def build(problem: str, device: str = "auto", **params) -> Subject:
     builder = _builder(problem)
     if "device" in inspect.signature(builder).parameters:
         return builder(**params, device=device)
-    return builder(**params).to(device)
+    subject = builder(**params)  # analytic functions: on the CPU unless a device is named
+    return subject if device == "auto" else subject.to(device)
 
 
 def _builder(problem: str) -> Callable[..., Subject]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..batched import runs_at_once, train_many
+from ..batched import or_one_at_a_time, runs_at_once, train_many
 from ..directions import random_directions
 from ..errors import ConfigError, NonFiniteLossError
 from ..params import Boolean, Instance, Interval, NumberList, param
@@ -94,8 +94,13 @@ class JumpRetrainRuns(Sampler):
         on = {"dtype": subject.theta0.dtype, "device": subject.device}
         center = torch.as_tensor(header["center"], **on)
         buffers = torch.as_tensor(header["center_buffers"], **on)
-        runs = _jump_runs(subject, center, buffers, self.recipe, self.include_bn, self.record_test, tasks)
-        return [self._part(*run) for run in runs]
+
+        def batched():
+            runs = _jump_runs(subject, center, buffers, self.recipe, self.include_bn, self.record_test, tasks)
+            return [self._part(*run) for run in runs]
+
+        return or_one_at_a_time(subject, batched, lambda: super(JumpRetrainRuns, self).run_many(
+            subject, header, progress, tasks))
 
     def assemble(self, subject, header, parts):
         tasks = self.tasks(subject, header)
@@ -148,7 +153,7 @@ def _jump_runs(subject, theta0, buffers0, recipe: Recipe, include_bn: bool, reco
     def record(epoch, points, buffers, diverged):
         gone = torch.as_tensor((diverged > 0) & (diverged <= epoch), device=points.device)
         points = torch.where(gone[:, None], torch.full_like(points, float("nan")), points)
-        thetas.append(points)
+        thetas.append(points.cpu())  # kept on the host: K x (epochs + 1) vectors need no device memory
         if shared:
             losses.append(subject.losses(points, buffers[0]))
         else:
@@ -161,7 +166,7 @@ def _jump_runs(subject, theta0, buffers0, recipe: Recipe, include_bn: bool, reco
     count = len(tasks)
     record(0, starts.clone(), buffers0.expand(count, -1).clone(), np.zeros(count, dtype=np.int64))
     train_many(subject, starts, recipe, seeds, buffers=buffers0, on_epoch=record)
-    points = torch.stack(thetas, dim=1).cpu().numpy()  # (runs, epochs + 1, dim)
+    points = torch.stack(thetas, dim=1).numpy()  # (runs, epochs + 1, dim)
     loss_rows = np.stack(losses, axis=1)
     test_rows = np.stack(test_losses, axis=1) if record_test else np.empty((count, 0))
     return [(points[k], loss_rows[k], test_rows[k]) for k in range(count)]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .. import devices
-from ..batched import runs_at_once, train_many
+from ..batched import or_one_at_a_time, runs_at_once, train_many
 from ..errors import ConfigError, NonFiniteLossError, StoreError
 from ..params import Instance, Interval, NumberList, Vectors, param
 from ..provenance import digest
@@ -72,26 +72,34 @@ class TrainedMinima(Sampler):
     def group_size(self, subject, count):
         return runs_at_once(subject, self.recipe, count)
 
-    def run_many(self, subject, header, progress, tasks) -> list[Part]:
+    def run_many(self, subject, header, progress, tasks) -> list:
         """The seeds' minima trained together (``lossatlas.batched``), each as ``run`` would train it
-        alone (to rounding); the group's wall time is shared out evenly."""
+        alone (to rounding); the group's wall time is shared out evenly. A seed whose training
+        diverged gives its error in place of a part: the driver stores the others, then raises it."""
+        return or_one_at_a_time(subject, lambda: self._train_together(subject, progress, tasks),
+                                lambda: super(TrainedMinima, self).run_many(subject, header, progress, tasks))
+
+    def _train_together(self, subject, progress, tasks) -> list:
         start = time.perf_counter()
         seeds = [seed for _, seed in tasks]
         starts = [subject.init_theta(seed) for seed in seeds]
         thetas, buffers, diverged = train_many(subject, torch.stack([t for t, _ in starts]), self.recipe, seeds,
                                                buffers=torch.stack([b for _, b in starts]), progress=progress)
-        for (index, seed), epoch in zip(tasks, diverged):
-            if epoch:
-                raise NonFiniteLossError(f"Training {subject.name} (minimum {index}, seed {seed}) diverged: a "
-                                         f"non-finite loss in epoch {epoch} (recipe {self.recipe.to_dict()}). "
-                                         "Lower the learning rate.")
-        metrics = [minimum_metrics(subject, theta, state, f"Minimum {index} of {subject.name!r} (seed {seed})")
-                   for (index, seed), theta, state in zip(tasks, thetas, buffers)]
         share = (time.perf_counter() - start) / len(tasks)
         runtime = devices.runtime(subject.device, subject.theta0.dtype, self.recipe.precision)
-        return [minimum_part(Minimum(index, theta.cpu().numpy(), state.cpu().numpy(), seed, self.recipe.to_dict(),
-                                     found, share, runtime))
-                for (index, seed), theta, state, found in zip(tasks, thetas, buffers, metrics)]
+        parts = []
+        for (index, seed), theta, state, epoch in zip(tasks, thetas, buffers, diverged):
+            try:
+                if epoch:
+                    raise NonFiniteLossError(f"Training {subject.name} (minimum {index}, seed {seed}) diverged: a "
+                                             f"non-finite loss in epoch {epoch} (recipe {self.recipe.to_dict()}). "
+                                             "Lower the learning rate.")
+                found = minimum_metrics(subject, theta, state, f"Minimum {index} of {subject.name!r} (seed {seed})")
+                parts.append(minimum_part(Minimum(index, theta.cpu().numpy(), state.cpu().numpy(), seed,
+                                                  self.recipe.to_dict(), found, share, runtime)))
+            except NonFiniteLossError as err:
+                parts.append(err)
+        return parts
 
     def assemble(self, subject, header, parts):
         ordered = [parts[name] for name, _ in self.tasks(subject, header)]

@@ -6,6 +6,8 @@ subject. PyHessian (Yao et al. 2020) is the reference; ``pyhessian_spectrum`` ru
 """
 from __future__ import annotations
 
+import contextlib
+
 import functools
 import math
 import warnings
@@ -209,7 +211,8 @@ def pyhessian_spectrum(subject, theta, buffers, k: int, tol: float, max_iter: in
             if name in state:  # integer buffers (num_batches_tracked) are not in the flat vectors
                 tensor.copy_(state[name])
     batches = [(x.float() if x.is_floating_point() else x, y) for (x, y), _ in subject.eval_batches()]
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+    on_device = torch.cuda.device(subject.device) if subject.device.type == "cuda" else contextlib.nullcontext()
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings(), on_device:  # pyhessian's .cuda(): this GPU
         # pyhessian calls backward(create_graph=True) on the model copy, which is discarded after
         warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
         torch.manual_seed(seed)

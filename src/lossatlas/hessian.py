@@ -7,7 +7,6 @@ subject. PyHessian (Yao et al. 2020) is the reference; ``pyhessian_spectrum`` ru
 from __future__ import annotations
 
 import contextlib
-
 import functools
 import math
 import warnings

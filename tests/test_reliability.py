@@ -554,13 +554,18 @@ def test_a_full_disk_abandons_the_write_keeps_the_store_readable_and_a_rerun_res
     TALLY["faults survived"] += 1
 
 
-def test_a_nearly_full_disk_is_refused_before_writing(tmp_path, capsys, monkeypatch):
-    from lossatlas import store as store_module
-
+def _camel_run(tmp_path: Path) -> tuple[Path, Path, str]:
+    """A finished smoke run of the camel config: its store, its config and the store's digest."""
     path, config = tmp_path / "study.h5", tmp_path / "camel.toml"
     config.write_text(CAMEL)
     assert main(["run", str(config), "--scale", "smoke", "--store", str(path), "--out", str(tmp_path / "a")]) == 0
-    before = _digest(path)
+    return path, config, _digest(path)
+
+
+def test_a_nearly_full_disk_is_refused_before_writing(tmp_path, capsys, monkeypatch):
+    from lossatlas import store as store_module
+
+    path, config, before = _camel_run(tmp_path)
     monkeypatch.setattr(store_module, "_free_bytes", lambda folder: 5 * 2**20)
     TALLY["bad inputs tried"] += 1
     err = _cli(tmp_path, capsys, None, "run", str(config), "--scale", "smoke", "--store", str(path),
@@ -571,10 +576,7 @@ def test_a_nearly_full_disk_is_refused_before_writing(tmp_path, capsys, monkeypa
 
 
 def test_read_only_stores_and_output_folders_are_clear_errors(tmp_path, capsys, monkeypatch):
-    path, config = tmp_path / "study.h5", tmp_path / "camel.toml"
-    config.write_text(CAMEL)
-    assert main(["run", str(config), "--scale", "smoke", "--store", str(path), "--out", str(tmp_path / "a")]) == 0
-    before = _digest(path)
+    path, config, before = _camel_run(tmp_path)
     (tmp_path / "a-file").write_text("")  # an output folder that cannot be made: a file is in the way
     err = _cli(tmp_path, capsys, None, "report", str(path), "--out", str(tmp_path / "a-file" / "report"))
     assert "cannot write or read" in err and "a-file" in err and "Not a directory" in err

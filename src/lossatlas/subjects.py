@@ -333,7 +333,7 @@ class FunctionSubject(Subject):
             "fn": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}",
             "dim": self.dim,
             "dtype": str(self.theta0.dtype),
-            "theta0_sha1": _sha1(self.theta0),
+            "theta0_sha1": batches.sha1(self.theta0),
             "init_scale": self.init_scale,
         }
 
@@ -509,7 +509,7 @@ class ModuleSubject(Subject):
             "loss_fn": repr(self.loss_fn) if isinstance(self.loss_fn, nn.Module) else _identity(self.loss_fn),
             **self._described,
             "bn": self.bn,
-            **({"frozen": {n: _sha1(t) for n, t in self.frozen.items()}} if self.frozen else {}),
+            **({"frozen": {n: batches.sha1(t) for n, t in self.frozen.items()}} if self.frozen else {}),
             **({"forward": _identity(self._user_forward)} if self._user_forward is not None else {}),
             **self._extra_config,
         }
@@ -755,7 +755,3 @@ def _identity(fn) -> str:
     if code is None:
         return name
     return f"{name} code:{hashlib.sha1(code.co_code + repr(code.co_consts).encode()).hexdigest()[:12]}"
-
-
-def _sha1(*tensors: torch.Tensor) -> str:
-    return batches.sha1(*tensors)

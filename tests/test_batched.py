@@ -173,3 +173,69 @@ def test_models_vmap_cannot_batch_train_one_at_a_time_and_a_diverged_seed_keeps_
             train_minima(store, subject, Recipe(lr=0.1, momentum=0.0, epochs=2, steps_per_epoch=5), seeds=[0, 1, 2],
                          progress=False)
         assert [m.index for m in store.minima("exploding")] == [0, 1]  # the group's finished minima were stored
+
+
+def _bn_mlp():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3)).double()
+    generator = torch.Generator().manual_seed(1)
+    data = (torch.randn(60, 4, generator=generator, dtype=torch.float64),
+            torch.randint(0, 3, (60,), generator=generator))
+    return ModuleSubject(model, nn.CrossEntropyLoss(), data, device="cpu")
+
+
+@pytest.mark.parametrize("kind", ["polychain", "bezier"])
+def test_barcode_curves_trained_together_equal_curves_trained_alone(kind):
+    from lossatlas.samplers.paths import fit_curve, fit_curves
+
+    subject = _bn_mlp()
+    minima = torch.stack([subject.init_theta(seed)[0] for seed in range(4)])
+    starts, ends = minima[[0, 0, 1]], minima[[1, 2, 3]]
+    settings = dict(kind=kind, n_bends=2, epochs=3, lr=0.05, weight_decay=1e-3, batch_size=16, steps_per_epoch=5,
+                    seed=3, progress=False)
+    together = fit_curves(subject, starts, ends, **settings)
+    alone = torch.stack([fit_curve(subject, start, end, **settings) for start, end in zip(starts, ends)])
+    assert together.shape == alone.shape == (3, 2 if kind == "polychain" else 1, subject.dim)
+    assert torch.allclose(together, alone, rtol=1e-10, atol=1e-13)
+    assert (together - (starts + ends)[:, None] / 2).abs().max() > 1e-2  # the bends moved off the line
+
+
+def test_a_curve_through_non_finite_losses_skips_those_steps_as_it_does_alone():
+    from lossatlas.samplers.paths import fit_curve, fit_curves
+
+    undefined, alone_now = [], [False]
+
+    def well(t):  # a double well, undefined above t[1] = 0.3
+        base = ((t**2 - 1) ** 2).sum() + t[1] ** 2
+        if alone_now[0]:  # unbatched calls: record which sampled points were undefined
+            undefined.append(bool(t[1] > 0.3))
+        return torch.where(t[1] > 0.3, torch.full_like(base, float("nan")), base)
+
+    subject = FunctionSubject(well, torch.tensor([-1.0, 0.0], dtype=torch.float64), name="well", device="cpu")
+    starts = torch.tensor([[-1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64)
+    ends = torch.tensor([[1.0, 0.0], [1.0, 0.6]], dtype=torch.float64)  # the second curve crosses the hole
+    settings = dict(kind="polychain", epochs=2, lr=0.02, batch_size=None, steps_per_epoch=20, seed=0, progress=False)
+    together = fit_curves(subject, starts, ends, **settings)
+    alone_now[0] = True
+    alone = torch.stack([fit_curve(subject, start, end, **settings) for start, end in zip(starts, ends)])
+    assert any(undefined) and not all(undefined)  # alone, the second curve skipped some steps and took others
+    assert torch.isfinite(together).all()
+    assert torch.allclose(together, alone, rtol=1e-12, atol=1e-14)
+
+
+def test_barcode_paths_between_minima_batched_equal_paths_one_by_one(tmp_path, monkeypatch):
+    from lossatlas import Store
+    from lossatlas.samplers.minima import GivenMinima
+    from lossatlas.samplers.paths import Paths, connect_minima
+
+    subject = _bn_mlp()
+    minima = np.stack([subject.init_theta(seed)[0].numpy() for seed in range(3)])
+    given = GivenMinima(vectors=tuple(map(tuple, minima)))
+    assert Paths(minima=given, path_kind="polychain").group_size(subject, 3) == 3
+    assert Paths(minima=given, path_kind="string").group_size(subject, 3) == 1  # one batched call per step already
+    settings = dict(path_kind="polychain", curve_epochs=2, batch_size=16, n_eval=7, progress=False)
+    together = connect_minima(Store(tmp_path / "together.h5"), subject, minima, **settings)
+    monkeypatch.setenv("LOSSATLAS_BATCHED_TRAINING", "0")
+    alone = connect_minima(Store(tmp_path / "alone.h5"), subject, minima, **settings)
+    for key in ("path_max", "path_losses", "linear_max", "vertex_losses"):
+        assert np.allclose(together[key], alone[key], rtol=1e-9, atol=1e-12, equal_nan=True), key

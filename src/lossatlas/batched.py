@@ -86,14 +86,14 @@ def train_many(subject, thetas, recipe: Recipe, seeds, buffers=None, on_epoch: M
     schedule = make_schedule(recipe, optimizer)
     generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
     diverged = np.zeros(count, dtype=np.int64)
-    with _running_statistics_by_hand(getattr(subject, "_bn_modules", [])):
+    with running_statistics_by_hand(subject):
         bar = progress_bar(range(1, recipe.epochs + 1), desc=f"{subject.name}: train {count} runs", enabled=progress)
         for epoch in bar:
             bad = torch.zeros(count, dtype=torch.bool, device=param.device)  # read once per epoch: no sync per step
             for steps in zip(*(subject.train_batches(recipe, generator) for generator in generators)):
                 optimizer.zero_grad()
                 with devices.numerics(recipe.precision, subject.device):
-                    losses = _losses(subject, param, state, steps)
+                    losses = run_losses(subject, param, state, steps)
                 bad |= ~torch.isfinite(losses.detach())
                 with devices.numerics("tf32" if recipe.precision == "tf32" else "float32", subject.device):
                     losses.sum().backward()
@@ -107,7 +107,7 @@ def train_many(subject, thetas, recipe: Recipe, seeds, buffers=None, on_epoch: M
 
 
 @contextlib.contextmanager
-def _running_statistics_by_hand(modules):
+def running_statistics_by_hand(subject):
     """BatchNorm's kernel does not update running statistics held in a vmapped tensor; so while
     runs are batched, each BatchNorm hands the kernel no running statistics (it normalizes by the
     batch, as in training anyway) and a pre-hook applies torch's update itself: running = (1 - m)
@@ -121,6 +121,7 @@ def _running_statistics_by_hand(modules):
         module.running_mean.mul_(1 - m).add_(m * x.mean(dim=dims))
         module.running_var.mul_(1 - m).add_(m * x.var(dim=dims, correction=1))
 
+    modules = getattr(subject, "_bn_modules", [])
     tracked = [m for m in modules if m.track_running_stats and m.running_mean is not None]
     handles = [m.register_forward_pre_hook(update) for m in tracked]
     for module in tracked:
@@ -133,8 +134,9 @@ def _running_statistics_by_hand(modules):
             handle.remove()
 
 
-def _losses(subject, param: torch.Tensor, state: torch.Tensor, steps: tuple) -> torch.Tensor:
-    """Every run's training loss on its own batch, as one vmapped call."""
+def run_losses(subject, param: torch.Tensor, state: torch.Tensor, steps: tuple) -> torch.Tensor:
+    """Every run's training loss at its row of ``param`` (K, dim) on its own batch, as one vmapped
+    call; run inside ``running_statistics_by_hand``."""
     first = steps[0]
     if isinstance(first, (torch.Tensor, tuple, list, dict)) and batches.leaves(first):
         stacked = _stack(steps)

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from torch.func import vmap
+
+from ..batched import or_one_at_a_time, run_losses, running_statistics_by_hand, runs_at_once
 from ..params import Instance, Interval, Options, check_known, param
 from ..progress import bar as progress_bar
 from ..provenance import digest
@@ -68,6 +71,50 @@ def fit_curve(subject, start, end, kind: str = "polychain", n_bends: int = 1, ep
             loss.backward()
             optimizer.step()
     return bends.detach()
+
+
+def fit_curves(subject, starts, ends, kind: str = "polychain", n_bends: int = 1, epochs: int = 10, lr: float = 0.01,
+               momentum: float = 0.9, weight_decay: float = 0.0, batch_size: int | None = 128,
+               steps_per_epoch: int = 100, seed: int = 0, progress: bool = True) -> torch.Tensor:
+    """``fit_curve`` for the K pairs ``(starts[k], ends[k])`` trained together (``lossatlas.batched``);
+    returns the bends (K, n_bends, dim), equal to ``fit_curve`` pair by pair up to rounding. All
+    bends are one leaf stepped by one optimizer (SGD acts elementwise); each curve draws its batches
+    and its t from its own generator seeded ``seed``, in the order ``fit_curve`` draws them, and a
+    curve whose sampled point has a non-finite loss keeps its bends and momentum for that step."""
+    starts, ends = subject.as_thetas(starts), subject.as_thetas(ends)
+    count, n_bends = len(starts), 1 if kind == "bezier" else n_bends
+    t0 = torch.arange(1, n_bends + 1, dtype=starts.dtype, device=starts.device)[:, None] / (n_bends + 1)
+    bends = torch.nn.Parameter((1 - t0) * starts[:, None] + t0 * ends[:, None])
+    optimizer = torch.optim.SGD([bends], lr=lr, momentum=momentum, weight_decay=weight_decay)
+    recipe = Recipe(batch_size=batch_size, steps_per_epoch=steps_per_epoch, lr=lr, epochs=epochs)
+    generators = [torch.Generator().manual_seed(int(seed)) for _ in range(count)]
+    buffers = subject.buffers0.expand(count, -1).clone()  # scratch, as in fit_curve
+    point = vmap(lambda start, bend, end, t: curve_points(kind, start, bend, end, t)[0])
+    with running_statistics_by_hand(subject):
+        for _ in progress_bar(range(epochs), desc=f"{subject.name}: {count} {kind} curves", enabled=progress):
+            for steps in zip(*(subject.train_batches(recipe, generator) for generator in generators)):
+                t = torch.cat([torch.rand(1, generator=g, dtype=starts.dtype) for g in generators]).to(starts.device)
+                optimizer.zero_grad()
+                losses = run_losses(subject, point(starts, bends, ends, t), buffers, steps)
+                finite = torch.isfinite(losses.detach())[:, None, None]  # no host sync: masked below
+                kept_bends, kept_momentum = bends.detach().clone(), _momentum(optimizer, bends)
+                losses.sum().backward()
+                optimizer.step()
+                with torch.no_grad():
+                    bends.copy_(torch.where(finite, bends, kept_bends))
+                    if kept_momentum is not None:
+                        momentum = optimizer.state[bends]["momentum_buffer"]
+                        momentum.copy_(torch.where(finite, momentum, kept_momentum))
+    return bends.detach()
+
+
+def _momentum(optimizer, param) -> torch.Tensor | None:
+    """A copy of SGD's momentum buffer of ``param``; zeros before the first step (SGD's first step
+    sets it to the gradient, as 0.9 x 0 + gradient does); None without momentum."""
+    buffer = optimizer.state.get(param, {}).get("momentum_buffer")
+    if buffer is None:
+        return torch.zeros_like(param) if optimizer.defaults["momentum"] else None
+    return buffer.clone()
 
 
 # -- the string method ---------------------------------------------------------------------------
@@ -190,10 +237,34 @@ class Paths(Sampler):
 
     def run(self, subject, header, progress, task) -> Part:
         thetas = subject.as_thetas(header["minima"])
-        config = {**self.own_config(), "path": self.path_kind}
-        found = _path_pair(subject, config, progress, (thetas[task[0]], thetas[task[1]]))
-        attrs = {"max_loss": float(np.max(found["losses"])), "linear_max": float(np.max(found["linear_losses"]))}
-        return Part(found, attrs)
+        return _part(_path_pair(subject, self._settings(), progress, (thetas[task[0]], thetas[task[1]])))
+
+    def _settings(self) -> dict:
+        return {**self.own_config(), "path": self.path_kind}
+
+    def _curve_recipe(self) -> Recipe:
+        return Recipe(batch_size=self.batch_size, lr=self.curve_lr, epochs=self.curve_epochs,
+                      weight_decay=self.weight_decay)
+
+    def group_size(self, subject, count):
+        """Garipov curves train together where batching pays (``runs_at_once``); the string method
+        moves all its images in one batched gradient call already."""
+        return 1 if self.path_kind == "string" else runs_at_once(subject, self._curve_recipe(), count)
+
+    def run_many(self, subject, header, progress, tasks) -> list[Part]:
+        """The pairs' curves trained together (``fit_curves``), each then evaluated as ``run`` does."""
+        thetas = subject.as_thetas(header["minima"])
+        config = self._settings()
+
+        def batched():
+            starts, ends = thetas[[i for i, _ in tasks]], thetas[[j for _, j in tasks]]
+            bends = fit_curves(subject, starts, ends, self.path_kind, self.bends, self.curve_epochs, self.curve_lr,
+                               weight_decay=self.weight_decay, batch_size=self.batch_size, seed=self.seed,
+                               progress=progress)
+            return [_part(_evaluate(subject, config, start, end, *_curve_evaluation(config, start, bend, end)))
+                    for start, bend, end in zip(starts, bends, ends)]
+
+        return or_one_at_a_time(subject, batched, lambda: super(Paths, self).run_many(subject, header, progress, tasks))
 
     def assemble(self, subject, header, parts):
         k = len(header["minima"])
@@ -223,10 +294,19 @@ def connect_minima(store, subject, minima: np.ndarray, progress: bool = True, **
     return obtain(store, subject, request, progress)
 
 
+def _part(found: dict[str, np.ndarray]) -> Part:
+    heights = {"max_loss": float(np.max(found["losses"])), "linear_max": float(np.max(found["linear_losses"]))}
+    return Part(found, heights)
+
+
 def _path_pair(subject, config: dict, progress: bool, task) -> dict[str, np.ndarray]:
     """One pair's optimized path and straight line, evaluated (runs wherever the executor sends it)."""
     start, end = task
-    points, t, shape = _optimize(subject, start, end, config, progress)
+    return _evaluate(subject, config, start, end, *_optimize(subject, start, end, config, progress))
+
+
+def _evaluate(subject, config: dict, start, end, points, t, shape) -> dict[str, np.ndarray]:
+    """The path's points and the straight line, on the full evaluation set, BatchNorm re-estimated."""
     losses = subject.evaluate_many(points, recompute_bn=True)["loss"]
     line_t = torch.linspace(0, 1, config["n_eval"], dtype=start.dtype, device=start.device)
     line = subject.evaluate_many((1 - line_t[:, None]) * start + line_t[:, None] * end, recompute_bn=True)["loss"]
@@ -252,6 +332,11 @@ def _optimize(subject, start, end, config, progress):
     bends = fit_curve(subject, start, end, config["path"], config["bends"], config["curve_epochs"], config["curve_lr"],
                       weight_decay=config["weight_decay"], batch_size=config["batch_size"], seed=config["seed"],
                       progress=progress)
+    return _curve_evaluation(config, start, bends, end)
+
+
+def _curve_evaluation(config, start, bends, end):
+    """A fitted curve's n_eval evaluation points (endpoints exact), their t, and its bends."""
     t = torch.linspace(0, 1, config["n_eval"], dtype=start.dtype, device=start.device)
     points = curve_points(config["path"], start, bends, end, t)
     points[0], points[-1] = start, end

@@ -1,0 +1,124 @@
+"""The report's statistics (issue 17) against scipy and against brute-force enumeration."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from lossatlas import stats
+
+
+def _data(n, seed, ties=False):
+    generator = np.random.default_rng(seed)
+    x = generator.integers(0, 3, n).astype(float) if ties else generator.standard_normal(n)
+    return x, 0.5 * x + generator.standard_normal(n)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_kendall_and_spearman_equal_scipy(ties):
+    for seed in range(5):
+        x, y = _data(11, seed, ties)
+        assert stats.kendall_tau(x, y) == pytest.approx(scipy_stats.kendalltau(x, y).statistic, abs=1e-12)
+        assert stats.spearman_rho(x, y) == pytest.approx(scipy_stats.spearmanr(x, y).statistic, abs=1e-12)
+
+
+def test_exact_kendall_p_equals_scipy_exact_without_ties():
+    for n in range(3, 9):
+        x, y = _data(n, n)
+        test = stats.permutation_test(x, y, "kendall")
+        assert test.exact and test.permutations == math.factorial(n)
+        assert test.p == pytest.approx(scipy_stats.kendalltau(x, y, method="exact").pvalue, rel=1e-9)
+
+
+@pytest.mark.parametrize("statistic, reference", [("kendall", scipy_stats.kendalltau),
+                                                  ("spearman", scipy_stats.spearmanr)])
+@pytest.mark.parametrize("ties", [False, True])
+def test_exact_p_equals_brute_force_enumeration(statistic, reference, ties):
+    for n in (3, 5, 7):
+        x, y = _data(n, 10 + n, ties)
+        if np.ptp(x) == 0:
+            continue
+        observed = reference(x, y).statistic
+        hits = [abs(reference(x, y[list(order)]).statistic) >= abs(observed) - 1e-12
+                for order in itertools.permutations(range(n))]
+        test = stats.permutation_test(x, y, statistic)
+        assert test.statistic == pytest.approx(observed, abs=1e-12)
+        assert test.p == pytest.approx(np.mean(hits), abs=1e-12)
+
+
+def test_a_perfect_order_of_four_has_p_one_twelfth_not_zero():
+    test = stats.permutation_test([1, 2, 3, 4], [10, 20, 30, 40])
+    assert test.statistic == 1.0 and test.p == pytest.approx(1 / 12)
+
+
+def test_monte_carlo_p_is_seeded_never_zero_and_close_to_scipy():
+    x, y = _data(14, 3)
+    test = stats.permutation_test(x, y, "spearman", permutations=20_000, seed=1)
+    again = stats.permutation_test(x, y, "spearman", permutations=20_000, seed=1)
+    assert not test.exact and test.permutations == 20_000 and test.p == again.p
+    reference = scipy_stats.permutation_test((x, y), lambda a, b: scipy_stats.spearmanr(a, b).statistic,
+                                             permutation_type="pairings", n_resamples=9999,
+                                             alternative="two-sided", random_state=np.random.default_rng(2))
+    assert abs(test.p - reference.pvalue) < 0.025  # two Monte Carlo estimates of one p (se ~ 0.004)
+    perfect = stats.permutation_test(np.arange(14), np.arange(14) ** 2, permutations=1000)
+    assert perfect.p == pytest.approx(1 / 1001)
+
+
+def test_holm_and_benjamini_hochberg_on_a_hand_computed_case():
+    p = [0.01, 0.04, 0.03, 0.005, np.nan]
+    # Holm: sorted 0.005 x4 = 0.02, 0.01 x3 = 0.03, 0.03 x2 = 0.06, 0.04 x1 = 0.04 -> monotone 0.06
+    assert np.allclose(stats.holm(p), [0.03, 0.06, 0.06, 0.02, np.nan], equal_nan=True)
+    # BH: 0.005 x4/1 = 0.02, 0.01 x4/2 = 0.02, 0.03 x4/3 = 0.04, 0.04 x4/4 = 0.04
+    assert np.allclose(stats.benjamini_hochberg(p), [0.02, 0.04, 0.04, 0.02, np.nan], equal_nan=True)
+    many = np.random.default_rng(0).random(30) ** 3
+    assert np.allclose(stats.benjamini_hochberg(many), scipy_stats.false_discovery_control(many))
+
+
+def test_bootstrap_interval_covers_the_true_mean_at_about_the_nominal_rate():
+    generator = np.random.default_rng(0)
+    covered = []
+    for trial in range(200):
+        sample = generator.normal(3.0, 2.0, 30)
+        low, high = stats.bootstrap_ci([sample], lambda groups: groups[0].mean(axis=1), resamples=1000, seed=trial)
+        covered.append(low <= 3.0 <= high)
+    assert 0.88 <= np.mean(covered) <= 0.99  # percentile intervals run slightly short at n = 30
+
+
+def test_bootstrap_resamples_within_groups_and_is_seeded():
+    groups = [np.zeros(5), np.ones(5)]  # within-group resampling keeps each group's mean exactly
+    assert stats.bootstrap_ci(groups, lambda g: g[1].mean(axis=1) - g[0].mean(axis=1), resamples=200) == (1.0, 1.0)
+    data = [np.random.default_rng(1).standard_normal(8)]
+    mean = lambda g: g[0].mean(axis=1)  # noqa: E731
+    assert stats.bootstrap_ci(data, mean, seed=4) == stats.bootstrap_ci(data, mean, seed=4)
+    assert stats.bootstrap_ci(data, mean, seed=4) != stats.bootstrap_ci(data, mean, seed=5)
+
+
+def test_kendall_tau_of_many_rows_equals_scipy_row_by_row():
+    generator = np.random.default_rng(3)
+    x, y = generator.integers(0, 4, (50, 9)).astype(float), generator.integers(0, 4, (50, 9)).astype(float)
+    x[0] = 1.0  # a constant row: undefined
+    expected = [scipy_stats.kendalltau(a, b).statistic for a, b in zip(x, y)]
+    assert np.allclose(stats.kendall_tau_rows(x, y), expected, equal_nan=True)
+
+
+def test_granulated_tau_averages_per_axis_taus_with_the_other_axes_fixed():
+    a, b = np.array([0, 0, 1, 1] * 2), np.array([0, 1, 0, 1] * 2)
+    noise = np.repeat([0.1, -0.1], 4)  # two seeds per setting: averaged out
+    target = a + 10 * b + noise
+    measure = a - 10 * b - noise
+    total, per_axis = stats.granulated_tau(measure, target, {"a": a, "b": b})
+    assert per_axis == {"a": 1.0, "b": -1.0} and total == 0.0
+    total, per_axis = stats.granulated_tau(target, target, {"a": a, "b": b, "c": np.zeros(8)})
+    assert per_axis["a"] == per_axis["b"] == 1.0 and math.isnan(per_axis["c"]) and total == 1.0
+
+
+def test_effect_sizes():
+    a, b = np.array([1.0, 2.0, 3.0, 7.0]), np.array([2.5, 4.0, 5.0])
+    u = scipy_stats.mannwhitneyu(a, b).statistic
+    assert stats.cliffs_delta(a, b) == pytest.approx(2 * u / (len(a) * len(b)) - 1)
+    # mean difference -3 over a pooled sd of 1, times J = 1 - 3 / (4 * 6 - 9) = 0.8
+    assert stats.hedges_g([1, 2, 3], [4, 5, 6]) == pytest.approx(-2.4)
+    assert math.isnan(stats.hedges_g([1], [2, 3]))

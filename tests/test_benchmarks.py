@@ -13,7 +13,8 @@ from lossatlas.cli import main
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 NAMES = ("resnet_skip", "pinn_convection")
-TEXT_FILES = ("metrics.csv", "table.md", "table.tex", "report.md", "index.html")
+TEXT_FILES = ("metrics.csv", "comparison.csv", "variants.csv", "agreement.csv", "table.md", "table.tex", "report.md",
+              "index.html")
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +98,9 @@ def test_variant_table_is_the_mean_and_std_of_the_rows(smoke):
 
 def test_comparison_table_names_the_factor_error_and_claims(smoke):
     resnet = (smoke / "resnet_skip_smoke" / "table.md").read_text()
-    assert "ρ vs test_error" in resnet and "ρ vs skip" in resnet
+    assert "| vs test_error | vs skip | Cliff's δ (skip) |" in resnet
     pinn = (smoke / "pinn_convection_smoke" / "table.md").read_text()
-    assert "ρ vs test_relative_l2_error" in pinn and "ρ vs beta" in pinn
+    assert "| vs test_relative_l2_error | vs beta |" in pinn
     report = (smoke / "resnet_skip_smoke" / "report.md").read_text()
     claims = report.split("\n## Paper claims", 1)[1].split("\n## ", 1)[0]
     cited = claims.count("Xie, Geniesse et al. 2024") + claims.count("Barannikov et al. 2025")
@@ -107,6 +108,28 @@ def test_comparison_table_names_the_factor_error_and_claims(smoke):
     assert "not testable at this scale (depth has one level)" in claims  # depth is not varied at smoke scale
     tex = (smoke / "resnet_skip_smoke" / "table.tex").read_text()
     assert "\\toprule" in tex and "\\pm" in tex and "_" not in tex.replace("\\_", "")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_comparison_and_agreement_files_cover_the_measures(smoke, name):
+    folder = smoke / f"{name}_smoke"
+    with open(folder / "comparison.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for column in ("measure", "against", "n", "kendall_tau", "spearman_rho", "p_value", "p_adjusted", "ci_low",
+                   "ci_high"):
+        assert column in rows[0], column
+    measures = {r["measure"] for r in rows}
+    assert "hessian.top_eigenvalue" in measures and "hessian.hvp_count" not in measures  # diagnostics stay out
+    assert len(rows) == 2 * len(measures)  # against the error and the one factor
+    tested = [r for r in rows if r["p_value"]]
+    assert tested and all(float(r["p_adjusted"]) >= float(r["p_value"]) for r in tested)
+    with open(folder / "agreement.csv", newline="") as handle:
+        matrix = list(csv.reader(handle))
+    assert matrix[0][1:] == [row[0] for row in matrix[1:]]  # square, one name per row and column
+    assert all(float(row[i + 1]) == 1.0 for i, row in enumerate(matrix[1:]))
+    assert any(f.startswith("agreement_minima") for f in (p.name for p in (folder / "figures").iterdir()))
+    report = (folder / "report.md").read_text()
+    assert "## How to read the comparison" in report and "## Agreement between methods" in report
 
 
 def test_rerun_reuses_the_store(smoke, capsys):

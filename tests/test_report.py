@@ -1,11 +1,17 @@
 """Report logic on hand-made studies (claims, correlations, formats) and config validation of reports."""
+import csv
+import io
+import itertools
+
+import numpy as np
 import pytest
-from scipy.stats import spearmanr
+from scipy.stats import kendalltau, spearmanr
 
 from lossatlas import harness
 from lossatlas.errors import ConfigError
 from lossatlas.report.collect import Study
-from lossatlas.report.tables import Table, comparison_table, correlate, evaluate_claim, mean_std
+from lossatlas.report.comparison import associate, compare, comparison_csv
+from lossatlas.report.tables import Table, comparison_table, evaluate_claim, evaluate_claims, mean_std
 
 
 def _study(values_by_beta: dict, scope: str = "minimum") -> Study:
@@ -24,16 +30,45 @@ def _claim(direction, **extra):
     return {"metric": "m.x", "direction": direction, "text": "t", **extra}
 
 
+def _verdicts(study, *claims):
+    study.record["report"]["claims"] = list(claims)
+    return [found["verdict"] for found in evaluate_claims(study)]
+
+
 def test_claim_verdicts_follow_the_data():
-    rising = _study({1.0: [1, 2], 5.0: [3, 4], 10.0: [5, 6]})
-    assert evaluate_claim(rising, _claim("increasing"))["verdict"] == "reproduced"
-    assert evaluate_claim(rising, _claim("decreasing"))["verdict"].startswith("not reproduced (opposite direction, p=")
-    noisy = _study({1.0: [1, 6], 5.0: [2, 3], 10.0: [4, 5]})  # rho = +0.24, p = 0.65
-    assert evaluate_claim(noisy, _claim("increasing"))["verdict"].startswith("same direction, not significant")
+    rising = _study({1.0: [1, 2], 5.0: [3, 4], 10.0: [5, 6]})  # exact p = 16 / 720: 8 orders per sign tie tau = 1
+    assert _verdicts(rising, _claim("increasing")) == ["reproduced"]
+    assert _verdicts(rising, _claim("decreasing"))[0].startswith("not reproduced (opposite direction, p=0.022")
+    noisy = _study({1.0: [1, 6], 5.0: [2, 3], 10.0: [4, 5]})
+    assert _verdicts(noisy, _claim("increasing"))[0].startswith("same direction, not significant")
     flat = _study({1.0: [2, 2], 5.0: [2, 2]})
-    assert evaluate_claim(flat, _claim("increasing"))["verdict"] == "not reproduced (no change)"
-    assert evaluate_claim(rising, _claim("increasing", factor="depth"))["verdict"].startswith("not testable")
-    assert evaluate_claim(rising, {**_claim("increasing"), "metric": "m.y"})["verdict"].startswith("not available")
+    assert _verdicts(flat, _claim("increasing")) == ["not reproduced (no change)"]
+    assert _verdicts(rising, _claim("increasing", factor="depth"))[0].startswith("not testable")
+    assert _verdicts(rising, {**_claim("increasing"), "metric": "m.y"})[0].startswith("not available")
+
+
+def test_claim_p_values_are_adjusted_across_the_claims():
+    rising = _study({1.0: [1, 2], 5.0: [3, 4], 10.0: [5, 6]})
+    alone, = _verdicts(rising, _claim("increasing"))
+    assert alone == "reproduced"  # p = 0.022
+    three = _verdicts(rising, _claim("increasing"), _claim("increasing"), _claim("increasing"))
+    assert all(v.startswith("same direction, not significant (p=0.022, adjusted 0.067") for v in three)  # Holm: x3
+
+
+def test_benjamini_hochberg_when_the_config_asks_for_it():
+    study = _study({1.0: [1, 2], 5.0: [3, 4], 10.0: [5, 6]})
+    study.record["report"]["correction"] = "bh"
+    three = _verdicts(study, _claim("increasing"), _claim("increasing"), _claim("increasing"))
+    assert three == ["reproduced"] * 3  # equal p-values: BH leaves them at 0.022, where Holm triples them
+    assert "Benjamini-Hochberg" in " ".join(comparison_table(study, [], compare(study)).notes)
+    plan = harness.plan({**_BASE, "report": {"factor": "beta", "correction": "bh", "permutations": 5000}}, "smoke")
+    assert plan.report["correction"] == "bh" and plan.report["permutations"] == 5000
+
+
+def test_three_seeds_at_two_levels_cannot_be_significant_and_the_verdict_says_so():
+    separated = _study({0.0: [1, 2, 3], 1.0: [7, 8, 9]})  # perfectly separated, but 20 ways to split 6 into 3 + 3
+    verdict, = _verdicts(separated, _claim("increasing"))
+    assert "p=0.1," in verdict and "no order of this design reaches p < 0.1" in verdict
 
 
 def test_a_claim_can_name_its_own_factor_and_filter_rows():
@@ -42,22 +77,41 @@ def test_a_claim_can_name_its_own_factor_and_filter_rows():
         row["depth"] = 20 if row["seed"] == 0 else 56
         row["m.x"] = row["m.x"] - (10 * (row["depth"] == 56) if row["beta"] > 1 else 0)
     study.record["variants"]["depth"] = [20, 56]
-    found = evaluate_claim(study, _claim("decreasing", factor="depth", where={"beta": 10.0}))
-    assert found["verdict"].startswith("same direction, not significant (n=2 < 3)")  # two rows at beta = 10
-    assert "depth=20: 5 → depth=56: -4" in found["observed"]
-    assert evaluate_claim(study, _claim("decreasing", factor="depth", where={"beta": 1.0}))["verdict"] == \
-        "not reproduced (opposite direction)"  # at beta = 1 depth adds nothing: 1 -> 2
+    verdict, = _verdicts(study, _claim("decreasing", factor="depth", where={"beta": 10.0}))
+    assert verdict.startswith("same direction, not significant (n=2 < 3)")  # two rows at beta = 10
+    assert "depth=20: 5 → depth=56: -4" in evaluate_claim(study, _claim("decreasing", factor="depth",
+                                                                         where={"beta": 10.0}))["levels"]
+    assert _verdicts(study, _claim("decreasing", factor="depth", where={"beta": 1.0})) == \
+        ["not reproduced (opposite direction)"]  # at beta = 1 depth adds nothing: 1 -> 2
 
 
-def test_correlations_match_scipy_and_per_subject_metrics_count_once():
+def test_associations_match_scipy_and_enumeration_and_per_subject_metrics_count_once():
     study = _study({1.0: [1, 7], 5.0: [3, 2], 10.0: [5, 9]})
-    found = correlate(study, "m.x", "beta")
-    rho, p = spearmanr([1, 1, 5, 5, 10, 10], [1, 7, 3, 2, 5, 9])
-    assert (found.rho, found.p, found.n) == pytest.approx((rho, p, 6))
+    found = associate(study, "m.x", "beta")
+    beta, x = np.array([1, 1, 5, 5, 10, 10.0]), np.array([1, 7, 3, 2, 5, 9.0])
+    tau = kendalltau(x, beta).statistic
+    enumerated = np.mean([abs(kendalltau(x, beta[list(o)]).statistic) >= abs(tau) - 1e-12
+                          for o in itertools.permutations(range(6))])
+    assert (found.kendall_tau, found.spearman_rho, found.p_value, found.n) == \
+        pytest.approx((tau, spearmanr(x, beta).statistic, enumerated, 6))
+    assert found.exact and found.ci_low <= found.kendall_tau <= found.ci_high
     once = _study({1.0: [4, 4], 5.0: [2, 2], 10.0: [9, 9]}, scope="subject")
-    assert correlate(once, "m.x", "beta").n == 3
-    assert correlate(_study({1.0: [1, 2, 3]}), "m.x", "beta").why == "constant"  # one beta
-    assert correlate(_study({1.0: [1, 2]}), "m.x", "beta").why == "n=2 < 3"
+    assert associate(once, "m.x", "beta").n == 3 and "no interval" in associate(once, "m.x", "beta").note
+    assert associate(_study({1.0: [1, 2, 3]}), "m.x", "beta").note == "constant"  # one beta
+    assert associate(_study({1.0: [1, 2]}), "m.x", "beta").note == "n=2 < 3"
+
+
+def test_comparison_csv_has_one_row_per_measure_and_target_with_adjusted_p():
+    study = _study({0.0: [1, 2, 3], 1.0: [7, 8, 9]})
+    found = compare(study)
+    rows = list(csv.DictReader(io.StringIO(comparison_csv(found))))
+    assert [(r["measure"], r["against"]) for r in rows] == [("m.x", "err"), ("m.x", "beta")]
+    for column in ("n", "kendall_tau", "spearman_rho", "p_value", "p_adjusted", "ci_low", "ci_high"):
+        assert all(r[column] != "" for r in rows), column
+    p = sorted(float(r["p_value"]) for r in rows)
+    assert sorted(float(r["p_adjusted"]) for r in rows) == pytest.approx([min(1, 2 * p[0]), max(min(1, 2 * p[0]),
+                                                                                               p[1])])  # Holm
+    assert float(rows[1]["cliffs_delta"]) == 1.0  # every value at beta = 1 above every value at beta = 0
 
 
 def test_mean_std_and_formats():
@@ -66,8 +120,9 @@ def test_mean_std_and_formats():
     table = Table("a_b", ["x", "y"], [["1 ± 2", "ρ"]], ["note"])
     assert "\\pm" in table.latex() and "a\\_b" in table.latex() and "$\\rho$" in table.latex()
     assert "<td>1 ± 2</td>" in table.html() and "| 1 ± 2 | ρ |" in table.markdown()
-    rows = comparison_table(_study({1.0: [1, 2], 5.0: [3, 4], 10.0: [5, 6]}), []).rows
-    assert rows[0][0] == "m.x" and rows[0][1].startswith("+1.00")
+    study = _study({1.0: [1, 2], 5.0: [3, 4], 10.0: [5, 6]})
+    rows = comparison_table(study, [], compare(study)).rows
+    assert rows[0][0] == "m.x" and rows[0][1].startswith("τ +1.00 [")
 
 
 _BASE = {"name": "b", "problem": "pinn_convection", "params": {"n_f": 10}, "variants": {"beta": [1.0, 5.0]},
@@ -86,6 +141,8 @@ _BASE = {"name": "b", "problem": "pinn_convection", "params": {"n_f": 10}, "vari
                                     "factor": "depth"}]}, "factor 'depth' is not a problem parameter"),
     ({"factor": "beta", "claims": [{"metric": "mt.x", "direction": "increasing", "text": "t"}]},
      "metric 'mt.x': 'merge-tree' has no metric 'x'"),
+    ({"factor": "beta", "correction": "bonferroni"}, "'correction' parameter of config [report] must be one of"),
+    ({"factor": "beta", "permutations": 10}, "'permutations' parameter of config [report] must be an int in [1000"),
 ])
 def test_report_config_errors_name_the_offender(report, message):
     with pytest.raises(ConfigError, match=None) as err:

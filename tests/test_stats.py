@@ -122,3 +122,10 @@ def test_effect_sizes():
     # mean difference -3 over a pooled sd of 1, times J = 1 - 3 / (4 * 6 - 9) = 0.8
     assert stats.hedges_g([1, 2, 3], [4, 5, 6]) == pytest.approx(-2.4)
     assert math.isnan(stats.hedges_g([1], [2, 3]))
+
+
+def test_the_smallest_p_a_design_allows():
+    levels = [0, 0, 0, 1, 1, 1]  # 3 seeds at each of two levels: C(6, 3) = 20 splits, 2 of them extreme
+    test = stats.permutation_test(levels, [1, 2, 3, 7, 8, 9])
+    assert test.p == test.p_min == pytest.approx(0.1)
+    assert stats.permutation_test([0] * 4 + [1] * 4, np.arange(8)).p_min == pytest.approx(2 / 70)

@@ -12,7 +12,9 @@
     [report]                        # factor = a variant key; error = a row column (e.g. "test_error")
     [[report.claims]]               # metric = "<label>.<metric>" or a model column, direction =
                                     # "increasing" | "decreasing" in the factor, text, source, where = {...},
-                                    # factor (default: [report] factor; any problem parameter)
+                                    # factor (default: [report] factor; any problem parameter);
+                                    # correction = "holm" (default) | "bh", permutations = 10000 (Monte
+                                    # Carlo p-values where n > 8)
     [scales.<smoke|cpu|paper>]      # per-scale overrides of seeds, params, variants, minima, methods
 
 Analyzers of scope "minimum" run at every trained minimum; those of scope "subject" (the loss
@@ -48,7 +50,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _TOP_KEYS = {"name", "description", "problem", "seeds", "params", "variants", "minima", "methods", "report", "scales",
              "device"}
 _SCALE_KEYS = {"seeds", "params", "variants", "minima", "methods"}
-_REPORT_KEYS = {"factor", "error", "claims"}
+_REPORT_KEYS = {"factor", "error", "claims", "correction", "permutations"}
 _CLAIM_KEYS = {"metric", "direction", "text", "source", "where", "factor"}
 DIRECTIONS = ("increasing", "decreasing")
 _CONFIG_CONSTRAINTS = {"name": OfType(str), "description": OfType(str), "problem": OfType(str),
@@ -176,7 +178,8 @@ def _report(report: dict, variants: dict, params: dict, methods: dict, source: s
     factor = report.get("factor")
     if factor is not None and factor not in variants:
         raise ConfigError(f"{where} factor {factor!r} is not a variant; variants: {sorted(variants)}.")
-    validate(where, report, {"error": OfType(str, allow_none=True)})
+    validate(where, report, {"error": OfType(str, allow_none=True), "correction": Options(("holm", "bh")),
+                             "permutations": Interval(int, 1000)})
     error = report.get("error")
     claims = report.get("claims", [])
     if not isinstance(claims, list):
@@ -203,7 +206,8 @@ def _report(report: dict, variants: dict, params: dict, methods: dict, source: s
             raise ConfigError(f"{at} needs a factor (its own or [report] factor).")
         if claim_factor not in params:
             raise ConfigError(f"{at} factor {claim_factor!r} is not a problem parameter; valid: {sorted(params)}.")
-    return {"factor": factor, "error": error, "claims": claims}
+    tests = {key: report[key] for key in ("correction", "permutations") if key in report}
+    return {"factor": factor, "error": error, "claims": claims, **tests}
 
 
 def check_subjects(plan: Plan) -> None:

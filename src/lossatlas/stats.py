@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Sequence
@@ -36,6 +37,8 @@ class Test:
     n: int
     permutations: int  # the orders enumerated (exact) or drawn (Monte Carlo)
     exact: bool
+    p_min: float = math.nan  # the smallest p this design allows (the most extreme order's): with 3 seeds
+    # at each of two levels no result can reach p < 0.1
 
 
 def kendall_tau(x, y) -> float:
@@ -67,9 +70,13 @@ def permutation_test(x, y, statistic: str = "kendall", permutations: int = PERMU
     exact = n <= EXACT_MAX_N
     orders = _all_orders(n) if exact else _random_orders(n, permutations, seed)
     values = _permuted(x, y, orders, statistic)
-    hits = int((np.abs(values) >= abs(observed) - 1e-12).sum())
-    p = hits / len(orders) if exact else (1 + hits) / (1 + len(orders))
-    return Test(observed, min(p, 1.0), n, len(orders), exact)
+    extreme = np.abs(values).max()
+
+    def share(hits: int) -> float:
+        return min(1.0, hits / len(orders) if exact else (1 + hits) / (1 + len(orders)))
+
+    p = share(int((np.abs(values) >= abs(observed) - 1e-12).sum()))
+    return Test(observed, p, n, len(orders), exact, share(int((np.abs(values) >= extreme - 1e-12).sum())))
 
 
 def granulated_tau(measure, target, axes: dict[str, Sequence]) -> tuple[float, dict[str, float]]:
@@ -78,24 +85,34 @@ def granulated_tau(measure, target, axes: dict[str, Sequence]) -> tuple[float, d
     levels (seeds) are averaged first. Returns (the mean over axes, the per-axis psi_i); an axis
     whose every slice is constant or has one level gives nan and is left out of the mean."""
     measure, target = np.asarray(measure, dtype=float), np.asarray(target, dtype=float)
-    keys = list(axes)
-    levels = list(zip(*(list(axes[k]) for k in keys)))
+    levels = list(zip(*(list(values) for values in axes.values())))
     cells: dict[tuple, list[int]] = {}
     for i, setting in enumerate(levels):
         if math.isfinite(measure[i]) and math.isfinite(target[i]):
             cells.setdefault(setting, []).append(i)
-    mean = {s: (measure[idx].mean(), target[idx].mean()) for s, idx in cells.items()}
-    per_axis = {}
-    for a, key in enumerate(keys):
-        slices: dict[tuple, list[tuple]] = {}
-        for setting in mean:
-            slices.setdefault(setting[:a] + setting[a + 1:], []).append(setting)
-        taus = [kendall_tau([mean[s][0] for s in group], [mean[s][1] for s in group])
-                for group in slices.values() if len(group) >= 2]
-        taus = [t for t in taus if not math.isnan(t)]
-        per_axis[key] = float(np.mean(taus)) if taus else math.nan
-    finite = [v for v in per_axis.values() if not math.isnan(v)]
-    return (float(np.mean(finite)) if finite else math.nan), per_axis
+    settings = list(cells)
+    means = np.array([[measure[cells[s]].mean(), target[cells[s]].mean()] for s in settings]).reshape(1, -1, 2)
+    total, per_axis = granulated_tau_of_means(means[..., 0], means[..., 1], settings)
+    return float(total[0]), {key: float(v[0]) for key, v in zip(axes, per_axis)}
+
+
+def granulated_tau_of_means(measure: np.ndarray, target: np.ndarray, settings: list[tuple]):
+    """``granulated_tau`` on (B, C) arrays of per-setting means (B resamples, C settings, the
+    hyperparameter levels of setting c in ``settings[c]``): returns the (B,) granulated taus and
+    one (B,) psi per axis."""
+    per_axis = []
+    for axis in range(len(settings[0]) if settings else 0):
+        slices: dict[tuple, list[int]] = {}
+        for c, setting in enumerate(settings):
+            slices.setdefault(setting[:axis] + setting[axis + 1:], []).append(c)
+        taus = [kendall_tau_rows(measure[:, group], target[:, group]) for group in slices.values() if len(group) >= 2]
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-nan slice or axis: nan, as documented
+            per_axis.append(np.nanmean(taus, axis=0) if taus else np.full(len(measure), np.nan))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        total = np.nanmean(per_axis, axis=0) if per_axis else np.full(len(measure), np.nan)
+    return total, per_axis
 
 
 # -- multiple testing ----------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """The benchmark report, rebuilt from a store alone (``lossatlas report STORE --out DIR``).
 
-Writes to ``out``: ``metrics.csv`` (one row per trained minimum), ``table.md`` and ``table.tex``
-(per-variant mean ± std, method comparison), ``figures/`` (PNG and PDF), ``report.md`` and
-``index.html``. The text files are a function of the store's contents only, so regenerating
+Writes to ``out``: ``metrics.csv`` (one row per trained minimum), ``comparison.csv`` (every
+measure against the error and each factor: Kendall's tau, Spearman's rho, permutation and adjusted
+p-values, bootstrap interval), ``variants.csv`` (per-variant means with bootstrap intervals),
+``table.md`` and ``table.tex`` (per-variant mean ± std, method comparison), ``figures/`` (PNG
+and PDF), ``report.md`` and ``index.html``. The text files are a function of the store's contents only, so regenerating
 them gives the same bytes.
 """
 from __future__ import annotations
@@ -15,6 +17,8 @@ from .. import plots, registry
 from ..progress import bar as progress_bar
 from ..store import Store
 from .collect import Study, collect
+from . import agreement
+from .comparison import compare, comparison_csv, variants_csv
 from .document import index_html, markdown, sections, title
 from .tables import comparison_table, evaluate_claims, variant_table
 
@@ -27,13 +31,28 @@ def write_report(store: Store, out: str | Path, name: str | None = None, figures
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     drawn, notes = write_figures(study, out / "figures") if figures else ([], [])
-    names = [f"figures/{p.name}" for p in drawn]
     evaluated = evaluate_claims(study)
-    tables = [variant_table(study), comparison_table(study, evaluated)]
-    parts = sections(study, store.path.name, evaluated, *tables) + ([("Figures skipped", "\n".join(notes))]
-                                                                   if notes else [])
-    texts = {
+    found = compare(study)
+    tables = [variant_table(study), comparison_table(study, evaluated, found)]
+    agreeing, texts = [], {}
+    for across, filename in (("minima", "agreement.csv"), ("variants", "agreement_variants.csv")):
+        measures, taus, n = agreement.matrix(study, across)
+        if across == "variants" and n < 3:
+            continue  # two variants: every tau is +-1
+        texts[filename] = agreement.agreement_csv(measures, taus)
+        agreeing.append(agreement.summary(study, measures, taus, n, across))
+        if figures and len(measures) >= 2:
+            drawn += plots.save_figure(agreement.figure(measures, taus, f"{study.record['name']}: agreement "
+                                                        f"across the {across} (n = {n})"),
+                                       out / "figures" / f"agreement_{across}")
+    names = [f"figures/{p.name}" for p in drawn]
+    extra = [("Agreement between methods", "\n\n".join(agreeing))]
+    parts = sections(study, store.path.name, evaluated, *tables, extra) + ([("Figures skipped", "\n".join(notes))]
+                                                                          if notes else [])
+    texts = {**texts,
         "metrics.csv": metrics_csv(study),
+        "comparison.csv": comparison_csv(found),
+        "variants.csv": variants_csv(study),
         "table.md": "\n".join(t.markdown() for t in tables),
         "table.tex": "% needs \\usepackage{booktabs}\n" + "\n".join(t.latex() for t in tables),
         "report.md": markdown(title(study), parts, names),

@@ -50,9 +50,10 @@ def claim_summary(evaluated: list[dict]) -> str:
 
 
 def sections(study: Study, store_name: str, evaluated: list[dict], per_variant: Table,
-             comparison: Table) -> list[tuple[str, object]]:
+             comparison: Table, after_comparison: list[tuple[str, object]] = ()) -> list[tuple[str, object]]:
     """The report as (heading, body) pairs; a body is Markdown text or a Table. ``evaluated`` (the
-    claims' verdicts), ``per_variant`` and ``comparison`` (also written to table.md) are built once."""
+    claims' verdicts), ``per_variant`` and ``comparison`` (also written to table.md) are built once;
+    ``after_comparison``: the sections that follow the comparison (how to read it, agreement)."""
     record = study.record
     versions = ", ".join(f"{k} {v}" for k, v in sorted(study.versions.items()))
     variants = ", ".join(label for _, label in study.variants())
@@ -84,10 +85,31 @@ def sections(study: Study, store_name: str, evaluated: list[dict], per_variant: 
         ("Paper claims", claims_table(study, evaluated)),
         ("", claim_summary(evaluated)),
         ("Method comparison", comparison),
+        ("How to read the comparison", HOW_TO_READ),
+        *after_comparison,
         ("Metrics per variant", per_variant),
         ("Stage timings", timing_table(study)),
         ("Non-finite values", bad_text),
     ]
+
+
+HOW_TO_READ = """\
+Each cell gives Kendall's τ of the measure against the error (over every trained minimum) or
+against a factor (its levels coded as numbers), its bootstrap 95% interval, the permutation
+p-value and the p-value adjusted for the number of tests in the table.
+
+- τ = +1: the measure orders the minima exactly as the error (or the factor) does; 0: no relation;
+  -1: the reverse order. Which sign is "good" depends on the measure (see `higher_is_better` in
+  the analyzers' metadata): a sharpness measure that tracks the error has τ > 0.
+- p is exact (all orders enumerated) up to n = 8, so a perfect order of few points is *not* p = 0:
+  with 3 seeds at each of two levels of a factor, no result can reach p < 0.1, and a claim about a
+  two-level factor needs at least 4 seeds per level (smallest p 0.029) before correction.
+- The adjusted p (Holm by default) controls the chance of any false finding across all rows;
+  a verdict of "reproduced" needs adjusted p < 0.05 in the claimed direction.
+- The interval resamples seeds within each variant; a wide interval means the verdict rests on
+  one or two seeds. Per-variant measures (the loss barcode) have one value per variant: no interval.
+- comparison.csv holds every number (with Spearman's ρ, the permutation count and the smallest p
+  the design allows); variants.csv the per-variant means with their bootstrap intervals."""
 
 
 def missing_variants(record: dict) -> list[str]:
@@ -110,8 +132,9 @@ def markdown(title: str, parts: list[tuple[str, object]], figures: list[str]) ->
             out += [f"## {heading}", ""]
         out += [body.markdown() if isinstance(body, Table) else body, ""]
     out += ["## Figures", ""] + [f"![{name}]({name})" for name in figures if name.endswith(".png")]
-    out += ["", "Files: `metrics.csv` (one row per minimum), `table.md` / `table.tex` (the tables above), "
-            "`figures/` (PNG and PDF), `index.html`.", ""]
+    out += ["", "Files: `metrics.csv` (one row per minimum), `comparison.csv` (every measure against every "
+            "target), `variants.csv` (per-variant means with intervals), `agreement.csv` (Kendall's τ between "
+            "measures), `table.md` / `table.tex` (the tables above), `figures/` (PNG and PDF), `index.html`.", ""]
     return "\n".join(out)
 
 

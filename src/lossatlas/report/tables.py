@@ -1,6 +1,7 @@
-"""The report's tables: per-variant mean ± std over seeds, the method comparison (Spearman
-correlations and the seeds' claims), stage timings; each rendered as Markdown, LaTeX (booktabs)
-and HTML from one cell grid, so the three never disagree."""
+"""The report's tables: per-variant mean ± std over seeds, the method comparison (Kendall's tau
+with permutation p-values and bootstrap intervals from ``comparison.py``; the seeds' claims),
+stage timings; each rendered as Markdown, LaTeX (booktabs) and HTML from one cell grid, so the
+three never disagree."""
 from __future__ import annotations
 
 import html
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .collect import Study, is_finite
+from .comparison import Association, adjust, associate, code, measures, samples, settings
 
 SIGNIFICANCE = 0.05
 ARROW = {"increasing": "↑", "decreasing": "↓"}
@@ -71,104 +73,51 @@ def mean_std(values: list) -> str:
     return text + (f" ({bad} non-finite)" if bad and finite else "")
 
 
-@dataclass
-class Correlation:
-    rho: float | None
-    p: float | None
-    n: int
-    why: str = ""  # why there is no rho
-
-    def text(self) -> str:
-        return f"{self.rho:+.2f} (p={self.p:.2g}, n={self.n})" if self.rho is not None else self.why
-
-
-def spearman(x: list, y: list) -> Correlation:
-    """Spearman's rho over the pairs where both are finite (scipy); None with a reason otherwise."""
-    from scipy.stats import spearmanr
-
-    pairs = [(a, b) for a, b in zip(x, y) if is_finite(a) and is_finite(b)]
-    if len(pairs) < 3:
-        return Correlation(None, None, len(pairs), f"n={len(pairs)} < 3")
-    a, b = np.array(pairs, dtype=float).T
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return Correlation(None, None, len(pairs), "constant")
-    rho, p = spearmanr(a, b)
-    return Correlation(float(rho), float(p), len(pairs))
-
-
-# -- what is compared ------------------------------------------------------------------------------
-def _code(value):
-    """Factor levels as numbers: booleans 0/1 (skip: False < True), numbers as they are."""
-    if isinstance(value, bool):
-        return float(value)
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def samples(study: Study, column: str, rows: list[dict] | None = None) -> list[dict]:
-    """The independent observations of ``column``: every row for a per-minimum metric, one per
-    variant for a per-subject one (the loss barcode), with that variant's mean of the other columns."""
-    rows = study.rows if rows is None else rows
-    label = column.split(".", 1)[0] if "." in column else None
-    if label is None or study.scopes.get(label) != "subject":
-        return rows
-    grouped: dict[str, list[dict]] = {}
-    for row in rows:
-        grouped.setdefault(row["subject"], []).append(row)
-    merged = []
-    for group in grouped.values():
-        first = dict(group[0])
-        for key, value in first.items():
-            if is_finite(value) and key not in study.variant_keys and key not in ("seed", "minimum"):
-                values = [r.get(key) for r in group if is_finite(r.get(key))]
-                first[key] = float(np.mean(values)) if values else value
-        merged.append(first)
-    return merged
-
-
-def correlate(study: Study, column: str, against: str, rows: list[dict] | None = None) -> Correlation:
-    observed = samples(study, column, rows)
-    other = [_code(r.get(against)) if against in study.variant_keys else r.get(against) for r in observed]
-    return spearman([r.get(column) for r in observed], other)
-
-
 def evaluate_claim(study: Study, claim: dict) -> dict:
-    """Does the metric move with the factor the way the seed says? Spearman's rho gives the
-    direction and its p-value the strength; with fewer than 3 observations the level means do."""
+    """Does the metric move with the factor the way the seed says? Kendall's tau gives the
+    direction and its permutation p-value the strength (adjusted across the benchmark's claims by
+    ``evaluate_claims``); with fewer than 3 observations the level means give the direction."""
     factor, column = claim_factor(study, claim), claim["metric"]
     rows = [r for r in study.rows if all(r.get(k) == v for k, v in claim.get("where", {}).items())]
-    out = {"claim": claim, "observed": "", "verdict": ""}
+    out = {"claim": claim, "observed": "", "verdict": "", "association": None}
     if not any(column in r for r in rows):
         out["verdict"] = "not available (metric not computed)"
         return out
     observed = samples(study, column, rows)
-    levels = sorted({_code(r[factor]) for r in observed if _code(r.get(factor)) is not None})
+    levels = sorted({code(r[factor]) for r in observed if code(r.get(factor)) is not None})
     if len(levels) < 2:
         out["verdict"] = f"not testable at this scale ({factor} has one level)"
         return out
     means = {}
     for level in levels:
-        values = [r[column] for r in observed if _code(r[factor]) == level and is_finite(r.get(column))]
+        values = [r[column] for r in observed if code(r[factor]) == level and is_finite(r.get(column))]
         means[level] = float(np.mean(values)) if values else float("nan")
-    correlation = correlate(study, column, factor, rows)
-    shown = " → ".join(f"{_level_text(study, factor, lv)}: {number(m)}" for lv, m in means.items())
-    out["observed"] = f"{shown}; ρ {correlation.text()}"
-    if correlation.rho is not None:
-        sign = np.sign(correlation.rho)
+    out["association"] = associate(study, column, factor, rows)
+    out["levels"] = " → ".join(f"{_level_text(study, factor, lv)}: {number(m)}" for lv, m in means.items())
+    out["means"] = (means[levels[0]], means[levels[-1]])
+    return out
+
+
+def _verdict(found: dict) -> str:
+    """The verdict of an evaluated claim whose association has its adjusted p."""
+    association, claim = found["association"], found["claim"]
+    if association.defined:
+        sign = np.sign(association.kendall_tau)
     else:
-        first, last = means[levels[0]], means[levels[-1]]
+        first, last = found["means"]
         sign = np.sign(last - first) if math.isfinite(first) and math.isfinite(last) else 0.0
     wanted = 1.0 if claim["direction"] == "increasing" else -1.0
+    strength = (f"p={association.p_value:.2g}, adjusted {association.p_adjusted:.2g}" if association.defined
+                else association.note)
+    if association.defined and association.p_min >= SIGNIFICANCE:
+        strength += f"; no order of this design reaches p < {association.p_min:.2g}"
     if sign == 0:
-        out["verdict"] = "not reproduced (no change)"
-    elif sign != wanted:
-        strength = f", p={correlation.p:.2g}" if correlation.p is not None else ""
-        out["verdict"] = f"not reproduced (opposite direction{strength})"
-    elif correlation.p is not None and correlation.p < SIGNIFICANCE:
-        out["verdict"] = "reproduced"
-    else:
-        strength = f"p={correlation.p:.2g}" if correlation.p is not None else correlation.why
-        out["verdict"] = f"same direction, not significant ({strength})"
-    return out
+        return "not reproduced (no change)"
+    if sign != wanted:
+        return "not reproduced (opposite direction" + (f", {strength})" if association.defined else ")")
+    if association.defined and association.p_adjusted < SIGNIFICANCE:
+        return "reproduced"
+    return f"same direction, not significant ({strength})"
 
 
 def claim_factor(study: Study, claim: dict) -> str:
@@ -177,7 +126,7 @@ def claim_factor(study: Study, claim: dict) -> str:
 
 def _level_text(study: Study, factor: str, level: float) -> str:
     for row in study.rows:
-        if _code(row.get(factor)) == level:
+        if code(row.get(factor)) == level:
             return f"{factor}={row[factor]}"
     return f"{factor}={level:g}"
 
@@ -204,38 +153,56 @@ def variant_table(study: Study) -> Table:
 
 
 def evaluate_claims(study: Study) -> list[dict]:
-    return [evaluate_claim(study, claim) for claim in study.record["report"].get("claims", [])]
-
-
-def comparison_table(study: Study, evaluated: list[dict]) -> Table:
-    """``evaluated``: ``evaluate_claims(study)``, shown beside the metrics they are about."""
-    report = study.record["report"]
-    factor, error = report.get("factor"), report.get("error")
-    claims: dict[str, list[dict]] = {}
+    """Every claim of the benchmark, its p-value adjusted across the claims (one family: the
+    hypotheses the config states in advance; the correction of ``[report] correction``)."""
+    evaluated = [evaluate_claim(study, claim) for claim in study.record["report"].get("claims", [])]
+    tested = [found["association"] for found in evaluated if found["association"] is not None]
+    adjust(tested, settings(study)["correction"])
     for found in evaluated:
-        claims.setdefault(found["claim"]["metric"], []).append(found)
-    header = ["metric"] + ([f"ρ vs {error}"] if error else []) + ([f"ρ vs {factor}"] if factor else []) + \
+        if found["association"] is not None:
+            found["observed"] = f"{found['levels']}; {found['association'].text()}"
+            found["verdict"] = _verdict(found)
+    return evaluated
+
+
+def comparison_table(study: Study, evaluated: list[dict], found: list[Association]) -> Table:
+    """``evaluated``: ``evaluate_claims(study)``; ``found``: ``compare(study)``, one cell per target."""
+    report = study.record["report"]
+    claims: dict[str, list[dict]] = {}
+    for claim in evaluated:
+        claims.setdefault(claim["claim"]["metric"], []).append(claim)
+    targets = list(dict.fromkeys(a.against for a in found))
+    cells = {(a.measure, a.against): a for a in found}
+    two_level = [t for t in targets if t in study.variant_keys and any(not math.isnan(a.cliffs_delta)
+                                                                        for a in found if a.against == t)]
+    header = ["measure"] + [f"vs {t}" for t in targets] + [f"Cliff's δ ({t})" for t in two_level] + \
         ["paper claim", "verdict"]
     rows = []
-    for column in study.model_columns + study.measure_columns:
-        if column in (error, factor):
-            continue
-        cells = [column]
-        if error:
-            cells.append(correlate(study, column, error).text())
-        if factor:
-            cells.append(correlate(study, column, factor).text())
-        found = claims.get(column, [])
-        cells.append("; ".join(_claim_text(c["claim"], claim_factor(study, c["claim"])) for c in found) or "–")
-        cells.append("; ".join(c["verdict"] for c in found) or "–")
-        rows.append(cells)
-    notes = [f"Spearman's ρ over seeds × variants (per-variant metrics: over variants, against the variant's mean "
-             f"{error}); {factor} coded as its value (booleans: false=0, true=1).",
-             f"reproduced = the claimed direction with p < {SIGNIFICANCE}; 'same direction, not significant' = the "
-             "sign agrees but the evidence is weak (few seeds or variants).",
+    for column in measures(study):
+        row = [column] + [cells[(column, t)].text() for t in targets]
+        row += [_delta(cells.get((column, t))) for t in two_level]
+        mine = claims.get(column, [])
+        row.append("; ".join(_claim_text(c["claim"], claim_factor(study, c["claim"])) for c in mine) or "–")
+        row.append("; ".join(c["verdict"] for c in mine) or "–")
+        rows.append(row)
+    correction = {"holm": "Holm's step-down (family-wise)", "bh": "Benjamini-Hochberg (false discovery rate)"}
+    n_tests = sum(1 for a in found if not math.isnan(a.p_value))
+    notes = [f"Kendall's τ (tau-b) over seeds × variants (per-variant metrics: over variants, against the variant's "
+             f"mean {report.get('error')}); factors coded as their values (booleans: false=0, true=1). "
+             "[lo, hi]: bootstrap 95% interval, seeds resampled within variants (2000 resamples, seeded).",
+             "p: two-sided permutation p-value of τ, exact (all n! orders) for n ≤ 8, else "
+             f"{settings(study)['permutations']} seeded random orders (then never below 1/(permutations+1)); adj.: "
+             f"{correction[settings(study)['correction']]} across the {n_tests} tests of this table.",
+             "Cliff's δ: P(high level > low level) - P(high < low) of the measure, for two-level factors.",
+             f"reproduced = the claimed direction with adjusted p < {SIGNIFICANCE}, the claims adjusted as one "
+             "family; 'same direction, not significant' = the sign agrees but the evidence is weak.",
              "Measures only: metrics their analyzers declare as diagnostics (counts, thresholds) are in metrics.csv "
-             "and the per-variant table."]
+             "and the per-variant table; all numbers are in comparison.csv."]
     return Table(f"{study.record['name']} ({study.record['scale']} scale): method comparison", header, rows, notes)
+
+
+def _delta(association: Association | None) -> str:
+    return "–" if association is None or math.isnan(association.cliffs_delta) else f"{association.cliffs_delta:+.2f}"
 
 
 def claims_table(study: Study, evaluated: list[dict]) -> Table:
@@ -274,8 +241,8 @@ def _claim_text(claim: dict, factor: str | None) -> str:
 
 _TEX = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#", "_": "\\_", "{": "\\{",
         "}": "\\}", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}", "±": "$\\pm$", "ρ": "$\\rho$",
-        "→": "$\\to$", "↑": "$\\uparrow$", "↓": "$\\downarrow$", "†": "$^\\dagger$", "×": "$\\times$",
-        "–": "--"}
+        "→": "$\\to$", "τ": "$\\tau$", "δ": "$\\delta$", "≤": "$\\le$", "↑": "$\\uparrow$", "↓": "$\\downarrow$",
+        "†": "$^\\dagger$", "×": "$\\times$", "–": "--"}
 
 
 def _tex(text: str) -> str:

@@ -1,0 +1,235 @@
+"""The method comparison (issue 17): every measure against the error and against every factor,
+with Kendall's tau (the primary statistic, as in Jiang et al. 2019) and Spearman's rho, a
+permutation p-value of tau (exact for n <= 8), the p-values adjusted across the whole comparison
+(Holm by default; ``[report] correction = "bh"`` for Benjamini-Hochberg), a bootstrap 95% interval
+of tau that resamples seeds within variants, Cliff's delta between the two levels of a two-level
+factor, and Jiang et al.'s granulated tau where two or more factors vary.
+
+Seeded throughout: the same store gives the same numbers.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from .. import stats
+from .collect import Study, is_finite
+
+SEED = 0
+RESAMPLES = 2000
+
+
+@dataclass
+class Association:
+    """One measure against one target (the error column, or a factor)."""
+
+    measure: str
+    against: str
+    n: int
+    kendall_tau: float = math.nan
+    spearman_rho: float = math.nan
+    p_value: float = math.nan
+    p_adjusted: float = math.nan
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    permutations: int = 0
+    exact: bool = False
+    p_min: float = math.nan  # the smallest p the design allows (see stats.Test)
+    cliffs_delta: float = math.nan  # the factor's high level against its low level, where it has two
+    note: str = ""  # why a number is missing
+
+    @property
+    def defined(self) -> bool:
+        return not math.isnan(self.kendall_tau)
+
+    def text(self) -> str:
+        if not self.defined:
+            return self.note or "–"
+        ci = f" [{self.ci_low:+.2f}, {self.ci_high:+.2f}]" if not math.isnan(self.ci_low) else ""
+        p = "" if math.isnan(self.p_value) else f" p{_p(self.p_value, self.permutations, self.exact)}" + \
+            ("" if math.isnan(self.p_adjusted) else f" (adj. {self.p_adjusted:.2g})")
+        return f"τ {self.kendall_tau:+.2f}{ci}{p}, n={self.n}"
+
+
+def settings(study: Study) -> dict:
+    report = study.record["report"]
+    return {"correction": report.get("correction", "holm"),
+            "permutations": int(report.get("permutations", stats.PERMUTATIONS))}
+
+
+def factors(study: Study) -> list[str]:
+    """The variant keys with two or more numeric levels, the report's factor first."""
+    first = study.record["report"].get("factor")
+    keys = ([first] if first in study.variant_keys else []) + [k for k in study.variant_keys if k != first]
+    return [k for k in keys if len({code(r.get(k)) for r in study.rows} - {None}) >= 2]
+
+
+def measures(study: Study) -> list[str]:
+    report = study.record["report"]
+    targets = {report.get("error"), *study.variant_keys}
+    return [c for c in study.model_columns + study.measure_columns if c not in targets]
+
+
+def compare(study: Study) -> list[Association]:
+    """Every measure against the error and every factor, p adjusted across all of them, and the
+    granulated tau against the error where two or more factors vary."""
+    error, keys = study.record["report"].get("error"), factors(study)
+    targets = ([error] if error else []) + keys
+    found = [associate(study, column, target) for column in measures(study) for target in targets]
+    adjust(found, settings(study)["correction"])
+    if error and len(keys) >= 2:
+        found += [granulated(study, column, error, keys) for column in measures(study)]
+    return found
+
+
+def adjust(found: list[Association], correction: str) -> None:
+    adjusted = stats.CORRECTIONS[correction]([a.p_value for a in found])
+    for association, p in zip(found, adjusted):
+        association.p_adjusted = float(p)
+
+
+def associate(study: Study, column: str, against: str, rows: list[dict] | None = None) -> Association:
+    """Kendall's tau of ``column`` against ``against`` over the independent observations (every
+    minimum; one per variant for per-variant metrics), with its permutation p, bootstrap interval
+    and, for a two-level factor, Cliff's delta."""
+    observed = [(r.get(column), _target(study, r, against), r["subject"]) for r in samples(study, column, rows)]
+    pairs = [(x, y, s) for x, y, s in observed if is_finite(x) and is_finite(y)]
+    out = Association(column, against, len(pairs))
+    if len(pairs) < 3:
+        out.note = f"n={len(pairs)} < 3"
+        return out
+    x, y = (np.array([p[i] for p in pairs], dtype=float) for i in (0, 1))
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        out.note = "constant"
+        return out
+    test = stats.permutation_test(x, y, "kendall", settings(study)["permutations"], seed=SEED)
+    out.kendall_tau, out.p_value, out.permutations, out.exact = test.statistic, test.p, test.permutations, test.exact
+    out.p_min = test.p_min
+    out.spearman_rho = stats.spearman_rho(x, y)
+    groups = _by_subject(pairs)
+    if any(len(g) > 1 for g in groups):
+        out.ci_low, out.ci_high = stats.bootstrap_ci(groups, _tau_of_resamples, RESAMPLES, seed=SEED)
+    else:
+        out.note = "one value per variant: no interval (seeds are not resampled)"
+    if against in study.variant_keys and len(set(y)) == 2:
+        out.cliffs_delta = stats.cliffs_delta(x[y == y.max()], x[y == y.min()])
+    return out
+
+
+def granulated(study: Study, column: str, error: str, keys: list[str]) -> Association:
+    """Jiang et al. 2019's granulated tau against the error over the factors ``keys``; its
+    interval resamples seeds within variants. No p-value: the granulated tau has no exchangeable
+    null here (it is an average of within-slice taus of a few settings each)."""
+    rows = [r for r in samples(study, column) if is_finite(r.get(column)) and is_finite(r.get(error))]
+    out = Association(column, f"{error} (granulated over {', '.join(keys)})", len(rows))
+    by_setting: dict[tuple, list[tuple[float, float]]] = {}
+    for r in rows:
+        by_setting.setdefault(tuple(code(r[k]) for k in keys), []).append((r[column], r[error]))
+    settings_ = list(by_setting)
+    if len(settings_) < 2:
+        out.note = "fewer than two settings"
+        return out
+    groups = [np.array(by_setting[s]) for s in settings_]
+
+    def statistic(drawn):
+        means = np.stack([g.mean(axis=1) for g in drawn], axis=1)  # (B, settings, 2)
+        return stats.granulated_tau_of_means(means[..., 0], means[..., 1], settings_)[0]
+
+    out.kendall_tau = float(statistic([g[None] for g in groups])[0])
+    if any(len(g) > 1 for g in groups):
+        out.ci_low, out.ci_high = stats.bootstrap_ci(groups, statistic, RESAMPLES, seed=SEED)
+    if not out.defined:
+        out.note = "constant within every slice"
+    return out
+
+
+def comparison_csv(found: list[Association]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    names = [f.name for f in fields(Association)]
+    writer.writerow(names)
+    for association in found:
+        row = asdict(association)
+        writer.writerow([_cell(row[name]) for name in names])
+    return buffer.getvalue()
+
+
+def variants_csv(study: Study) -> str:
+    """Per variant and measure: the mean over seeds, its sample std and a bootstrap 95% interval."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["subject", *study.variant_keys, "measure", "n", "mean", "std", "ci_low", "ci_high"])
+    for subject, _ in study.variants():
+        first = next(r for r in study.rows if r["subject"] == subject)
+        for column in study.model_columns + study.measure_columns:
+            values = np.array([r[column] for r in samples(study, column) if r["subject"] == subject
+                               and is_finite(r.get(column))], dtype=float)
+            mean = float(values.mean()) if len(values) else math.nan
+            std = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+            low, high = stats.bootstrap_ci([values], lambda d: d[0].mean(axis=1), RESAMPLES, seed=SEED) \
+                if len(values) > 1 else (math.nan, math.nan)
+            writer.writerow([subject, *(first[k] for k in study.variant_keys), column, len(values),
+                             *(_cell(v) for v in (mean, std, low, high))])
+    return buffer.getvalue()
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def code(value):
+    """Factor levels as numbers: booleans 0/1 (skip: False < True), numbers as they are."""
+    if isinstance(value, bool):
+        return float(value)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def samples(study: Study, column: str, rows: list[dict] | None = None) -> list[dict]:
+    """The independent observations of ``column``: every row for a per-minimum metric, one per
+    variant for a per-subject one (the loss barcode), with that variant's mean of the other columns."""
+    rows = study.rows if rows is None else rows
+    label = column.split(".", 1)[0] if "." in column else None
+    if label is None or study.scopes.get(label) != "subject":
+        return rows
+    grouped: dict[str, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault(row["subject"], []).append(row)
+    merged = []
+    for group in grouped.values():
+        first = dict(group[0])
+        for key, value in first.items():
+            if is_finite(value) and key not in study.variant_keys and key not in ("seed", "minimum"):
+                values = [r.get(key) for r in group if is_finite(r.get(key))]
+                first[key] = float(np.mean(values)) if values else value
+        merged.append(first)
+    return merged
+
+
+def _target(study: Study, row: dict, against: str):
+    return code(row.get(against)) if against in study.variant_keys else row.get(against)
+
+
+def _by_subject(pairs) -> list[np.ndarray]:
+    grouped: dict[str, list] = {}
+    for x, y, subject in pairs:
+        grouped.setdefault(subject, []).append((x, y))
+    return [np.array(g, dtype=float) for g in grouped.values()]
+
+
+def _tau_of_resamples(drawn: list[np.ndarray]) -> np.ndarray:
+    joined = np.concatenate(drawn, axis=1)  # (B, n, 2)
+    return stats.kendall_tau_rows(joined[..., 0], joined[..., 1])
+
+
+def _p(p: float, permutations: int, exact: bool) -> str:
+    """"=0.012", or "<1e-04" where no drawn order was as extreme (the estimate 1/(permutations+1))."""
+    if not exact and p <= 1 / (permutations + 1) + 1e-15:
+        return f"<{1 / (permutations + 1):.2g}"
+    return f"={p:.2g}"
+
+
+def _cell(value):
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    return value

@@ -74,7 +74,7 @@ def test_every_metric_is_finite_or_explained(smoke, name):
 def test_report_rebuilds_the_same_tables_from_the_store(smoke, name, tmp_path):
     folder = smoke / f"{name}_smoke"
     assert main(["report", str(smoke / f"{name}_smoke.h5"), "--out", str(tmp_path)]) == 0
-    for filename in TEXT_FILES:
+    for filename in TEXT_FILES + (("sensitivity.csv",) if name == "resnet_skip" else ()):
         assert (tmp_path / filename).read_bytes() == (folder / filename).read_bytes(), filename
 
 
@@ -130,6 +130,21 @@ def test_comparison_and_agreement_files_cover_the_measures(smoke, name):
     assert any(f.startswith("agreement_minima") for f in (p.name for p in (folder / "figures").iterdir()))
     report = (folder / "report.md").read_text()
     assert "## How to read the comparison" in report and "## Agreement between methods" in report
+
+
+def test_sensitivity_reruns_merge_trees_at_other_direction_seeds(smoke):
+    folder = smoke / "resnet_skip_smoke"
+    with open(folder / "sensitivity.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["setting"] for r in rows} == {"base", "seed=1", "representation=image"}
+    assert {r["measure"].split(".")[0] for r in rows} == {"merge-tree"}
+    base = {(r["measure"], r["against"]): r["kendall_tau"] for r in rows if r["setting"] == "base"}
+    with open(folder / "comparison.csv", newline="") as handle:
+        compared = {(r["measure"], r["against"]): r for r in csv.DictReader(handle)}
+    for key, tau in base.items():  # the base setting is the comparison's own result
+        assert compared[key]["kendall_tau"] == tau and compared[key]["stable"] in ("yes", "no")
+    assert "## Sensitivity to nuisance choices" in (folder / "report.md").read_text()
+    assert (folder / "figures" / "sensitivity.png").is_file()
 
 
 def test_rerun_reuses_the_store(smoke, capsys):

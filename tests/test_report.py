@@ -187,3 +187,39 @@ def test_a_report_of_a_run_killed_half_way_says_what_is_missing(tmp_path, monkey
         harness.execute(plan, store, progress=False)
         write_report(store, tmp_path / "report", figures=False)
     assert "Incomplete run" not in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_sensitivity_flags_a_measure_whose_verdict_flips_with_a_nuisance_setting():
+    from lossatlas.report.sensitivity import analyse
+
+    study = _study({0.0: [1, 2, 3], 1.0: [7, 8, 9]})  # at the base, m.x rises with beta
+    flipped = [{**row, "m.x": -row["m.x"]} for row in study.rows]  # a direction seed where it falls
+    shifted = [{**row, "m.x": row["m.x"] + 0.5} for row in study.rows]  # one where it only moves
+    study.sensitivity = {"m": {"seed=1": shifted}}
+    (stable,) = analyse(study)[1]
+    assert stable.holds and stable.taus["beta"][0] == stable.taus["beta"][1] > 0
+    assert stable.nuisance_sd == pytest.approx(np.std([0, 0.5], ddof=1))  # every minimum moves by 0.5
+    assert stable.between_sd == pytest.approx(np.std([1, 2, 3, 7, 8, 9], ddof=1))
+    study.sensitivity = {"m": {"seed=1": shifted, "seed=2": flipped}}
+    per_setting, (unstable,) = analyse(study)
+    assert not unstable.holds and unstable.order_tau_min == -1.0
+    assert [(s, a.against) for s, a in per_setting] == [(s, t) for t in ("err", "beta")
+                                                        for s in ("base", "seed=1", "seed=2")]
+    found = compare(study)
+    for association in found:
+        association.stable = "no"
+    assert comparison_table(study, [], found).rows[0][0] == "m.x (unstable)"
+
+
+def test_sensitivity_config_names_the_offender():
+    base = {**_BASE, "report": {"factor": "beta"}}
+    plan = harness.plan({**base, "sensitivity": {"mt": {"seed": [0, 1, 2], "resolution": [7]}}}, "smoke")
+    assert list(plan.sensitivity["mt"]) == ["seed=1", "seed=2", "resolution=7"]  # seed 0 is the base itself
+    assert plan.sensitivity["mt"]["resolution=7"] == {"resolution": 7}
+    for sensitivity, message in [({"nope": {"seed": [1]}}, "[sensitivity.nope] names no method"),
+                                 ({"mt": {"seed": 3}}, "'seed' must be a non-empty list"),
+                                 ({"mt": {"resolution": [1]}}, "The 'resolution' parameter"),
+                                 ({"mt": {"colour": [1]}}, "colour")]:
+        with pytest.raises(ConfigError) as err:
+            harness.plan({**base, "sensitivity": sensitivity}, "smoke")
+        assert message in str(err.value)

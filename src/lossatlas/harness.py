@@ -15,7 +15,10 @@
                                     # factor (default: [report] factor; any problem parameter);
                                     # correction = "holm" (default) | "bh", permutations = 10000 (Monte
                                     # Carlo p-values where n > 8)
-    [scales.<smoke|cpu|paper>]      # per-scale overrides of seeds, params, variants, minima, methods
+    [sensitivity.<label>]           # nuisance settings of a method, each rerun one at a time and reported
+                                    # in sensitivity.csv: e.g. seed = [1, 2, 3, 4] (direction seeds)
+    [scales.<smoke|cpu|paper>]      # per-scale overrides of seeds, params, variants, minima, methods,
+                                    # sensitivity
 
 Analyzers of scope "minimum" run at every trained minimum; those of scope "subject" (the loss
 barcode, which joins all minima of a subject) once per subject. ``execute`` records the plan and the key
@@ -48,8 +51,8 @@ else:  # pragma: no cover
 SCALES = ("smoke", "cpu", "paper")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _TOP_KEYS = {"name", "description", "problem", "seeds", "params", "variants", "minima", "methods", "report", "scales",
-             "device"}
-_SCALE_KEYS = {"seeds", "params", "variants", "minima", "methods"}
+             "device", "sensitivity"}
+_SCALE_KEYS = {"seeds", "params", "variants", "minima", "methods", "sensitivity"}
 _REPORT_KEYS = {"factor", "error", "claims", "correction", "permutations"}
 _CLAIM_KEYS = {"metric", "direction", "text", "source", "where", "factor"}
 DIRECTIONS = ("increasing", "decreasing")
@@ -75,6 +78,7 @@ class Plan:
     methods: dict[str, dict] = field(default_factory=dict)  # label -> {"analyzer": name, "params": {...}}
     report: dict = field(default_factory=dict)
     device: str = "auto"  # where the subjects live and the work runs; `lossatlas run --device` overrides it
+    sensitivity: dict[str, dict[str, dict]] = field(default_factory=dict)  # label -> setting name -> params
 
     @property
     def record_name(self) -> str:
@@ -137,8 +141,34 @@ def plan(config: dict, scale: str = "cpu", source: str = "config") -> Plan:
     report = _report(_table(config, "report", source), variants, problems.parameters(problem), methods, source)
     device = config.get("device", "auto")
     devices.parse(device)  # spelled right; whether the GPU is there is checked where the run starts
+    sensitivity = _sensitivity(_table(merged, "sensitivity", source), methods, source)
     return Plan(config["name"], config.get("description", ""), scale, problem, seeds, variants, subjects, recipe,
-                methods, report, str(device))
+                methods, report, str(device), sensitivity)
+
+
+def _sensitivity(table: dict, methods: dict, source: str) -> dict[str, dict[str, dict]]:
+    """``[sensitivity.<label>]``: for each parameter of the method a list of values, each rerun
+    with that one parameter changed (one at a time, not their product); named "<key>=<value>"."""
+    out = {}
+    for label in table:
+        where = f"{source} [sensitivity.{label}]"
+        if label not in methods:
+            raise ConfigError(f"{where} names no method; methods: {sorted(methods)}.")
+        settings = {}
+        base, cls = methods[label]["params"], registry.get(methods[label]["analyzer"])
+        for key, values in _table(table, label, f"{source} [sensitivity]").items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{where} {key!r} must be a non-empty list of values; got {values!r}.")
+            for value in values:
+                params = {**base, key: value}
+                try:
+                    same = cls.from_params(params) == cls.from_params(base)
+                except ConfigError as err:
+                    raise ConfigError(f"{where}: {err}") from err
+                if not same:  # the method's own setting is the base every other setting is compared with
+                    settings[f"{key}={value}"] = params
+        out[label] = settings
+    return out
 
 
 def _check_figure_names(source: str, what: str, names: list[str]) -> None:
@@ -237,7 +267,10 @@ def execute(plan: Plan, store, progress: bool = True) -> dict:
     Independent work inside each step runs on the current executor (``lossatlas.executor``)."""
     per_minimum = [label for label, m in plan.methods.items() if registry.get(m["analyzer"]).scope == "minimum"]
     per_subject = [label for label in plan.methods if label not in per_minimum]
-    tasks = len(plan.subjects) * (len(plan.seeds) * (1 + len(per_minimum)) + len(per_subject))
+    reruns = {label: len(settings) for label, settings in plan.sensitivity.items()}
+    tasks = len(plan.subjects) * (len(plan.seeds) * (1 + len(per_minimum) + sum(reruns[x] for x in per_minimum
+                                                                                if x in reruns))
+                                  + len(per_subject) + sum(reruns[x] for x in per_subject if x in reruns))
     record = {**plan.to_record(), "runs": []}
     overall = progress_bar(total=tasks, desc=plan.record_name, enabled=progress, leave=True, position=0)
 
@@ -271,10 +304,30 @@ def execute(plan: Plan, store, progress: bool = True) -> dict:
                                           progress, **method["params"]).key
         for run in runs:
             run["results"].update(subject_results)
+        _sensitivity_runs(plan, store, subject, runs, step, progress)
         record["runs"] += runs
         store.write_benchmark(plan.record_name, record)
     overall.close()
     return record
+
+
+def _sensitivity_runs(plan: Plan, store, subject, runs: list[dict], step, progress: bool) -> None:
+    """Rerun each method of ``[sensitivity]`` at each of its settings; the keys go to
+    ``run["sensitivity"][label][setting]``. Samples shared with the base setting (the same grid
+    under another threshold) come from the store."""
+    for label, settings in plan.sensitivity.items():
+        analyzer = plan.methods[label]["analyzer"]
+        for setting, params in settings.items():
+            if registry.get(analyzer).scope == "minimum":
+                for run in runs:
+                    result = step(f"{subject.name} {label} [{setting}] @ minimum {run['minimum']}", 1, analyze, store,
+                                  subject, analyzer, progress, **{**params, "minimum": run["minimum"]})
+                    run.setdefault("sensitivity", {}).setdefault(label, {})[setting] = result.key
+            else:
+                key = step(f"{subject.name} {label} [{setting}]", 1, analyze, store, subject, analyzer, progress,
+                           **params).key
+                for run in runs:
+                    run.setdefault("sensitivity", {}).setdefault(label, {})[setting] = key
 
 
 def _merge(base: dict, overrides: dict) -> dict:

@@ -17,10 +17,10 @@ from .. import plots, registry
 from ..progress import bar as progress_bar
 from ..store import Store
 from .collect import Study, collect
-from . import agreement
+from . import agreement, sensitivity
 from .comparison import compare, comparison_csv, variants_csv
 from .document import index_html, markdown, sections, title
-from .tables import comparison_table, evaluate_claims, variant_table
+from .tables import Table, comparison_table, evaluate_claims, variant_table
 
 __all__ = ["write_report", "collect", "Study"]
 
@@ -33,36 +33,70 @@ def write_report(store: Store, out: str | Path, name: str | None = None, figures
     drawn, notes = write_figures(study, out / "figures") if figures else ([], [])
     evaluated = evaluate_claims(study)
     found = compare(study)
-    tables = [variant_table(study), comparison_table(study, evaluated, found)]
-    agreeing, texts = [], {}
-    for across, filename in (("minima", "agreement.csv"), ("variants", "agreement_variants.csv")):
-        measures, taus, n = agreement.matrix(study, across)
-        if across == "variants" and n < 3:
-            continue  # two variants: every tau is +-1
-        texts[filename] = agreement.agreement_csv(measures, taus)
-        agreeing.append(agreement.summary(study, measures, taus, n, across))
-        if figures and len(measures) >= 2:
-            drawn += plots.save_figure(agreement.figure(measures, taus, f"{study.record['name']}: agreement "
-                                                        f"across the {across} (n = {n})"),
-                                       out / "figures" / f"agreement_{across}")
+    texts = {"metrics.csv": metrics_csv(study)}
+    extra_tables = []
+    if study.sensitivity:  # before the comparison is rendered: it marks the unstable measures
+        texts["sensitivity.csv"], table, drawn = _sensitivity(study, found, out, figures, drawn)
+        extra_tables.append(table)
+    texts["comparison.csv"], texts["variants.csv"] = comparison_csv(found), variants_csv(study)
+    agreeing, drawn = _agreement(study, texts, out, figures, drawn)
+    tables = [variant_table(study), comparison_table(study, evaluated, found), *extra_tables]
+    after = [("Agreement between methods", agreeing)] + [("Sensitivity to nuisance choices", t) for t in extra_tables]
+    parts = sections(study, store.path.name, evaluated, *tables[:2], after) + (
+        [("Figures skipped", "\n".join(notes))] if notes else [])
     names = [f"figures/{p.name}" for p in drawn]
-    extra = [("Agreement between methods", "\n\n".join(agreeing))]
-    parts = sections(study, store.path.name, evaluated, *tables, extra) + ([("Figures skipped", "\n".join(notes))]
-                                                                          if notes else [])
-    texts = {**texts,
-        "metrics.csv": metrics_csv(study),
-        "comparison.csv": comparison_csv(found),
-        "variants.csv": variants_csv(study),
+    texts.update({
         "table.md": "\n".join(t.markdown() for t in tables),
         "table.tex": "% needs \\usepackage{booktabs}\n" + "\n".join(t.latex() for t in tables),
         "report.md": markdown(title(study), parts, names),
         "index.html": index_html(title(study), parts, names),
-    }
+    })
     written = {}
     for filename, text in texts.items():
         (out / filename).write_text(text, encoding="utf-8")
         written[filename] = out / filename
     return written
+
+
+def _agreement(study: Study, texts: dict, out: Path, figures: bool, drawn: list) -> tuple[str, list]:
+    """agreement.csv (across minima), agreement_variants.csv (three or more variants), their
+    heatmaps, and the text that names the groups."""
+    paragraphs = []
+    for across, filename in (("minima", "agreement.csv"), ("variants", "agreement_variants.csv")):
+        measures, taus, n = agreement.matrix(study, across)
+        if across == "variants" and n < 3:
+            continue  # two variants: every tau is +-1
+        texts[filename] = agreement.agreement_csv(measures, taus)
+        paragraphs.append(agreement.summary(study, measures, taus, n, across))
+        if figures and len(measures) >= 2:
+            title_ = f"{study.record['name']}: agreement across the {across} (n = {n})"
+            drawn = drawn + plots.save_figure(agreement.figure(measures, taus, title_),
+                                              out / "figures" / f"agreement_{across}")
+    return "\n\n".join(paragraphs), drawn
+
+
+def _sensitivity(study: Study, found: list, out: Path, figures: bool, drawn: list):
+    """sensitivity.csv, its table and figure; marks the comparison's unstable measures."""
+    per_setting, stabilities = sensitivity.analyse(study)
+    holds = {s.measure: "yes" if s.holds else "no" for s in stabilities}
+    for association in found:
+        association.stable = holds.get(association.measure, "")
+    header, rows = sensitivity.stability_rows(stabilities)
+    settings = "; ".join(f"`{label}`: base, " + ", ".join(s) for label, s in study.sensitivity.items())
+    notes = [f"Settings ({settings}) rerun one at a time; base = the method's own. τ: Kendall's τ at the base "
+             "setting; range: over all settings (per-setting values with p-values and intervals in sensitivity.csv).",
+             "nuisance sd / between-minima sd: how far a minimum's value moves across settings, relative to how much "
+             "the minima differ at the base setting (above 1: the nuisance choice matters more than the minimum).",
+             "variant order: the least Kendall τ between a setting's per-variant means and the base's (+1: every "
+             "setting orders the variants alike). verdict holds: the sign of τ against every target is the same at "
+             "every setting and no setting orders the variants against the base (τ ≤ 0); otherwise the measure is "
+             "marked unstable in the comparison."]
+    table = Table(f"{study.record['name']} ({study.record['scale']} scale): sensitivity to nuisance choices",
+                  header, rows, notes)
+    if figures and per_setting:
+        drawn = drawn + plots.save_figure(sensitivity.figure(per_setting, f"{study.record['name']}: sensitivity"),
+                                          out / "figures" / "sensitivity")
+    return sensitivity.sensitivity_csv(per_setting), table, drawn
 
 
 def metrics_csv(study: Study) -> str:

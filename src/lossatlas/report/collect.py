@@ -24,6 +24,8 @@ class Study:
     versions: dict[str, str]
     metric_info: dict[str, dict] = field(default_factory=dict)  # "<label>.<metric>" -> description,
     # higher_is_better, kind, as the analyzer declared them when the result was written
+    sensitivity: dict[str, dict[str, list[dict]]] = field(default_factory=dict)  # label -> setting -> rows:
+    # the benchmark's rows with that label's metrics as computed at the setting ([sensitivity] in the config)
 
     @property
     def measure_columns(self) -> list[str]:
@@ -52,6 +54,7 @@ def collect(store: Store, name: str | None = None) -> Study:
     cache: dict[tuple, Result] = {}
     minima: dict[str, dict] = {}
     rows, model_columns, metric_columns, first = [], {}, {}, {}
+    sensitivity: dict[str, dict[str, list[dict]]] = {}
     for run in record["runs"]:
         if run["subject"] not in minima:
             minima[run["subject"]] = {m.index: m for m in store.minima(run["subject"])}
@@ -67,10 +70,7 @@ def collect(store: Store, name: str | None = None) -> Study:
         model_columns.update(dict.fromkeys(model))
         row["time.minimum_s"] = minimum.wall_time_s
         for label, key in run["results"].items():
-            where = (run["subject"], methods[label]["analyzer"], key)
-            if where not in cache:
-                cache[where] = store.read_result(*where)
-            result = cache[where]
+            result = _read(store, cache, run["subject"], methods[label]["analyzer"], key)
             scopes.setdefault(label, result.analyzer.get("scope", "minimum"))
             first.setdefault((run["subject"], label), result)
             for metric, value in result.metrics.items():
@@ -79,10 +79,21 @@ def collect(store: Store, name: str | None = None) -> Study:
                 info.setdefault(f"{label}.{metric}", result.analyzer.get("metrics", {}).get(metric, {}))
             row[f"time.{label}_s"] = result.wall_time_s
         rows.append(row)
+        for label, settings in run.get("sensitivity", {}).items():
+            for setting, key in settings.items():
+                result = _read(store, cache, run["subject"], methods[label]["analyzer"], key)
+                metrics = {f"{label}.{metric}": value for metric, value in result.metrics.items()}
+                sensitivity.setdefault(label, {}).setdefault(setting, []).append({**row, **metrics})
     ordered = [c for label in methods for c, owner in metric_columns.items() if owner == label]
     times = ["time.minimum_s"] + [f"time.{label}_s" for label in methods]
     versions = next(iter(cache.values())).versions if cache else {}
-    return Study(record, rows, list(model_columns), ordered, times, scopes, first, versions, info)
+    return Study(record, rows, list(model_columns), ordered, times, scopes, first, versions, info, sensitivity)
+
+
+def _read(store: Store, cache: dict, subject: str, analyzer: str, key: str) -> Result:
+    if (subject, analyzer, key) not in cache:
+        cache[(subject, analyzer, key)] = store.read_result(subject, analyzer, key)
+    return cache[(subject, analyzer, key)]
 
 
 def benchmark_name(store: Store, name: str | None) -> str:

@@ -40,6 +40,7 @@ class Association:
     exact: bool = False
     p_min: float = math.nan  # the smallest p the design allows (see stats.Test)
     cliffs_delta: float = math.nan  # the factor's high level against its low level, where it has two
+    stable: str = ""  # "yes" / "no": whether its verdicts hold over the [sensitivity] settings; "": not tested
     note: str = ""  # why a number is missing
 
     @property

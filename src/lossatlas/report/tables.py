@@ -178,8 +178,9 @@ def comparison_table(study: Study, evaluated: list[dict], found: list[Associatio
     header = ["measure"] + [f"vs {t}" for t in targets] + [f"Cliff's δ ({t})" for t in two_level] + \
         ["paper claim", "verdict"]
     rows = []
+    unstable = {a.measure for a in found if a.stable == "no"}
     for column in measures(study):
-        row = [column] + [cells[(column, t)].text() for t in targets]
+        row = [column + (" (unstable)" if column in unstable else "")] + [cells[(column, t)].text() for t in targets]
         row += [_delta(cells.get((column, t))) for t in two_level]
         mine = claims.get(column, [])
         row.append("; ".join(_claim_text(c["claim"], claim_factor(study, c["claim"])) for c in mine) or "–")
@@ -198,6 +199,9 @@ def comparison_table(study: Study, evaluated: list[dict], found: list[Associatio
              "family; 'same direction, not significant' = the sign agrees but the evidence is weak.",
              "Measures only: metrics their analyzers declare as diagnostics (counts, thresholds) are in metrics.csv "
              "and the per-variant table; all numbers are in comparison.csv."]
+    if study.sensitivity:
+        notes.append("(unstable): the sign of τ against the error or a factor changes between the nuisance settings "
+                     "of [sensitivity], or a setting reverses the order of the variants (see that section).")
     return Table(f"{study.record['name']} ({study.record['scale']} scale): method comparison", header, rows, notes)
 
 

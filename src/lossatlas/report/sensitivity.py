@@ -1,0 +1,161 @@
+"""Sensitivity of each measure to its own nuisance choices (issue 17): a method of
+``[sensitivity]`` is rerun at every listed setting (direction seed, resolution, span,
+representation, k, ...), and for each of its measures the report asks whether its verdict holds:
+Kendall's tau against the error and against every factor at every setting, and how much the
+measure moves at one minimum across settings compared with how much it differs between minima.
+
+A measure is *unstable* when the sign of its tau against some target differs between settings
+(settings where tau is undefined are left out), or when some setting orders the variants' means
+no better than at random relative to the base (Kendall tau <= 0): its verdict then depends on a
+nuisance choice.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import stats
+from .collect import Study, is_finite
+from .comparison import Association, associate, factors, samples
+
+BASE = "base"
+
+
+@dataclass
+class Stability:
+    """One measure over the settings of its method."""
+
+    measure: str
+    settings: list[str]
+    taus: dict[str, list[float]] = field(default_factory=dict)  # target -> tau per setting (base first)
+    nuisance_sd: float = math.nan  # mean over minima of the sd across settings
+    between_sd: float = math.nan  # sd across the minima at the base setting
+    order_tau_min: float = math.nan  # the least Kendall tau between a setting's variant means and the base's
+
+    @property
+    def holds(self) -> bool:
+        """No sign flip of tau against any target, and no setting that orders the variants the
+        other way round from the base (least variant-order tau <= 0)."""
+        if not math.isnan(self.order_tau_min) and self.order_tau_min <= 0:
+            return False
+        for taus in self.taus.values():
+            signs = {np.sign(t) for t in taus if not math.isnan(t)}
+            if len(signs - {0.0}) > 1:
+                return False
+        return True
+
+
+def analyse(study: Study) -> tuple[list[tuple[str, Association]], list[Stability]]:
+    """(setting, association) for every measure of a ``[sensitivity]`` method, setting and target;
+    and each measure's stability."""
+    error = study.record["report"].get("error")
+    targets = ([error] if error else []) + factors(study)
+    found, stabilities = [], []
+    for label, settings in study.sensitivity.items():
+        rows_of = {BASE: study.rows, **settings}
+        for measure in (c for c in study.measure_columns if c.split(".", 1)[0] == label):
+            stability = Stability(measure, list(rows_of))
+            for target in targets:
+                taus = []
+                for setting, rows in rows_of.items():
+                    association = associate(study, measure, target, rows)
+                    found.append((setting, association))
+                    taus.append(association.kendall_tau)
+                stability.taus[target] = taus
+            _spread(study, stability, rows_of)
+            stabilities.append(stability)
+    return found, stabilities
+
+
+def sensitivity_csv(found: list[tuple[str, Association]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    columns = ["n", "kendall_tau", "spearman_rho", "p_value", "ci_low", "ci_high"]
+    writer.writerow(["measure", "setting", "against", *columns])
+    for setting, a in found:
+        values = [getattr(a, c) for c in columns]
+        writer.writerow([a.measure, setting, a.against, *("" if isinstance(v, float) and math.isnan(v) else
+                                                          repr(v) if isinstance(v, float) else v for v in values)])
+    return buffer.getvalue()
+
+
+def stability_rows(stabilities: list[Stability]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the report's sensitivity table."""
+    targets = list(stabilities[0].taus) if stabilities else []
+    header = ["measure", "settings"] + [f"τ vs {t} (base; range)" for t in targets] + \
+        ["nuisance sd / between-minima sd", "variant order (least τ)", "verdict holds"]
+    rows = []
+    for s in stabilities:
+        cells = [s.measure, str(len(s.settings))]
+        for target in targets:
+            taus = [t for t in s.taus[target] if not math.isnan(t)]
+            base = s.taus[target][0]
+            cells.append(("–" if math.isnan(base) else f"{base:+.2f}") +
+                         (f"; {min(taus):+.2f} … {max(taus):+.2f}" if taus else ""))
+        ratio = s.nuisance_sd / s.between_sd if s.between_sd > 0 else math.nan
+        cells.append("–" if math.isnan(ratio) else f"{ratio:.2f}")
+        cells.append("–" if math.isnan(s.order_tau_min) else f"{s.order_tau_min:+.2f}")
+        cells.append("yes" if s.holds else "**no (unstable)**")
+        rows.append(cells)
+    return header, rows
+
+
+def figure(found: list[tuple[str, Association]], title: str):
+    """Kendall's tau of each measure at each setting (base in black), one panel per target, with
+    the bootstrap intervals; one x-axis [-1, 1] for all panels."""
+    import matplotlib.pyplot as plt
+
+    targets = list(dict.fromkeys(a.against for _, a in found))
+    measures = list(dict.fromkeys(a.measure for _, a in found))
+    settings = list(dict.fromkeys(setting for setting, _ in found))
+    offset = {s: 0.5 * (i - (len(settings) - 1) / 2) / max(len(settings), 1) for i, s in enumerate(settings)}
+    fig, axes = plt.subplots(1, len(targets), figsize=(4.2 * len(targets) + 2.5, 0.45 * len(measures) + 1.6),
+                             sharey=True, squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        for setting, a in found:
+            if a.against != target or math.isnan(a.kendall_tau):
+                continue
+            y = measures.index(a.measure) + offset[setting]  # settings side by side, not on top of each other
+            colour = "black" if setting == BASE else "tab:blue"
+            if not math.isnan(a.ci_low):
+                ax.plot([a.ci_low, a.ci_high], [y, y], color=colour, alpha=0.25, lw=3)
+            ax.plot(a.kendall_tau, y, "o", color=colour, ms=5 if setting == BASE else 4,
+                    alpha=1.0 if setting == BASE else 0.7)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_xlim(-1.05, 1.05)
+        ax.set_xlabel(f"Kendall's τ vs {target}")
+        ax.set_yticks(range(len(measures)), measures, fontsize=8)
+        ax.invert_yaxis()
+    fig.suptitle(title + " (black: the method's own setting; blue: the others)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _spread(study: Study, stability: Stability, rows_of: dict[str, list[dict]]) -> None:
+    measure = stability.measure
+    by_point: dict[tuple, list[float]] = {}
+    means: dict[str, dict[str, float]] = {}
+    for setting, rows in rows_of.items():
+        observed = samples(study, measure, rows)
+        for r in observed:
+            if is_finite(r.get(measure)):
+                by_point.setdefault((r["subject"], r["minimum"]), []).append(float(r[measure]))
+        per_variant: dict[str, list[float]] = {}
+        for r in observed:
+            if is_finite(r.get(measure)):
+                per_variant.setdefault(r["subject"], []).append(float(r[measure]))
+        means[setting] = {subject: float(np.mean(v)) for subject, v in per_variant.items()}
+    sds = [np.std(v, ddof=1) for v in by_point.values() if len(v) > 1]
+    stability.nuisance_sd = float(np.mean(sds)) if sds else math.nan
+    base = [float(r[measure]) for r in samples(study, measure, rows_of[BASE]) if is_finite(r.get(measure))]
+    stability.between_sd = float(np.std(base, ddof=1)) if len(base) > 1 else math.nan
+    subjects = list(means[BASE])
+    orders = [stats.kendall_tau([means[BASE][s] for s in subjects], [means[setting].get(s, math.nan)
+                                                                      for s in subjects])
+              for setting in rows_of if setting != BASE]
+    orders = [t for t in orders if not math.isnan(t)]
+    stability.order_tau_min = min(orders) if orders else math.nan

@@ -184,3 +184,37 @@ def test_save_figure_is_reproducible(results, tmp_path):
         assert len(data) > 1000 and data == second.read_bytes(), first.name
     assert written[0][0].read_bytes().startswith(b"\x89PNG") and written[0][1].read_bytes().startswith(b"%PDF")
     assert b"CreationDate" not in written[0][1].read_bytes() and b"Software" not in written[0][0].read_bytes()
+
+
+def test_comparison_panels_share_one_colour_scale_and_go_logarithmic_over_a_wide_range(results):
+    result = results["merge-tree"]
+    grid = np.asarray(result.arrays["loss_grid"], dtype=float)
+    narrow = _with(result, loss_grid=grid - grid.min() + 1.0)  # losses 1 .. (1 + range)
+    shifted = _with(result, loss_grid=2 * (grid - grid.min()) + 5.0)  # 5 .. (5 + 2 range): another panel's range
+    figure = plots.comparison_figure("c", plots.draw_contour, [("a", narrow), ("b", shifted)])
+    norms = [ax.collections[0].norm for ax in figure.axes if ax.get_label() != "<colorbar>"]
+    assert norms[0].vmin == norms[1].vmin == pytest.approx(1.0)  # the lowest loss of both panels
+    assert norms[0].vmax == norms[1].vmax == pytest.approx(float(np.nanmax(shifted.arrays["loss_grid"])))
+    wide = float(np.nanmax(shifted.arrays["loss_grid"])) > 100  # Himmelblau's grid spans orders of magnitude
+    assert type(norms[0]).__name__ == ("LogNorm" if wide else "Normalize")
+    flat = _with(result, loss_grid=np.full_like(grid, 3.0))
+    levels, norm = plots._levels(flat.arrays["loss_grid"])  # a constant grid still draws
+    assert type(norm).__name__ == "Normalize" and levels[0] == 3.0
+
+
+def test_comparison_panels_of_losses_share_their_y_range(results):
+    result = results["loss-barcode"]
+    bars = np.asarray(result.arrays["bars"], dtype=float)
+    higher = _with(result, bars=np.where(np.isfinite(bars), bars + 100.0, bars))
+    figure = plots.comparison_figure("b", plots.draw_barcode_view, [("a", result), ("b", higher)])
+    assert figure.axes[0].get_ylim() == figure.axes[1].get_ylim()
+    assert figure.axes[0].get_ylim()[1] > 100
+
+
+def test_figures_are_saved_at_300_dpi_under_the_style_file(results, tmp_path):
+    with plots.style():
+        assert plt.rcParams["pdf.fonttype"] == 42
+        figure = plots.panel_figure("v", _panels(results)[:1])
+        width = figure.get_figwidth()
+        png, _ = plots.save_figure(figure, tmp_path / "one")
+    assert plt.imread(png).shape[1] == pytest.approx(300 * width, abs=2)

@@ -14,6 +14,7 @@ Three layers, so analyzers and benchmark reports share one drawing of each thing
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from pathlib import Path
@@ -21,6 +22,17 @@ from pathlib import Path
 import numpy as np
 
 NO_DATA = "no finite values"
+STYLE = Path(__file__).with_name("lossatlas.mplstyle")
+LOG_RANGE = 100.0  # a shared loss scale spanning more than this factor is drawn on a log colour scale
+
+
+@contextlib.contextmanager
+def style():
+    """Draw under lossatlas's one style file (fonts, 300-dpi PNG, TrueType in PDF)."""
+    import matplotlib.pyplot as plt
+
+    with plt.style.context(STYLE):
+        yield
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -85,15 +97,18 @@ def _grid_or_no_data(ax, result, clip_quantile):
 
 # -- merge tree ----------------------------------------------------------------------------------
 
-def draw_contour(ax, result, clip_quantile: float | None = None) -> None:
-    """Merge-tree result: filled contour of the loss grid, minima (white) and saddles (red x)."""
+def draw_contour(ax, result, clip_quantile: float | None = None, limits: tuple | None = None) -> None:
+    """Merge-tree result: filled contour of the loss grid, minima (white) and saddles (red x).
+    ``limits`` (low, high): one colour scale shared with other panels (``comparison_figure``),
+    logarithmic where it spans more than ``LOG_RANGE``."""
     ax.set(xlabel="direction 1", ylabel="direction 2",
            title=f"contour: {_metric(result, 'n_minima'):g} minima, {_metric(result, 'n_saddles'):g} saddles")
     grid = _grid_or_no_data(ax, result, clip_quantile)
     if grid is None:
         return
     shown, x, y = grid
-    contour = ax.contourf(x, y, shown.T, levels=30, cmap="viridis")
+    levels, norm = _levels(shown if limits is None else limits)
+    contour = ax.contourf(x, y, np.clip(shown, levels[0], levels[-1]).T, levels=levels, norm=norm, cmap="viridis")
     ax.figure.colorbar(contour, ax=ax, label="loss")
     minima = _rows(result.arrays.get("pair_vertices"), 2, np.int64)[:, 0]
     saddles = _rows(result.arrays.get("saddles"), 3, np.int64)[:, 0]
@@ -106,19 +121,52 @@ def draw_contour(ax, result, clip_quantile: float | None = None) -> None:
         ax.legend(loc="upper right", fontsize=7)
 
 
-def draw_surface(ax3d, result, clip_quantile: float | None = None) -> None:
-    """Merge-tree result: the loss grid as a 3-D surface (``ax3d`` must be a 3-D axes)."""
+def draw_surface(ax3d, result, clip_quantile: float | None = None, limits: tuple | None = None) -> None:
+    """Merge-tree result: the loss grid as a 3-D surface (``ax3d`` must be a 3-D axes); four ticks
+    an axis so that they do not run into each other; ``limits`` as for ``draw_contour``."""
+    from matplotlib.ticker import MaxNLocator
+
     ax3d.set(xlabel="direction 1", ylabel="direction 2", zlabel="loss",
              title=f"surface: loss {_metric(result, 'loss_min'):.3g} to {_metric(result, 'loss_max'):.3g}")
+    for axis in (ax3d.xaxis, ax3d.yaxis, ax3d.zaxis):
+        axis.set_major_locator(MaxNLocator(4))
+    ax3d.tick_params(labelsize=7, pad=1)
+    ax3d.set_box_aspect(None, zoom=0.8)  # room for the axis labels inside the panel
     grid = _grid_or_no_data(ax3d, result, clip_quantile)
     if grid is None:
         return
     shown, x, y = grid
     xx, yy = np.meshgrid(x, y, indexing="ij")
-    ax3d.plot_surface(xx, yy, np.ma.masked_invalid(shown), cmap="viridis", linewidth=0)
+    levels, norm = _levels(shown if limits is None else limits)
+    ax3d.plot_surface(xx, yy, np.ma.masked_invalid(shown), cmap="viridis", norm=norm, linewidth=0)
+    if limits is not None:
+        ax3d.set_zlim(levels[0], levels[-1])
+
+
+def _levels(values) -> tuple[np.ndarray, object]:
+    """Contour levels and colour norm for ``values`` (or a (low, high) pair): 30 levels, on a log
+    scale where the positive range spans more than ``LOG_RANGE``."""
+    from matplotlib.colors import LogNorm, Normalize
+
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    low, high = float(finite.min()), float(finite.max())
+    if high <= low:
+        high = low + (abs(low) or 1.0) * 1e-6
+    if low > 0 and high / low > LOG_RANGE:
+        return np.geomspace(low, high, 31), LogNorm(low, high)
+    return np.linspace(low, high, 31), Normalize(low, high)
+
+
+def _grid_limits(results) -> tuple[float, float] | None:
+    """The (low, high) of every finite loss of the results' grids: a scale shared across panels."""
+    values = [np.asarray(r.arrays["loss_grid"], dtype=float) for r in results if "loss_grid" in r.arrays]
+    finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.empty(0)
+    return (float(finite.min()), float(finite.max())) if len(finite) else None
 
 
 draw_surface.projection = "3d"
+draw_contour.shared = draw_surface.shared = "colour"
 
 
 def draw_merge_tree(ax, result) -> None:
@@ -331,11 +379,16 @@ def panel_figure(title: str, panels: list, ncols: int = 4):
 def comparison_figure(title: str, draw, columns: list):
     """One row, one column per ``(column_label, result)``: the same view (drawer) of several
     variants side by side (skip vs no-skip, beta = 1..50). A None result (not computed yet) shows
-    so in its column."""
+    so in its column. Panels share their scales, so that they can be compared: one colour scale
+    for loss grids (drawers with ``shared = "colour"``; logarithmic over a wide range), one y range
+    (``"y"``) or one x and y range (``"xy"``) for the other views that declare it."""
     import matplotlib.pyplot as plt
 
     n = max(1, len(columns))
+    shared = getattr(draw, "shared", None)
+    limits = _grid_limits([r for _, r in columns if r is not None]) if shared == "colour" else None
     figure = plt.figure(figsize=(3.6 * n, 3.6), layout="constrained")
+    drawn = []
     for index, (label, result) in enumerate(columns):
         ax = figure.add_subplot(1, n, index + 1, projection="3d" if is_3d(draw) else None)
         if result is None:
@@ -343,11 +396,27 @@ def comparison_figure(title: str, draw, columns: list):
             ax.set(xticks=[], yticks=[])
             _no_data(ax, "not computed")
         else:
-            draw(ax, result)
+            draw(ax, result, limits=limits) if limits is not None else draw(ax, result)
             prefix_title(ax, label, "\n")
+            drawn.append(ax)
         ax.title.set_fontsize(9)
+    if shared in ("y", "xy"):
+        _share_limits(drawn, "y")
+    if shared == "xy":
+        _share_limits(drawn, "x")
     figure.suptitle(title)
     return figure
+
+
+def _share_limits(axes: list, which: str) -> None:
+    """One range over ``axes`` (those that drew data), the union of their own."""
+    drew = [ax for ax in axes if ax.has_data()]
+    if len(drew) < 2:
+        return
+    ranges = [ax.get_ylim() if which == "y" else ax.get_xlim() for ax in drew]
+    low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
+    for ax in drew:
+        (ax.set_ylim if which == "y" else ax.set_xlim)(low, high)
 
 
 def file_stem(text: str) -> str:
@@ -356,7 +425,7 @@ def file_stem(text: str) -> str:
 
 
 def save_figure(figure, path_without_suffix) -> list[Path]:
-    """Write ``<path>.png`` (dpi 120) and ``<path>.pdf`` and close the figure. Timestamps and the
+    """Write ``<path>.png`` (300 dpi) and ``<path>.pdf`` (vector) and close the figure. Timestamps and the
     PNG's Software tag are left out so the same figure gives the same bytes (diffable reports)."""
     import matplotlib.pyplot as plt
 
@@ -364,8 +433,12 @@ def save_figure(figure, path_without_suffix) -> list[Path]:
     base.parent.mkdir(parents=True, exist_ok=True)
     png, pdf = base.with_name(base.name + ".png"), base.with_name(base.name + ".pdf")
     try:
-        figure.savefig(png, dpi=120, metadata={"Software": None})
+        figure.savefig(png, dpi=300, metadata={"Software": None})
         figure.savefig(pdf, metadata={"CreationDate": None, "ModDate": None})
     finally:
         plt.close(figure)
     return [png, pdf]
+
+
+draw_merge_tree.shared = draw_barcode_view.shared = draw_paths.shared = "y"  # the loss, on one axis
+draw_persistence.shared = draw_diagram_0.shared = draw_diagram_1.shared = draw_density.shared = "xy"

@@ -9,16 +9,20 @@ them gives the same bytes.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import math
 from pathlib import Path
+
+import numpy as np
 
 from .. import plots, registry
 from ..progress import bar as progress_bar
 from ..store import Store
 from .collect import Study, collect
 from . import agreement, sensitivity
-from .comparison import compare, comparison_csv, variants_csv
+from .comparison import compare, comparison_csv, factors, variant_means, variants_csv
 from .document import index_html, markdown, sections, title
 from .tables import Table, comparison_table, evaluate_claims, variant_table
 
@@ -30,6 +34,11 @@ def write_report(store: Store, out: str | Path, name: str | None = None, figures
     study = collect(store, name)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    with plots.style() if figures else contextlib.nullcontext():
+        return _write(study, store, out, figures)
+
+
+def _write(study: Study, store: Store, out: Path, figures: bool) -> dict[str, Path]:
     drawn, notes = write_figures(study, out / "figures") if figures else ([], [])
     evaluated = evaluate_claims(study)
     found = compare(study)
@@ -38,7 +47,10 @@ def write_report(store: Store, out: str | Path, name: str | None = None, figures
     if study.sensitivity:  # before the comparison is rendered: it marks the unstable measures
         texts["sensitivity.csv"], table, drawn = _sensitivity(study, found, out, figures, drawn)
         extra_tables.append(table)
-    texts["comparison.csv"], texts["variants.csv"] = comparison_csv(found), variants_csv(study)
+    means = variant_means(study)
+    texts["comparison.csv"], texts["variants.csv"] = comparison_csv(found), variants_csv(study, means)
+    if figures and factors(study):
+        drawn = drawn + plots.save_figure(summary_figure(study, means, factors(study)[0]), out / "figures" / "summary")
     agreeing, drawn = _agreement(study, texts, out, figures, drawn)
     tables = [variant_table(study), comparison_table(study, evaluated, found), *extra_tables]
     after = [("Agreement between methods", agreeing)] + [("Sensitivity to nuisance choices", t) for t in extra_tables]
@@ -97,6 +109,43 @@ def _sensitivity(study: Study, found: list, out: Path, figures: bool, drawn: lis
         drawn = drawn + plots.save_figure(sensitivity.figure(per_setting, f"{study.record['name']}: sensitivity"),
                                           out / "figures" / "sensitivity")
     return sensitivity.sensitivity_csv(per_setting), table, drawn
+
+
+def summary_figure(study: Study, means: list[dict], factor: str):
+    """Every measure against the factor: per-variant means with their bootstrap 95% intervals, one
+    small panel per measure (the error first), variants at their factor levels."""
+    import matplotlib.pyplot as plt
+
+    from .comparison import code
+
+    error = study.record["report"].get("error")
+    columns = ([error] if error in study.model_columns else []) + study.measure_columns
+    ncols = 5
+    nrows = max(1, math.ceil(len(columns) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.1 * nrows + 0.5), squeeze=False,
+                             layout="constrained")
+    for ax, column in zip(axes.flat, columns):
+        rows = [m for m in means if m["measure"] == column and code(m.get(factor)) is not None]
+        x = np.array([code(m[factor]) for m in rows])
+        y = np.array([m["mean"] for m in rows])
+        low = np.array([m["ci_low"] for m in rows])
+        high = np.array([m["ci_high"] for m in rows])
+        interval = np.isfinite(low) & np.isfinite(high)
+        ax.errorbar(x[interval], y[interval], yerr=[y[interval] - low[interval], high[interval] - y[interval]],
+                    fmt="o", ms=3, capsize=2, lw=0.8)
+        ax.plot(x[~interval], y[~interval], "o", ms=3, color="tab:blue")
+        ax.plot(x[np.argsort(x)], y[np.argsort(x)], lw=0.6, color="grey", zorder=0)
+        ax.set_title(column, fontsize=7)
+        ax.set_xlabel(factor, fontsize=7)
+        ax.tick_params(labelsize=6)
+        levels = sorted(set(x))
+        if all(isinstance(m.get(factor), bool) for m in rows):
+            ax.set_xticks(levels, [str(bool(level)) for level in levels])
+    for ax in list(axes.flat)[len(columns):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{study.record['name']} ({study.record['scale']} scale): each measure against {factor} "
+                 "(per-variant mean, bootstrap 95% interval over seeds)")
+    return fig
 
 
 def metrics_csv(study: Study) -> str:

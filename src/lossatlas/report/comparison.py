@@ -159,22 +159,31 @@ def comparison_csv(found: list[Association]) -> str:
     return buffer.getvalue()
 
 
-def variants_csv(study: Study) -> str:
-    """Per variant and measure: the mean over seeds, its sample std and a bootstrap 95% interval."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["subject", *study.variant_keys, "measure", "n", "mean", "std", "ci_low", "ci_high"])
+def variant_means(study: Study) -> list[dict]:
+    """Per variant and measure (and the model's columns): n, the mean over seeds, its sample std
+    and a bootstrap 95% interval (seeds resampled)."""
+    out = []
     for subject, _ in study.variants():
         first = next(r for r in study.rows if r["subject"] == subject)
         for column in study.model_columns + study.measure_columns:
             values = np.array([r[column] for r in samples(study, column) if r["subject"] == subject
                                and is_finite(r.get(column))], dtype=float)
-            mean = float(values.mean()) if len(values) else math.nan
-            std = float(values.std(ddof=1)) if len(values) > 1 else math.nan
             low, high = stats.bootstrap_ci([values], lambda d: d[0].mean(axis=1), RESAMPLES, seed=SEED) \
                 if len(values) > 1 else (math.nan, math.nan)
-            writer.writerow([subject, *(first[k] for k in study.variant_keys), column, len(values),
-                             *(_cell(v) for v in (mean, std, low, high))])
+            out.append({"subject": subject, **{k: first[k] for k in study.variant_keys}, "measure": column,
+                        "n": len(values), "mean": float(values.mean()) if len(values) else math.nan,
+                        "std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
+                        "ci_low": low, "ci_high": high})
+    return out
+
+
+def variants_csv(study: Study, means: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    columns = ["subject", *study.variant_keys, "measure", "n", "mean", "std", "ci_low", "ci_high"]
+    writer.writerow(columns)
+    for row in means:
+        writer.writerow([_cell(row[c]) for c in columns])
     return buffer.getvalue()
 
 

@@ -143,6 +143,8 @@ _BASE = {"name": "b", "problem": "pinn_convection", "params": {"n_f": 10}, "vari
      "metric 'mt.x': 'merge-tree' has no metric 'x'"),
     ({"factor": "beta", "correction": "bonferroni"}, "'correction' parameter of config [report] must be one of"),
     ({"factor": "beta", "permutations": 10}, "'permutations' parameter of config [report] must be an int in [1000"),
+    ({"factor": "beta", "names": {"mt.nope": "x"}}, "names: 'mt.nope' is no metric"),
+    ({"factor": "beta", "names": {"mt.n_saddles": 3}}, "display name of 'mt.n_saddles' must be a non-empty string"),
 ])
 def test_report_config_errors_name_the_offender(report, message):
     with pytest.raises(ConfigError, match=None) as err:
@@ -223,3 +225,11 @@ def test_sensitivity_config_names_the_offender():
         with pytest.raises(ConfigError) as err:
             harness.plan({**base, "sensitivity": sensitivity}, "smoke")
         assert message in str(err.value)
+
+
+def test_display_names_from_the_config_label_tables():
+    study = _study({1.0: [1, 2], 5.0: [3, 4], 10.0: [5, 6]})
+    study.record["report"]["names"] = {"m.x": "the x measure"}
+    assert comparison_table(study, [], compare(study)).rows[0][0] == "the x measure"
+    plan = harness.plan({**_BASE, "report": {"factor": "beta", "names": {"mt.n_saddles": "saddles"}}}, "smoke")
+    assert plan.report["names"] == {"mt.n_saddles": "saddles"}

@@ -14,7 +14,8 @@
                                     # "increasing" | "decreasing" in the factor, text, source, where = {...},
                                     # factor (default: [report] factor; any problem parameter);
                                     # correction = "holm" (default) | "bh", permutations = 10000 (Monte
-                                    # Carlo p-values where n > 8)
+                                    # Carlo p-values where n > 8), names = {"<label>.<metric>" = "display
+                                    # name"} for tables and figures
     [sensitivity.<label>]           # nuisance settings of a method, each rerun one at a time and reported
                                     # in sensitivity.csv: e.g. seed = [1, 2, 3, 4] (direction seeds)
     [scales.<smoke|cpu|paper>]      # per-scale overrides of seeds, params, variants, minima, methods,
@@ -53,7 +54,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _TOP_KEYS = {"name", "description", "problem", "seeds", "params", "variants", "minima", "methods", "report", "scales",
              "device", "sensitivity"}
 _SCALE_KEYS = {"seeds", "params", "variants", "minima", "methods", "sensitivity"}
-_REPORT_KEYS = {"factor", "error", "claims", "correction", "permutations"}
+_REPORT_KEYS = {"factor", "error", "claims", "correction", "permutations", "names"}
 _CLAIM_KEYS = {"metric", "direction", "text", "source", "where", "factor"}
 DIRECTIONS = ("increasing", "decreasing")
 _CONFIG_CONSTRAINTS = {"name": OfType(str), "description": OfType(str), "problem": OfType(str),
@@ -236,8 +237,17 @@ def _report(report: dict, variants: dict, params: dict, methods: dict, source: s
             raise ConfigError(f"{at} needs a factor (its own or [report] factor).")
         if claim_factor not in params:
             raise ConfigError(f"{at} factor {claim_factor!r} is not a problem parameter; valid: {sorted(params)}.")
-    tests = {key: report[key] for key in ("correction", "permutations") if key in report}
-    return {"factor": factor, "error": error, "claims": claims, **tests}
+    names = _table(report, "names", where)
+    for column, shown in names.items():
+        if not isinstance(shown, str) or not shown:
+            raise ConfigError(f"{where} names: the display name of {column!r} must be a non-empty string; "
+                              f"got {shown!r}.")
+        label, _, metric = column.partition(".")
+        if metric and (label not in methods or metric not in registry.get(methods[label]["analyzer"]).metrics):
+            raise ConfigError(f"{where} names: {column!r} is no metric of this benchmark's methods "
+                              f"({sorted(methods)}).")
+    extra = {key: report[key] for key in ("correction", "permutations", "names") if key in report}
+    return {"factor": factor, "error": error, "claims": claims, **extra}
 
 
 def check_subjects(plan: Plan) -> None:

@@ -82,7 +82,7 @@ def _agreement(study: Study, texts: dict, out: Path, figures: bool, drawn: list)
         paragraphs.append(agreement.summary(study, measures, taus, n, across))
         if figures and len(measures) >= 2:
             title_ = f"{study.record['name']}: agreement across the {across} (n = {n})"
-            drawn = drawn + plots.save_figure(agreement.figure(measures, taus, title_),
+            drawn = drawn + plots.save_figure(agreement.figure([study.display(m) for m in measures], taus, title_),
                                               out / "figures" / f"agreement_{across}")
     return "\n\n".join(paragraphs), drawn
 
@@ -106,7 +106,8 @@ def _sensitivity(study: Study, found: list, out: Path, figures: bool, drawn: lis
     table = Table(f"{study.record['name']} ({study.record['scale']} scale): sensitivity to nuisance choices",
                   header, rows, notes)
     if figures and per_setting:
-        drawn = drawn + plots.save_figure(sensitivity.figure(per_setting, f"{study.record['name']}: sensitivity"),
+        drawn = drawn + plots.save_figure(sensitivity.figure(per_setting, f"{study.record['name']}: sensitivity",
+                                                             study.display),
                                           out / "figures" / "sensitivity")
     return sensitivity.sensitivity_csv(per_setting), table, drawn
 
@@ -135,7 +136,7 @@ def summary_figure(study: Study, means: list[dict], factor: str):
                     fmt="o", ms=3, capsize=2, lw=0.8)
         ax.plot(x[~interval], y[~interval], "o", ms=3, color="tab:blue")
         ax.plot(x[np.argsort(x)], y[np.argsort(x)], lw=0.6, color="grey", zorder=0)
-        ax.set_title(column, fontsize=7)
+        ax.set_title(study.display(column), fontsize=7)
         ax.set_xlabel(factor, fontsize=7)
         ax.tick_params(labelsize=6)
         levels = sorted(set(x))

@@ -32,6 +32,10 @@ class Study:
         """Metric columns their analyzers declare as measures (diagnostics left out of comparisons)."""
         return [c for c in self.metric_columns if self.metric_info.get(c, {}).get("kind", "measure") == "measure"]
 
+    def display(self, column: str) -> str:
+        """The name tables and figures show: ``[report] names``, else the column itself."""
+        return self.record["report"].get("names", {}).get(column, column)
+
     @property
     def variant_keys(self) -> list[str]:
         return list(self.record["variants"])

@@ -104,7 +104,7 @@ def stability_rows(stabilities: list[Stability]) -> tuple[list[str], list[list[s
     return header, rows
 
 
-def figure(found: list[tuple[str, Association]], title: str):
+def figure(found: list[tuple[str, Association]], title: str, display=str):
     """Kendall's tau of each measure at each setting (base in black), one panel per target, with
     the bootstrap intervals; one x-axis [-1, 1] for all panels."""
     import matplotlib.pyplot as plt
@@ -128,7 +128,7 @@ def figure(found: list[tuple[str, Association]], title: str):
         ax.axvline(0, color="grey", lw=0.8)
         ax.set_xlim(-1.05, 1.05)
         ax.set_xlabel(f"Kendall's τ vs {target}")
-        ax.set_yticks(range(len(measures)), measures, fontsize=8)
+        ax.set_yticks(range(len(measures)), [display(m) for m in measures], fontsize=8)
         ax.invert_yaxis()
     fig.suptitle(title + " (black: the method's own setting; blue: the others)", fontsize=9)
     fig.tight_layout()

@@ -139,7 +139,7 @@ def variant_table(study: Study) -> Table:
     for column in study.model_columns + study.metric_columns + study.time_columns:
         label = column.split(".", 1)[0]
         once = column in study.metric_columns and study.scopes.get(label) == "subject"
-        cells = [column + (" †" if once else "")]
+        cells = [study.display(column) + (" †" if once else "")]
         for subject, _ in variants:
             values = [r[column] for r in study.rows if r["subject"] == subject and column in r]
             cells.append(number(values[0]) if once and values else mean_std(values))
@@ -180,7 +180,8 @@ def comparison_table(study: Study, evaluated: list[dict], found: list[Associatio
     rows = []
     unstable = {a.measure for a in found if a.stable == "no"}
     for column in measures(study):
-        row = [column + (" (unstable)" if column in unstable else "")] + [cells[(column, t)].text() for t in targets]
+        row = [study.display(column) + (" (unstable)" if column in unstable else "")]
+        row += [cells[(column, t)].text() for t in targets]
         row += [_delta(cells.get((column, t))) for t in two_level]
         mine = claims.get(column, [])
         row.append("; ".join(_claim_text(c["claim"], claim_factor(study, c["claim"])) for c in mine) or "–")

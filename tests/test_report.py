@@ -233,3 +233,38 @@ def test_display_names_from_the_config_label_tables():
     assert comparison_table(study, [], compare(study)).rows[0][0] == "the x measure"
     plan = harness.plan({**_BASE, "report": {"factor": "beta", "names": {"mt.n_saddles": "saddles"}}}, "smoke")
     assert plan.report["names"] == {"mt.n_saddles": "saddles"}
+
+
+def test_a_store_of_analyze_calls_alone_gets_a_report_of_what_is_there(tmp_path):
+    from lossatlas import Recipe, Store, analyze, train_minima
+    from lossatlas.cli import main
+    from lossatlas.errors import StoreError
+    from lossatlas.problems import himmelblau
+    from lossatlas.report import write_report
+
+    with Store(tmp_path / "mine.h5") as store:
+        with pytest.raises(StoreError, match="no trained or added minima"):
+            write_report(store, tmp_path / "empty")
+        for name, shift in (("well_a", 0.0), ("well_b", 0.5)):
+            subject = himmelblau()
+            subject.name = name
+            subject.theta0 = subject.theta0 + shift
+            minima = train_minima(store, subject, Recipe(lr=0.01, epochs=2, steps_per_epoch=50), seeds=[0, 1],
+                                  progress=False)
+            for minimum in minima:
+                analyze(store, subject, "hessian", progress=False, minimum=minimum.index)
+            analyze(store, subject, "hessian", progress=False, minimum=0, k=1)  # a second parameter set
+            analyze(store, subject, "merge-tree", progress=False, at="theta0", resolution=5)  # no minimum: no row
+    assert main(["report", str(tmp_path / "mine.h5"), "--out", str(tmp_path / "report")]) == 0
+    with open(tmp_path / "report" / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["subject"], r["minimum"]) for r in rows] == [("well_a", "0"), ("well_a", "1"), ("well_b", "0"),
+                                                            ("well_b", "1")]
+    assert rows[0]["hessian-2.top_eigenvalue"] != "" and rows[1]["hessian-2.top_eigenvalue"] == ""
+    with Store(tmp_path / "mine.h5", "r") as store:  # each cell is the stored result at that minimum
+        stored = {(r.subject, r.params["minimum"]): r.metrics["trace"] for r in store.results("well_b", "hessian")
+                  if r.params["k"] != 1}
+    assert float(rows[3]["hessian.trace"]) == stored[("well_b", 1)]
+    assert not any(c.startswith("merge-tree") for c in rows[0])  # at theta0: not at a minimum
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "no benchmark record" in report and "well_b" in report

@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                                          "a LocalCluster with one worker per core")
     run.add_argument("--threads", type=int, help="torch threads per process and per task (default: torch's; "
                                                  "1 with --executor dask)")
-    report = commands.add_parser("report", help="rebuild the tables and figures of a benchmark from its store")
+    report = commands.add_parser("report", help="rebuild the tables and figures of a benchmark from its store "
+                                                "(a store of lossatlas.analyze calls: what it holds)")
     report.add_argument("store")
     report.add_argument("--out", required=True, help="output directory for the report")
     report.add_argument("--benchmark", help="which benchmark of the store (default: its only one)")

@@ -52,7 +52,8 @@ class Study:
 
 
 def collect(store: Store, name: str | None = None) -> Study:
-    record = store.read_benchmark(benchmark_name(store, name))
+    benchmark = benchmark_name(store, name)
+    record = store.read_benchmark(benchmark) if benchmark is not None else record_from_results(store)
     methods = record["methods"]
     scopes, info = {}, {}
     cache: dict[tuple, Result] = {}
@@ -100,15 +101,60 @@ def _read(store: Store, cache: dict, subject: str, analyzer: str, key: str) -> R
     return cache[(subject, analyzer, key)]
 
 
-def benchmark_name(store: Store, name: str | None) -> str:
-    """The benchmark to report: ``name``, or the store's only one."""
+def benchmark_name(store: Store, name: str | None) -> str | None:
+    """The benchmark to report: ``name``, or the store's only one; None for a store without any
+    (filled by ``lossatlas.analyze`` calls: ``record_from_results``)."""
     names = store.benchmarks()
     if name is not None:
         return name
-    if len(names) != 1:
-        raise StoreError(f"{store.path} holds benchmarks {names}; name the one to report (--benchmark)."
-                         if names else f"{store.path} holds no benchmark run; run one with `lossatlas run`.")
-    return names[0]
+    if len(names) > 1:
+        raise StoreError(f"{store.path} holds benchmarks {names}; name the one to report (--benchmark).")
+    return names[0] if names else None
+
+
+def record_from_results(store: Store) -> dict:
+    """A benchmark record for a store filled by ``lossatlas.analyze`` calls alone, so that the
+    report shows what is there: every subject a variant, every stored minimum a row, and every
+    method with one set of parameters (the minimum aside) a label ("hessian", or "hessian-2" for a
+    second set). Results at points other than a stored minimum (``at="theta0"``) have no row and
+    are left out."""
+    methods: dict[str, dict] = {}
+    runs, seeds, error = [], set(), None
+    for subject in store.subjects():
+        at_minimum: dict[int, dict] = {}
+        once: dict[str, str] = {}
+        for result in store.results(subject):
+            label = _label(methods, result.method, {k: v for k, v in result.params.items() if k != "minimum"})
+            if result.analyzer.get("scope", "minimum") == "subject":
+                once[label] = result.key
+            elif result.params.get("at", "minimum") == "minimum":
+                at_minimum.setdefault(int(result.params.get("minimum", 0)), {})[label] = result.key
+        for minimum in store.minima(subject):
+            seeds.add(minimum.seed)
+            error = error or ("test_error" if "test_accuracy" in minimum.metrics else None)
+            runs.append({"subject": subject, "variant": {}, "seed": minimum.seed, "minimum": minimum.index,
+                         "results": {**at_minimum.get(minimum.index, {}), **once}})
+    if not runs:
+        raise StoreError(f"{store.path} holds no benchmark run and no trained or added minima: the report is made "
+                         "of one row per minimum. Train minima (`lossatlas.train_minima`) or add your checkpoints "
+                         "(`lossatlas.add_minimum`), or run a benchmark with `lossatlas run`.")
+    used = {label for run in runs for label in run["results"]}
+    return {"name": store.path.stem, "scale": "as analysed", "problem": "(lossatlas.analyze calls)",
+            "description": f"The results stored in {store.path.name} by lossatlas.analyze calls (no benchmark "
+                           "record): every subject as a variant, one row per stored minimum.",
+            "seeds": sorted(seeds), "variants": {}, "subjects": [{} for _ in store.subjects()], "recipe": {},
+            "methods": {label: m for label, m in methods.items() if label in used},
+            "report": {"factor": None, "error": error, "claims": []}, "runs": runs}
+
+
+def _label(methods: dict[str, dict], method: str, params: dict) -> str:
+    for label, known in methods.items():
+        if known == {"analyzer": method, "params": params}:
+            return label
+    count = sum(m["analyzer"] == method for m in methods.values())
+    label = f"{method}-{count + 1}" if count else method
+    methods[label] = {"analyzer": method, "params": params}
+    return label
 
 
 def is_finite(value) -> bool:

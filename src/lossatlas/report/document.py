@@ -62,7 +62,9 @@ def sections(study: Study, store_name: str, evaluated: list[dict], per_variant: 
     scale_note = ("These are the papers' settings." if record["scale"] == "paper" else
                   f"This is the `{record['scale']}` scale: smaller data, shorter training and coarser sampling than "
                   "the papers (see the settings above and the config's [scales.paper] for theirs), so an effect "
-                  "that does not show here is not refuted by it.")
+                  "that does not show here is not refuted by it." if record["scale"] in ("smoke", "cpu") else
+                  "No benchmark config: no factor and no claims; the measures are compared with each other and "
+                  "with the error where the minima recorded one (each minimum's recipe is in the store).")
     overview = (f"{record['description']}\n\n"
                 f"- Scale: `{record['scale']}`; problem `{record['problem']}`; store `{store_name}`\n"
                 f"- Variants ({len(study.variants())}): {variants}; shared parameters "

@@ -268,3 +268,12 @@ def test_a_store_of_analyze_calls_alone_gets_a_report_of_what_is_there(tmp_path)
     assert not any(c.startswith("merge-tree") for c in rows[0])  # at theta0: not at a minimum
     report = (tmp_path / "report" / "report.md").read_text()
     assert "no benchmark record" in report and "well_b" in report
+
+
+def test_a_flip_needs_taus_beyond_the_noise_band_and_nothing_compared_is_no_verdict():
+    from lossatlas.report.sensitivity import FLIP, Stability
+
+    small = Stability("m.x", ["base", "seed=1"], {"err": [FLIP / 2, -FLIP / 2]})
+    assert small.holds is True  # both near 0: noise, not a flip
+    assert Stability("m.x", ["base", "seed=1"], {"err": [FLIP, -FLIP]}).holds is False
+    assert Stability("m.x", ["base"], {"err": [0.5]}).holds is None  # one setting: nothing to compare

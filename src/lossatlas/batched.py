@@ -35,10 +35,11 @@ ManyEpochCallback = Callable[[int, torch.Tensor, torch.Tensor, np.ndarray], None
 _MEMORY_SHARE = 0.25  # of the free memory a group of runs may take
 
 
-def runs_at_once(subject, recipe: Recipe, wanted: int) -> int:
+def runs_at_once(subject, recipe: Recipe, wanted: int, vectors_per_run: int = 4) -> int:
     """How many of ``wanted`` runs to train together: 1 where batching does not pay or cannot run,
     else as many as fit in a quarter of the free memory, from a measurement of one run's training
-    step (parameters, gradient, optimizer state and the activations autograd saves)."""
+    step (``vectors_per_run`` parameter-sized vectors -- parameters, gradient, two optimizer states
+    -- and the activations autograd saves)."""
     if wanted <= 1 or recipe.optimizer == "lbfgs" or os.environ.get("LOSSATLAS_BATCHED_TRAINING", "1") == "0":
         return 1
     if getattr(subject, "_vmap_choice", None) is False or getattr(subject, "_train_vmap_failed", False):
@@ -47,14 +48,16 @@ def runs_at_once(subject, recipe: Recipe, wanted: int) -> int:
         return 1  # convolutions (grouped under vmap) or a loss vmap cannot batch: one at a time is faster
     if any(m.momentum is None for m in getattr(subject, "_bn_modules", [])):
         return 1  # cumulative BatchNorm averages count batches per module: kept to the plain loop
-    per_run = _bytes_per_run(subject, recipe)
+    per_run = _bytes_per_run(subject, recipe, vectors_per_run)
     return int(max(1, min(wanted, _free_memory(subject.device) * _MEMORY_SHARE // max(per_run, 1))))
 
 
-def or_one_at_a_time(subject, batched: Callable[[], list], alone: Callable[[], list]) -> list:
+def or_one_at_a_time(subject, batched: Callable[[], list], alone: Callable[[], list],
+                     remember: str = "_train_vmap_failed") -> list:
     """``batched()``, or ``alone()`` where the subject's training loss cannot be vmapped (data-
-    dependent control flow, an op without a batching rule): remembered for the subject, so later
-    groups go straight to one at a time. Running out of memory and lossatlas's own errors pass."""
+    dependent control flow, an op without a batching rule): remembered for the subject (attribute
+    ``remember``), so later groups go straight to one at a time. Running out of memory and
+    lossatlas's own errors pass."""
     try:
         return batched()
     except LossatlasError:
@@ -62,7 +65,7 @@ def or_one_at_a_time(subject, batched: Callable[[], list], alone: Callable[[], l
     except (RuntimeError, NotImplementedError, ValueError) as err:
         if "out of memory" in str(err).lower():
             raise
-        subject._train_vmap_failed = True
+        setattr(subject, remember, True)
         return alone()
 
 
@@ -159,10 +162,10 @@ def _stack(steps: tuple):
     return torch.stack(steps)
 
 
-def _bytes_per_run(subject, recipe: Recipe) -> int:
-    """One run's memory: parameters, gradient and two optimizer states, buffers, one batch of data,
-    and what autograd saves for the backward pass of one training step (measured with
-    saved-tensor hooks on the subject's first batch)."""
+def _bytes_per_run(subject, recipe: Recipe, vectors: int = 4) -> int:
+    """One run's memory: ``vectors`` parameter-sized vectors, buffers, one batch of data, and what
+    autograd saves for the backward pass of one training step (measured with saved-tensor hooks
+    on the subject's first batch)."""
     saved = [0]
 
     def pack(tensor):
@@ -176,7 +179,7 @@ def _bytes_per_run(subject, recipe: Recipe) -> int:
     data = sum(t.numel() * t.element_size() for t in batches.leaves(batch) if torch.is_tensor(t)) \
         if not isinstance(batch, int) else 0
     item = subject.theta0.element_size()
-    return 4 * subject.dim * item + subject.buffers0.numel() * item + data + saved[0]
+    return vectors * subject.dim * item + subject.buffers0.numel() * item + data + saved[0]
 
 
 def _free_memory(device: torch.device) -> int:

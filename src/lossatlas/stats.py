@@ -8,6 +8,8 @@ n <= ``EXACT_MAX_N`` (8! = 40 320 orders) and drawn by seeded Monte Carlo otherw
 is (1 + hits) / (1 + permutations), never 0. Both statistics are vectorized over permutations: the
 denominators of Kendall's tau-b and of Spearman's rho do not change when y is permuted.
 
+Effect size between two levels of a factor: Cliff's delta (rank-based, like tau).
+
 Granulated tau follows Jiang et al. 2019 ("Fantastic Generalization Measures and Where to Find
 Them", §4, eq. 4): per hyperparameter axis, Kendall's tau over that axis's values with every
 other axis held fixed, averaged over the settings of the others; then averaged over axes.
@@ -37,8 +39,8 @@ class Test:
     n: int
     permutations: int  # the orders enumerated (exact) or drawn (Monte Carlo)
     exact: bool
-    p_min: float = math.nan  # the smallest p this design allows (the most extreme order's): with 3 seeds
-    # at each of two levels no result can reach p < 0.1
+    p_min: float = math.nan  # the smallest p this design allows (that of the most concordant order; Monte
+    # Carlo: estimated from the same draws): with 3 seeds at each of two levels no result reaches p < 0.1
 
 
 def kendall_tau(x, y) -> float:
@@ -70,7 +72,8 @@ def permutation_test(x, y, statistic: str = "kendall", permutations: int = PERMU
     exact = n <= EXACT_MAX_N
     orders = _all_orders(n) if exact else _random_orders(n, permutations, seed)
     values = _permuted(x, y, orders, statistic)
-    extreme = np.abs(values).max()
+    most = kendall_tau if statistic == "kendall" else spearman_rho
+    extreme = abs(most(np.sort(x), np.sort(y)))  # the most concordant arrangement the design allows
 
     def share(hits: int) -> float:
         return min(1.0, hits / len(orders) if exact else (1 + hits) / (1 + len(orders)))
@@ -91,6 +94,8 @@ def granulated_tau(measure, target, axes: dict[str, Sequence]) -> tuple[float, d
         if math.isfinite(measure[i]) and math.isfinite(target[i]):
             cells.setdefault(setting, []).append(i)
     settings = list(cells)
+    if not settings:
+        return math.nan, {key: math.nan for key in axes}
     means = np.array([[measure[cells[s]].mean(), target[cells[s]].mean()] for s in settings]).reshape(1, -1, 2)
     total, per_axis = granulated_tau_of_means(means[..., 0], means[..., 1], settings)
     return float(total[0]), {key: float(v[0]) for key, v in zip(axes, per_axis)}
@@ -188,19 +193,6 @@ def cliffs_delta(a, b) -> float:
     return float(difference.mean())
 
 
-def hedges_g(a, b) -> float:
-    """Hedges' g: the mean difference a - b over the pooled standard deviation, with the small-sample
-    correction J = 1 - 3 / (4 (n_a + n_b) - 9); nan with fewer than 2 values a side or no spread."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    na, nb = len(a), len(b)
-    if na < 2 or nb < 2:
-        return math.nan
-    pooled = math.sqrt(((na - 1) * a.var(ddof=1) + (nb - 1) * b.var(ddof=1)) / (na + nb - 2))
-    if pooled == 0:
-        return math.nan
-    return float((a.mean() - b.mean()) / pooled * (1 - 3 / (4 * (na + nb) - 9)))
-
-
 # -- helpers -------------------------------------------------------------------------------------
 def _pair(x, y) -> tuple[np.ndarray, np.ndarray]:
     """The pairs where both are finite numbers."""
@@ -234,9 +226,10 @@ def _random_orders(n: int, count: int, seed: int) -> np.ndarray:
     return np.argsort(generator.random((count, n)), axis=1)
 
 
-def _permuted(x: np.ndarray, y: np.ndarray, orders: np.ndarray, statistic: str, chunk: int = 4096) -> np.ndarray:
-    """The statistic of (x, y[order]) for every order, in chunks (memory ~ chunk x n^2)."""
+def _permuted(x: np.ndarray, y: np.ndarray, orders: np.ndarray, statistic: str) -> np.ndarray:
+    """The statistic of (x, y[order]) for every order, in chunks of ~2^25 pair entries."""
     out = np.empty(len(orders))
+    chunk = max(1, 2**25 // max(len(x) ** 2, 1))
     if statistic == "kendall":
         i, j = np.triu_indices(len(x), 1)
         sx = np.sign(x[j] - x[i])

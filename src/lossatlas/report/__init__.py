@@ -90,7 +90,7 @@ def _agreement(study: Study, texts: dict, out: Path, figures: bool, drawn: list)
 def _sensitivity(study: Study, found: list, out: Path, figures: bool, drawn: list):
     """sensitivity.csv, its table and figure; marks the comparison's unstable measures."""
     per_setting, stabilities = sensitivity.analyse(study)
-    holds = {s.measure: "yes" if s.holds else "no" for s in stabilities}
+    holds = {s.measure: {True: "yes", False: "no", None: ""}[s.holds] for s in stabilities}
     for association in found:
         association.stable = holds.get(association.measure, "")
     header, rows = sensitivity.stability_rows(stabilities)
@@ -100,9 +100,9 @@ def _sensitivity(study: Study, found: list, out: Path, figures: bool, drawn: lis
              "nuisance sd / between-minima sd: how far a minimum's value moves across settings, relative to how much "
              "the minima differ at the base setting (above 1: the nuisance choice matters more than the minimum).",
              "variant order: the least Kendall τ between a setting's per-variant means and the base's (+1: every "
-             "setting orders the variants alike). verdict holds: the sign of τ against every target is the same at "
-             "every setting and no setting orders the variants against the base (τ ≤ 0); otherwise the measure is "
-             "marked unstable in the comparison."]
+             "setting orders the variants alike). verdict holds: τ against no target flips between settings (one "
+             f"≥ +{sensitivity.FLIP}, another ≤ -{sensitivity.FLIP}) and no setting orders the variants against the "
+             "base (τ ≤ 0); otherwise the measure is marked unstable in the comparison."]
     table = Table(f"{study.record['name']} ({study.record['scale']} scale): sensitivity to nuisance choices",
                   header, rows, notes)
     if figures and per_setting:

@@ -88,7 +88,8 @@ def collect(store: Store, name: str | None = None) -> Study:
             for setting, key in settings.items():
                 result = _read(store, cache, run["subject"], methods[label]["analyzer"], key)
                 metrics = {f"{label}.{metric}": value for metric, value in result.metrics.items()}
-                sensitivity.setdefault(label, {}).setdefault(setting, []).append({**row, **metrics})
+                others = {k: v for k, v in row.items() if not k.startswith(f"{label}.")}  # no base value stays in
+                sensitivity.setdefault(label, {}).setdefault(setting, []).append({**others, **metrics})
     ordered = [c for label in methods for c, owner in metric_columns.items() if owner == label]
     times = ["time.minimum_s"] + [f"time.{label}_s" for label in methods]
     versions = next(iter(cache.values())).versions if cache else {}

@@ -76,12 +76,14 @@ def measures(study: Study) -> list[str]:
 
 
 def compare(study: Study) -> list[Association]:
-    """Every measure against the error and every factor, p adjusted across all of them, and the
-    granulated tau against the error where two or more factors vary."""
+    """Every measure against the error and every factor, p adjusted across the landscape measures'
+    tests (the model's own columns -- train loss, test accuracy -- are shown for reference, with
+    unadjusted p: they are not what the comparison tests), and the granulated tau against the error
+    where two or more factors vary."""
     error, keys = study.record["report"].get("error"), factors(study)
     targets = ([error] if error else []) + keys
     found = [associate(study, column, target) for column in measures(study) for target in targets]
-    adjust(found, settings(study)["correction"])
+    adjust([a for a in found if a.measure in study.measure_columns], settings(study)["correction"])
     if error and len(keys) >= 2:
         found += [granulated(study, column, error, keys) for column in measures(study)]
     return found
@@ -155,7 +157,7 @@ def comparison_csv(found: list[Association]) -> str:
     writer.writerow(names)
     for association in found:
         row = asdict(association)
-        writer.writerow([_cell(row[name]) for name in names])
+        writer.writerow([csv_cell(row[name]) for name in names])
     return buffer.getvalue()
 
 
@@ -183,7 +185,7 @@ def variants_csv(study: Study, means: list[dict]) -> str:
     columns = ["subject", *study.variant_keys, "measure", "n", "mean", "std", "ci_low", "ci_high"]
     writer.writerow(columns)
     for row in means:
-        writer.writerow([_cell(row[c]) for c in columns])
+        writer.writerow([csv_cell(row[c]) for c in columns])
     return buffer.getvalue()
 
 
@@ -239,7 +241,8 @@ def _p(p: float, permutations: int, exact: bool) -> str:
     return f"={p:.2g}"
 
 
-def _cell(value):
+def csv_cell(value):
+    """A CSV cell: floats as repr (round-trip exact), nan as an empty cell."""
     if isinstance(value, float):
         return "" if math.isnan(value) else repr(value)
     return value

@@ -4,10 +4,10 @@ representation, k, ...), and for each of its measures the report asks whether it
 Kendall's tau against the error and against every factor at every setting, and how much the
 measure moves at one minimum across settings compared with how much it differs between minima.
 
-A measure is *unstable* when the sign of its tau against some target differs between settings
-(settings where tau is undefined are left out), or when some setting orders the variants' means
-no better than at random relative to the base (Kendall tau <= 0): its verdict then depends on a
-nuisance choice.
+A measure is *unstable* when its tau against some target flips between settings (one at or above
++0.2, another at or below -0.2; settings where tau is undefined are left out), or when some
+setting orders the variants' means no better than at random relative to the base (Kendall tau
+<= 0): its verdict then depends on a nuisance choice.
 """
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ import numpy as np
 
 from .. import stats
 from .collect import Study, is_finite
-from .comparison import Association, associate, factors, samples
+from .comparison import Association, associate, csv_cell, factors, samples
 
 BASE = "base"
+FLIP = 0.2  # a sign change counts as a flip only between taus beyond +-FLIP: not noise around 0
 
 
 @dataclass
@@ -37,16 +38,16 @@ class Stability:
     order_tau_min: float = math.nan  # the least Kendall tau between a setting's variant means and the base's
 
     @property
-    def holds(self) -> bool:
-        """No sign flip of tau against any target, and no setting that orders the variants the
-        other way round from the base (least variant-order tau <= 0)."""
+    def holds(self) -> bool | None:
+        """No flip of tau against any target (one setting >= +FLIP, another <= -FLIP), and no
+        setting that orders the variants against the base (least variant-order tau <= 0); None
+        where nothing could be compared."""
+        taus = [[t for t in values if not math.isnan(t)] for values in self.taus.values()]
+        if math.isnan(self.order_tau_min) and not any(len(t) > 1 for t in taus):
+            return None
         if not math.isnan(self.order_tau_min) and self.order_tau_min <= 0:
             return False
-        for taus in self.taus.values():
-            signs = {np.sign(t) for t in taus if not math.isnan(t)}
-            if len(signs - {0.0}) > 1:
-                return False
-        return True
+        return not any(t and max(t) >= FLIP and min(t) <= -FLIP for t in taus)
 
 
 def analyse(study: Study) -> tuple[list[tuple[str, Association]], list[Stability]]:
@@ -77,9 +78,7 @@ def sensitivity_csv(found: list[tuple[str, Association]]) -> str:
     columns = ["n", "kendall_tau", "spearman_rho", "p_value", "ci_low", "ci_high"]
     writer.writerow(["measure", "setting", "against", *columns])
     for setting, a in found:
-        values = [getattr(a, c) for c in columns]
-        writer.writerow([a.measure, setting, a.against, *("" if isinstance(v, float) and math.isnan(v) else
-                                                          repr(v) if isinstance(v, float) else v for v in values)])
+        writer.writerow([a.measure, setting, a.against, *(csv_cell(getattr(a, c)) for c in columns)])
     return buffer.getvalue()
 
 
@@ -99,7 +98,7 @@ def stability_rows(stabilities: list[Stability]) -> tuple[list[str], list[list[s
         ratio = s.nuisance_sd / s.between_sd if s.between_sd > 0 else math.nan
         cells.append("–" if math.isnan(ratio) else f"{ratio:.2f}")
         cells.append("–" if math.isnan(s.order_tau_min) else f"{s.order_tau_min:+.2f}")
-        cells.append("yes" if s.holds else "**no (unstable)**")
+        cells.append({True: "yes", False: "**no (unstable)**", None: "–"}[s.holds])
         rows.append(cells)
     return header, rows
 

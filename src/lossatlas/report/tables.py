@@ -188,16 +188,19 @@ def comparison_table(study: Study, evaluated: list[dict], found: list[Associatio
         row.append("; ".join(c["verdict"] for c in mine) or "–")
         rows.append(row)
     correction = {"holm": "Holm's step-down (family-wise)", "bh": "Benjamini-Hochberg (false discovery rate)"}
-    n_tests = sum(1 for a in found if not math.isnan(a.p_value))
-    notes = [f"Kendall's τ (tau-b) over seeds × variants (per-variant metrics: over variants, against the variant's "
-             f"mean {report.get('error')}); factors coded as their values (booleans: false=0, true=1). "
+    n_tests = sum(1 for a in found if not math.isnan(a.p_adjusted))
+    against = f"against the variant's mean {report['error']}" if report.get("error") else "against the factor"
+    notes = [f"Kendall's τ (tau-b) over seeds × variants (per-variant metrics: over variants, {against}); factors "
+             "coded as their values (booleans: false=0, true=1). "
              "[lo, hi]: bootstrap 95% interval, seeds resampled within variants (2000 resamples, seeded).",
              "p: two-sided permutation p-value of τ, exact (all n! orders) for n ≤ 8, else "
              f"{settings(study)['permutations']} seeded random orders (then never below 1/(permutations+1)); adj.: "
-             f"{correction[settings(study)['correction']]} across the {n_tests} tests of this table.",
+             f"{correction[settings(study)['correction']]} across the {n_tests} tests of the landscape measures "
+             "(the model's own columns, shown for reference, are not adjusted).",
              "Cliff's δ: P(high level > low level) - P(high < low) of the measure, for two-level factors.",
-             f"reproduced = the claimed direction with adjusted p < {SIGNIFICANCE}, the claims adjusted as one "
-             "family; 'same direction, not significant' = the sign agrees but the evidence is weak.",
+             f"reproduced = the claimed direction with adjusted p < {SIGNIFICANCE}, the claims adjusted as their own "
+             "family (the adjusted p in a verdict is the claims'; the one in a cell, the table's); 'same direction, "
+             "not significant' = the sign agrees but the evidence is weak.",
              "Measures only: metrics their analyzers declare as diagnostics (counts, thresholds) are in metrics.csv "
              "and the per-variant table; all numbers are in comparison.csv."]
     if study.sensitivity:

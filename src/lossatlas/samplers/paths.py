@@ -54,9 +54,7 @@ def fit_curve(subject, start, end, kind: str = "polychain", n_bends: int = 1, ep
     """Garipov et al.'s curve training; returns the bends (n_bends, dim). A sampled point with a
     NaN/inf loss is skipped (no update): the curve's evaluation then reports it."""
     start, end = subject.as_theta(start), subject.as_theta(end)
-    n_bends = 1 if kind == "bezier" else n_bends
-    t0 = torch.arange(1, n_bends + 1, dtype=start.dtype, device=start.device)[:, None] / (n_bends + 1)
-    bends = torch.nn.Parameter((1 - t0) * start + t0 * end)
+    bends = torch.nn.Parameter(_initial_bends(kind, n_bends, start, end))
     optimizer = torch.optim.SGD([bends], lr=lr, momentum=momentum, weight_decay=weight_decay)
     recipe = Recipe(batch_size=batch_size, steps_per_epoch=steps_per_epoch, lr=lr, epochs=epochs)
     generator = torch.Generator().manual_seed(int(seed))
@@ -82,9 +80,8 @@ def fit_curves(subject, starts, ends, kind: str = "polychain", n_bends: int = 1,
     and its t from its own generator seeded ``seed``, in the order ``fit_curve`` draws them, and a
     curve whose sampled point has a non-finite loss keeps its bends and momentum for that step."""
     starts, ends = subject.as_thetas(starts), subject.as_thetas(ends)
-    count, n_bends = len(starts), 1 if kind == "bezier" else n_bends
-    t0 = torch.arange(1, n_bends + 1, dtype=starts.dtype, device=starts.device)[:, None] / (n_bends + 1)
-    bends = torch.nn.Parameter((1 - t0) * starts[:, None] + t0 * ends[:, None])
+    count = len(starts)
+    bends = torch.nn.Parameter(_initial_bends(kind, n_bends, starts[:, None], ends[:, None]))
     optimizer = torch.optim.SGD([bends], lr=lr, momentum=momentum, weight_decay=weight_decay)
     recipe = Recipe(batch_size=batch_size, steps_per_epoch=steps_per_epoch, lr=lr, epochs=epochs)
     generators = [torch.Generator().manual_seed(int(seed)) for _ in range(count)]
@@ -103,14 +100,23 @@ def fit_curves(subject, starts, ends, kind: str = "polychain", n_bends: int = 1,
                 with torch.no_grad():
                     bends.copy_(torch.where(finite, bends, kept_bends))
                     if kept_momentum is not None:
-                        momentum = optimizer.state[bends]["momentum_buffer"]
-                        momentum.copy_(torch.where(finite, momentum, kept_momentum))
+                        buffer = optimizer.state[bends]["momentum_buffer"]
+                        buffer.copy_(torch.where(finite, buffer, kept_momentum))
     return bends.detach()
+
+
+def _initial_bends(kind: str, n_bends: int, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    """Bends evenly spaced on the straight segment (one for a Bezier curve); ``start``/``end`` may
+    carry leading batch dimensions, as (K, 1, dim)."""
+    n_bends = 1 if kind == "bezier" else n_bends
+    t0 = torch.arange(1, n_bends + 1, dtype=start.dtype, device=start.device)[:, None] / (n_bends + 1)
+    return (1 - t0) * start + t0 * end
 
 
 def _momentum(optimizer, param) -> torch.Tensor | None:
     """A copy of SGD's momentum buffer of ``param``; zeros before the first step (SGD's first step
-    sets it to the gradient, as 0.9 x 0 + gradient does); None without momentum."""
+    sets it to the gradient, as 0.9 x 0 + gradient does -- exact because dampening is 0 here);
+    None without momentum."""
     buffer = optimizer.state.get(param, {}).get("momentum_buffer")
     if buffer is None:
         return torch.zeros_like(param) if optimizer.defaults["momentum"] else None
@@ -247,9 +253,13 @@ class Paths(Sampler):
                       weight_decay=self.weight_decay)
 
     def group_size(self, subject, count):
-        """Garipov curves train together where batching pays (``runs_at_once``); the string method
-        moves all its images in one batched gradient call already."""
-        return 1 if self.path_kind == "string" else runs_at_once(subject, self._curve_recipe(), count)
+        """Garipov curves train together where batching pays (``runs_at_once``; a curve failing
+        under vmap sends later groups one at a time, without touching how minima train); the
+        string method moves all its images in one batched gradient call already."""
+        if self.path_kind == "string" or getattr(subject, "_curve_vmap_failed", False):
+            return 1
+        # per curve: bends, gradient, momentum, two kept copies (n_bends vectors each), the point, ends
+        return runs_at_once(subject, self._curve_recipe(), count, vectors_per_run=5 * self.bends + 3)
 
     def run_many(self, subject, header, progress, tasks) -> list[Part]:
         """The pairs' curves trained together (``fit_curves``), each then evaluated as ``run`` does."""
@@ -264,7 +274,8 @@ class Paths(Sampler):
             return [_part(_evaluate(subject, config, start, end, *_curve_evaluation(config, start, bend, end)))
                     for start, bend, end in zip(starts, bends, ends)]
 
-        return or_one_at_a_time(subject, batched, lambda: super(Paths, self).run_many(subject, header, progress, tasks))
+        return or_one_at_a_time(subject, batched, lambda: super(Paths, self).run_many(subject, header, progress, tasks),
+                                remember="_curve_vmap_failed")
 
     def assemble(self, subject, header, parts):
         k = len(header["minima"])

@@ -179,7 +179,7 @@ def draw_merge_tree(ax, result) -> None:
 
 def _draw_tree(ax, values: np.ndarray, pair_vertices: np.ndarray, saddles: np.ndarray) -> None:
     """Leaves at their loss, each saddle joining two branches at its loss; x by merge order."""
-    ax.set(xticks=[], ylabel="loss")
+    ax.set(xticks=[], xlabel="minima (in merge order)", ylabel="loss")
     values = _finite_or_nan(values)
     top = {int(m): (float(i), float(values[m])) for i, m in enumerate(_leaf_order(pair_vertices, saddles))}
     if not top or not np.isfinite([p[1] for p in top.values()]).any():
@@ -289,7 +289,8 @@ def draw_paths(ax, result) -> None:
 def draw_phate(ax, result) -> None:
     """Jump-retrain result: PHATE embedding coloured by log10 loss, each run a line, jumps as stars
     (size ~ step)."""
-    ax.set(xticks=[], yticks=[], title=f"PHATE: TP0 {_metric(result, 'total_persistence_0_finite'):.3g}, "
+    ax.set(xticks=[], yticks=[], xlabel="PHATE 1", ylabel="PHATE 2",
+           title=f"PHATE: TP0 {_metric(result, 'total_persistence_0_finite'):.3g}, "
                                        f"TP1 {_metric(result, 'total_persistence_1_finite'):.3g} (finite)")
     embedding = _rows(result.arrays.get("embedding"), 2)
     if not np.isfinite(embedding).all(axis=1).any():

@@ -45,9 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("store")
     report.add_argument("--out", required=True, help="output directory for the report")
     report.add_argument("--benchmark", help="which benchmark of the store (default: its only one)")
+    export = commands.add_parser("export", help="the store as tidy tables (Parquet: one row per result, one per "
+                                                "minimum) and its loss grids as netCDF, for pandas / xarray / R")
+    export.add_argument("store")
+    export.add_argument("--out", required=True, help="output directory")
     args = parser.parse_args(argv)
     try:
-        return {"methods": _methods, "inspect": _inspect, "run": _run, "report": _report}[args.command](args)
+        return {"methods": _methods, "inspect": _inspect, "run": _run, "report": _report,
+                "export": _export}[args.command](args)
     except LossatlasError as err:
         print(f"lossatlas: error: {err}", file=sys.stderr)
         return 2
@@ -174,6 +179,17 @@ def _report(args) -> int:
     with Store(args.store, "r") as store:
         written = write_report(store, args.out, args.benchmark)
     print(f"report: {written['report.md']}  {written['index.html']}")
+    return 0
+
+
+def _export(args) -> int:
+    from .export import export
+    from .store import Store
+
+    with Store(args.store, "r") as store:
+        written = export(store, args.out)
+    print(f"export: {', '.join(str(p) for p in written['tables'])}; {len(written['grids'])} grid(s) in "
+          f"{Path(args.out) / 'grids'}")
     return 0
 
 

@@ -545,6 +545,12 @@ class Store:
         return [self.read_result(subject, m, k) for m in methods if m in group for k in sorted(group[m])
                 if self.has_result(subject, m, k)]
 
+    def to_dataframe(self):
+        """One row per result with its parameters and metrics (pandas; the ``export`` extra)."""
+        from .export import results_frame
+
+        return results_frame(self)
+
     # -- benchmarks ------------------------------------------------------------------------------
     @_writer
     def write_benchmark(self, name: str, record: dict) -> None:

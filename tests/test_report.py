@@ -221,7 +221,8 @@ def test_sensitivity_config_names_the_offender():
     for sensitivity, message in [({"nope": {"seed": [1]}}, "[sensitivity.nope] names no method"),
                                  ({"mt": {"seed": 3}}, "'seed' must be a non-empty list"),
                                  ({"mt": {"resolution": [1]}}, "The 'resolution' parameter"),
-                                 ({"mt": {"colour": [1]}}, "colour")]:
+                                 ({"mt": {"colour": [1]}}, "colour"),
+                                 ({"mt": {"minimum": [1]}}, "varies 'minimum', which a benchmark chooses itself")]:
         with pytest.raises(ConfigError) as err:
             harness.plan({**base, "sensitivity": sensitivity}, "smoke")
         assert message in str(err.value)

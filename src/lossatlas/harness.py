@@ -158,6 +158,9 @@ def _sensitivity(table: dict, methods: dict, source: str) -> dict[str, dict[str,
         settings = {}
         base, cls = methods[label]["params"], registry.get(methods[label]["analyzer"])
         for key, values in _table(table, label, f"{source} [sensitivity]").items():
+            if key == "minimum" and cls.scope == "minimum":
+                raise ConfigError(f"{where} varies 'minimum', which a benchmark chooses itself ({label!r} runs at "
+                                  "every trained minimum). Remove it.")
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"{where} {key!r} must be a non-empty list of values; got {values!r}.")
             for value in values:

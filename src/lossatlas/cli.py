@@ -118,7 +118,8 @@ def _run(args) -> int:
             Store(path, "r").close()
     for plan in plans:
         print(f"{plan.name} at scale {plan.scale!r}: {len(plan.subjects)} subject(s) x {len(plan.seeds)} seed(s); "
-              f"methods: {sorted(plan.methods) or 'none'}")
+              f"methods: {sorted(plan.methods) or 'none'}"
+              + "".join(f"; sensitivity of {label}: {', '.join(names)}" for label, names in plan.sensitivity.items()))
     if args.check:
         print("config OK")
         return 0

@@ -278,3 +278,4 @@ def test_a_flip_needs_taus_beyond_the_noise_band_and_nothing_compared_is_no_verd
     assert small.holds is True  # both near 0: noise, not a flip
     assert Stability("m.x", ["base", "seed=1"], {"err": [FLIP, -FLIP]}).holds is False
     assert Stability("m.x", ["base"], {"err": [0.5]}).holds is None  # one setting: nothing to compare
+    assert Stability("m.x", ["base", "seed=1"], {"err": [0.0, -2 * FLIP]}).holds is False  # no change -> a direction

@@ -101,8 +101,9 @@ def _sensitivity(study: Study, found: list, out: Path, figures: bool, drawn: lis
              "the minima differ at the base setting (above 1: the nuisance choice matters more than the minimum).",
              "variant order: the least Kendall τ between a setting's per-variant means and the base's (+1: every "
              "setting orders the variants alike). verdict holds: τ against no target flips between settings (one "
-             f"≥ +{sensitivity.FLIP}, another ≤ -{sensitivity.FLIP}) and no setting orders the variants against the "
-             "base (τ ≤ 0); otherwise the measure is marked unstable in the comparison."]
+             f"≥ +{sensitivity.FLIP}, another ≤ -{sensitivity.FLIP}; or constant at one, |τ| ≥ "
+             f"{2 * sensitivity.FLIP:g} at another) and no setting orders the variants against the base (τ ≤ 0); "
+             "otherwise the measure is marked unstable in the comparison."]
     table = Table(f"{study.record['name']} ({study.record['scale']} scale): sensitivity to nuisance choices",
                   header, rows, notes)
     if figures and per_setting:

@@ -5,7 +5,8 @@ Kendall's tau against the error and against every factor at every setting, and h
 measure moves at one minimum across settings compared with how much it differs between minima.
 
 A measure is *unstable* when its tau against some target flips between settings (one at or above
-+0.2, another at or below -0.2; settings where tau is undefined are left out), or when some
++0.2, another at or below -0.2; or constant -- "no change" -- at one setting and |tau| >= 0.4 at
+another; settings with too few observations are left out), or when some
 setting orders the variants' means no better than at random relative to the base (Kendall tau
 <= 0): its verdict then depends on a nuisance choice.
 """
@@ -39,15 +40,17 @@ class Stability:
 
     @property
     def holds(self) -> bool | None:
-        """No flip of tau against any target (one setting >= +FLIP, another <= -FLIP), and no
-        setting that orders the variants against the base (least variant-order tau <= 0); None
-        where nothing could be compared."""
+        """No flip of tau against any target -- one setting >= +FLIP and another <= -FLIP, or a
+        setting where the measure is constant (tau 0: "no change") and another with |tau| >=
+        2 FLIP -- and no setting that orders the variants against the base (least variant-order
+        tau <= 0); None where nothing could be compared."""
         taus = [[t for t in values if not math.isnan(t)] for values in self.taus.values()]
         if math.isnan(self.order_tau_min) and not any(len(t) > 1 for t in taus):
             return None
         if not math.isnan(self.order_tau_min) and self.order_tau_min <= 0:
             return False
-        return not any(t and max(t) >= FLIP and min(t) <= -FLIP for t in taus)
+        return not any(t and ((max(t) >= FLIP and min(t) <= -FLIP) or (0.0 in t and max(map(abs, t)) >= 2 * FLIP))
+                       for t in taus)
 
 
 def analyse(study: Study) -> tuple[list[tuple[str, Association]], list[Stability]]:
@@ -65,7 +68,8 @@ def analyse(study: Study) -> tuple[list[tuple[str, Association]], list[Stability
                 for setting, rows in rows_of.items():
                     association = associate(study, measure, target, rows)
                     found.append((setting, association))
-                    taus.append(association.kendall_tau)
+                    constant = not association.defined and association.note == "constant"
+                    taus.append(0.0 if constant else association.kendall_tau)  # constant: no association
                 stability.taus[target] = taus
             _spread(study, stability, rows_of)
             stabilities.append(stability)
@@ -95,7 +99,7 @@ def stability_rows(stabilities: list[Stability]) -> tuple[list[str], list[list[s
             base = s.taus[target][0]
             cells.append(("–" if math.isnan(base) else f"{base:+.2f}") +
                          (f"; {min(taus):+.2f} … {max(taus):+.2f}" if taus else ""))
-        ratio = s.nuisance_sd / s.between_sd if s.between_sd > 0 else math.nan
+        ratio = s.nuisance_sd / s.between_sd if s.between_sd > 0 else (math.inf if s.nuisance_sd > 0 else math.nan)
         cells.append("–" if math.isnan(ratio) else f"{ratio:.2f}")
         cells.append("–" if math.isnan(s.order_tau_min) else f"{s.order_tau_min:+.2f}")
         cells.append({True: "yes", False: "**no (unstable)**", None: "–"}[s.holds])

@@ -121,8 +121,10 @@ def test_comparison_and_agreement_files_cover_the_measures(smoke, name):
     measures = {r["measure"] for r in rows}
     assert "hessian.top_eigenvalue" in measures and "hessian.hvp_count" not in measures  # diagnostics stay out
     assert len(rows) == 2 * len(measures)  # against the error and the one factor
-    tested = [r for r in rows if r["p_value"]]
+    tested = [r for r in rows if r["p_adjusted"]]  # the landscape measures' tests: one adjusted family
     assert tested and all(float(r["p_adjusted"]) >= float(r["p_value"]) for r in tested)
+    assert all("." in r["measure"] for r in tested)  # the model's own columns (train_loss, ...) are not in it
+    assert any(r["p_value"] and not r["p_adjusted"] for r in rows if r["measure"] == "train_loss")
     with open(folder / "agreement.csv", newline="") as handle:
         matrix = list(csv.reader(handle))
     assert matrix[0][1:] == [row[0] for row in matrix[1:]]  # square, one name per row and column

@@ -2,7 +2,8 @@
 
     name = "resnet_skip"            # study name (store and output file names)
     description = "..."
-    problem = "resnet"              # a name from lossatlas.problems.PROBLEMS
+    problem = "resnet"              # a name from lossatlas.problems.PROBLEMS, one an installed package
+                                    # registers (entry points "lossatlas.problems"), or "package.module:factory"
     seeds = [0, 1]                  # one trained minimum per seed, for every variant
     [params]                        # problem parameters shared by every variant
     [variants]                      # lists; the subjects are their product, e.g. skip = [true, false]

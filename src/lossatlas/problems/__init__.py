@@ -1,11 +1,15 @@
 """Problems: model families with their data, each built into a Subject from plain config values.
 
 ``build(problem, **params)`` is what configs use; unknown problems or parameters are errors
-that list the valid ones. The builders are also importable directly.
+that list the valid ones. The builders are also importable directly. Users' own problems: a
+factory named ``"package.module:factory"`` in a config, or registered by a package under the
+``lossatlas.problems`` entry-point group.
 """
 from __future__ import annotations
 
+import importlib
 import inspect
+from importlib.metadata import entry_points
 from typing import Callable
 
 import torch
@@ -79,15 +83,45 @@ def build(problem: str, device: str = "auto", **params) -> Subject:
     check_params(problem, params)
     builder = _builder(problem)
     if "device" in inspect.signature(builder).parameters:
-        return builder(**params, device=device)
-    subject = builder(**params)  # analytic functions: on the CPU unless a device is named
-    return subject if device == "auto" else subject.to(device)
+        subject = builder(**params, device=device)
+    else:
+        subject = builder(**params)  # analytic functions: on the CPU unless a device is named
+        subject = subject.to(device) if device != "auto" and isinstance(subject, Subject) else subject
+    if not isinstance(subject, Subject):
+        raise ConfigError(f"Problem {problem!r} returned a {type(subject).__name__}, not a Subject: wrap the model in "
+                          "lossatlas.ModuleSubject (or a function in FunctionSubject).")
+    return subject
+
+
+GROUP = "lossatlas.problems"  # entry points of installed packages: name -> "package.module:factory"
 
 
 def _builder(problem: str) -> Callable[..., Subject]:
-    if problem not in PROBLEMS:
-        raise ConfigError(f"Unknown problem {problem!r}; valid problems: {sorted(PROBLEMS)}.")
-    return PROBLEMS[problem]
+    """A built-in problem, one an installed package registers under the ``lossatlas.problems``
+    entry-point group, or a user's factory named as ``"package.module:factory"`` (importable from
+    where lossatlas runs). A factory takes the config's parameters as keywords (and ``device``, if
+    it accepts one) and returns a Subject."""
+    if problem in PROBLEMS:
+        return PROBLEMS[problem]
+    registered = {ep.name: ep for ep in entry_points(group=GROUP)}
+    if problem in registered:
+        return _checked(problem, registered[problem].load)
+    if ":" in problem:
+        module, _, name = problem.partition(":")
+        return _checked(problem, lambda: getattr(importlib.import_module(module), name))
+    raise ConfigError(f"Unknown problem {problem!r}; valid problems: {sorted(PROBLEMS) + sorted(registered)}, or a "
+                      "factory of your own as \"package.module:factory\".")
+
+
+def _checked(problem: str, load: Callable[[], object]) -> Callable[..., Subject]:
+    try:
+        factory = load()
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"Problem {problem!r} could not be loaded: {type(err).__name__}: {err}. Is its package "
+                          "installed, or its folder on PYTHONPATH?") from err
+    if not callable(factory):
+        raise ConfigError(f"Problem {problem!r} is a {type(factory).__name__}, not a factory that returns a Subject.")
+    return factory
 
 
 __all__ = [

@@ -38,15 +38,7 @@ def run(quick: bool = False) -> Section:
     header = {"center": subject.theta0.numpy(), "center_buffers": subject.buffers0.numpy()}
     tasks = [task for _, task in request.tasks(subject, header)]
     log(f"batched training: {len(tasks)} jump-and-retrain runs on {subject.name} (n_f = {n_f})")
-    found = {}
-    sides = {
-        "one at a time": lambda: found.__setitem__("alone", [request.run(subject, header, False, t) for t in tasks]),
-        "batched": lambda: found.__setitem__("together", request.run_many(subject, header, False, tasks)),
-    }
-    best = interleaved_best(sides, repeat=1 if quick else 3)
-    worst = max(float(np.nanmax(np.abs(a.arrays["losses"] - b.arrays["losses"]) / np.abs(b.arrays["losses"])))
-                for a, b in zip(found["together"], found["alone"]))
-    ratio = best["one at a time"] / best["batched"]
+    best, worst, ratio = _side_by_side(request, subject, header, tasks, quick)
     section = Section("batched", "Batched training on the convection PINN: jump and retrain, barcode curves")
     section.text.append(
         f"{len(tasks)} runs ({len(settings['seeds'])} seeds × {len(settings['step_sizes'])} step sizes) of "
@@ -74,15 +66,7 @@ def _curves(section: Section, config: dict, subject, quick: bool) -> None:
     header = request.prepare(subject, {"minima": {"minima": minima}})
     tasks = [task for _, task in request.tasks(subject, header)]
     log(f"batched training: {len(tasks)} barcode curves on {subject.name}")
-    found = {}
-    sides = {
-        "one at a time": lambda: found.__setitem__("alone", [request.run(subject, header, False, t) for t in tasks]),
-        "batched": lambda: found.__setitem__("together", request.run_many(subject, header, False, tasks)),
-    }
-    best = interleaved_best(sides, repeat=1 if quick else 3)
-    worst = max(float(np.max(np.abs(a.arrays["losses"] - b.arrays["losses"]) / np.abs(b.arrays["losses"])))
-                for a, b in zip(found["together"], found["alone"]))
-    ratio = best["one at a time"] / best["batched"]
+    best, worst, ratio = _side_by_side(request, subject, header, tasks, quick)
     section.text.append(
         f"Barcode curves: {len(tasks)} polychain curves (the pairs of 4 minima, as at `paper` scale; `cpu` scale "
         f"trains 2 minima, one pair) of {request.curve_epochs} epochs x {request.batch_size}-point batches, then "
@@ -91,3 +75,17 @@ def _curves(section: Section, config: dict, subject, quick: bool) -> None:
         f"difference between the sides' path losses: {worst:.1e}. No target in the issue; recorded.")
     section.tables.append(table(["curves: side", "seconds (best)"],
                                 [[name, f"{s:.3f}"] for name, s in best.items()]))
+
+
+def _side_by_side(request, subject, header, tasks, quick: bool) -> tuple[dict[str, float], float, float]:
+    """The sampler's ``run`` per task vs ``run_many`` over all tasks, taking turns: best seconds per
+    side, the largest relative difference between their losses, and the speed-up of batching."""
+    found = {}
+    sides = {
+        "one at a time": lambda: found.__setitem__("alone", [request.run(subject, header, False, t) for t in tasks]),
+        "batched": lambda: found.__setitem__("together", request.run_many(subject, header, False, tasks)),
+    }
+    best = interleaved_best(sides, repeat=1 if quick else 3)
+    worst = max(float(np.nanmax(np.abs(a.arrays["losses"] - b.arrays["losses"]) / np.abs(b.arrays["losses"])))
+                for a, b in zip(found["together"], found["alone"]))
+    return best, worst, best["one at a time"] / best["batched"]

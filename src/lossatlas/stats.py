@@ -123,11 +123,8 @@ def granulated_tau_of_means(measure: np.ndarray, target: np.ndarray, settings: l
 # -- multiple testing ----------------------------------------------------------------------------
 def holm(p_values) -> np.ndarray:
     """Holm's step-down adjusted p-values (family-wise error); nan entries stay nan and do not count."""
-    p = np.asarray(p_values, dtype=float)
-    out = np.full_like(p, np.nan)
-    finite = np.flatnonzero(~np.isnan(p))
-    m = len(finite)
-    order = finite[np.argsort(p[finite], kind="stable")]
+    p, out, order = _ranked(p_values)
+    m = len(order)
     running = 0.0
     for rank, index in enumerate(order):
         running = max(running, min(1.0, (m - rank) * p[index]))
@@ -137,16 +134,20 @@ def holm(p_values) -> np.ndarray:
 
 def benjamini_hochberg(p_values) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (false discovery rate); nan entries stay nan."""
-    p = np.asarray(p_values, dtype=float)
-    out = np.full_like(p, np.nan)
-    finite = np.flatnonzero(~np.isnan(p))
-    m = len(finite)
-    order = finite[np.argsort(p[finite], kind="stable")]
+    p, out, order = _ranked(p_values)
+    m = len(order)
     running = 1.0
     for rank in range(m - 1, -1, -1):
         running = min(running, p[order[rank]] * m / (rank + 1))
         out[order[rank]] = running
     return out
+
+
+def _ranked(p_values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(p, an all-nan output of its shape, the indices of the non-nan p in ascending order)."""
+    p = np.asarray(p_values, dtype=float)
+    finite = np.flatnonzero(~np.isnan(p))
+    return p, np.full_like(p, np.nan), finite[np.argsort(p[finite], kind="stable")]
 
 
 CORRECTIONS: dict[str, Callable] = {"holm": holm, "bh": benjamini_hochberg}

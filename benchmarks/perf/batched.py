@@ -68,8 +68,9 @@ def _curves(section: Section, config: dict, subject, quick: bool) -> None:
     log(f"batched training: {len(tasks)} barcode curves on {subject.name}")
     best, worst, ratio = _side_by_side(request, subject, header, tasks, quick)
     section.text.append(
-        f"Barcode curves: {len(tasks)} polychain curves (the pairs of 4 minima, as at `paper` scale; `cpu` scale "
-        f"trains 2 minima, one pair) of {request.curve_epochs} epochs x {request.batch_size}-point batches, then "
+        f"Barcode curves: {len(tasks)} polychain curves (the pairs of 4 stand-in minima -- theta0 plus seeded "
+        f"noise, as the cost does not depend on where they lie -- as many as at `paper` scale; `cpu` scale trains "
+        f"2 minima, one pair) of {request.curve_epochs} epochs x {request.batch_size}-point batches, then "
         f"each evaluated at {request.n_eval} points: **{ratio:.1f}× faster batched** "
         f"({best['one at a time']:.2f} s one pair at a time, {best['batched']:.2f} s together). Largest relative "
         f"difference between the sides' path losses: {worst:.1e}. No target in the issue; recorded.")

@@ -9,6 +9,10 @@ eigenvalues; its density is replaced by the native SLQ because ``pyhessian.densi
 removed ``torch.eig``). At or below ``dense_limit`` parameters the Hessian is formed exactly from
 ``dim`` products and its spectrum is exact. Eigenvectors are stored as flat parameter-space
 vectors, the "Hessian directions" of 2-D grids.
+
+Extensions beyond PyHessian: the ``bottom_k`` (1) smallest eigenvalues (negative curvature: how much
+of a saddle the point is), and Hutch++ (Meyer et al. 2021) as ``trace_estimator`` with a fixed
+budget of ``trace_max_probes`` products. Per-layer spectra are the ``hessian-layers`` analyzer.
 """
 from __future__ import annotations
 
@@ -16,8 +20,8 @@ import numpy as np
 
 from lossatlas.analyzer import Analyzer, diagnostic, measure
 from lossatlas.errors import ConfigError, NonFiniteLossError
-from lossatlas.hessian import (HessianOperator, density_from_spectrum, hutchinson_trace, pyhessian_spectrum,
-                               slq_density, top_eigenpairs)
+from lossatlas.hessian import (HessianOperator, bottom_eigenpairs, density_from_spectrum, hutchinson_trace,
+                               hutchpp_trace, pyhessian_spectrum, slq_density, top_eigenpairs)
 from lossatlas.params import Boolean, Interval, Options, param, same_as
 from lossatlas.plots import draw_density
 from lossatlas.samplers import Point
@@ -30,6 +34,10 @@ class Hessian(Analyzer):
     metrics = {
         "top_eigenvalue": measure("largest Hessian eigenvalue (sharpness)", higher_is_better=False),
         "trace": measure("Hessian trace (sum of eigenvalues)", higher_is_better=False),
+        "bottom_eigenvalue": measure("smallest Hessian eigenvalue (negative: a direction of descent, the point is "
+                                     "a saddle); NaN with bottom_k = 0"),
+        "negative_curvature_ratio": measure("max(0, -smallest eigenvalue) / largest eigenvalue (0 at a true minimum); "
+                                            "NaN with bottom_k = 0", higher_is_better=False),
         "trace_stderr": diagnostic("standard error of the Hutchinson trace estimate (0 when exact)"),
         "trace_probes": diagnostic("Rademacher probes used by the trace estimate (0 when exact)"),
         "hvp_count": diagnostic("Hessian-vector products computed"),
@@ -41,12 +49,15 @@ class Hessian(Analyzer):
     at: str = same_as(Point, "at")
     minimum: int = same_as(Point, "minimum")
     k: int = param(2, Interval(int, 1), "number of top eigenpairs")
+    bottom_k: int = param(1, Interval(int, 0), "number of smallest eigenpairs (0: none)")
     tol: float = param(1e-3, Interval(float, 0, 1))
     max_restarts: int = param(100, Interval(int, 1), "Lanczos restarts (power iterations for pyhessian)")
     trace_rtol: float = param(1e-2, Interval(float, 0, 1))
     trace_min_probes: int = param(10, Interval(int, 2))
     trace_max_probes: int = param(200, Interval(int, 2))
     trace_deflate: bool = param(True, Boolean())
+    trace_estimator: str = param("hutchinson", Options(("hutchinson", "hutch++")),
+                                 "hutch++: Meyer et al. 2021 with trace_max_probes products (no stopping rule)")
     density_runs: int = param(1, Interval(int, 1))
     density_steps: int = param(80, Interval(int, 2), "Lanczos steps per SLQ run")
     density_bins: int | None = param(None, Interval(int, 10, allow_none=True),
@@ -57,6 +68,9 @@ class Hessian(Analyzer):
     seed: int = param(0, Interval(int, 0))
 
     def check(self):
+        if self.trace_estimator == "hutch++" and self.backend == "pyhessian":
+            raise ConfigError("trace_estimator='hutch++' is native: the pyhessian backend has its own Hutchinson "
+                              "trace.")
         if self.trace_min_probes > self.trace_max_probes:
             raise ConfigError(f"trace_min_probes ({self.trace_min_probes}) must not exceed trace_max_probes "
                               f"({self.trace_max_probes}).")
@@ -81,6 +95,7 @@ class Hessian(Analyzer):
         k = min(self.k, subject.dim)
         if subject.dim <= self.dense_limit:
             spectrum, vectors = np.linalg.eigh(op.dense())
+            bottom = spectrum[: min(self.bottom_k, subject.dim)]
             values, vectors = spectrum[::-1][:k], vectors[:, ::-1][:, :k].T
             trace, stderr, probes = float(spectrum.sum()), 0.0, 0
             weights = np.full(len(spectrum), 1 / len(spectrum))
@@ -95,12 +110,23 @@ class Hessian(Analyzer):
             else:
                 values, vectors = top_eigenpairs(op, k, self.tol, self.seed, self.max_restarts)
                 deflate = (vectors, values) if self.trace_deflate else (None, None)
-                estimate = hutchinson_trace(op, self.seed, self.trace_rtol, self.trace_min_probes,
-                                            self.trace_max_probes, *deflate)
+                if self.trace_estimator == "hutch++":
+                    estimate = hutchpp_trace(op, self.seed, self.trace_max_probes)
+                else:
+                    estimate = hutchinson_trace(op, self.seed, self.trace_rtol, self.trace_min_probes,
+                                                self.trace_max_probes, *deflate)
                 trace, stderr, probes = estimate.trace, estimate.stderr, estimate.probes
+            bottom = np.zeros(0)
+            if self.bottom_k:
+                bottom, _ = bottom_eigenpairs(op, min(self.bottom_k, subject.dim - 1), self.tol, self.seed,
+                                              self.max_restarts, shift=float(values[0]))
             grid, density = slq_density(op, self.seed, self.density_runs, self.density_steps, self.density_bins,
                                         sigma=self.density_sigma)
-        metrics = {"top_eigenvalue": values[0], "trace": trace, "trace_stderr": stderr, "trace_probes": probes,
-                   "hvp_count": op.count}
-        arrays = {"eigenvalues": values, "eigenvectors": vectors, "density_grid": grid, "density": density}
+        smallest = float(bottom[0]) if len(bottom) else float("nan")
+        ratio = max(0.0, -smallest) / values[0] if values[0] > 0 else float("nan")
+        metrics = {"top_eigenvalue": values[0], "trace": trace, "bottom_eigenvalue": smallest,
+                   "negative_curvature_ratio": ratio if len(bottom) else float("nan"), "trace_stderr": stderr,
+                   "trace_probes": probes, "hvp_count": op.count}
+        arrays = {"eigenvalues": values, "eigenvectors": vectors, "bottom_eigenvalues": bottom,
+                  "density_grid": grid, "density": density}
         return metrics, arrays

@@ -13,6 +13,9 @@ simplification does. NaN/inf losses count as +inf and are reported in ``n_nonfin
 pairs (its branches) to the diagonal, (death - birth) / sqrt(2), the global minimum paired with
 the grid maximum as in TTK's diagram. That pair makes it depend on the loss range;
 ``average_persistence_finite`` leaves it out.
+
+An imported surface (``lossatlas import-surface``: a loss-landscape file or a numpy grid) is
+analyzed on its own grid; the grid settings (directions, resolution, span) do not apply to it.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from lossatlas.errors import ConfigError
 from lossatlas.params import Interval, Options, param, same_as
 from lossatlas.plots import draw_contour, draw_merge_tree, draw_persistence, draw_surface
 from lossatlas.samplers import Grid, Point, grid_points
+from lossatlas.surfaces import StoredSurface, SurfaceSubject
 from lossatlas.topology import REPRESENTATIONS, merge_tree, representation_edges
 from lossatlas.topology import ttk_backend
 
@@ -75,6 +79,8 @@ class MergeTreeAnalyzer(Analyzer):
                               "conda install -c conda-forge topologytoolkit. Use backend='native' otherwise.")
 
     def requests(self, subject):
+        if isinstance(subject, SurfaceSubject):  # an imported surface: its own grid, the grid settings unused
+            return {"grid": StoredSurface()}
         span_y = self.span if self.span_y is None else self.span_y
         return {"grid": Grid(point=Point(at=self.at, minimum=self.minimum), directions=self.directions,
                              resolution=self.resolution, span_x=float(self.span), span_y=float(span_y),

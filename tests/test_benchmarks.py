@@ -62,7 +62,8 @@ def test_every_metric_is_finite_or_explained(smoke, name):
     explained = report.split("\n## Non-finite values", 1)[1].split("\n## ", 1)[0]
     metric_columns = [c for c in rows[0] if "." in c and not c.startswith("time.")]
     assert {c.split(".")[0] for c in metric_columns} == {"merge-tree", "merge-tree-hessian", "loss-barcode",
-                                                         "jump-retrain", "hessian"}
+                                                         "jump-retrain", "hessian", "hessian-layers",
+                                                         "interpolation", "sharpness"}
     for row in rows:
         for column in metric_columns + ["train_loss"]:
             value = float(row[column])
@@ -156,7 +157,7 @@ def test_rerun_reuses_the_store(smoke, capsys):
     assert main(["run", str(BENCHMARKS / "pinn_convection.toml"), "--scale", "smoke", "--out", str(smoke)]) == 0
     with h5py.File(store, "r") as file:
         after = {name: file[name].attrs["created"] for name in _result_nodes(file)}
-    assert before == after and len(before) == 2 * 2 * 4 + 2  # 4 per-minimum methods, 1 barcode per variant
+    assert before == after and len(before) == 2 * 2 * 7 + 2  # 7 per-minimum methods, 1 barcode per variant
 
 
 def _result_nodes(file) -> list[str]:

@@ -64,7 +64,7 @@ def test_an_interrupted_result_write_is_not_a_result(monkeypatch):
         monkeypatch.setattr(Store, "write_array", original)
         assert store.results(subject.name) == []
         result = analyze(store, subject, "hessian", at="theta0", progress=False)
-        assert set(result.arrays) == {"eigenvalues", "eigenvectors", "density_grid", "density"}
+        assert set(result.arrays) == {"eigenvalues", "eigenvectors", "bottom_eigenvalues", "density_grid", "density"}
         with pytest.raises(StoreError, match="no result"):
             store.read_result(subject.name, "hessian", "nope")
 

@@ -207,3 +207,108 @@ def test_a_narrow_spectrum_needs_its_own_kernel_width():
     assert outside > 0.5
     w1 = wasserstein_distance(absolute.arrays["density_grid"], spectrum, u_weights=absolute.arrays["density"])
     assert w1 < 1e-2 * width
+
+
+# -- extensions: smallest eigenvalues, Hutch++, per-layer blocks (issue 18) ------------------------
+
+def test_smallest_eigenvalue_of_a_known_spectrum_and_the_saddle_ratio():
+    subject, spectrum, _ = _quadratic()
+    with Store.memory() as store:
+        result = analyze(store, subject, "hessian", at="theta0", dense_limit=0, tol=1e-8, bottom_k=2,
+                         trace_max_probes=10)
+    np.testing.assert_allclose(result.arrays["bottom_eigenvalues"], np.sort(spectrum)[:2], rtol=1e-6, atol=1e-8)
+    assert spectrum.min() < 0  # a saddle: the ratio is |lambda_min| / lambda_max
+    assert result.metrics["negative_curvature_ratio"] == pytest.approx(-spectrum.min() / 12.0, rel=1e-6)
+
+
+def test_smallest_eigenvalue_can_be_left_out():
+    subject, _, _ = _quadratic(dim=20)
+    with Store.memory() as store:
+        result = analyze(store, subject, "hessian", at="theta0", bottom_k=0)
+    assert np.isnan(result.metrics["bottom_eigenvalue"]) and np.isnan(result.metrics["negative_curvature_ratio"])
+
+
+def test_hutchpp_has_lower_variance_than_hutchinson_for_the_same_products():
+    """Meyer et al. 2021: on a spectrum dominated by a few eigenvalues Hutch++ needs far fewer
+    products for the same variance. Both are unbiased; the known trace is the spectrum's sum."""
+    from lossatlas.hessian import hutchinson_trace, hutchpp_trace
+
+    rng = np.random.default_rng(3)
+    dim = 120
+    spectrum = 100.0 * np.arange(1, dim + 1) ** -2.0
+    basis, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    matrix = torch.tensor(basis @ np.diag(spectrum) @ basis.T)
+    subject = FunctionSubject(lambda t: 0.5 * t @ matrix @ t, torch.zeros(dim, dtype=torch.float64), name="decay")
+    op = HessianOperator(subject, subject.theta0)
+    plain = np.array([hutchinson_trace(op, seed, 0.0, 30, 30).trace for seed in range(60)])
+    plus = np.array([hutchpp_trace(op, seed, 30).trace for seed in range(60)])
+    assert op.count == 60 * 30 + 60 * 30  # the same budget for both
+    assert plus.var() < 0.1 * plain.var()
+    assert abs(plus.mean() - spectrum.sum()) < 4 * plus.std(ddof=1) / np.sqrt(60) + 1e-9
+    assert abs(plain.mean() - spectrum.sum()) < 4 * plain.std(ddof=1) / np.sqrt(60)
+
+
+def test_hutchpp_is_the_analyzers_trace_option():
+    subject, spectrum, _ = _quadratic()
+    with Store.memory() as store:
+        result = analyze(store, subject, "hessian", at="theta0", dense_limit=0, trace_estimator="hutch++",
+                         trace_max_probes=150)
+    assert result.metrics["trace_probes"] == 150
+    assert abs(result.metrics["trace"] - spectrum.sum()) < 5 * result.metrics["trace_stderr"]
+    with pytest.raises(ConfigError, match="hutch"):
+        analyze(Store.memory(), subject, "hessian", at="theta0", trace_estimator="hutch++", backend="pyhessian")
+
+
+def _exact_blocks(model, loss_fn, inputs, targets):
+    """Exact Hessian (torch.autograd.functional.hessian) and each module's index range."""
+    model = model.eval()
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def full_loss(theta):
+        pieces = torch.split(theta, [s.numel() for s in shapes])
+        return loss_fn(functional_call(model, {n: p.view(s) for n, p, s in zip(names, pieces, shapes)}, (inputs,)),
+                       targets)
+
+    hessian = torch.autograd.functional.hessian(full_loss, flat).numpy()
+    blocks, start = {}, 0
+    for name, shape in zip(names, shapes):
+        blocks.setdefault(name.rsplit(".", 1)[0], []).extend(range(start, start + shape.numel()))
+        start += shape.numel()
+    return hessian, blocks
+
+
+def test_per_layer_blocks_match_the_exact_hessian():
+    model, data = _mlp_subject()
+    hessian, blocks = _exact_blocks(model, nn.CrossEntropyLoss(), *data)
+    subject = ModuleSubject(model, nn.CrossEntropyLoss(), data, eval_batch_size=25, name="tiny")
+    with Store.memory() as store:
+        iterative = analyze(store, subject, "hessian-layers", at="theta0", dense_limit=0, tol=1e-10,
+                            trace_probes=400)
+        exact = analyze(store, subject, "hessian-layers", at="theta0", dense_limit=1000)
+    names = [n.decode() for n in iterative.arrays["layer_names"]]
+    assert names == list(blocks) == ["0", "2"]
+    for index, name in enumerate(names):
+        block = hessian[np.ix_(blocks[name], blocks[name])]
+        values = np.linalg.eigvalsh(block)
+        assert iterative.arrays["layer_top_eigenvalue"][index] == pytest.approx(values[-1], rel=1e-7)
+        assert exact.arrays["layer_top_eigenvalue"][index] == pytest.approx(values[-1], rel=1e-9)
+        assert exact.arrays["layer_trace"][index] == pytest.approx(np.trace(block), rel=1e-9)
+        stderr = iterative.arrays["layer_trace_stderr"][index]
+        assert 0 < stderr and abs(iterative.arrays["layer_trace"][index] - np.trace(block)) < 4 * stderr
+    assert exact.metrics["sum_layer_trace"] == pytest.approx(np.trace(hessian), rel=1e-9)
+    assert exact.metrics["max_layer_eigenvalue"] == pytest.approx(max(np.linalg.eigvalsh(
+        hessian[np.ix_(b, b)])[-1] for b in blocks.values()), rel=1e-9)
+
+
+def test_layer_blocks_by_name_depth():
+    from lossatlas.methods.hessian_layers import layer_blocks
+
+    model = nn.Sequential(nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 3)), nn.Linear(3, 1)).double()
+    subject = ModuleSubject(model, nn.MSELoss(), (torch.zeros(4, 2).double(), torch.zeros(4, 1).double()))
+    assert [name for name, _ in layer_blocks(subject, None)] == ["0.0", "0.1", "1"]
+    coarse = layer_blocks(subject, 1)
+    assert [name for name, _ in coarse] == ["0", "1"]
+    assert [len(indices) for _, indices in coarse] == [9 + 12, 4]
+    assert np.array_equal(np.concatenate([i for _, i in coarse]), np.arange(subject.dim))

@@ -49,10 +49,20 @@ def main(argv: list[str] | None = None) -> int:
                                                 "minimum) and its loss grids as netCDF, for pandas / xarray / R")
     export.add_argument("store")
     export.add_argument("--out", required=True, help="output directory")
+    surface = commands.add_parser("import-surface", help="read a 2-D loss surface computed elsewhere (a "
+                                  "tomgoldstein/loss-landscape .h5 file, or .npy/.npz) into a store and compute its "
+                                  "merge tree (Xie, Geniesse et al. 2024)")
+    surface.add_argument("file")
+    surface.add_argument("--store", required=True, help="HDF5 store to add the surface to (created if missing)")
+    surface.add_argument("--name", help="subject name (default: the file's stem)")
+    surface.add_argument("--key", default="train_loss", help="loss-landscape quantity (default: train_loss)")
+    surface.add_argument("--relative-threshold", type=float, default=0.0,
+                         help="merge-tree simplification, as a fraction of the loss range (default 0)")
+    surface.add_argument("--no-analyze", action="store_true", help="only import the surface")
     args = parser.parse_args(argv)
     try:
         return {"methods": _methods, "inspect": _inspect, "run": _run, "report": _report,
-                "export": _export}[args.command](args)
+                "export": _export, "import-surface": _import_surface}[args.command](args)
     except LossatlasError as err:
         print(f"lossatlas: error: {err}", file=sys.stderr)
         return 2
@@ -191,6 +201,27 @@ def _export(args) -> int:
         written = export(store, args.out)
     print(f"export: {', '.join(str(p) for p in written['tables'])}; {len(written['grids'])} grid(s) in "
           f"{Path(args.out) / 'grids'}")
+    return 0
+
+
+def _import_surface(args) -> int:
+    import numpy as np
+
+    from .analysis import analyze
+    from .store import Store
+    from .surfaces import import_surface
+
+    with Store(args.store) as store:
+        subject = import_surface(store, args.file, args.name, args.key)
+        missing = int(np.isnan(subject.grid_loss).sum())
+        print(f"imported {args.file} as {subject.name!r}: {subject.grid_loss.shape[0]} x {subject.grid_loss.shape[1]} "
+              f"grid of {subject.quantity}" + (f", {missing} point(s) missing (NaN)" if missing else ""))
+        if not args.no_analyze:
+            result = analyze(store, subject, "merge-tree", relative_threshold=args.relative_threshold,
+                             progress=False)
+            shown = ", ".join(f"{name} {value:.4g}" for name, value in result.metrics.items())
+            print(f"merge-tree (Xie, Geniesse et al. 2024): {shown}")
+    print(f"store: {args.store}; `lossatlas report {args.store} --out DIR` draws and tabulates it")
     return 0
 
 

@@ -353,6 +353,61 @@ def draw_density(ax, result) -> None:
         ax.axvline(value, color="tab:red", lw=0.8, ls="--")
 
 
+# -- lines, neighbourhoods, layers ------------------------------------------------------------------------
+
+def draw_interpolation(ax, result) -> None:
+    """Interpolation result: loss along the line from the initialisation and to the partner minimum."""
+    ax.set(xlabel="t (0: start, 1: end)", ylabel="loss (log)", yscale="log",
+           title=f"lines: barrier {_metric(result, 'barrier'):.3g}")
+    t = _finite_or_nan(result.arrays.get("t", []))
+    drawn = False
+    for name, label in (("init_loss", "initialisation -> minimum"), ("partner_loss", "minimum -> partner")):
+        values = _finite_or_nan(result.arrays.get(name, []))
+        if values.shape == t.shape and np.isfinite(values).any():
+            ax.plot(t, np.maximum(values, 1e-12), lw=1, marker=".", label=label)
+            drawn = True
+    if drawn:
+        ax.legend(fontsize=6)
+    else:
+        _no_data(ax)
+
+
+draw_interpolation.shared = "y"
+
+
+def draw_ascent(ax, result) -> None:
+    """Sharpness result: the loss increase reached at each ascent step, per neighbourhood."""
+    ax.set(xlabel="ascent step", ylabel="loss increase", title="worst-case neighbours (projected ascent)")
+    drawn = False
+    for name in ("epsilon", "adaptive_l2", "adaptive_linf"):
+        values = _finite_or_nan(result.arrays.get(f"{name}_ascent", []))
+        if values.size and np.isfinite(values).any():
+            ax.plot(np.arange(values.shape[-1]), np.nanmax(values.reshape(-1, values.shape[-1]), axis=0), lw=1,
+                    label=name)
+            drawn = True
+    if drawn:
+        ax.legend(fontsize=6)
+    else:
+        _no_data(ax)
+
+
+def draw_layers(ax, result) -> None:
+    """Per-layer Hessian result: each block's top eigenvalue and trace, in parameter order."""
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in result.arrays.get("layer_names", [])]
+    tops = _finite_or_nan(result.arrays.get("layer_top_eigenvalue", []))
+    traces = _finite_or_nan(result.arrays.get("layer_trace", []))
+    ax.set(ylabel="value (symlog)", title="Hessian per layer block")
+    if not names or len(tops) != len(names):
+        _no_data(ax)
+        return
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, tops, width=0.4, label="top eigenvalue")
+    ax.bar(x + 0.2, traces, width=0.4, label="trace")
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_xticks(x, names, rotation=90, fontsize=5)
+    ax.legend(fontsize=6)
+
+
 def is_3d(draw) -> bool:
     """Whether a drawer needs a 3-D axes (``projection = "3d"`` on it)."""
     return getattr(draw, "projection", None) == "3d"

@@ -64,16 +64,16 @@ def collect(store: Store, name: str | None = None) -> Study:
         if run["subject"] not in minima:
             minima[run["subject"]] = {m.index: m for m in store.minima(run["subject"])}
         minimum = minima[run["subject"]].get(run["minimum"])
-        if minimum is None:
+        if minimum is None and run["minimum"] is not None:
             raise StoreError(f"{store.path}: the benchmark record names minimum {run['minimum']} of "
                              f"{run['subject']!r}, which is missing.")
         row = {"subject": run["subject"], **run["variant"], "seed": run["seed"], "minimum": run["minimum"]}
-        model = {_model_name(k): v for k, v in sorted(minimum.metrics.items())}
+        model = {_model_name(k): v for k, v in sorted(minimum.metrics.items())} if minimum else {}
         if "test_accuracy" in model:
             model["test_error"] = 1.0 - model["test_accuracy"]
         row.update(model)
         model_columns.update(dict.fromkeys(model))
-        row["time.minimum_s"] = minimum.wall_time_s
+        row["time.minimum_s"] = minimum.wall_time_s if minimum else float("nan")
         for label, key in run["results"].items():
             result = _read(store, cache, run["subject"], methods[label]["analyzer"], key)
             scopes.setdefault(label, result.analyzer.get("scope", "minimum"))
@@ -118,27 +118,34 @@ def record_from_results(store: Store) -> dict:
     report shows what is there: every subject a variant, every stored minimum a row, and every
     method with one set of parameters (the minimum aside) a label ("hessian", or "hessian-2" for a
     second set). Results at points other than a stored minimum (``at="theta0"``) have no row and
-    are left out."""
+    are left out. An imported surface (``lossatlas import-surface``) is one row of its own."""
     methods: dict[str, dict] = {}
     runs, seeds, error = [], set(), None
     for subject in store.subjects():
         at_minimum: dict[int, dict] = {}
         once: dict[str, str] = {}
+        surface = store.subject_config(subject).get("kind") == "surface"
         for result in store.results(subject):
             label = _label(methods, result.method, {k: v for k, v in result.params.items() if k != "minimum"})
+            if surface:
+                once[label] = result.key
+                continue
             if result.analyzer.get("scope", "minimum") == "subject":
                 once[label] = result.key
             elif result.params.get("at", "minimum") == "minimum":
                 at_minimum.setdefault(int(result.params.get("minimum", 0)), {})[label] = result.key
+        if surface and once:
+            runs.append({"subject": subject, "variant": {}, "seed": None, "minimum": None, "results": once})
         for minimum in store.minima(subject):
             seeds.add(minimum.seed)
             error = error or ("test_error" if "test_accuracy" in minimum.metrics else None)
             runs.append({"subject": subject, "variant": {}, "seed": minimum.seed, "minimum": minimum.index,
                          "results": {**at_minimum.get(minimum.index, {}), **once}})
     if not runs:
-        raise StoreError(f"{store.path} holds no benchmark run and no trained or added minima: the report is made "
-                         "of one row per minimum. Train minima (`lossatlas.train_minima`) or add your checkpoints "
-                         "(`lossatlas.add_minimum`), or run a benchmark with `lossatlas run`.")
+        raise StoreError(f"{store.path} holds no benchmark run, no trained or added minima and no analyzed "
+                         "imported surface: the report is made of one row per minimum or surface. Train minima "
+                         "(`lossatlas.train_minima`), add your checkpoints (`lossatlas.add_minimum`) or surfaces "
+                         "(`lossatlas import-surface`), or run a benchmark with `lossatlas run`.")
     used = {label for run in runs for label in run["results"]}
     return {"name": store.path.stem, "scale": "as analysed", "problem": "(lossatlas.analyze calls)",
             "description": f"The results stored in {store.path.name} by lossatlas.analyze calls (no benchmark "

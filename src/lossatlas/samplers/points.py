@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import StoreError
+import numpy as np
+
+from ..errors import ConfigError, StoreError
 from ..params import Interval, Options, param
 from ..provenance import digest
 from ..sampling import Request, Sample
@@ -39,3 +41,47 @@ def point_of(store, subject, at: str, minimum: int = 0):
             "first (lossatlas.train_minima or a benchmark config's [minima]), or use 'theta0'."
         )
     return minima[minimum].theta, minima[minimum].buffers
+
+
+@dataclass(frozen=True)
+class LineEnds(Request):
+    """The ends of the straight lines a 1-D interpolation looks along (Goodfellow et al. 2015):
+    the point (``at``, ``minimum``), its initialisation and another stored minimum.
+
+    The initialisation is ``subject.init_theta(seed)`` with the minimum's training seed, which is
+    the start of its training for minima trained by lossatlas (``init`` = "trained-from"); for a
+    checkpoint added with ``add_minimum`` or for theta0 it is a fresh seeded initialisation
+    (``init`` = "fresh", seed ``init_seed``). ``partner`` None: the next stored minimum (wrapping
+    round); with one minimum there is no partner and ``partner_theta`` is empty."""
+
+    kind = "line_ends"
+    at: str = param("minimum", Options(AT))
+    minimum: int = param(0, Interval(int, 0))
+    partner: int | None = param(None, Interval(int, 0, allow_none=True))
+    init_seed: int = param(0, Interval(int, 0), "seed of the fresh initialisation where the training start is unknown")
+
+    def read(self, store, subject, inputs) -> Sample:
+        theta, buffers = point_of(store, subject, self.at, self.minimum)
+        minima = {m.index: m for m in store.minima(subject.name)} if subject.name in store.subjects() else {}
+        own = minima.get(self.minimum) if self.at == "minimum" else None
+        trained = own is not None and own.recipe.get("source") != "checkpoint"
+        seed = own.seed if trained else self.init_seed
+        init_theta, init_buffers = (t.cpu().numpy() for t in subject.init_theta(seed))
+        partner = self.partner
+        if partner is None and self.at == "minimum" and len(minima) > 1:
+            indices = sorted(minima)
+            partner = indices[(indices.index(self.minimum) + 1) % len(indices)]
+        if partner is not None and partner == self.minimum and self.at == "minimum":
+            raise ConfigError(f"partner ({partner}) is the minimum itself: a line from a point to itself has no "
+                              "barrier.")
+        if partner is not None:
+            partner_theta, partner_buffers = point_of(store, subject, "minimum", partner)
+        else:
+            partner_theta, partner_buffers = np.zeros(0), np.zeros(0)
+        config = {"at": self.at, "minimum": self.minimum if self.at == "minimum" else None, "partner": partner,
+                  "init": "trained-from" if trained else "fresh", "init_seed": int(seed),
+                  "theta_sha1": digest(theta), "buffers_sha1": digest(buffers),
+                  "partner_sha1": digest(partner_theta), "partner_buffers_sha1": digest(partner_buffers)}
+        return Sample(self.kind, "", config, {"theta": theta, "buffers": buffers, "init_theta": init_theta,
+                                              "init_buffers": init_buffers, "partner_theta": partner_theta,
+                                              "partner_buffers": partner_buffers})

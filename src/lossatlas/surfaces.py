@@ -1,0 +1,179 @@
+"""Landscapes users already have: 2-D loss surfaces computed elsewhere, imported into a store.
+
+Formats (``read_surface``):
+
+* tomgoldstein/loss-landscape (Li et al. 2018) HDF5 surface files: ``xcoordinates``,
+  ``ycoordinates`` and one array per quantity (``train_loss``, ``train_acc``, ``test_loss``,
+  ``test_acc``). That code fills its arrays in the order of ``np.meshgrid(x, y)`` raveled,
+  so value k lies at (x[k % nx], y[k // nx]); here ``loss[i, j]`` is the value at (x[i], y[j]).
+  It starts every array at -1 and its scheduler treats values <= 0 as not yet computed: such
+  points become NaN (counted, never a false minimum: the merge tree reads NaN as +inf).
+  Accuracies stay in its percent.
+* numpy: ``.npy`` (the loss grid alone, ``loss[i, j]`` at (x[i], y[j]); coordinates are the
+  indices) or ``.npz`` with ``loss`` and optionally ``x``, ``y``, ``accuracy``. NaN marks missing
+  points.
+
+An imported surface is a subject of its own (``SurfaceSubject``) whose only content is the grid:
+the merge-tree analyzer reads it (``StoredSurface``) instead of sampling one, and the report and
+exports treat its results like any other. Analyzers that need the loss as a function of the
+parameters (Hessian, sharpness, ...) refuse it with a ConfigError.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ConfigError, StoreError
+from .provenance import digest
+from .sampling import Request, Sample
+from .subjects import Subject
+
+SURFACE_ARRAYS = ("x", "y", "loss", "accuracy")
+
+
+class SurfaceSubject(Subject):
+    """A 2-D loss surface given as values on a grid (no model behind it)."""
+
+    def __init__(self, name: str, x, y, loss, accuracy=None, source: str = "", quantity: str = "loss"):
+        self.name = name
+        self.x, self.y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        self.grid_loss = np.asarray(loss, dtype=float)
+        self.grid_accuracy = None if accuracy is None else np.asarray(accuracy, dtype=float)
+        if self.grid_loss.shape != (len(self.x), len(self.y)) or self.grid_loss.ndim != 2:
+            raise ConfigError(f"Surface {name!r}: loss has shape {self.grid_loss.shape}; with {len(self.x)} x and "
+                              f"{len(self.y)} y coordinates it must be ({len(self.x)}, {len(self.y)}).")
+        if self.grid_accuracy is not None and self.grid_accuracy.shape != self.grid_loss.shape:
+            raise ConfigError(f"Surface {name!r}: accuracy has shape {self.grid_accuracy.shape}, the loss "
+                              f"{self.grid_loss.shape}.")
+        if min(self.grid_loss.shape) < 2:
+            raise ConfigError(f"Surface {name!r} has shape {self.grid_loss.shape}: a merge tree needs a 2-D grid "
+                              "(a 1-D loss-landscape file has no ycoordinates).")
+        self.source, self.quantity = source, quantity
+        self.theta0 = torch.zeros(2, dtype=torch.float64)
+        self.buffers0 = torch.zeros(0, dtype=torch.float64)
+
+    def config(self) -> dict:
+        return {"kind": "surface", "source": self.source, "quantity": self.quantity,
+                "shape": list(self.grid_loss.shape), "loss_sha1": digest(np.nan_to_num(self.grid_loss, nan=-1.0)),
+                "x_sha1": digest(self.x), "y_sha1": digest(self.y)}
+
+    @property
+    def surface(self) -> dict[str, np.ndarray]:
+        arrays = {"x": self.x, "y": self.y, "loss": self.grid_loss}
+        if self.grid_accuracy is not None:
+            arrays["accuracy"] = self.grid_accuracy
+        return arrays
+
+    def _no_model(self, *args, **kwargs):
+        raise ConfigError(f"{self.name!r} is an imported surface: it holds loss values on a grid, not a model, so "
+                          "only grid analyzers (merge-tree) apply to it.")
+
+    loss = grad = grads = hvp = evaluate_many = init_theta = train = _no_model
+
+
+def read_surface(path, key: str = "train_loss") -> dict:
+    """x, y, loss (NaN where missing), accuracy (or None) and what was read, from a
+    loss-landscape HDF5 file or a numpy file; see the module docstring for the layouts."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"No surface file {path}.")
+    if path.suffix in (".npy", ".npz"):
+        return _read_numpy(path)
+    return _read_loss_landscape(path, key)
+
+
+def _read_loss_landscape(path: Path, key: str) -> dict:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "xcoordinates" not in f or key not in f:
+                raise ConfigError(f"{path} is not a loss-landscape surface file with {key!r}: it holds {sorted(f)} "
+                                  "(needs xcoordinates, ycoordinates and the quantity; choose it with --key).")
+            if "ycoordinates" not in f:
+                raise ConfigError(f"{path} is a 1-D loss-landscape file (no ycoordinates): a merge tree needs 2-D.")
+            x, y = f["xcoordinates"][()], f["ycoordinates"][()]
+            values = np.asarray(f[key][()], dtype=float)
+            accuracy_key = key.replace("loss", "acc")
+            accuracy = np.asarray(f[accuracy_key][()], dtype=float) if accuracy_key != key and accuracy_key in f \
+                else None
+    except OSError as err:
+        raise ConfigError(f"{path} is not a readable HDF5 file ({err}).") from err
+    if values.size != len(x) * len(y):
+        raise ConfigError(f"{path}: {key} has {values.size} values for {len(x)} x {len(y)} coordinates.")
+
+    def on_grid(raveled):  # loss-landscape's order: meshgrid(x, y) raveled -> (ny, nx); ours is [x, y]
+        return raveled.reshape(len(y), len(x)).T
+
+    loss = on_grid(values.ravel())
+    unfinished = loss <= 0  # loss-landscape's own rule for points it has not computed (they start at -1)
+    loss = np.where(unfinished | ~np.isfinite(loss), np.nan, loss)
+    if accuracy is not None:
+        accuracy = np.where(unfinished, np.nan, on_grid(accuracy.ravel()))
+    return {"x": x, "y": y, "loss": loss, "accuracy": accuracy, "quantity": key,
+            "unfinished": int(unfinished.sum())}
+
+
+def _read_numpy(path: Path) -> dict:
+    try:
+        found = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{path} is not a readable numpy file ({err}).") from err
+    if path.suffix == ".npy":
+        arrays = {"loss": found}
+    else:
+        if "loss" not in found:
+            raise ConfigError(f"{path} holds {sorted(found.files)}; a surface needs 'loss' (and optionally x, y, "
+                              "accuracy).")
+        arrays = {name: found[name] for name in found.files}
+    loss = np.asarray(arrays["loss"], dtype=float)
+    if loss.ndim != 2:
+        raise ConfigError(f"{path}: the loss has shape {loss.shape}; a surface is a 2-D grid, loss[i, j] at "
+                          "(x[i], y[j]).")
+    x = np.asarray(arrays.get("x", np.arange(loss.shape[0])), dtype=float)
+    y = np.asarray(arrays.get("y", np.arange(loss.shape[1])), dtype=float)
+    accuracy = arrays.get("accuracy")
+    return {"x": x, "y": y, "loss": np.where(np.isfinite(loss), loss, np.nan), "quantity": "loss",
+            "accuracy": None if accuracy is None else np.asarray(accuracy, dtype=float), "unfinished": 0}
+
+
+def import_surface(store, path, name: str | None = None, key: str = "train_loss") -> SurfaceSubject:
+    """Read a surface file into ``store`` as subject ``name`` (default: the file's stem); the same
+    name with another surface is refused, the same surface again is a no-op."""
+    found = read_surface(path, key)
+    subject = SurfaceSubject(name or Path(path).stem, found["x"], found["y"], found["loss"], found["accuracy"],
+                             source=Path(path).name, quantity=found["quantity"])
+    store.register(subject)
+    root = store.sample_root(f"subjects/{subject.name}/surface", "surface", subject.config())
+    if not store.has_header(root.name):
+        store.write_header(root, subject.surface)
+    return subject
+
+
+def load_surface(store, name: str) -> SurfaceSubject:
+    """The surface subject ``name`` as ``import_surface`` stored it."""
+    config = store.subject_config(name) if name in store.subjects() else None
+    if not config or config.get("kind") != "surface":
+        raise StoreError(f"{store.path} holds no imported surface {name!r}; its subjects: {store.subjects()}.")
+    arrays = store.read_header(f"subjects/{name}/surface")
+    return SurfaceSubject(name, arrays["x"], arrays["y"], arrays["loss"], arrays.get("accuracy"),
+                          source=config["source"], quantity=config["quantity"])
+
+
+@dataclass(frozen=True)
+class StoredSurface(Request):
+    """The grid of an imported surface, in the shape of a ``Grid`` sample (x, y, loss, accuracy;
+    the cosine of its directions is unknown: NaN)."""
+
+    kind = "surface"
+
+    def check(self, subject):
+        if not isinstance(subject, SurfaceSubject):
+            raise ConfigError(f"{subject.name!r} is not an imported surface (lossatlas import-surface).")
+
+    def read(self, store, subject, inputs) -> Sample:
+        arrays = {**subject.surface, "cosine": np.array(np.nan)}
+        return Sample(self.kind, "", subject.config(), arrays)

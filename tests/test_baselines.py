@@ -1,0 +1,197 @@
+"""The baseline measures (issue 18): 1-D interpolation and sharpness, against closed forms on
+analytic functions and quadratics, torch's own BatchNorm re-estimation, and the rescaling
+invariance that adaptive sharpness is built to have (Kwon et al. 2021)."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lossatlas import Minimum, Recipe, Store, analyze, train_minima
+from lossatlas.errors import NonFiniteLossError
+from lossatlas.methods.interpolation import largest_rise
+from lossatlas.subjects import FunctionSubject, ModuleSubject
+
+
+def _double_well():
+    """(x^2 - 1)^2 + y^2: minima (+-1, 0) at loss 0, the saddle (0, 0) at loss 1 on the line between them."""
+    return FunctionSubject(lambda t: (t[0] ** 2 - 1) ** 2 + t[1] ** 2, torch.tensor([0.3, 0.4], dtype=torch.float64),
+                           name="double-well", init_scale=2.0)
+
+
+def _store_minima(store, subject, points, seeds=None):
+    store.register(subject)
+    for index, point in enumerate(points):
+        seed = index if seeds is None else seeds[index]
+        store.write_minimum(subject.name, Minimum(index, np.asarray(point, dtype=float), np.zeros(0), seed,
+                                                  {"epochs": 1}, {"eval_loss": 0.0}))
+
+
+def test_barrier_between_two_minima_is_the_saddle_height():
+    subject = _double_well()
+    with Store.memory() as store:
+        _store_minima(store, subject, [(-1.0, 0.0), (1.0, 0.0)])
+        forward = analyze(store, subject, "interpolation", minimum=0, n_points=21, progress=False)
+        backward = analyze(store, subject, "interpolation", minimum=1, n_points=21, progress=False)
+    assert forward.metrics["barrier"] == pytest.approx(1.0, abs=1e-12)  # the partner defaults to the next minimum
+    assert backward.metrics["barrier"] == pytest.approx(1.0, abs=1e-12)  # ... wrapping round
+    x = np.linspace(-1.0, 1.0, 21)
+    np.testing.assert_allclose(forward.arrays["partner_loss"], (x**2 - 1) ** 2, atol=1e-12)
+    assert np.isnan(forward.metrics["error_barrier"])  # a function has no classification error
+
+
+def test_the_line_from_initialisation_starts_where_training_started():
+    subject = _double_well()
+    with Store.memory() as store:
+        _store_minima(store, subject, [(1.0, 0.0)], seeds=[7])
+        result = analyze(store, subject, "interpolation", minimum=0, n_points=41, progress=False)
+    start = subject.init_theta(7)[0].numpy()  # minimum 0 was trained from seed 7's initialisation
+    t = np.linspace(0.0, 1.0, 41)[:, None]
+    line = (1 - t) * start + t * np.array([1.0, 0.0])
+    expected = (line[:, 0] ** 2 - 1) ** 2 + line[:, 1] ** 2
+    np.testing.assert_allclose(result.arrays["init_loss"], expected, atol=1e-12)
+    brute = max(0.0, max(expected[j] - expected[i] for i in range(41) for j in range(i + 1, 41)))
+    assert result.metrics["init_largest_rise"] == pytest.approx(brute, abs=1e-12)
+    assert result.metrics["init_monotonic"] == float(np.all(np.diff(expected) <= 0))
+    assert np.isnan(result.metrics["barrier"])  # one minimum: no partner
+
+
+def test_largest_rise_of_monotone_and_bumpy_paths():
+    assert largest_rise(np.array([3.0, 2.0, 2.0, 1.0])) == 0.0
+    assert largest_rise(np.array([3.0, 1.0, 2.5, 0.5, 1.0])) == pytest.approx(1.5)
+
+
+def test_batchnorm_statistics_are_re_estimated_at_every_point_as_torch_does():
+    """Each interpolated point is evaluated with BatchNorm statistics re-estimated over the training
+    data; torch.optim.swa_utils.update_bn (torch's own implementation) gives the reference."""
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(64, 4, generator=generator, dtype=torch.float64)
+    targets = (inputs[:, 0] > 0).long()
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2)).double()
+    subject = ModuleSubject(model, nn.CrossEntropyLoss(), (inputs, targets), eval_batch_size=64, name="bn")
+    with Store.memory() as store:
+        minima = train_minima(store, subject, Recipe(lr=0.1, epochs=3, batch_size=16), seeds=[0, 1], progress=False)
+        result = analyze(store, subject, "interpolation", minimum=0, n_points=5, progress=False)
+    for k, t in enumerate(np.linspace(0, 1, 5)):
+        theta = (1 - t) * minima[0].theta + t * minima[1].theta
+        reference = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2)).double()
+        torch.nn.utils.vector_to_parameters(torch.as_tensor(theta), reference.parameters())
+        torch.optim.swa_utils.update_bn([inputs], reference)
+        with torch.no_grad():
+            outputs = reference.eval()(inputs)
+        assert result.arrays["partner_loss"][k] == pytest.approx(float(nn.functional.cross_entropy(outputs, targets)),
+                                                                 rel=1e-10)
+        accuracy = float((outputs.argmax(1) == targets).double().mean())
+        assert result.arrays["partner_accuracy"][k] == pytest.approx(accuracy)
+    errors = 1 - result.arrays["partner_accuracy"]
+    assert result.metrics["error_barrier"] == pytest.approx(errors.max() - 0.5 * (errors[0] + errors[-1]))
+
+
+def test_a_non_finite_loss_on_the_line_is_an_error_and_nothing_is_written():
+    subject = FunctionSubject(lambda t: torch.where(t[0].abs() < 0.1, torch.tensor(float("nan"), dtype=t.dtype),
+                                                    (t**2).sum()),
+                              torch.zeros(2, dtype=torch.float64), name="hole")
+    with Store.memory() as store:
+        _store_minima(store, subject, [(-1.0, 0.0), (1.0, 0.0)])
+        with pytest.raises(NonFiniteLossError, match="t = "):
+            analyze(store, subject, "interpolation", minimum=0, n_points=5, progress=False)
+        assert store.results(subject.name) == []
+
+
+# -- sharpness ----------------------------------------------------------------------------------------
+
+def _quadratic_bowl(dim=6, offset=0.5, seed=0, dominant=0.0):
+    """offset + 1/2 (theta - c)^T A (theta - c), minimum c with every |c_i| > 0.5; ``dominant``
+    adds a sharp direction, dominant v v^T."""
+    rng = np.random.default_rng(seed)
+    root = rng.normal(size=(dim, dim))
+    matrix = root @ root.T / dim + np.diag(np.linspace(0.2, 3.0, dim))
+    direction = rng.normal(size=dim)
+    matrix = matrix + dominant * np.outer(direction, direction)
+    centre = rng.choice([-1.0, 1.0], size=dim) * rng.uniform(0.5, 2.0, size=dim)
+    a, c = torch.tensor(matrix), torch.tensor(centre)
+    subject = FunctionSubject(lambda t: offset + 0.5 * (t - c) @ a @ (t - c), torch.zeros(dim, dtype=torch.float64),
+                              name="bowl")
+    return subject, matrix, centre
+
+
+def _box_maximum(matrix, half_widths):
+    """max of 1/2 d^T A d over the box |d_i| <= h_i: a convex function peaks at a vertex."""
+    return max(0.5 * (s * half_widths) @ matrix @ (s * half_widths)
+               for s in map(np.array, itertools.product([-1.0, 1.0], repeat=len(half_widths))))
+
+
+def _sharpness(subject, centre, **settings):
+    with Store.memory() as store:
+        _store_minima(store, subject, [centre])
+        return analyze(store, subject, "sharpness", minimum=0, progress=False, **settings).metrics
+
+
+def test_adaptive_sharpness_reaches_the_closed_forms_on_a_quadratic():
+    subject, matrix, centre = _quadratic_bowl()
+    rho_l2, rho_linf = 0.3, 0.05
+    found = _sharpness(subject, centre, rho_l2=rho_l2, rho_linf=rho_linf, steps=150, step_scale=75.0, restarts=2)
+    scaled = np.diag(np.abs(centre)) @ matrix @ np.diag(np.abs(centre))
+    l2 = 0.5 * rho_l2**2 * np.linalg.eigvalsh(scaled)[-1]  # max of 1/2 u^T (TAT) u on the ball of radius rho
+    assert found["loss"] == pytest.approx(0.5)
+    assert found["adaptive_sharpness_l2"] == pytest.approx(l2, rel=1e-6)
+    assert found["adaptive_sharpness_l2"] <= l2 * (1 + 1e-12)  # ascent finds a point of the ball: a lower bound
+    linf = _box_maximum(matrix, rho_linf * np.abs(centre))
+    assert 0.5 * linf < found["adaptive_sharpness_linf"] <= linf * (1 + 1e-12)  # a lower bound (see below)
+    assert found["gradient_evaluations"] == 3 * 2 * 150
+
+
+def test_box_sharpness_is_the_box_maximum_keskar_normalized():
+    """With a sharp direction the box maximum is where ascent leads; without one, ascent over a
+    box (NP-hard in general) still gives a lower bound of the maximum."""
+    epsilon = 0.02
+    subject, matrix, centre = _quadratic_bowl(dominant=4.0)
+    found = _sharpness(subject, centre, epsilon=epsilon, rho_linf=0.05, steps=100)
+    box = _box_maximum(matrix, epsilon * (np.abs(centre) + 1))
+    assert found["epsilon_sharpness"] == pytest.approx(100 * box / (1 + 0.5), rel=1e-9)  # Keskar et al. 2017
+    linf = _box_maximum(matrix, 0.05 * np.abs(centre))
+    assert found["adaptive_sharpness_linf"] == pytest.approx(linf, rel=1e-9)
+    subject, matrix, centre = _quadratic_bowl()
+    found = _sharpness(subject, centre, epsilon=epsilon, steps=100)
+    box = _box_maximum(matrix, epsilon * (np.abs(centre) + 1))
+    assert 0.5 * 100 * box / 1.5 < found["epsilon_sharpness"] <= 100 * box / 1.5 * (1 + 1e-12)
+
+
+def test_adaptive_sharpness_is_invariant_to_rescaling_a_relu_network_and_epsilon_sharpness_is_not():
+    """Multiplying a ReLU layer by a and the next by 1/a leaves the function unchanged; adaptive
+    sharpness (Kwon et al. 2021) measures the same neighbourhood in both parametrizations."""
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(40, 3, generator=generator, dtype=torch.float64)
+    targets = inputs @ torch.tensor([[1.0], [-1.0], [0.5]], dtype=torch.float64)
+
+    def model(scale):
+        torch.manual_seed(1)
+        net = nn.Sequential(nn.Linear(3, 6, bias=False), nn.ReLU(), nn.Linear(6, 1, bias=False)).double()
+        with torch.no_grad():
+            net[0].weight *= scale
+            net[2].weight /= scale
+        return ModuleSubject(net, nn.MSELoss(), (inputs, targets), name=f"relu-{scale}")
+
+    found = {}
+    for scale in (1.0, 8.0):
+        subject = model(scale)
+        with Store.memory() as store:
+            found[scale] = analyze(store, subject, "sharpness", at="theta0", steps=30, progress=False).metrics
+    assert found[1.0]["loss"] == pytest.approx(found[8.0]["loss"], rel=1e-12)
+    for name in ("adaptive_sharpness_l2", "adaptive_sharpness_linf"):
+        assert found[8.0][name] == pytest.approx(found[1.0][name], rel=1e-8)
+    assert abs(found[8.0]["epsilon_sharpness"] / found[1.0]["epsilon_sharpness"] - 1) > 0.1
+
+
+def test_sharpness_is_seeded():
+    subject, _, centre = _quadratic_bowl()
+    with Store.memory() as store:
+        _store_minima(store, subject, [centre])
+        ascents = [analyze(store, subject, "sharpness", minimum=0, steps=3, seed=seed,
+                           progress=False).arrays["adaptive_l2_ascent"] for seed in (1, 2)]
+    with Store.memory() as store:
+        _store_minima(store, subject, [centre])
+        again = analyze(store, subject, "sharpness", minimum=0, steps=3, seed=1, progress=False)
+    np.testing.assert_array_equal(again.arrays["adaptive_l2_ascent"], ascents[0])
+    assert not np.array_equal(ascents[0], ascents[1])

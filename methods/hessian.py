@@ -38,8 +38,11 @@ class Hessian(Analyzer):
                                      "a saddle); NaN with bottom_k = 0"),
         "negative_curvature_ratio": measure("max(0, -smallest eigenvalue) / largest eigenvalue (0 at a true minimum); "
                                             "NaN with bottom_k = 0", higher_is_better=False),
+        "bottom_converged": diagnostic("1 if Lanczos converged for the smallest eigenvalues, 0 if not (their "
+                                       "metrics are then NaN; raise max_restarts or tol)"),
         "trace_stderr": diagnostic("standard error of the Hutchinson trace estimate (0 when exact)"),
-        "trace_probes": diagnostic("Rademacher probes used by the trace estimate (0 when exact)"),
+        "trace_probes": diagnostic("Hessian-vector products of the trace estimate (Rademacher probes; Hutch++: all "
+                                   "its products; 0 when exact)"),
         "hvp_count": diagnostic("Hessian-vector products computed"),
     }
     views = {"density": draw_density}
@@ -71,6 +74,8 @@ class Hessian(Analyzer):
         if self.trace_estimator == "hutch++" and self.backend == "pyhessian":
             raise ConfigError("trace_estimator='hutch++' is native: the pyhessian backend has its own Hutchinson "
                               "trace.")
+        if self.trace_estimator == "hutch++" and self.trace_max_probes < 3:
+            raise ConfigError(f"Hutch++ splits trace_max_probes products in three; got {self.trace_max_probes}.")
         if self.trace_min_probes > self.trace_max_probes:
             raise ConfigError(f"trace_min_probes ({self.trace_min_probes}) must not exceed trace_max_probes "
                               f"({self.trace_max_probes}).")
@@ -95,7 +100,7 @@ class Hessian(Analyzer):
         k = min(self.k, subject.dim)
         if subject.dim <= self.dense_limit:
             spectrum, vectors = np.linalg.eigh(op.dense())
-            bottom = spectrum[: min(self.bottom_k, subject.dim)]
+            bottom, converged = spectrum[: min(self.bottom_k, subject.dim)], True
             values, vectors = spectrum[::-1][:k], vectors[:, ::-1][:, :k].T
             trace, stderr, probes = float(spectrum.sum()), 0.0, 0
             weights = np.full(len(spectrum), 1 / len(spectrum))
@@ -109,23 +114,24 @@ class Hessian(Analyzer):
                 op.count += found["hvp_count"]
             else:
                 values, vectors = top_eigenpairs(op, k, self.tol, self.seed, self.max_restarts)
-                deflate = (vectors, values) if self.trace_deflate else (None, None)
-                if self.trace_estimator == "hutch++":
+                if self.trace_estimator == "hutch++":  # its own sketch takes the place of the deflation
                     estimate = hutchpp_trace(op, self.seed, self.trace_max_probes)
                 else:
+                    deflate = (vectors, values) if self.trace_deflate else (None, None)
                     estimate = hutchinson_trace(op, self.seed, self.trace_rtol, self.trace_min_probes,
                                                 self.trace_max_probes, *deflate)
                 trace, stderr, probes = estimate.trace, estimate.stderr, estimate.probes
-            bottom = np.zeros(0)
+            bottom, converged = np.zeros(0), True
             if self.bottom_k:
-                bottom, _ = bottom_eigenpairs(op, min(self.bottom_k, subject.dim - 1), self.tol, self.seed,
-                                              self.max_restarts, shift=float(values[0]))
+                bottom, _, converged = bottom_eigenpairs(op, min(self.bottom_k, subject.dim - 1), self.tol,
+                                                         self.seed, self.max_restarts, shift=float(values[0]))
             grid, density = slq_density(op, self.seed, self.density_runs, self.density_steps, self.density_bins,
                                         sigma=self.density_sigma)
         smallest = float(bottom[0]) if len(bottom) else float("nan")
         ratio = max(0.0, -smallest) / values[0] if values[0] > 0 else float("nan")
         metrics = {"top_eigenvalue": values[0], "trace": trace, "bottom_eigenvalue": smallest,
-                   "negative_curvature_ratio": ratio if len(bottom) else float("nan"), "trace_stderr": stderr,
+                   "negative_curvature_ratio": ratio if len(bottom) else float("nan"),
+                   "bottom_converged": float(converged), "trace_stderr": stderr,
                    "trace_probes": probes, "hvp_count": op.count}
         arrays = {"eigenvalues": values, "eigenvectors": vectors, "bottom_eigenvalues": bottom,
                   "density_grid": grid, "density": density}

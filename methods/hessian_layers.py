@@ -19,7 +19,7 @@ import numpy as np
 
 from lossatlas.analyzer import Analyzer, diagnostic, measure
 from lossatlas.errors import NonFiniteLossError
-from lossatlas.hessian import HessianOperator, top_eigenpairs
+from lossatlas.hessian import HessianOperator, dense_matrix, top_eigenpairs
 from lossatlas.params import Interval, param, same_as
 from lossatlas.plots import draw_layers
 from lossatlas.samplers import Point
@@ -51,9 +51,7 @@ class _Block:
         return self.op(full)[self.indices]
 
     def dense(self) -> np.ndarray:
-        columns = [self(np.eye(self.dim)[i]) for i in range(self.dim)]
-        block = np.stack(columns, axis=1)
-        return 0.5 * (block + block.T)
+        return dense_matrix(self, self.dim)
 
 
 class HessianLayers(Analyzer):

@@ -25,7 +25,7 @@ from lossatlas.analyzer import Analyzer, diagnostic, measure
 from lossatlas.errors import ConfigError
 from lossatlas.params import Interval, Options, param, same_as
 from lossatlas.plots import draw_contour, draw_merge_tree, draw_persistence, draw_surface
-from lossatlas.samplers import Grid, Point, grid_points
+from lossatlas.samplers import Grid, Point, Trajectory, grid_points
 from lossatlas.surfaces import StoredSurface, SurfaceSubject
 from lossatlas.topology import REPRESENTATIONS, merge_tree, representation_edges
 from lossatlas.topology import ttk_backend
@@ -84,7 +84,8 @@ class MergeTreeAnalyzer(Analyzer):
         span_y = self.span if self.span_y is None else self.span_y
         return {"grid": Grid(point=Point(at=self.at, minimum=self.minimum), directions=self.directions,
                              resolution=self.resolution, span_x=float(self.span), span_y=float(span_y),
-                             seed=self.seed, include_bn=self.include_bn, bn=self.bn)}
+                             seed=self.seed, include_bn=self.include_bn, bn=self.bn,
+                             trajectory=Trajectory(minimum=self.minimum) if self.directions == "pca" else None)}
 
     def compute(self, subject, samples):
         grid = samples["grid"]
@@ -115,4 +116,7 @@ class MergeTreeAnalyzer(Analyzer):
                   "loss_grid": loss, "x": grid["x"], "y": grid["y"]}
         if "accuracy" in grid.data:
             arrays["accuracy_grid"] = grid["accuracy"]
+        if "path" in grid.data:  # PCA directions: the training path on the grid's plane (Li et al. 2018 §7)
+            arrays["path_xy"] = grid["path"]
+            arrays["explained_variance"] = grid["explained_variance"]
         return metrics, arrays

@@ -82,7 +82,7 @@ class Sharpness(Analyzer):
                 gradients += used
             ascent = np.array([np.pad(c, (0, self.steps + 1 - len(c)), constant_values=np.nan) for c in curves])
             arrays[f"{name}_ascent"] = ascent
-            metrics[name] = float(np.nanmax(ascent))
+            metrics[name] = max(0.0, float(np.nanmax(ascent)))  # d = 0 is in every neighbourhood
         metrics["epsilon_sharpness"] = 100 * metrics.pop("epsilon") / (1 + base)
         metrics["adaptive_sharpness_l2"] = metrics.pop("adaptive_l2")
         metrics["adaptive_sharpness_linf"] = metrics.pop("adaptive_linf")

@@ -221,10 +221,24 @@ def test_smallest_eigenvalue_of_a_known_spectrum_and_the_saddle_ratio():
     assert result.metrics["negative_curvature_ratio"] == pytest.approx(-spectrum.min() / 12.0, rel=1e-6)
 
 
+def test_a_bottom_that_does_not_converge_keeps_the_rest_of_the_result(monkeypatch):
+    from lossatlas.hessian import bottom_eigenpairs
+    from lossatlas.methods import hessian as method
+
+    subject, spectrum, _ = _quadratic()
+    values, _, converged = bottom_eigenpairs(HessianOperator(subject, subject.theta0), 1, 1e-14, 0, 1, shift=12.0)
+    assert not converged and len(values) == 0
+    monkeypatch.setattr(method, "bottom_eigenpairs", lambda *a, **k: (np.zeros(0), np.zeros((0, 150)), False))
+    with Store.memory() as store:
+        result = analyze(store, subject, "hessian", at="theta0", dense_limit=0, tol=1e-8, trace_max_probes=10)
+    assert result.metrics["bottom_converged"] == 0.0 and np.isnan(result.metrics["negative_curvature_ratio"])
+    assert result.metrics["top_eigenvalue"] == pytest.approx(12.0, rel=1e-6)
+
+
 def test_smallest_eigenvalue_can_be_left_out():
     subject, _, _ = _quadratic(dim=20)
     with Store.memory() as store:
-        result = analyze(store, subject, "hessian", at="theta0", bottom_k=0)
+        result = analyze(store, subject, "hessian", at="theta0", bottom_k=0, dense_limit=0)
     assert np.isnan(result.metrics["bottom_eigenvalue"]) and np.isnan(result.metrics["negative_curvature_ratio"])
 
 

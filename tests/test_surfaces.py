@@ -71,8 +71,9 @@ def test_an_imported_surface_is_stored_and_comes_back(tmp_path):
         np.save(tmp_path / "other.npy", first.grid_loss + 1)
         with pytest.raises(StoreError, match="another config"):
             import_surface(store, tmp_path / "other.npy", name="resnet56")
-        with pytest.raises(ConfigError, match="imported surface"):
-            analyze(store, first, "hessian", at="theta0", progress=False)
+        for method in ("hessian", "sharpness", "interpolation"):  # refused before any work, at their defaults
+            with pytest.raises(ConfigError, match="imported surface"):
+                analyze(store, first, method, progress=False)
         with pytest.raises(StoreError, match="no imported surface"):
             load_surface(store, "missing")
 

@@ -96,8 +96,13 @@ class Analyzer:
     def check_subject(self, subject) -> None:
         """Rules that need the subject, checked before any work (``lossatlas run`` checks them for
         every subject of a benchmark before training its first minimum): by default, those of
-        every requested sample (e.g. directions="axes" needs a 2-parameter subject)."""
-        for request in self.requests(subject).values():
+        every requested sample (e.g. directions="axes" needs a 2-parameter subject). An imported
+        surface (values on a grid, no model) takes only analyzers that read its grid."""
+        requests = self.requests(subject)
+        if getattr(subject, "surface", None) is not None and not any(r.kind == "surface" for r in requests.values()):
+            raise ConfigError(f"{subject.name!r} is an imported surface: it holds loss values on a grid, not a model; "
+                              f"{self.name} needs the model, and only grid analyzers (merge-tree) apply to it.")
+        for request in requests.values():
             request.check_all(subject)
 
     # -- to implement ----------------------------------------------------------------------------

@@ -1,13 +1,15 @@
-"""Directions in parameter space for 2-D loss grids: random filter-normalized, Hessian, axes."""
+"""Directions in parameter space for 2-D loss grids: random filter-normalized, Hessian, axes, and
+the principal components of a training trajectory."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .errors import ConfigError
 from .params import Interval, NumberList, validate
 from .hessian import HessianOperator, top_eigenpairs
 
-KINDS = ("random", "hessian", "axes")
+KINDS = ("random", "hessian", "axes", "pca")
 
 
 def filter_normalize(direction: torch.Tensor, theta: torch.Tensor, layout, include_bn: bool = False) -> torch.Tensor:
@@ -62,6 +64,23 @@ def axis_directions(subject) -> torch.Tensor:
     return torch.eye(2, dtype=subject.theta0.dtype, device=subject.device)
 
 
+def pca_directions(trajectory, center: torch.Tensor) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Li et al. 2018 (§7): the first two principal components (unit vectors, rows) of the
+    trajectory's offsets from ``center`` (the final point), their explained variance ratios, and
+    the trajectory's coordinates along them (its projection onto the grid's plane). A random
+    direction is nearly orthogonal to a trajectory; these show the path the optimizer took."""
+    from sklearn.decomposition import PCA
+
+    offsets = np.asarray(trajectory, dtype=np.float64) - center.double().cpu().numpy()[None, :]
+    if len(offsets) < 3:
+        raise ConfigError(f"PCA directions need a trajectory of at least 3 points (2 epochs); got {len(offsets)}.")
+    pca = PCA(n_components=2, svd_solver="full").fit(offsets)
+    components = pca.components_ / np.linalg.norm(pca.components_, axis=1, keepdims=True)
+    path = offsets @ components.T
+    return (torch.as_tensor(components, dtype=center.dtype, device=center.device), pca.explained_variance_ratio_,
+            path)
+
+
 def cosine(directions: torch.Tensor) -> float:
     if directions.ndim != 2 or len(directions) != 2:
         raise ConfigError(f"cosine needs two directions as the rows of a (2, dim) array; got shape "
@@ -78,17 +97,24 @@ def check(subject, kind: str) -> None:
     if kind == "hessian" and subject.dim < 3:
         raise ConfigError(f"Hessian directions need more than 2 parameters; {subject.name} has {subject.dim}: "
                           "use directions='axes'.")
+    if kind == "pca" and subject.dim < 3:
+        raise ConfigError(f"PCA directions need more than 2 parameters; {subject.name} has {subject.dim}: "
+                          "use directions='axes'.")
     if kind == "axes" and subject.dim != 2:
         raise ConfigError(f"directions='axes' needs a 2-parameter subject; {subject.name} has {subject.dim}.")
 
 
 def make(kind: str, subject, center, buffers, seed: int, include_bn: bool = False) -> torch.Tensor:
+    """Two directions of ``kind`` (rows); "pca" needs a trajectory: see ``pca_directions``."""
     if kind == "random":
         return random_directions(subject, center, seed, include_bn)
     if kind == "hessian":
         return hessian_directions(subject, center, buffers, seed)
     if kind == "axes":
         return axis_directions(subject)
+    if kind == "pca":
+        raise ConfigError("PCA directions come from a training trajectory: use pca_directions (a Grid with "
+                          "directions='pca' and a Trajectory input does).")
     raise ConfigError(f"Unknown directions {kind!r}; valid: {list(KINDS)}.")
 
 

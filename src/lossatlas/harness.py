@@ -302,7 +302,7 @@ def execute(plan: Plan, store, progress: bool = True) -> dict:
         _check_methods(plan, subject)
         variant = {key: params[key] for key in plan.variants}
         minima = step(f"{subject.name} minima", len(plan.seeds), train_minima, store, subject, plan.recipe, plan.seeds,
-                      progress=progress)
+                      progress=progress, record_trajectory=_needs_trajectory(plan))
         subject_results = {}
         runs = [{"subject": subject.name, "variant": variant, "seed": m.seed, "minimum": m.index, "results": {}}
                 for m in minima]
@@ -323,6 +323,13 @@ def execute(plan: Plan, store, progress: bool = True) -> dict:
         store.write_benchmark(plan.record_name, record)
     overall.close()
     return record
+
+
+def _needs_trajectory(plan: Plan) -> bool:
+    """Whether a method (or a sensitivity setting) grids along PCA directions of the training path."""
+    settings = [m["params"] for m in plan.methods.values()]
+    settings += [params for by_setting in plan.sensitivity.values() for params in by_setting.values()]
+    return any(params.get("directions") == "pca" for params in settings)
 
 
 def _sensitivity_runs(plan: Plan, store, subject, runs: list[dict], step, progress: bool) -> None:

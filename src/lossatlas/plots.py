@@ -117,7 +117,13 @@ def draw_contour(ax, result, clip_quantile: float | None = None, limits: tuple |
         if len(vertices):
             i, j = np.unravel_index(vertices, shown.shape)
             ax.scatter(x[i], y[j], s=30, zorder=3, **style)
-    if len(minima) or len(saddles):
+    path = _rows(result.arrays.get("path_xy"), 2)
+    if len(path):  # PCA directions: the training path, initialisation (star) to the minimum (Li et al. 2018 §7)
+        explained = _finite_or_nan(result.arrays.get("explained_variance", [np.nan, np.nan]))
+        ax.plot(path[:, 0], path[:, 1], color="tab:red", lw=1, marker=".", ms=3, zorder=4, label="training path")
+        ax.scatter(path[:1, 0], path[:1, 1], marker="*", s=60, c="tab:red", zorder=5)
+        ax.set(xlabel=f"PC 1 ({100 * explained[0]:.1f}%)", ylabel=f"PC 2 ({100 * explained[1]:.1f}%)")
+    if len(minima) or len(saddles) or len(path):
         ax.legend(loc="upper right", fontsize=7)
 
 

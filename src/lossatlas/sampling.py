@@ -86,6 +86,7 @@ class Sampler(Request):
 
     encoding: ClassVar[str] = "sample"  # the root group's encoding-type
     part_encoding: ClassVar[str] = "part"
+    part_skip: ClassVar[tuple] = ()  # datasets of a part that ``assemble`` does not need (left unread)
 
     def config(self, inputs: dict[str, Sample]) -> dict:
         """What identifies the sample (its store key is a hash of it)."""
@@ -183,7 +184,7 @@ def obtain(store: Store, subject, request: Request, progress: bool = True) -> Sa
             raise failed[0]
     bar.close()
     root()
-    parts = {name: store.read_part(f"{path}/{name}", request.part_encoding) for name, _ in tasks}
+    parts = {name: store.read_part(f"{path}/{name}", request.part_encoding, request.part_skip) for name, _ in tasks}
     return Sample(request.kind, key, config, request.assemble(subject, header, parts))
 
 

@@ -100,6 +100,7 @@ class Minimum:
     metrics: dict[str, float]
     wall_time_s: float = float("nan")  # training time, for the report's stage timings
     runtime: dict = field(default_factory=dict)  # device and numerics it was trained with
+    trajectory: np.ndarray | None = None  # (epochs + 1, dim) when recorded; read with Store.trajectory
 
 
 def _reader(method):
@@ -418,6 +419,19 @@ class Store:
             runtime=json.loads(node.attrs.get("runtime", "{}")),
         )
 
+    def has_trajectory(self, subject: str, index: int) -> bool:
+        node = self._subject(subject).get(f"minima/{index:03d}")
+        return node is not None and bool(node.attrs.get("complete")) and "trajectory" in node
+
+    @_reader
+    def trajectory(self, subject: str, index: int) -> np.ndarray | None:
+        """The recorded training trajectory of minimum ``index`` (initialisation, then every
+        epoch), or None when it was trained without recording one. Kept out of ``minima``,
+        which every reader calls: a ResNet's trajectory is tens of MB."""
+        if not self.has_trajectory(subject, index):
+            return None
+        return self._subject(subject)[f"minima/{index:03d}/trajectory"][()].astype(np.float64)
+
     # -- samples ---------------------------------------------------------------------------------
     def sample_root(self, path: str, encoding_type: str = "sample", config: dict | None = None) -> h5py.Group:
         """The group holding one sample (its header and parts), created if missing. ``path`` is
@@ -462,13 +476,14 @@ class Store:
         self.flush()
 
     @_reader
-    def read_part(self, path: str, encoding_type: str = "part") -> "Part":
+    def read_part(self, path: str, encoding_type: str = "part", skip: tuple = ()) -> "Part":
+        """A finished part; ``skip``: datasets left unread (a minimum's trajectory)."""
         if not self.finished(path):
             raise StoreError(f"{self.path}:{path} is missing or was not written whole.")
         node = self._file[path]
         _expect(node, encoding_type)
         attrs = {k: v for k, v in node.attrs.items() if k not in ("encoding-type", "encoding-version", "complete")}
-        return Part({k: v[()] for k, v in node.items()}, attrs)
+        return Part({k: v[()] for k, v in node.items() if k not in skip}, attrs)
 
     # -- results ---------------------------------------------------------------------------------
     def has_result(self, subject: str, method: str, key: str) -> bool:
@@ -599,7 +614,10 @@ def minimum_part(minimum: Minimum) -> Part:
     attrs = {"seed": int(minimum.seed), "recipe": canonical_json(minimum.recipe),
              "metrics": canonical_json(minimum.metrics), "created": now(), "versions": canonical_json(versions()),
              "wall_time_s": float(minimum.wall_time_s), "runtime": canonical_json(minimum.runtime)}
-    return Part({"theta": np.asarray(minimum.theta), "buffers": np.asarray(minimum.buffers)}, attrs)
+    arrays = {"theta": np.asarray(minimum.theta), "buffers": np.asarray(minimum.buffers)}
+    if minimum.trajectory is not None:  # float32: it only feeds a PCA (Li et al. 2018 §7)
+        arrays["trajectory"] = np.asarray(minimum.trajectory, dtype=np.float32)
+    return Part(arrays, attrs)
 
 
 def _check_name(name: str, what: str) -> None:

@@ -20,6 +20,7 @@ parameters (Hessian, sharpness, ...) refuse it with a ConfigError.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,8 @@ class SurfaceSubject(Subject):
         self.buffers0 = torch.zeros(0, dtype=torch.float64)
 
     def config(self) -> dict:
-        return {"kind": "surface", "source": self.source, "quantity": self.quantity,
+        """The values identify the surface; the file name does not (a renamed copy is the same)."""
+        return {"kind": "surface", "quantity": self.quantity,
                 "shape": list(self.grid_loss.shape), "loss_sha1": digest(np.nan_to_num(self.grid_loss, nan=-1.0)),
                 "x_sha1": digest(self.x), "y_sha1": digest(self.y)}
 
@@ -102,8 +104,9 @@ def _read_loss_landscape(path: Path, key: str) -> dict:
                 else None
     except OSError as err:
         raise ConfigError(f"{path} is not a readable HDF5 file ({err}).") from err
-    if values.size != len(x) * len(y):
-        raise ConfigError(f"{path}: {key} has {values.size} values for {len(x)} x {len(y)} coordinates.")
+    for name, array in ((key, values), ("accuracy", accuracy)):
+        if array is not None and array.size != len(x) * len(y):
+            raise ConfigError(f"{path}: {name} has {array.size} values for {len(x)} x {len(y)} coordinates.")
 
     def on_grid(raveled):  # loss-landscape's order: meshgrid(x, y) raveled -> (ny, nx); ours is [x, y]
         return raveled.reshape(len(y), len(x)).T
@@ -120,15 +123,15 @@ def _read_loss_landscape(path: Path, key: str) -> dict:
 def _read_numpy(path: Path) -> dict:
     try:
         found = np.load(path, allow_pickle=False)
+        if path.suffix == ".npy":
+            arrays = {"loss": found}
+        else:
+            with found:
+                arrays = {name: found[name] for name in found.files}
     except (OSError, ValueError) as err:
         raise ConfigError(f"{path} is not a readable numpy file ({err}).") from err
-    if path.suffix == ".npy":
-        arrays = {"loss": found}
-    else:
-        if "loss" not in found:
-            raise ConfigError(f"{path} holds {sorted(found.files)}; a surface needs 'loss' (and optionally x, y, "
-                              "accuracy).")
-        arrays = {name: found[name] for name in found.files}
+    if "loss" not in arrays:
+        raise ConfigError(f"{path} holds {sorted(arrays)}; a surface needs 'loss' (and optionally x, y, accuracy).")
     loss = np.asarray(arrays["loss"], dtype=float)
     if loss.ndim != 2:
         raise ConfigError(f"{path}: the loss has shape {loss.shape}; a surface is a 2-D grid, loss[i, j] at "
@@ -142,12 +145,13 @@ def _read_numpy(path: Path) -> dict:
 
 def import_surface(store, path, name: str | None = None, key: str = "train_loss") -> SurfaceSubject:
     """Read a surface file into ``store`` as subject ``name`` (default: the file's stem); the same
-    name with another surface is refused, the same surface again is a no-op."""
+    name with another surface is refused, the same surface again (from any file name) is a no-op."""
     found = read_surface(path, key)
     subject = SurfaceSubject(name or Path(path).stem, found["x"], found["y"], found["loss"], found["accuracy"],
                              source=Path(path).name, quantity=found["quantity"])
     store.register(subject)
-    root = store.sample_root(f"subjects/{subject.name}/surface", "surface", subject.config())
+    root = store.sample_root(f"subjects/{subject.name}/surface", "surface",
+                             {**subject.config(), "source": subject.source})
     if not store.has_header(root.name):
         store.write_header(root, subject.surface)
     return subject
@@ -158,9 +162,11 @@ def load_surface(store, name: str) -> SurfaceSubject:
     config = store.subject_config(name) if name in store.subjects() else None
     if not config or config.get("kind") != "surface":
         raise StoreError(f"{store.path} holds no imported surface {name!r}; its subjects: {store.subjects()}.")
-    arrays = store.read_header(f"subjects/{name}/surface")
+    path = f"subjects/{name}/surface"
+    arrays = store.read_header(path)
+    source = json.loads(store.file[path].attrs["config"]).get("source", "")
     return SurfaceSubject(name, arrays["x"], arrays["y"], arrays["loss"], arrays.get("accuracy"),
-                          source=config["source"], quantity=config["quantity"])
+                          source=source, quantity=config["quantity"])
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from .grid import Grid, grid_points, loss_grid
 from .jump_retrain import JumpRetrainRuns, jump_and_retrain, reference_recipe
 from .minima import DescentMinima, GivenMinima, StoredMinima, TrainedMinima, add_minimum, train_minima
 from .paths import Paths, connect_minima
-from .points import LineEnds, Point, point_of
+from .points import LineEnds, Point, Trajectory, point_of
 
 __all__ = ["Request", "Sample", "Sampler", "obtain", "Grid", "grid_points", "loss_grid", "JumpRetrainRuns",
            "jump_and_retrain", "reference_recipe", "DescentMinima", "GivenMinima", "StoredMinima", "TrainedMinima",
-           "train_minima", "add_minimum", "Paths", "connect_minima", "Point", "LineEnds", "point_of"]
+           "train_minima", "add_minimum", "Paths", "connect_minima", "Point", "LineEnds", "Trajectory", "point_of"]

@@ -18,13 +18,17 @@ from ..errors import ConfigError
 from ..params import Boolean, Instance, Interval, Options, param
 from ..sampling import Sampler, obtain
 from ..store import Part
-from .points import Point
+from .points import Point, Trajectory
 
 
 @dataclass(frozen=True)
 class Grid(Sampler):
     """``loss[i, j]`` is the loss at center + x[i] d1 + y[j] d2, x in [-span_x, span_x], y in
-    [-span_y, span_y]; ``bn="recompute"`` re-estimates BatchNorm statistics at every point."""
+    [-span_y, span_y]; ``bn="recompute"`` re-estimates BatchNorm statistics at every point.
+    ``directions="pca"`` takes the principal components of the minimum's recorded ``trajectory``,
+    each scaled to the path's extent along it (span 1: the grid just covers the path; Li et al.
+    2018 size their plots to it), and stores the path's coordinates (``path``, within [-1, 1])
+    and the explained variance ratios."""
 
     kind = "grid"
     point: Point = param(Point(), Instance(Point))
@@ -35,9 +39,20 @@ class Grid(Sampler):
     seed: int = param(0, Interval(int, 0))
     include_bn: bool = param(False, Boolean())
     bn: str = param("fixed", Options(("fixed", "recompute")))
+    trajectory: Trajectory | None = param(None, Instance(Trajectory, allow_none=True))
+
+    def own_config(self) -> dict:
+        config = super().own_config()
+        config.pop("trajectory", None)  # an input when set (its own config), absent otherwise: old keys stay
+        return config
 
     def check(self, subject):
         directions_module.check(subject, self.directions)
+        if self.directions == "pca" and self.point.at != "minimum":
+            raise ConfigError("directions='pca' follows a minimum's training trajectory: it needs at='minimum'.")
+        if (self.directions == "pca") != (self.trajectory is not None):
+            raise ConfigError("directions='pca' takes its directions from a trajectory (and only it does): give "
+                              "Grid(trajectory=Trajectory(minimum=...)) with it.")
         points, memory = self.resolution**2, _physical_memory()
         needed = points * 8 * 3  # loss and accuracy grids, and the coordinates of a block, as float64
         if memory and needed > memory // 2:
@@ -48,8 +63,15 @@ class Grid(Sampler):
         dtype = subject.theta0.dtype
         theta = torch.as_tensor(inputs["point"]["theta"], dtype=dtype, device=subject.device)
         buffers = torch.as_tensor(inputs["point"]["buffers"], dtype=dtype, device=subject.device)
-        dirs = directions_module.make(self.directions, subject, theta, buffers, self.seed, self.include_bn)
-        return {"directions": dirs.cpu().numpy(), "center": theta.cpu().numpy(),
+        extra = {}
+        if self.directions == "pca":
+            dirs, explained, path = directions_module.pca_directions(inputs["trajectory"]["trajectory"], theta)
+            extent = np.maximum(np.abs(path).max(axis=0), 1e-12)  # span 1: the grid just covers the path
+            dirs = dirs * torch.as_tensor(extent, dtype=dtype, device=subject.device)[:, None]
+            extra = {"path": path / extent, "explained_variance": explained}
+        else:
+            dirs = directions_module.make(self.directions, subject, theta, buffers, self.seed, self.include_bn)
+        return {**extra, "directions": dirs.cpu().numpy(), "center": theta.cpu().numpy(),
                 "center_buffers": buffers.cpu().numpy(),
                 "x": np.linspace(-self.span_x, self.span_x, self.resolution),
                 "y": np.linspace(-self.span_y, self.span_y, self.resolution),
@@ -74,7 +96,8 @@ class Grid(Sampler):
 
     def assemble(self, subject, header, parts):
         shape = (self.resolution, self.resolution)
-        out = {name: header[name] for name in ("x", "y", "directions", "center", "cosine")}
+        out = {name: header[name] for name in ("x", "y", "directions", "center", "cosine", "path",
+                                               "explained_variance") if name in header}
         for (name, (start, stop)) in self.tasks(subject, header):
             i, j = np.unravel_index(np.arange(start, stop), shape)
             for key, values in parts[name].arrays.items():
@@ -93,7 +116,8 @@ def loss_grid(store, subject, directions: str = "random", resolution: int = 51, 
     """The grid for these settings as a Sample (``sample["loss"]``), computing what the store lacks."""
     span_x, span_y = directions_module.span_pair(span)
     request = Grid(point=Point(at=at, minimum=minimum), directions=directions, resolution=resolution, span_x=span_x,
-                   span_y=span_y, seed=seed, include_bn=include_bn, bn=bn)
+                   span_y=span_y, seed=seed, include_bn=include_bn, bn=bn,
+                   trajectory=Trajectory(minimum=minimum) if directions == "pca" else None)
     return obtain(store, subject, request, progress)
 
 

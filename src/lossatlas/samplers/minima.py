@@ -13,7 +13,7 @@ import torch
 from .. import devices
 from ..batched import or_one_at_a_time, runs_at_once, train_many
 from ..errors import ConfigError, NonFiniteLossError, StoreError
-from ..params import Instance, Interval, NumberList, Vectors, param
+from ..params import Boolean, Instance, Interval, NumberList, Vectors, param
 from ..provenance import digest
 from ..sampling import Request, Sample, Sampler, obtain
 from ..store import Minimum, Part, Store, minimum_part
@@ -25,16 +25,21 @@ class TrainedMinima(Sampler):
     """Minimum ``i`` is trained from ``subject.init_theta(seeds[i])`` with ``recipe`` and the same
     seed for batch order and augmentation; stored under ``minima/<i>`` with its metrics on every
     split ("eval" = the landscape's own data, "test" = held-out data or test error). A stored
-    minimum trained with another recipe or seed is an error (nothing is overwritten)."""
+    minimum trained with another recipe or seed is an error (nothing is overwritten).
+    ``record_trajectory``: the parameters at the initialisation and after every epoch are stored
+    with the minimum (for PCA directions, Li et al. 2018 §7)."""
 
     kind = "minima"
     encoding = "minima"
     part_encoding = "minimum"
+    part_skip = ("trajectory",)  # tens of MB per minimum; read on its own (Store.trajectory)
     recipe: Recipe = param(Recipe(), Instance(Recipe))
     seeds: tuple = param((0,), NumberList(Interval(int, 0)))
+    record_trajectory: bool = param(False, Boolean())
 
     def own_config(self) -> dict:
-        return {"recipe": self.recipe.to_dict(), "seeds": [int(s) for s in self.seeds]}
+        trajectory = {"trajectory": True} if self.record_trajectory else {}  # absent: earlier stores keep their keys
+        return {"recipe": self.recipe.to_dict(), "seeds": [int(s) for s in self.seeds], **trajectory}
 
     def path(self, subject_name: str, key: str) -> str:
         return f"subjects/{subject_name}/minima"
@@ -55,6 +60,12 @@ class TrainedMinima(Sampler):
                     f"and recipe {minimum.recipe}; asked for seed {seed} and recipe {wanted}. "
                     "Use another store or subject name to keep both."
                 )
+            if minimum is not None and self.record_trajectory and not store.has_trajectory(path.split("/")[1], index):
+                raise StoreError(
+                    f"Minimum {index} of {path.split('/')[1]!r} in {store.path} was trained without recording its "
+                    "trajectory, which PCA directions need (Li et al. 2018 §7). Train into another store or under "
+                    "another subject name to record it."
+                )
 
     def tasks(self, subject, header):
         return [(f"{index:03d}", (index, int(seed))) for index, seed in enumerate(self.seeds)]
@@ -63,11 +74,14 @@ class TrainedMinima(Sampler):
         index, seed = task
         start = time.perf_counter()
         theta, buffers = subject.init_theta(seed)
-        theta, buffers = subject.train(theta, self.recipe, seed, buffers=buffers, progress=progress)
+        path = [theta.cpu().numpy()] if self.record_trajectory else None
+        record = (lambda epoch, point, state, loss: path.append(point.cpu().numpy())) if path is not None else None
+        theta, buffers = subject.train(theta, self.recipe, seed, buffers=buffers, on_epoch=record, progress=progress)
         metrics = minimum_metrics(subject, theta, buffers, f"Minimum {index} of {subject.name!r} (seed {seed})")
         return minimum_part(Minimum(index, theta.cpu().numpy(), buffers.cpu().numpy(), seed, self.recipe.to_dict(),
                                     metrics, time.perf_counter() - start,
-                                    devices.runtime(subject.device, subject.theta0.dtype, self.recipe.precision)))
+                                    devices.runtime(subject.device, subject.theta0.dtype, self.recipe.precision),
+                                    None if path is None else np.stack(path)))
 
     def group_size(self, subject, count):
         return runs_at_once(subject, self.recipe, count)
@@ -83,8 +97,11 @@ class TrainedMinima(Sampler):
         start = time.perf_counter()
         seeds = [seed for _, seed in tasks]
         starts = [subject.init_theta(seed) for seed in seeds]
+        paths = [torch.stack([t for t, _ in starts]).cpu().numpy()] if self.record_trajectory else None
+        record = (lambda epoch, points, states, bad: paths.append(points.cpu().numpy())) if paths is not None else None
         thetas, buffers, diverged = train_many(subject, torch.stack([t for t, _ in starts]), self.recipe, seeds,
-                                               buffers=torch.stack([b for _, b in starts]), progress=progress)
+                                               buffers=torch.stack([b for _, b in starts]), on_epoch=record,
+                                               progress=progress)
         share = (time.perf_counter() - start) / len(tasks)
         runtime = devices.runtime(subject.device, subject.theta0.dtype, self.recipe.precision)
         parts = []
@@ -95,8 +112,9 @@ class TrainedMinima(Sampler):
                                              f"non-finite loss in epoch {epoch} (recipe {self.recipe.to_dict()}). "
                                              "Lower the learning rate.")
                 found = minimum_metrics(subject, theta, state, f"Minimum {index} of {subject.name!r} (seed {seed})")
+                trajectory = None if paths is None else np.stack([snapshot[len(parts)] for snapshot in paths])
                 parts.append(minimum_part(Minimum(index, theta.cpu().numpy(), state.cpu().numpy(), seed,
-                                                  self.recipe.to_dict(), found, share, runtime)))
+                                                  self.recipe.to_dict(), found, share, runtime, trajectory)))
             except NonFiniteLossError as err:
                 parts.append(err)
         return parts
@@ -108,9 +126,12 @@ class TrainedMinima(Sampler):
                 "seeds": np.array([int(p.attrs["seed"]) for p in ordered])}
 
 
-def train_minima(store: Store, subject, recipe: Recipe, seeds=(0,), progress: bool = True) -> list[Minimum]:
-    """Train (or reuse) the minima of ``subject`` for ``seeds``; returns them as stored."""
-    obtain(store, subject, TrainedMinima(recipe=recipe, seeds=tuple(int(s) for s in seeds)), progress)
+def train_minima(store: Store, subject, recipe: Recipe, seeds=(0,), progress: bool = True,
+                 record_trajectory: bool = False) -> list[Minimum]:
+    """Train (or reuse) the minima of ``subject`` for ``seeds``; returns them as stored.
+    ``record_trajectory``: store each run's parameters at every epoch (``Store.trajectory``)."""
+    obtain(store, subject, TrainedMinima(recipe=recipe, seeds=tuple(int(s) for s in seeds),
+                                         record_trajectory=record_trajectory), progress)
     stored = {m.index: m for m in store.minima(subject.name)}
     return [stored[index] for index in range(len(seeds))]
 

@@ -44,6 +44,23 @@ def point_of(store, subject, at: str, minimum: int = 0):
 
 
 @dataclass(frozen=True)
+class Trajectory(Request):
+    """The recorded training trajectory of stored minimum ``minimum`` (initialisation, then every
+    epoch; ``train_minima(..., record_trajectory=True)``)."""
+
+    kind = "trajectory"
+    minimum: int = param(0, Interval(int, 0))
+
+    def read(self, store, subject, inputs) -> Sample:
+        found = store.trajectory(subject.name, self.minimum) if subject.name in store.subjects() else None
+        if found is None:
+            raise StoreError(f"Minimum {self.minimum} of {subject.name!r} in {store.path} has no recorded training "
+                             "trajectory; PCA directions need one. Train with train_minima(..., "
+                             "record_trajectory=True) (a benchmark does so when a method asks for directions='pca').")
+        return Sample(self.kind, "", {"minimum": self.minimum, "sha1": digest(found)}, {"trajectory": found})
+
+
+@dataclass(frozen=True)
 class LineEnds(Request):
     """The ends of the straight lines a 1-D interpolation looks along (Goodfellow et al. 2015):
     the point (``at``, ``minimum``), its initialisation and another stored minimum.
@@ -52,7 +69,8 @@ class LineEnds(Request):
     the start of its training for minima trained by lossatlas (``init`` = "trained-from"); for a
     checkpoint added with ``add_minimum`` or for theta0 it is a fresh seeded initialisation
     (``init`` = "fresh", seed ``init_seed``). ``partner`` None: the next stored minimum (wrapping
-    round); with one minimum there is no partner and ``partner_theta`` is empty."""
+    round; with two minima both rows then measure the same line); with one minimum there is no
+    partner and ``partner_theta`` is empty."""
 
     kind = "line_ends"
     at: str = param("minimum", Options(AT))
@@ -66,7 +84,7 @@ class LineEnds(Request):
         own = minima.get(self.minimum) if self.at == "minimum" else None
         trained = own is not None and own.recipe.get("source") != "checkpoint"
         seed = own.seed if trained else self.init_seed
-        init_theta, init_buffers = (t.cpu().numpy() for t in subject.init_theta(seed))
+        init_theta = subject.init_theta(seed)[0].cpu().numpy()
         partner = self.partner
         if partner is None and self.at == "minimum" and len(minima) > 1:
             indices = sorted(minima)
@@ -80,8 +98,8 @@ class LineEnds(Request):
             partner_theta, partner_buffers = np.zeros(0), np.zeros(0)
         config = {"at": self.at, "minimum": self.minimum if self.at == "minimum" else None, "partner": partner,
                   "init": "trained-from" if trained else "fresh", "init_seed": int(seed),
+                  "init_sha1": digest(init_theta),
                   "theta_sha1": digest(theta), "buffers_sha1": digest(buffers),
                   "partner_sha1": digest(partner_theta), "partner_buffers_sha1": digest(partner_buffers)}
         return Sample(self.kind, "", config, {"theta": theta, "buffers": buffers, "init_theta": init_theta,
-                                              "init_buffers": init_buffers, "partner_theta": partner_theta,
-                                              "partner_buffers": partner_buffers})
+                                              "partner_theta": partner_theta, "partner_buffers": partner_buffers})

@@ -174,3 +174,60 @@ def test_a_cifar10_batch_that_would_run_code_is_refused_without_running_it(tmp_p
             pickle.dump(batch, handle, protocol=protocol)
         (x, y), _ = cifar10(tmp_path)
         assert x.shape == (100, 3, 32, 32) and y[:20].tolist() == [int(v) for v in batch[b"labels"]]
+
+
+# -- the small networks of Barannikov et al. 2025 §4.1-4.2 (issue 19) --------------------------------
+
+def test_an_mlp_embeds_into_a_deeper_one_with_the_same_loss():
+    """Barannikov et al. 2025 (appendix): after a hidden ReLU layer, an extra layer with identity
+    weights and zero biases changes nothing, so the deeper network's landscape holds the shallower
+    one's minima at the same loss."""
+    from lossatlas.problems import mlp
+
+    shallow, deep = mlp(depth=2, width=16, n_train=200), mlp(depth=3, width=16, n_train=200)
+    assert shallow.dim == 64 * 16 + 16 + 16 * 16 + 16 + 16 * 10 + 10
+    assert deep.dim == shallow.dim + 16 * 16 + 16
+    small, big = shallow.model.layers, deep.model.layers
+    with torch.no_grad():
+        for source, target in ((small[1], big[1]), (small[3], big[3]), (small[5], big[7])):
+            target.weight.copy_(source.weight)
+            target.bias.copy_(source.bias)
+        big[5].weight.copy_(torch.eye(16))
+        big[5].bias.zero_()
+    before = shallow.loss(torch.nn.utils.parameters_to_vector(shallow.model.parameters()))
+    after = deep.loss(torch.nn.utils.parameters_to_vector(deep.model.parameters()))
+    assert after == pytest.approx(before, rel=1e-6)
+
+
+def test_small_cnns_keep_the_last_layer_and_count_their_parameters():
+    from lossatlas.problems import cnn
+
+    sizes = {}
+    for layers in (1, 2, 3):
+        for batchnorm in (False, True):
+            subject = cnn(conv_layers=layers, channels=8, batchnorm=batchnorm, n_train=50)
+            convs = 9 * 8 + (layers - 1) * 9 * 8 * 8  # 3x3 kernels: 1 -> 8 channels, then 8 -> 8
+            per_channel = 2 * layers if batchnorm else layers  # BatchNorm's weight and bias replace the conv bias
+            assert subject.dim == convs + per_channel * 8 + 8 * 4 * 10 + 10
+            assert subject.has_batchnorm == batchnorm
+            sizes[layers, batchnorm] = subject.model.layers[-1].in_features
+    assert set(sizes.values()) == {8 * 4}  # max-pooled to 2x2 before the one linear layer, at every depth
+    with pytest.raises(ConfigError, match="at least 1"):
+        cnn(conv_layers=0)
+
+
+def test_the_cyclic_schedule_is_smiths_triangle_stepped_per_epoch():
+    from lossatlas.training import Recipe, make_optimizer, make_schedule
+
+    recipe = Recipe(optimizer="adam", lr=0.01, schedule="cyclic", cycle_epochs=3, cycle_base=0.1, epochs=12)
+    optimizer = make_optimizer(recipe, [torch.nn.Parameter(torch.zeros(1))])
+    schedule = make_schedule(recipe, optimizer)
+    rates = []
+    for _ in range(12):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    epoch = np.arange(12)
+    triangle = 1 - np.abs(epoch / 3 - 2 * np.floor(epoch / 6) - 1)  # 0 at the base, 1 at the peak
+    np.testing.assert_allclose(rates, 0.001 + (0.01 - 0.001) * triangle, rtol=1e-12)
+    assert "cycle_epochs" in recipe.to_dict() and "cycle_epochs" not in Recipe(schedule="cosine").to_dict()

@@ -13,7 +13,7 @@ import torch
 from .params import Boolean, Interval, NumberList, Options, check_known, constraints_of, param, validate_fields
 
 OPTIMIZERS = ("sgd", "adam", "lbfgs")
-SCHEDULES = ("constant", "multistep", "cosine")
+SCHEDULES = ("constant", "multistep", "cosine", "cyclic")
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class Recipe:
     max_iter: int = param(20, Interval(int, 1))
     history_size: int = param(50, Interval(int, 1))
     augment: bool = param(False, Boolean())
+    cycle_epochs: int = param(2, Interval(int, 1), "cyclic: epochs from the lowest to the highest rate")
+    cycle_base: float = param(0.1, Interval(float, 0, 1, closed="right"), "cyclic: lowest rate as a fraction of lr")
     precision: str = param("float32", Options(("float32", "tf32", "bf16")),
                            "training numerics: float32 (TF32 off), tf32, or bf16 autocast; measurements stay float32")
 
@@ -54,6 +56,8 @@ class Recipe:
         out["milestones"] = list(self.milestones)
         if out["precision"] == "float32":  # the default stays out: recipes stored before it keep their keys
             del out["precision"]
+        if self.schedule != "cyclic":  # only the cyclic schedule reads them; other recipes keep their keys
+            del out["cycle_epochs"], out["cycle_base"]
         return out
 
 
@@ -80,6 +84,9 @@ def make_schedule(recipe: Recipe, optimizer: torch.optim.Optimizer):
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(recipe.milestones), recipe.gamma)
     if recipe.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(recipe.epochs, 1))
+    if recipe.schedule == "cyclic":  # Smith 2017's triangular policy, one step per epoch (Barannikov et al. 2025)
+        return torch.optim.lr_scheduler.CyclicLR(optimizer, base_lr=recipe.cycle_base * recipe.lr, max_lr=recipe.lr,
+                                                 step_size_up=recipe.cycle_epochs, cycle_momentum=False)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 

@@ -22,6 +22,7 @@ from .analytic import himmelblau, quartic, three_hump_camel
 from .data import cifar10, digits, download_cifar10
 from .pinn import ConvectionPINN, pinn_convection
 from .resnet import CifarResNet, resnet20
+from .small import MLP, SmallCNN
 
 
 def resnet(skip: bool = True, depth: int = 20, width: int = 1, dataset: str = "digits",
@@ -32,14 +33,7 @@ def resnet(skip: bool = True, depth: int = 20, width: int = 1, dataset: str = "d
     The landscape is the cross-entropy over the (first ``n_train``) training images; the test
     split is the dataset's held-out set.
     """
-    if dataset == "digits":
-        train, test = digits()
-    elif dataset == "cifar10":
-        train, test = cifar10(data_root)
-    else:
-        raise ConfigError(f"Unknown dataset {dataset!r} for problem 'resnet'; valid: ['cifar10', 'digits'].")
-    if n_train is not None:
-        train = (train[0][:n_train], train[1][:n_train])
+    train, test = _dataset("resnet", dataset, data_root, n_train)
     with torch.random.fork_rng(devices=[]):  # theta0 (the "theta0" grid center) is the same every build
         torch.manual_seed(0)
         model = resnet20(skip=skip, depth=depth, width=width, in_channels=train[0].shape[1])
@@ -50,8 +44,61 @@ def resnet(skip: bool = True, depth: int = 20, width: int = 1, dataset: str = "d
                          test_data=test, bn=bn, config=config, device=device)
 
 
+def mlp(depth: int = 2, width: int = 32, dataset: str = "digits", data_root: str | None = None,
+        n_train: int | None = None, eval_batch_size: int = 2000, name: str | None = None,
+        device: str = "auto") -> ModuleSubject:
+    """A fully connected ReLU network, ``depth`` hidden layers of ``width`` units (Barannikov et
+    al. 2025 §4.1), on ``dataset``; cross-entropy over the training images."""
+    train, test = _dataset("mlp", dataset, data_root, n_train)
+    _positive("mlp", depth=depth, width=width)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = MLP(train[0][0].numel(), depth, width)
+    config = {"problem": "mlp", "depth": depth, "width": width, "dataset": dataset, "n_train": n_train}
+    return ModuleSubject(model, nn.CrossEntropyLoss(), train, name=name or f"mlp{depth}x{width}_{dataset}",
+                         eval_batch_size=eval_batch_size, test_data=test, config=config, device=device)
+
+
+def cnn(conv_layers: int = 1, channels: int = 16, batchnorm: bool = False, dataset: str = "digits",
+        data_root: str | None = None, n_train: int | None = None, eval_batch_size: int = 2000, bn: str = "fixed",
+        name: str | None = None, device: str = "auto") -> ModuleSubject:
+    """A small CNN (Barannikov et al. 2025 §4.2): ``conv_layers`` convolutions of ``channels``
+    channels, BatchNorm before the activation if ``batchnorm``, max-pooled to 2x2 before one
+    linear layer."""
+    train, test = _dataset("cnn", dataset, data_root, n_train)
+    _positive("cnn", conv_layers=conv_layers, channels=channels)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = SmallCNN(train[0].shape[1], conv_layers, channels, batchnorm)
+    config = {"problem": "cnn", "conv_layers": conv_layers, "channels": channels, "batchnorm": batchnorm,
+              "dataset": dataset, "n_train": n_train}
+    label = name or f"cnn{conv_layers}x{channels}{'_bn' if batchnorm else ''}_{dataset}"
+    return ModuleSubject(model, nn.CrossEntropyLoss(), train, name=label, eval_batch_size=eval_batch_size,
+                         test_data=test, bn=bn, config=config, device=device)
+
+
+def _dataset(problem: str, dataset: str, data_root: str | None, n_train: int | None):
+    if dataset == "digits":
+        train, test = digits()
+    elif dataset == "cifar10":
+        train, test = cifar10(data_root)
+    else:
+        raise ConfigError(f"Unknown dataset {dataset!r} for problem {problem!r}; valid: ['cifar10', 'digits'].")
+    if n_train is not None:
+        train = (train[0][:n_train], train[1][:n_train])
+    return train, test
+
+
+def _positive(problem: str, **sizes) -> None:
+    bad = {name: value for name, value in sizes.items() if value < 1}
+    if bad:
+        raise ConfigError(f"Problem {problem!r}: {bad} must be at least 1.")
+
+
 PROBLEMS: dict[str, Callable[..., Subject]] = {
     "resnet": resnet,
+    "mlp": mlp,
+    "cnn": cnn,
     "pinn_convection": pinn_convection,
     "himmelblau": himmelblau,
     "three_hump_camel": three_hump_camel,
@@ -125,6 +172,7 @@ def _checked(problem: str, load: Callable[[], object]) -> Callable[..., Subject]
 
 
 __all__ = [
-    "PROBLEMS", "build", "check_params", "parameters", "resnet", "resnet20", "CifarResNet", "digits", "cifar10",
+    "PROBLEMS", "build", "check_params", "parameters", "resnet", "resnet20", "CifarResNet", "mlp", "MLP", "cnn",
+    "SmallCNN", "digits", "cifar10",
     "download_cifar10", "pinn_convection", "ConvectionPINN", "himmelblau", "three_hump_camel", "quartic",
 ]

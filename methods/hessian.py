@@ -19,12 +19,12 @@ from __future__ import annotations
 import numpy as np
 
 from lossatlas.analyzer import Analyzer, diagnostic, measure
-from lossatlas.errors import ConfigError, NonFiniteLossError
+from lossatlas.errors import ConfigError
 from lossatlas.hessian import (HessianOperator, bottom_eigenpairs, density_from_spectrum, hutchinson_trace,
                                hutchpp_trace, pyhessian_spectrum, slq_density, top_eigenpairs)
 from lossatlas.params import Boolean, Interval, Options, param, same_as
 from lossatlas.plots import draw_density
-from lossatlas.samplers import Point
+from lossatlas.samplers import Point, finite_loss
 
 
 class Hessian(Analyzer):
@@ -91,11 +91,7 @@ class Hessian(Analyzer):
 
     def compute(self, subject, samples):
         theta, buffers = samples["point"]["theta"], samples["point"]["buffers"]
-        loss = subject.loss(theta, buffers)
-        if not np.isfinite(loss):
-            where = f"minimum {self.minimum}" if self.at == "minimum" else "theta0"
-            raise NonFiniteLossError(f"The loss of {subject.name!r} at {where} is {loss}: the Hessian of a non-finite "
-                                     "loss is meaningless. Nothing was written; check the model or its minimum.")
+        finite_loss(subject, theta, buffers, self.at, self.minimum, "the Hessian")
         op = HessianOperator(subject, theta, buffers)
         k = min(self.k, subject.dim)
         if subject.dim <= self.dense_limit:

@@ -18,11 +18,10 @@ from __future__ import annotations
 import numpy as np
 
 from lossatlas.analyzer import Analyzer, diagnostic, measure
-from lossatlas.errors import NonFiniteLossError
 from lossatlas.hessian import HessianOperator, dense_matrix, top_eigenpairs
 from lossatlas.params import Interval, param, same_as
 from lossatlas.plots import draw_layers
-from lossatlas.samplers import Point
+from lossatlas.samplers import Point, finite_loss
 
 
 def layer_blocks(subject, depth: int | None) -> list[tuple[str, np.ndarray]]:
@@ -84,10 +83,7 @@ class HessianLayers(Analyzer):
 
     def compute(self, subject, samples):
         theta, buffers = samples["point"]["theta"], samples["point"]["buffers"]
-        loss = subject.loss(theta, buffers)
-        if not np.isfinite(loss):
-            raise NonFiniteLossError(f"The loss of {subject.name!r} at the point is {loss}: its Hessian is "
-                                     "meaningless. Nothing was written; check the model or its minimum.")
+        finite_loss(subject, theta, buffers, self.at, self.minimum, "the Hessian")
         op = HessianOperator(subject, theta, buffers)
         blocks = layer_blocks(subject, self.depth)
         tops, traces, stderrs = np.empty(len(blocks)), np.empty(len(blocks)), np.zeros(len(blocks))

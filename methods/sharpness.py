@@ -24,10 +24,9 @@ import numpy as np
 import torch
 
 from lossatlas.analyzer import Analyzer, diagnostic, measure
-from lossatlas.errors import NonFiniteLossError
 from lossatlas.params import Interval, param, same_as
 from lossatlas.plots import draw_ascent
-from lossatlas.samplers import Point
+from lossatlas.samplers import Point, finite_loss
 
 NEIGHBOURHOODS = ("epsilon", "adaptive_l2", "adaptive_linf")
 
@@ -66,10 +65,7 @@ class Sharpness(Analyzer):
     def compute(self, subject, samples):
         theta = subject.as_theta(samples["point"]["theta"])
         buffers = subject.buffers_at(theta, samples["point"]["buffers"])
-        base = subject.loss(theta, buffers)
-        if not math.isfinite(base):
-            raise NonFiniteLossError(f"The loss of {subject.name!r} at the point is {base}: its sharpness is "
-                                     "meaningless. Nothing was written; check the model or its minimum.")
+        base = finite_loss(subject, theta, buffers, self.at, self.minimum, "the sharpness")
         generator = torch.Generator().manual_seed(self.seed)
         scales = {"epsilon": self.epsilon * (theta.abs() + 1), "adaptive_l2": self.rho_l2 * theta.abs(),
                   "adaptive_linf": self.rho_linf * theta.abs()}

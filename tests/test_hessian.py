@@ -19,8 +19,9 @@ def _quadratic(dim=150, seed=0, top=(12.0, 9.0)):
     return subject, spectrum, basis
 
 
-def _exact(model, loss_fn, inputs, targets):
-    """Eigenvalues of the exact Hessian of the full-data eval-mode loss (torch.autograd.functional.hessian)."""
+def _exact_hessian(model, loss_fn, inputs, targets):
+    """The exact Hessian of the full-data eval-mode loss (torch.autograd.functional.hessian), and
+    the parameters' names and shapes in flat-vector order."""
     model = model.eval()
     names = [n for n, _ in model.named_parameters()]
     shapes = [p.shape for _, p in model.named_parameters()]
@@ -31,8 +32,12 @@ def _exact(model, loss_fn, inputs, targets):
         params = {n: p.view(s) for n, p, s in zip(names, pieces, shapes)}
         return loss_fn(functional_call(model, params, (inputs,)), targets)
 
-    hessian = torch.autograd.functional.hessian(full_loss, flat)
-    return np.linalg.eigvalsh(hessian.numpy())
+    return torch.autograd.functional.hessian(full_loss, flat).numpy(), names, shapes
+
+
+def _exact(model, loss_fn, inputs, targets):
+    """Eigenvalues of the exact Hessian."""
+    return np.linalg.eigvalsh(_exact_hessian(model, loss_fn, inputs, targets)[0])
 
 
 def _mlp_subject(dtype=torch.float64):
@@ -274,18 +279,8 @@ def test_hutchpp_is_the_analyzers_trace_option():
 
 
 def _exact_blocks(model, loss_fn, inputs, targets):
-    """Exact Hessian (torch.autograd.functional.hessian) and each module's index range."""
-    model = model.eval()
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
-    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-    def full_loss(theta):
-        pieces = torch.split(theta, [s.numel() for s in shapes])
-        return loss_fn(functional_call(model, {n: p.view(s) for n, p, s in zip(names, pieces, shapes)}, (inputs,)),
-                       targets)
-
-    hessian = torch.autograd.functional.hessian(full_loss, flat).numpy()
+    """Exact Hessian and each module's index range."""
+    hessian, names, shapes = _exact_hessian(model, loss_fn, inputs, targets)
     blocks, start = {}, 0
     for name, shape in zip(names, shapes):
         blocks.setdefault(name.rsplit(".", 1)[0], []).extend(range(start, start + shape.numel()))

@@ -10,8 +10,9 @@ from .grid import Grid, grid_points, loss_grid
 from .jump_retrain import JumpRetrainRuns, jump_and_retrain, reference_recipe
 from .minima import DescentMinima, GivenMinima, StoredMinima, TrainedMinima, add_minimum, train_minima
 from .paths import Paths, connect_minima
-from .points import LineEnds, Point, Trajectory, point_of
+from .points import LineEnds, Point, Trajectory, finite_loss, point_of, stored_minima
 
 __all__ = ["Request", "Sample", "Sampler", "obtain", "Grid", "grid_points", "loss_grid", "JumpRetrainRuns",
            "jump_and_retrain", "reference_recipe", "DescentMinima", "GivenMinima", "StoredMinima", "TrainedMinima",
-           "train_minima", "add_minimum", "Paths", "connect_minima", "Point", "LineEnds", "Trajectory", "point_of"]
+           "train_minima", "add_minimum", "Paths", "connect_minima", "Point", "LineEnds", "Trajectory", "point_of",
+           "finite_loss", "stored_minima"]

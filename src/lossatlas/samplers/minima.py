@@ -18,6 +18,7 @@ from ..provenance import digest
 from ..sampling import Request, Sample, Sampler, obtain
 from ..store import Minimum, Part, Store, minimum_part
 from ..training import Recipe
+from .points import stored_minima
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def add_minimum(store: Store, subject, checkpoint, buffers=None, index: int | No
     the subject's own). Its metrics are evaluated on every split, as for trained minima."""
     theta, buffers = _checkpoint_vectors(subject, checkpoint, buffers)
     store.register(subject)
-    stored = {m.index: m for m in store.minima(subject.name)} if subject.name in store.subjects() else {}
+    stored = stored_minima(store, subject)
     index = (max(stored, default=-1) + 1) if index is None else int(index)
     if index < 0:
         raise ConfigError(f"index must be >= 0; got {index}.")

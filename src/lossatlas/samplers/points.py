@@ -1,11 +1,12 @@
 """Where a method looks at a subject: its starting point or one of its stored minima."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError, NonFiniteLossError, StoreError
 from ..params import Interval, Options, param
 from ..provenance import digest
 from ..sampling import Request, Sample
@@ -30,17 +31,34 @@ class Point(Request):
         return Sample(self.kind, "", config, {"theta": theta, "buffers": buffers})
 
 
-def point_of(store, subject, at: str, minimum: int = 0):
-    """(theta, buffers) as numpy arrays; a minimum the store lacks is an error that says what to do."""
+def point_of(store, subject, at: str, minimum: int = 0, minima: dict | None = None):
+    """(theta, buffers) as numpy arrays; a minimum the store lacks is an error that says what to do.
+    ``minima``: the subject's stored minima by index, when the caller has read them already."""
     if at == "theta0":
         return subject.theta0.cpu().numpy(), subject.buffers0.cpu().numpy()
-    minima = {m.index: m for m in store.minima(subject.name)} if subject.name in store.subjects() else {}
+    minima = stored_minima(store, subject) if minima is None else minima
     if minimum not in minima:
         raise StoreError(
             f"Needs minimum {minimum} of {subject.name!r}, and {store.path} holds {sorted(minima)}. Train minima "
             "first (lossatlas.train_minima or a benchmark config's [minima]), or use 'theta0'."
         )
     return minima[minimum].theta, minima[minimum].buffers
+
+
+def stored_minima(store, subject) -> dict:
+    """The subject's stored minima by index (none if the subject is not in the store)."""
+    return {m.index: m for m in store.minima(subject.name)} if subject.name in store.subjects() else {}
+
+
+def finite_loss(subject, theta, buffers, at: str, minimum: int, what: str) -> float:
+    """The loss at a point, or a NonFiniteLossError saying that ``what`` of a non-finite loss
+    means nothing (raised before any work is stored)."""
+    loss = subject.loss(theta, buffers)
+    if not math.isfinite(loss):
+        where = f"minimum {minimum}" if at == "minimum" else "theta0"
+        raise NonFiniteLossError(f"The loss of {subject.name!r} at {where} is {loss}: {what} of a non-finite loss is "
+                                 "meaningless. Nothing was written; check the model or its minimum.")
+    return loss
 
 
 @dataclass(frozen=True)
@@ -79,8 +97,8 @@ class LineEnds(Request):
     init_seed: int = param(0, Interval(int, 0), "seed of the fresh initialisation where the training start is unknown")
 
     def read(self, store, subject, inputs) -> Sample:
-        theta, buffers = point_of(store, subject, self.at, self.minimum)
-        minima = {m.index: m for m in store.minima(subject.name)} if subject.name in store.subjects() else {}
+        minima = stored_minima(store, subject)  # read once: every end comes from it
+        theta, buffers = point_of(store, subject, self.at, self.minimum, minima)
         own = minima.get(self.minimum) if self.at == "minimum" else None
         trained = own is not None and own.recipe.get("source") != "checkpoint"
         seed = own.seed if trained else self.init_seed
@@ -93,7 +111,7 @@ class LineEnds(Request):
             raise ConfigError(f"partner ({partner}) is the minimum itself: a line from a point to itself has no "
                               "barrier.")
         if partner is not None:
-            partner_theta, partner_buffers = point_of(store, subject, "minimum", partner)
+            partner_theta, partner_buffers = point_of(store, subject, "minimum", partner, minima)
         else:
             partner_theta, partner_buffers = np.zeros(0), np.zeros(0)
         config = {"at": self.at, "minimum": self.minimum if self.at == "minimum" else None, "partner": partner,

@@ -31,13 +31,30 @@ _SCORES = {
     "max_bar": measure("longest bar (saddle height above its minimum)", higher_is_better=False),
     "mean_bar": measure("mean bar length", higher_is_better=False),
     "sum_bars": measure("sum of bar lengths", higher_is_better=False),
+    "mean_saddle": measure("mean upper end of the finite bars: the loss of the saddle each minimum must cross (NaN "
+                           "without finite bars)", higher_is_better=False),
+    "max_saddle": measure("highest saddle loss (upper end of a finite bar)", higher_is_better=False),
     "n_zero_bars": diagnostic("zero-length bars dropped"),
     "n_impassable": diagnostic("paths cut by NaN/inf losses"),
 }
 
 
-_PATH_SETTINGS = ("n_images", "string_steps", "string_lr", "string_perturbation", "bends", "curve_epochs", "curve_lr",
-                  "weight_decay", "batch_size", "n_eval", "seed")
+PATH_SETTINGS = ("n_images", "string_steps", "string_lr", "string_perturbation", "bends", "curve_epochs", "curve_lr",
+                  "curve_optimizer", "curve_schedule", "weight_decay", "batch_size", "n_eval", "seed")
+
+
+def paths_request(analyzer, subject, minima) -> Paths:
+    """The optimized paths between ``minima`` under the analyzer's path settings (shared by the
+    barcode and the per-minimum bars, so that both read one stored sample)."""
+    settings = {name: getattr(analyzer, name) for name in PATH_SETTINGS}
+    return Paths(minima=minima, path_kind=path_kind(analyzer.path, subject), **settings)
+
+
+def path_kind(path: str, subject) -> str:
+    """``auto``: the string method for functions, polychains for modules."""
+    if path != "auto":
+        return path
+    return "string" if isinstance(subject, FunctionSubject) else "polychain"
 
 
 class LossBarcode(Analyzer):
@@ -52,6 +69,7 @@ class LossBarcode(Analyzer):
         "n_nonfinite": diagnostic("NaN/inf losses along the optimized paths"),
     }
     views = {"barcode": draw_barcode_view, "paths": draw_paths}
+    version = 2  # 2: the saddle losses (upper ends of the bars) are reported
     smoke_params = {"n_starts": 6, "gd_steps": 300, "n_images": 11, "string_steps": 150}
 
     path: str = param("auto", Options(("auto", "string", "polychain", "bezier")),
@@ -68,16 +86,13 @@ class LossBarcode(Analyzer):
     bends: int = same_as(Paths, "bends")
     curve_epochs: int = same_as(Paths, "curve_epochs")
     curve_lr: float = same_as(Paths, "curve_lr")
+    curve_optimizer: str = same_as(Paths, "curve_optimizer")
+    curve_schedule: str = same_as(Paths, "curve_schedule")
     weight_decay: float = same_as(Paths, "weight_decay")
     batch_size: int = same_as(Paths, "batch_size")
     n_eval: int = same_as(Paths, "n_eval")
     seed: int = same_as(Paths, "seed")
     minima: list | None = param(None, Vectors(), "explicit minima (parameter vectors) instead of finding them")
-
-    def path_kind(self, subject) -> str:
-        if self.path != "auto":
-            return self.path
-        return "string" if isinstance(subject, FunctionSubject) else "polychain"
 
     def requests(self, subject):
         if self.minima is not None:
@@ -88,8 +103,7 @@ class LossBarcode(Analyzer):
                                    seed=self.seed)
         else:
             minima = StoredMinima(n=self.n_minima, at_least=2)
-        settings = {name: getattr(self, name) for name in _PATH_SETTINGS}
-        return {"paths": Paths(minima=minima, path_kind=self.path_kind(subject), **settings)}
+        return {"paths": paths_request(self, subject, minima)}
 
     def compute(self, subject, samples):
         paths = samples["paths"]

@@ -184,15 +184,16 @@ def _bn_mlp():
     return ModuleSubject(model, nn.CrossEntropyLoss(), data, device="cpu")
 
 
-@pytest.mark.parametrize("kind", ["polychain", "bezier"])
-def test_barcode_curves_trained_together_equal_curves_trained_alone(kind):
+@pytest.mark.parametrize("kind,optimizer,schedule", [("polychain", "sgd", "constant"), ("bezier", "sgd", "constant"),
+                                                     ("polychain", "adam", "garipov")])
+def test_barcode_curves_trained_together_equal_curves_trained_alone(kind, optimizer, schedule):
     from lossatlas.samplers.paths import fit_curve, fit_curves
 
     subject = _bn_mlp()
     minima = torch.stack([subject.init_theta(seed)[0] for seed in range(4)])
     starts, ends = minima[[0, 0, 1]], minima[[1, 2, 3]]
     settings = dict(kind=kind, n_bends=2, epochs=3, lr=0.05, weight_decay=1e-3, batch_size=16, steps_per_epoch=5,
-                    seed=3, progress=False)
+                    seed=3, progress=False, optimizer=optimizer, schedule=schedule)
     together = fit_curves(subject, starts, ends, **settings)
     alone = torch.stack([fit_curve(subject, start, end, **settings) for start, end in zip(starts, ends)])
     assert together.shape == alone.shape == (3, 2 if kind == "polychain" else 1, subject.dim)

@@ -23,7 +23,7 @@ def smoke(tmp_path_factory):
     configs = [str(BENCHMARKS / f"{name}.toml") for name in NAMES]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PHATE and graphtools warn about tiny smoke-scale graphs
-        assert main(["run", *configs, "--scale", "smoke", "--out", str(out)]) == 0
+        assert main(["run", *configs, "--scale", "smoke", "--out", str(out), "--figures", "draft"]) == 0
     return out
 
 
@@ -44,10 +44,11 @@ def test_every_report_file_is_written(smoke, name):
     for stem in [f"variant_{'skip' if name == 'resnet_skip' else 'beta'}" , "compare_merge-tree_contour",
                  "compare_merge-tree-hessian_surface", "compare_loss-barcode_barcode", "compare_jump-retrain_phate",
                  "compare_hessian_density"]:
-        for suffix in (".png", ".pdf"):
-            assert any(f.startswith(stem) and f.endswith(suffix) for f in figures), (stem, suffix)
+        assert any(f.startswith(stem) and f.endswith(".png") for f in figures), stem
+    assert not any(f.endswith(".pdf") for f in figures)  # draft figures: PNG only
     html = (folder / "index.html").read_text()
     assert all(f'src="{png}"' in html for png in (f"figures/{f}" for f in figures if f.endswith(".png")))
+    assert ".pdf" not in html  # no links to PDFs that were not drawn
     report = (folder / "report.md").read_text()
     assert all(line in report for line in (folder / "table.md").read_text().splitlines() if line.startswith("| "))
     log = (folder / "run.log").read_text()
@@ -74,9 +75,14 @@ def test_every_metric_is_finite_or_explained(smoke, name):
 @pytest.mark.parametrize("name", NAMES)
 def test_report_rebuilds_the_same_tables_from_the_store(smoke, name, tmp_path):
     folder = smoke / f"{name}_smoke"
-    assert main(["report", str(smoke / f"{name}_smoke.h5"), "--out", str(tmp_path)]) == 0
+    assert main(["report", str(smoke / f"{name}_smoke.h5"), "--out", str(tmp_path), "--figures", "none"]) == 0
     for filename in TEXT_FILES + (("sensitivity.csv",) if name == "resnet_skip" else ()):
-        assert (tmp_path / filename).read_bytes() == (folder / filename).read_bytes(), filename
+        rebuilt, first = ((f / filename).read_text(encoding="utf-8") for f in (tmp_path, folder))
+        if filename in ("report.md", "index.html"):  # the same up to the list of figures (not drawn here)
+            figures = "\n## Figures" if filename == "report.md" else "<h2>Figures</h2>"
+            rebuilt, first = rebuilt.split(figures)[0], first.split(figures)[0]
+            assert len(first) > 1000
+        assert rebuilt == first, filename
 
 
 def test_variant_table_is_the_mean_and_std_of_the_rows(smoke):

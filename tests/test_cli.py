@@ -57,6 +57,9 @@ def test_run_trains_minima_and_writes_store_and_summary(tmp_path, capsys):
     ("[scales.cpu]\nminima = { lr = inf }", "The 'lr' parameter of Recipe must be a float in (0, inf). Got inf."),
     ("[scales.cpu]\nseeds = [0, 0]", "must be a non-empty list of distinct values"),
     ("[variants]\nbeta = [1.0, 1.0]", "'beta' repeats a value"),
+    ("[variants]\nlr = [0.01, 0.0]", "[variants]: The 'lr' parameter of Recipe must be a float in (0, inf). Got 0.0."),
+    ("[variants]\nlr = [0.01, { gamma = 0.5 }]", "a level given as a table needs 'value'"),
+    ("[variants]\nlr = [0.01, { value = 0.1, gama = 0.5 }]", "Unknown parameter(s) ['gama'] for problem"),
     ("[methods.merge-tree]\nresolution = 100000", "grid has 1e+10 points and needs about"),
     # rules that need the subject (three-hump camel has 2 parameters), still before any work
     ("[methods.merge-tree]\ndirections = 'hessian'",
@@ -116,11 +119,28 @@ def test_shipped_benchmark_configs_validate(capsys):
     for config in sorted(Path(__file__).parents[1].joinpath("benchmarks").glob("*.toml")):
         for scale in ("smoke", "cpu", "paper"):
             code = main(["run", str(config), "--scale", scale, "--check"])
-            if config.stem == "resnet_skip" and scale == "paper" and not cifar.is_dir():
+            if scale == "paper" and "cifar10" in config.read_text() and not cifar.is_dir():
                 # --check builds every subject: a missing dataset is caught before any work
                 assert code == 2 and "CIFAR-10 not found" in capsys.readouterr().err
             else:
                 assert code == 0, (config, scale, capsys.readouterr().err)
+
+
+def test_training_variants_train_their_own_minima_under_their_own_names(tmp_path, capsys):
+    config = tmp_path / "tiny.toml"
+    config.write_text(_CONFIG + "[variants]\nlr = [0.01, { value = 0.03, momentum = 0.5 }]\n")
+    assert main(["run", str(config), "--scale", "smoke", "--out", str(tmp_path), "--figures", "none"]) == 0
+    with Store(tmp_path / "tiny_smoke.h5", "r") as store:
+        names = store.subjects()
+        assert sorted(names) == ["three_hump_camel_lr0.01", "three_hump_camel_lr0.03_momentum0.5"]
+        for name, lr, momentum in zip(sorted(names), (0.01, 0.03), (0.0, 0.5)):  # a level carries its momentum
+            (minimum,) = store.minima(name)
+            assert minimum.recipe["lr"] == lr and minimum.recipe["momentum"] == momentum
+            assert minimum.recipe["epochs"] == 2 and minimum.seed == 3
+        first, second = (store.minima(name)[0].theta for name in sorted(names))
+    assert (first != second).any()  # one start (seed 3), two learning rates
+    rows = (tmp_path / "tiny_smoke" / "metrics.csv").read_text().splitlines()
+    assert rows[0].split(",")[1] == "lr" and {r.split(",")[1] for r in rows[1:]} == {"0.01", "0.03"}
 
 
 def test_methods_and_bad_store(tmp_path, capsys):

@@ -1,3 +1,4 @@
+import math
 import gudhi
 import gudhi.hera
 import numpy as np
@@ -6,6 +7,7 @@ import torch
 
 from lossatlas import FunctionSubject, Recipe, Store, analyze, train_minima
 from lossatlas.problems import himmelblau, resnet, three_hump_camel
+from lossatlas.samplers.minima import GivenMinima
 from lossatlas.samplers.paths import connect_minima
 from lossatlas.topology.barcode import barcode_scores, minima_barcode
 
@@ -34,6 +36,9 @@ def test_graph_of_minima_reproduces_the_sublevel_barcode_of_a_1d_function(seed):
     reference = complex_.persistence_intervals_in_dimension(0)
     reference = reference[reference[:, 1] > reference[:, 0]]
     np.testing.assert_allclose(_sorted(barcode.bars), _sorted(reference))
+    deaths = reference[np.isfinite(reference[:, 1]), 1]  # the saddles gudhi pairs with the minima
+    scores = barcode_scores(barcode)
+    assert scores["mean_saddle"] == pytest.approx(deaths.mean()) and scores["max_saddle"] == pytest.approx(deaths.max())
 
 
 def test_scores_agree_with_gudhi_distances_to_the_ideal_barcode():
@@ -78,6 +83,37 @@ def test_himmelblau_end_to_end_string_and_polychain():
     assert np.all(linear > deaths * 1.01)  # straight lines overestimate the saddles
     chain_deaths = np.sort(chain.arrays["bars"][:-1, 1])
     assert np.all(chain_deaths >= deaths - 1e-6)  # the average-loss objective never beats the string here
+
+
+def test_adam_curves_with_garipov_decay_find_the_himmelblau_saddles():
+    """The optimizer and schedule of Barannikov et al. 2025's fully connected experiments (Adam,
+    decayed rate) also stay above the string method's saddles, and settle closer to them than the
+    straight lines."""
+    with Store.memory() as store:
+        string = analyze(store, himmelblau(), "loss-barcode", bounds=[[-5, 5], [-5, 5]])
+        chain = analyze(store, himmelblau(), "loss-barcode", bounds=[[-5, 5], [-5, 5]], path="polychain",
+                        curve_epochs=20, curve_lr=0.05, curve_optimizer="adam", curve_schedule="garipov")
+    deaths, chain_deaths = (np.sort(r.arrays["bars"][:-1, 1]) for r in (string, chain))
+    linear = np.sort(string.arrays["bars_linear"][:-1, 1])
+    assert np.all(chain_deaths >= deaths - 1e-6) and np.all(chain_deaths < linear)
+    assert chain.params["curve_optimizer"] == "adam"
+
+
+def test_garipov_schedule_is_their_piecewise_linear_decay():
+    from lossatlas.samplers.paths import garipov_factor
+
+    # Garipov et al. 2018, learning_rate_schedule: 1 up to half the epochs, linear to 0.01 at 90%, then 0.01
+    assert [garipov_factor(e, 10) for e in (0, 5)] == [1.0, 1.0]
+    assert garipov_factor(7, 10) == pytest.approx(1 - 0.99 * 0.2 / 0.4)
+    assert garipov_factor(9, 10) == pytest.approx(0.01) and garipov_factor(10, 10) == 0.01
+
+
+def test_default_curve_optimizer_keeps_the_stored_path_keys():
+    from lossatlas.samplers.paths import Paths
+
+    minima = GivenMinima(vectors=((0.0, 0.0), (1.0, 1.0)))
+    assert "curve_optimizer" not in Paths(minima=minima).own_config()
+    assert Paths(minima=minima, curve_optimizer="adam").own_config()["curve_optimizer"] == "adam"
 
 
 def test_paths_are_resumable_per_pair(monkeypatch):
@@ -147,3 +183,29 @@ def test_explicit_minima_as_tensors_are_stored_as_a_dataset_not_json_text():
     assert reference["shape"] == [2, 2] and reference["array"] == "param_minima" and len(reference["sha1"]) >= 8
     np.testing.assert_array_equal(back.arrays["param_minima"], np.stack(minima))
     np.testing.assert_allclose(back.arrays["minima"], np.stack(minima))
+
+
+def test_minimum_bar_gives_each_camel_minimum_its_closed_form_saddle():
+    """The three-hump camel's side minima (f = 0.298638) cross saddles at f = 0.877362 to reach
+    the global minimum (f = 0), which has no finite bar; the per-minimum analyzer reads the same
+    stored paths as the barcode."""
+    from lossatlas.samplers.minima import add_minimum
+
+    subject = three_hump_camel()
+    minima = sorted((p for p, _ in subject.critical_points["minima"]), key=lambda p: p[0])
+    settings = dict(path="string", n_minima=3, n_images=21, string_steps=600)
+    with Store.memory() as store:
+        for point in minima:
+            add_minimum(store, subject, torch.tensor(point, dtype=torch.float64))
+        found = [analyze(store, subject, "minimum-bar", minimum=i, **settings) for i in range(3)]
+        barcode = analyze(store, subject, "loss-barcode", minima=[list(p) for p in minima], **{
+            k: v for k, v in settings.items() if k != "n_minima"})
+    for result, point in zip(found, minima):
+        if abs(point[0]) < 1e-6:  # the global minimum
+            assert math.isnan(result.metrics["saddle"]) and result.metrics["rank"] == 0
+        else:
+            assert result.metrics["saddle"] == pytest.approx(0.877362, abs=1e-2)
+            assert result.metrics["bar"] == pytest.approx(0.877362 - 0.298638, abs=1e-2)
+    finite = sorted(r.metrics["bar"] for r in found if not math.isnan(r.metrics["bar"]))
+    np.testing.assert_allclose(finite, sorted(barcode.arrays["bars"][:-1, 1] - barcode.arrays["bars"][:-1, 0]),
+                               rtol=1e-2)

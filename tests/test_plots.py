@@ -186,6 +186,16 @@ def test_save_figure_is_reproducible(results, tmp_path):
     assert b"CreationDate" not in written[0][1].read_bytes() and b"Software" not in written[0][0].read_bytes()
 
 
+def test_draft_figures_are_a_small_png_only(results, tmp_path):
+    full = plots.save_figure(plots.panel_figure("v", _panels(results)), tmp_path / "full")
+    with plots.style("draft"):
+        draft = plots.save_figure(plots.panel_figure("v", _panels(results)), tmp_path / "draft")
+    assert [p.name for p in draft] == ["draft.png"] and not (tmp_path / "draft.pdf").exists()
+    assert draft[0].stat().st_size < full[0].stat().st_size / 2  # 100 dpi instead of 300
+    after = plots.save_figure(plots.panel_figure("v", _panels(results)), tmp_path / "after")
+    assert [p.name for p in after] == ["after.png", "after.pdf"]  # the draft setting ends with its block
+
+
 def test_comparison_panels_share_one_colour_scale_and_go_logarithmic_over_a_wide_range(results):
     result = results["merge-tree"]
     grid = np.asarray(result.arrays["loss_grid"], dtype=float)

@@ -138,7 +138,7 @@ _BASE = {"name": "b", "problem": "pinn_convection", "params": {"n_f": 10}, "vari
     ({"factor": "beta", "claims": [{"metric": "mt.x", "direction": "increasing", "text": "t", "when": 1}]},
      "Unknown key(s) ['when']"),
     ({"factor": "beta", "claims": [{"metric": "mt.n_saddles", "direction": "increasing", "text": "t",
-                                    "factor": "depth"}]}, "factor 'depth' is not a problem parameter"),
+                                    "factor": "depth"}]}, "factor 'depth' is neither a problem parameter"),
     ({"factor": "beta", "claims": [{"metric": "mt.x", "direction": "increasing", "text": "t"}]},
      "metric 'mt.x': 'merge-tree' has no metric 'x'"),
     ({"factor": "beta", "correction": "bonferroni"}, "'correction' parameter of config [report] must be one of"),

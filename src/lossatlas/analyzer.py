@@ -61,6 +61,7 @@ class Analyzer:
     metrics: ClassVar[dict[str, Metric]] = {}
     views: ClassVar[dict[str, Callable]] = {}
     smoke_params: ClassVar[dict] = {}  # fast settings for conformance checks and smoke runs
+    smoke_minima: ClassVar[int] = 0  # trained minima the conformance checks store first (for analyzers that read them)
     version: ClassVar[int] = 1  # raise it when a metric's definition changes: stored results are then recomputed
 
     def __init_subclass__(cls, **kwargs):

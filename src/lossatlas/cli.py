@@ -19,6 +19,9 @@ _FILESYSTEM_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errn
                       errno.EISDIR, errno.EEXIST}
 
 
+FIGURES_HELP = "full: 300-dpi PNG and vector PDF (default); draft: 100-dpi PNG only (fast); none: tables only"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lossatlas", description="Compare loss-landscape analysis methods.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -38,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                           "the store is written by this process only")
     run.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786); default with --executor dask: "
                                          "a LocalCluster with one worker per core")
+    run.add_argument("--figures", default="full", choices=["full", "draft", "none"], help=FIGURES_HELP)
     run.add_argument("--threads", type=int, help="torch threads per process and per task (default: torch's; "
                                                  "1 with --executor dask)")
     report = commands.add_parser("report", help="rebuild the tables and figures of a benchmark from its store "
@@ -45,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("store")
     report.add_argument("--out", required=True, help="output directory for the report")
     report.add_argument("--benchmark", help="which benchmark of the store (default: its only one)")
+    report.add_argument("--figures", default="full", choices=["full", "draft", "none"], help=FIGURES_HELP)
     export = commands.add_parser("export", help="the store as tidy tables (Parquet: one row per result, one per "
                                                 "minimum) and its loss grids as netCDF, for pandas / xarray / R")
     export.add_argument("store")
@@ -134,14 +139,14 @@ def _run(args) -> int:
         print("config OK")
         return 0
     with executor.make(args.executor, args.scheduler, args.threads) as runner, executor.use(runner):
-        reports = [_run_one(plan, out, path) for plan, path in zip(plans, stores)]
+        reports = [_run_one(plan, out, path, args.figures) for plan, path in zip(plans, stores)]
     print("\nreports:")
     for folder in reports:
         print(f"  {folder / 'report.md'}   {folder / 'index.html'}")
     return 0
 
 
-def _run_one(plan, out: Path, store_path: Path) -> Path:
+def _run_one(plan, out: Path, store_path: Path, figures: str = "full") -> Path:
     from . import harness
     from .report import write_report
     from .store import Store
@@ -160,7 +165,7 @@ def _run_one(plan, out: Path, store_path: Path) -> Path:
         with Store(store_path, "a") as store:
             harness.execute(plan, store)
             logger.info("report -> %s", folder)
-            write_report(store, folder, plan.record_name)
+            write_report(store, folder, plan.record_name, figures=figures)
         logger.info("finished in %.1f s", time.perf_counter() - start)
     except BaseException:
         if new_store:
@@ -188,7 +193,7 @@ def _report(args) -> int:
     from .store import Store
 
     with Store(args.store, "r") as store:
-        written = write_report(store, args.out, args.benchmark)
+        written = write_report(store, args.out, args.benchmark, figures=args.figures)
     print(f"report: {written['report.md']}  {written['index.html']}")
     return 0
 

@@ -6,7 +6,11 @@
                                     # registers (entry points "lossatlas.problems"), or "package.module:factory"
     seeds = [0, 1]                  # one trained minimum per seed, for every variant
     [params]                        # problem parameters shared by every variant
-    [variants]                      # lists; the subjects are their product, e.g. skip = [true, false]
+    [variants]                      # lists; the subjects are their product, e.g. skip = [true, false]; a
+                                    # Recipe field (lr, schedule, batch_size, ...) varies the training: each
+                                    # level then trains its own minima, under a subject name that says it.
+                                    # A level may carry settings that go with it: lr = [0.005, { value =
+                                    # 0.1, gamma = 0.05 }] (the column shows the value)
     [minima]                        # the training recipe (lossatlas.Recipe fields)
     [methods.<label>]               # an analyzer to run and its parameters; ``analyzer = "merge-tree"``
                                     # runs one analyzer under several labels (default: the label itself)
@@ -34,6 +38,7 @@ import logging
 import re
 import sys
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -75,7 +80,7 @@ class Plan:
     problem: str
     seeds: list[int]
     variants: dict[str, list]
-    subjects: list[dict]  # problem parameters, one dict per subject
+    subjects: list[dict]  # problem parameters and training variants, one dict per subject
     recipe: Recipe
     methods: dict[str, dict] = field(default_factory=dict)  # label -> {"analyzer": name, "params": {...}}
     report: dict = field(default_factory=dict)
@@ -85,6 +90,14 @@ class Plan:
     @property
     def record_name(self) -> str:
         return f"{self.name}_{self.scale}"
+
+    def setup(self, values: dict) -> tuple[dict, Recipe, str]:
+        """One subject's problem parameters, its recipe, and the suffix of its name ("" unless the
+        training varies: then each level trains its own minima, and the store keeps them apart by name)."""
+        training = training_settings(self.problem, values)
+        problem = {key: value for key, value in values.items() if key not in training}
+        recipe = dataclasses.replace(self.recipe, **training) if training else self.recipe
+        return problem, recipe, "".join(f"_{key}{plots_stem(value)}" for key, value in training.items())
 
     def to_record(self) -> dict:
         record = asdict(self)
@@ -122,30 +135,73 @@ def plan(config: dict, scale: str = "cpu", source: str = "config") -> Plan:
     merged = _merge(config, scales.get(scale, {}))
     problem = config["problem"]
     params = _table(merged, "params", source)
-    variants = _table(merged, "variants", source)
-    for key, values in variants.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{source} [variants] {key!r} must be a non-empty list; got {values!r}.")
-        if len({repr(v) for v in values}) < len(values):
-            raise ConfigError(f"{source} [variants] {key!r} repeats a value ({values!r}): each level must be distinct, "
-                              "or the statistics would count one variant twice.")
-    subjects = [{**params, **dict(zip(variants, combo))} for combo in itertools.product(*variants.values())]
+    variants, levels = _variants(_table(merged, "variants", source), source)
+    subjects = [{**params, **{k: v for level in combo for k, v in level.items()}}
+                for combo in itertools.product(*levels.values())]
     for subject in subjects:
-        problems.check_params(problem, subject)
+        problems.check_params(problem, {k: v for k, v in subject.items()
+                                        if k not in training_settings(problem, subject)})
     seeds = merged.get("seeds", [0])
     validate(source, {**config, "seeds": seeds}, _CONFIG_CONSTRAINTS)
     recipe = Recipe.from_dict(_table(merged, "minima", source))
+    for subject in subjects:  # every level of a training variant is a valid recipe
+        try:
+            Recipe.from_dict({**_table(merged, "minima", source), **training_settings(problem, subject)})
+        except (ConfigError, TypeError, ValueError) as err:
+            raise ConfigError(f"{source} [variants]: {err}") from err
     methods = {label: _method(label, _table(_table(merged, "methods", source), label, f"{source} [methods]"))
                for label in _table(merged, "methods", source)}
     _check_figure_names(source, "method labels", list(methods))
     _check_figure_names(source, "variants", [", ".join(f"{k}={v}" for k, v in zip(variants, combo))
                                              for combo in itertools.product(*variants.values())])
-    report = _report(_table(config, "report", source), variants, problems.parameters(problem), methods, source)
+    report = _report(_table(config, "report", source), variants, {**problems.parameters(problem), **variants},
+                     methods, source)
     device = config.get("device", "auto")
     devices.parse(device)  # spelled right; whether the GPU is there is checked where the run starts
     sensitivity = _sensitivity(_table(merged, "sensitivity", source), methods, source)
     return Plan(config["name"], config.get("description", ""), scale, problem, seeds, variants, subjects, recipe,
                 methods, report, str(device), sensitivity)
+
+
+def _variants(table: dict, source: str) -> tuple[dict[str, list], dict[str, list[dict]]]:
+    """``[variants]``: each key's level values (what the rows and the statistics show) and each
+    level's settings (the value under its key, plus what the level carries: ``{ value = 0.1,
+    gamma = 0.05 }``)."""
+    values, levels = {}, {}
+    for key, entries in table.items():
+        if not isinstance(entries, list) or not entries:
+            raise ConfigError(f"{source} [variants] {key!r} must be a non-empty list; got {entries!r}.")
+        values[key], levels[key] = [], []
+        for entry in entries:
+            if isinstance(entry, dict):
+                if "value" not in entry:
+                    raise ConfigError(f"{source} [variants] {key!r}: a level given as a table needs 'value' (what the "
+                                      f"{key} column shows) next to the settings it carries; got {entry!r}.")
+                extra = {k: v for k, v in entry.items() if k != "value"}
+                if key in extra:
+                    raise ConfigError(f"{source} [variants] {key!r}: a level sets {key!r} twice; got {entry!r}.")
+                values[key].append(entry["value"])
+                levels[key].append({key: entry["value"], **extra})
+            else:
+                values[key].append(entry)
+                levels[key].append({key: entry})
+        if len({repr(v) for v in values[key]}) < len(entries):
+            raise ConfigError(f"{source} [variants] {key!r} repeats a value ({values[key]!r}): each level must be "
+                              "distinct, or the statistics would count one variant twice.")
+    return values, levels
+
+
+def training_settings(problem: str, values: dict) -> dict:
+    """The settings among ``values`` that are training-recipe fields (and not problem parameters)."""
+    recipe_fields = {f.name for f in dataclasses.fields(Recipe)}
+    return {key: value for key, value in values.items()
+            if key in recipe_fields and key not in problems.parameters(problem)}
+
+
+def plots_stem(value) -> str:
+    from .plots import file_stem
+
+    return file_stem(str(value))
 
 
 def _sensitivity(table: dict, methods: dict, source: str) -> dict[str, dict[str, dict]]:
@@ -206,8 +262,9 @@ def _method(label: str, table: dict) -> dict:
 
 
 def _report(report: dict, variants: dict, params: dict, methods: dict, source: str) -> dict:
-    """``params``: every parameter of the problem; a claim about one that this scale does not
-    vary (depth, width) is reported as not testable rather than refused."""
+    """``params``: every parameter of the problem and every variant (training ones included); a
+    claim about one that this scale does not vary (depth, width) is reported as not testable
+    rather than refused."""
     where = f"{source} [report]"
     _known(where, report, _REPORT_KEYS, "key")
     factor = report.get("factor")
@@ -240,7 +297,8 @@ def _report(report: dict, variants: dict, params: dict, methods: dict, source: s
         if claim_factor is None:
             raise ConfigError(f"{at} needs a factor (its own or [report] factor).")
         if claim_factor not in params:
-            raise ConfigError(f"{at} factor {claim_factor!r} is not a problem parameter; valid: {sorted(params)}.")
+            raise ConfigError(f"{at} factor {claim_factor!r} is neither a problem parameter nor a variant; valid: "
+                              f"{sorted(params)}.")
     names = _table(report, "names", where)
     for column, shown in names.items():
         if not isinstance(shown, str) or not shown:
@@ -259,7 +317,15 @@ def check_subjects(plan: Plan) -> None:
     what needs the subject (directions="axes" needs 2 parameters, the pyhessian backend a plain
     criterion) is rejected before any minimum is trained."""
     for params in plan.subjects:
-        _check_methods(plan, problems.build(plan.problem, device="cpu", **params))  # checks need no GPU
+        _check_methods(plan, build_subject(plan, params, "cpu")[0])  # checks need no GPU
+
+
+def build_subject(plan: Plan, params: dict, device: str):
+    """The subject of one entry of ``plan.subjects`` and the recipe that trains its minima."""
+    problem_params, recipe, suffix = plan.setup(params)
+    subject = problems.build(plan.problem, device=device, **problem_params)
+    subject.name += suffix
+    return subject, recipe
 
 
 def _check_methods(plan: Plan, subject) -> None:
@@ -298,10 +364,10 @@ def execute(plan: Plan, store, progress: bool = True) -> dict:
         return value
 
     for params in plan.subjects:
-        subject = problems.build(plan.problem, device=plan.device, **params)
+        subject, recipe = build_subject(plan, params, plan.device)
         _check_methods(plan, subject)
         variant = {key: params[key] for key in plan.variants}
-        minima = step(f"{subject.name} minima", len(plan.seeds), train_minima, store, subject, plan.recipe, plan.seeds,
+        minima = step(f"{subject.name} minima", len(plan.seeds), train_minima, store, subject, recipe, plan.seeds,
                       progress=progress, record_trajectory=_needs_trajectory(plan))
         subject_results = {}
         runs = [{"subject": subject.name, "variant": variant, "seed": m.seed, "minimum": m.index, "results": {}}

@@ -26,13 +26,24 @@ STYLE = Path(__file__).with_name("lossatlas.mplstyle")
 LOG_RANGE = 100.0  # a shared loss scale spanning more than this factor is drawn on a log colour scale
 
 
+FIGURE_QUALITIES = ("full", "draft", "none")
+_draft = False  # set by style("draft"): save_figure then writes a 100-dpi PNG and no PDF
+
+
 @contextlib.contextmanager
-def style():
-    """Draw under lossatlas's one style file (fonts, 300-dpi PNG, TrueType in PDF)."""
+def style(quality: str = "full"):
+    """Draw under lossatlas's one style file (fonts, 300-dpi PNG, TrueType in PDF). ``draft``:
+    100-dpi PNGs only -- for smoke runs and tests, where saving full figures takes most of the time."""
+    global _draft
     import matplotlib.pyplot as plt
 
+    before = _draft
     with plt.style.context(STYLE):
-        yield
+        _draft = quality == "draft"
+        try:
+            yield
+        finally:
+            _draft = before
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -272,6 +283,19 @@ def draw_barcode(ax, bars: np.ndarray) -> None:
     ax.set(xticks=range(len(bars)))
 
 
+def draw_minimum_bar(ax, result) -> None:
+    """Minimum-bar result: the bar of every joined minimum (lowest first), this minimum's in orange."""
+    losses, deaths = result.arrays.get("minima_losses"), result.arrays.get("deaths")
+    if losses is None or deaths is None:
+        _no_data(ax)
+        return
+    draw_barcode(ax, np.stack([losses, deaths], axis=1))
+    rank = int(_metric(result, "rank")) if np.isfinite(_metric(result, "rank")) else -1
+    if 0 <= rank < len(losses) and np.isfinite(deaths[rank]):
+        ax.plot([rank, rank], [losses[rank], deaths[rank]], lw=4, solid_capstyle="butt", c="tab:orange")
+    ax.set_title(f"this minimum's bar: {_metric(result, 'bar'):.3g}")
+
+
 def draw_paths(ax, result) -> None:
     """Loss-barcode result: the loss along each optimized path between two minima."""
     ax.set(xlabel="t along the path", ylabel="loss", title="loss along the optimized paths")
@@ -487,19 +511,21 @@ def file_stem(text: str) -> str:
 
 
 def save_figure(figure, path_without_suffix) -> list[Path]:
-    """Write ``<path>.png`` (300 dpi) and ``<path>.pdf`` (vector) and close the figure. Timestamps and the
-    PNG's Software tag are left out so the same figure gives the same bytes (diffable reports)."""
+    """Write ``<path>.png`` (300 dpi) and ``<path>.pdf`` (vector) and close the figure; under
+    ``style("draft")`` a 100-dpi PNG only. Timestamps and the PNG's Software tag are left out so the
+    same figure gives the same bytes (diffable reports)."""
     import matplotlib.pyplot as plt
 
     base = Path(path_without_suffix)
     base.parent.mkdir(parents=True, exist_ok=True)
     png, pdf = base.with_name(base.name + ".png"), base.with_name(base.name + ".pdf")
     try:
-        figure.savefig(png, dpi=300, metadata={"Software": None})
-        figure.savefig(pdf, metadata={"CreationDate": None, "ModDate": None})
+        figure.savefig(png, dpi=100 if _draft else 300, metadata={"Software": None})
+        if not _draft:
+            figure.savefig(pdf, metadata={"CreationDate": None, "ModDate": None})
     finally:
         plt.close(figure)
-    return [png, pdf]
+    return [png] if _draft else [png, pdf]
 
 
 draw_merge_tree.shared = draw_barcode_view.shared = draw_paths.shared = "y"  # the loss, on one axis

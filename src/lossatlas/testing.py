@@ -29,8 +29,10 @@ from .params import constraints_of
 from .plots import is_3d
 from .problems import himmelblau
 from .provenance import canonical_json
+from .samplers import train_minima
 from .sampling import obtain
 from .store import Store
+from .training import Recipe
 
 
 def analyzer_checks(cls: type[Analyzer], subject_factory: Callable | None = None) -> list[Callable[[], None]]:
@@ -96,7 +98,7 @@ def check_metric_metadata(cls, subject_factory) -> None:
         assert metric.higher_is_better in (True, False, None)
     assert any(m.kind == "measure" for m in cls.metrics.values()), f"{cls.name} declares no measure"
     with Store.memory() as store:
-        result = analyze(store, subject_factory(), cls, progress=False, **cls.smoke_params)
+        result = analyze(store, _subject(cls, store, subject_factory), cls, progress=False, **cls.smoke_params)
     assert set(result.metrics) == set(cls.metrics), (
         f"{cls.name} returned metrics {sorted(set(result.metrics) - set(cls.metrics))} it does not declare and "
         f"declares {sorted(set(cls.metrics) - set(result.metrics))} it did not return")
@@ -105,7 +107,7 @@ def check_metric_metadata(cls, subject_factory) -> None:
 def check_compute_is_pure(cls, subject_factory) -> None:
     """The same samples give the same output, and compute leaves the samples as it found them."""
     with Store.memory() as store:
-        subject = subject_factory()
+        subject = _subject(cls, store, subject_factory)
         analyzer = cls.from_params(dict(cls.smoke_params))
         samples = {name: obtain(store, subject, request, False) for name, request in analyzer.requests(subject).items()}
         before = {name: {k: np.array(v, copy=True) for k, v in s.data.items()} for name, s in samples.items()}
@@ -124,7 +126,7 @@ def check_result_round_trip(cls, subject_factory) -> None:
     """The result is written and reads back identical, with params, seed, versions and the
     analyzer's declarations (scope, views, metric metadata) for reports."""
     with Store.memory() as store:
-        subject = subject_factory()
+        subject = _subject(cls, store, subject_factory)
         result = analyze(store, subject, cls, progress=False, **cls.smoke_params)
         assert all(isinstance(v, float) for v in result.metrics.values())
         back = store.read_result(subject.name, cls.name, result.key)
@@ -150,7 +152,7 @@ def check_rerun_is_noop(cls, subject_factory) -> None:
 
     Counting.__name__ = cls.__name__
     with Store.memory() as store:
-        subject = subject_factory()
+        subject = _subject(cls, store, subject_factory)
         first = analyze(store, subject, Counting, progress=False, **cls.smoke_params)
         second = analyze(store, subject, Counting, progress=False, **cls.smoke_params)
         assert len(calls) == 1, f"{cls.name} ran {len(calls)} times for the same parameters"
@@ -168,7 +170,7 @@ def check_views_draw(cls, subject_factory) -> None:
 
     assert cls.views, f"{cls.name} declares no views"
     with Store.memory() as store:
-        result = analyze(store, subject_factory(), cls, progress=False, **cls.smoke_params)
+        result = analyze(store, _subject(cls, store, subject_factory), cls, progress=False, **cls.smoke_params)
     analyzer = cls.from_params(dict(cls.smoke_params))
     for name, draw in cls.views.items():
         figure = plt.figure()
@@ -187,6 +189,16 @@ def check_views_draw(cls, subject_factory) -> None:
 
 def _has_drawing(ax) -> bool:
     return bool(ax.has_data() or ax.images or ax.collections or ax.lines or ax.texts)
+
+
+def _subject(cls, store, subject_factory):
+    """The check's subject, with ``cls.smoke_minima`` minima trained into ``store`` (a short
+    descent from seeds 0, 1, ...) for analyzers that read stored minima."""
+    subject = subject_factory()
+    if cls.smoke_minima:
+        train_minima(store, subject, Recipe(lr=0.005, momentum=0.0, epochs=2, batch_size=None),
+                     seeds=range(cls.smoke_minima), progress=False)
+    return subject
 
 
 CHECKS = (check_parameters, check_scope, check_unknown_parameter, check_metric_metadata, check_compute_is_pure,

@@ -24,18 +24,23 @@ from .collect import Study, collect
 from . import agreement, sensitivity
 from .comparison import compare, comparison_csv, factors, variant_means, variants_csv
 from .document import index_html, markdown, sections, title
-from .tables import Table, comparison_table, evaluate_claims, variant_table
+from .tables import Table, comparison_table, evaluate_claims, ranking_table, variant_table
 
 __all__ = ["write_report", "collect", "Study"]
 
 
-def write_report(store: Store, out: str | Path, name: str | None = None, figures: bool = True) -> dict[str, Path]:
-    """Write every report file for benchmark ``name`` (default: the store's only one) to ``out``."""
+def write_report(store: Store, out: str | Path, name: str | None = None, figures: bool | str = True
+                 ) -> dict[str, Path]:
+    """Write every report file for benchmark ``name`` (default: the store's only one) to ``out``.
+    ``figures``: "full" (True: 300-dpi PNG and PDF), "draft" (100-dpi PNG) or "none" (False)."""
+    quality = {True: "full", False: "none"}.get(figures, figures)
+    if quality not in plots.FIGURE_QUALITIES:
+        raise ValueError(f"figures must be one of {plots.FIGURE_QUALITIES}, not {figures!r}")
     study = collect(store, name)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with plots.style() if figures else contextlib.nullcontext():
-        return _write(study, store, out, figures)
+    with plots.style(quality) if quality != "none" else contextlib.nullcontext():
+        return _write(study, store, out, quality != "none")
 
 
 def _write(study: Study, store: Store, out: Path, figures: bool) -> dict[str, Path]:
@@ -54,7 +59,10 @@ def _write(study: Study, store: Store, out: Path, figures: bool) -> dict[str, Pa
     agreeing, drawn = _agreement(study, texts, out, figures, drawn)
     tables = [variant_table(study), comparison_table(study, evaluated, found), *extra_tables]
     after = [("Agreement between methods", agreeing)] + [("Sensitivity to nuisance choices", t) for t in extra_tables]
-    parts = sections(study, store.path.name, evaluated, *tables[:2], after) + (
+    ranked = ranking_table(study, found)
+    before = [] if ranked is None else [(f"Which measure tracks {study.record['report']['error']}", ranked)]
+    tables += [] if ranked is None else [ranked]
+    parts = sections(study, store.path.name, evaluated, *tables[:2], after, before) + (
         [("Figures skipped", "\n".join(notes))] if notes else [])
     names = [f"figures/{p.name}" for p in drawn]
     texts.update({

@@ -71,6 +71,8 @@ def collect(store: Store, name: str | None = None) -> Study:
         model = {_model_name(k): v for k, v in sorted(minimum.metrics.items())} if minimum else {}
         if "test_accuracy" in model:
             model["test_error"] = 1.0 - model["test_accuracy"]
+            if "train_accuracy" in model:  # Jiang et al. 2019: test error minus training error
+                model["generalization_gap"] = model["train_accuracy"] - model["test_accuracy"]
         row.update(model)
         model_columns.update(dict.fromkeys(model))
         row["time.minimum_s"] = minimum.wall_time_s if minimum else float("nan")

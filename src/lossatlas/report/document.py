@@ -50,7 +50,8 @@ def claim_summary(evaluated: list[dict]) -> str:
 
 
 def sections(study: Study, store_name: str, evaluated: list[dict], per_variant: Table,
-             comparison: Table, after_comparison: list[tuple[str, object]] = ()) -> list[tuple[str, object]]:
+             comparison: Table, after_comparison: list[tuple[str, object]] = (),
+             before_comparison: list[tuple[str, object]] = ()) -> list[tuple[str, object]]:
     """The report as (heading, body) pairs; a body is Markdown text or a Table. ``evaluated`` (the
     claims' verdicts), ``per_variant`` and ``comparison`` (also written to table.md) are built once;
     ``after_comparison``: the sections that follow the comparison (how to read it, agreement)."""
@@ -86,6 +87,7 @@ def sections(study: Study, store_name: str, evaluated: list[dict], per_variant: 
         ("What was run", overview),
         ("Paper claims", claims_table(study, evaluated)),
         ("", claim_summary(evaluated)),
+        *before_comparison,
         ("Method comparison", comparison),
         ("How to read the comparison", HOW_TO_READ),
         *after_comparison,
@@ -147,13 +149,20 @@ def index_html(title: str, parts: list[tuple[str, object]], figures: list[str]) 
             body.append(f"<h2>{html.escape(heading)}</h2>")
         body.append(content.html() if isinstance(content, Table) else _paragraphs(content))
     body.append("<h2>Figures</h2>")
-    body += [f"<figure><a href=\"{html.escape(n[:-4])}.pdf\"><img src=\"{html.escape(n)}\" alt=\"{html.escape(n)}\">"
-             f"</a><figcaption>{html.escape(n)}</figcaption></figure>" for n in figures if n.endswith(".png")]
+    body += [_figure(n, f"{n[:-4]}.pdf" in figures) for n in figures if n.endswith(".png")]
     style = ("body{font-family:sans-serif;max-width:1400px;margin:auto;padding:1em}table{border-collapse:collapse;"
              "font-size:13px}td,th{border-bottom:1px solid #ccc;padding:2px 8px;text-align:right}"
              "td:first-child,th:first-child{text-align:left}img{max-width:100%}.note{font-size:12px;color:#555}")
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _figure(png: str, has_pdf: bool) -> str:
+    """The PNG, linked to its vector PDF when there is one (draft reports have none)."""
+    image = f"<img src=\"{html.escape(png)}\" alt=\"{html.escape(png)}\">"
+    if has_pdf:
+        image = f"<a href=\"{html.escape(png[:-4])}.pdf\">{image}</a>"
+    return f"<figure>{image}<figcaption>{html.escape(png)}</figcaption></figure>"
 
 
 def _paragraphs(text: str) -> str:

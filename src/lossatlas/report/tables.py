@@ -209,6 +209,34 @@ def comparison_table(study: Study, evaluated: list[dict], found: list[Associatio
     return Table(f"{study.record['name']} ({study.record['scale']} scale): method comparison", header, rows, notes)
 
 
+def ranking_table(study: Study, found: list[Association]) -> Table | None:
+    """The landscape measures ranked by |granulated τ| against the error (Jiang et al. 2019's
+    headline), where the study varies two or more factors; None otherwise."""
+    granulated = [a for a in found if "(granulated over" in a.against and "." in a.measure]
+    if not granulated:
+        return None
+    error = study.record["report"]["error"]
+    plain = {a.measure: a for a in found if a.against == error}
+    ranked = sorted(granulated, key=lambda a: (not a.defined, -abs(a.kendall_tau) if a.defined else 0, a.measure))
+    rows = []
+    for place, a in enumerate(ranked, 1):
+        sure = "–" if math.isnan(a.ci_low) else ("yes" if a.ci_low > 0 or a.ci_high < 0 else "no")
+        tau = "–" if not a.defined else f"{a.kendall_tau:+.2f}" + (
+            "" if math.isnan(a.ci_low) else f" [{a.ci_low:+.2f}, {a.ci_high:+.2f}]")
+        rows.append([str(place) if a.defined else "–", study.display(a.measure), tau, sure,
+                     plain[a.measure].text() if a.measure in plain else "–"])
+    header = ["rank", "measure", f"granulated τ vs {error} [95% CI]", "interval excludes 0",
+              f"τ vs {error} (all models)"]
+    notes = [f"Jiang et al. 2019's granulated Kendall τ: for each factor ({a.against.split('over ', 1)[1].rstrip(')')}"
+             ") the τ between the measure and the error within every group of models that differ in that factor "
+             "alone (means over seeds), averaged over the groups, then over the factors. Ranked by |τ|: a measure "
+             "near the top tracks the error whichever hyperparameter changes it; 'interval excludes 0': the "
+             "bootstrap interval (seeds resampled within settings) leaves out no association. The granulated τ "
+             "has no permutation p here (see the method comparison for the plain τ, its p and its adjusted p)."]
+    return Table(f"{study.record['name']} ({study.record['scale']} scale): which measure tracks {error}", header, rows,
+                 notes)
+
+
 def _delta(association: Association | None) -> str:
     return "–" if association is None or math.isnan(association.cliffs_delta) else f"{association.cliffs_delta:+.2f}"
 

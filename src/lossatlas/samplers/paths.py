@@ -11,7 +11,12 @@ gradients at every image: the method of choice for analytic functions and small 
 ``polychain`` / ``bezier``: Garipov et al.'s curves. Bends start on the straight segment; each
 step samples t ~ U(0, 1) and descends the (mini-batch) loss at the curve point, plus weight
 decay. Scales to deep networks, but minimizes the *average* loss along the curve, not the
-maximum: on landscapes with curved minimum-energy paths it overestimates the saddle.
+maximum: on landscapes with curved minimum-energy paths it overestimates the saddle. The
+optimizer is SGD with momentum (Garipov et al.) or Adam; the rate is constant or follows
+Garipov et al.'s schedule (full rate for half the epochs, then linear decay to 1% at 90%):
+Barannikov et al. 2025 train the paths with the procedure that trained the minima (Adam for
+their fully connected networks), and a decayed rate lets the curve settle instead of ending
+on a mini-batch step.
 """
 from __future__ import annotations
 
@@ -48,14 +53,41 @@ def curve_points(kind: str, start: torch.Tensor, bends: torch.Tensor, end: torch
     return (1 - fraction) * nodes[index] + fraction * nodes[index + 1]
 
 
+CURVE_OPTIMIZERS = ("sgd", "adam")
+CURVE_SCHEDULES = ("constant", "garipov")
+
+
+def garipov_factor(epoch: int, epochs: int) -> float:
+    """Garipov et al. 2018's curve schedule (their ``learning_rate_schedule``): the full rate up to
+    half the epochs, linear decay to 1% at 90%, then 1%."""
+    t = epoch / max(epochs, 1)
+    if t <= 0.5:
+        return 1.0
+    if t <= 0.9:
+        return 1.0 - 0.99 * (t - 0.5) / 0.4
+    return 0.01
+
+
+def _curve_optimizer(bends, optimizer: str, schedule: str, epochs: int, lr: float, momentum: float,
+                     weight_decay: float):
+    """The curve's optimizer and its per-epoch schedule."""
+    if optimizer == "adam":
+        made = torch.optim.Adam([bends], lr=lr, weight_decay=weight_decay)
+    else:
+        made = torch.optim.SGD([bends], lr=lr, momentum=momentum, weight_decay=weight_decay)
+    factor = (lambda epoch: garipov_factor(epoch, epochs)) if schedule == "garipov" else (lambda epoch: 1.0)
+    return made, torch.optim.lr_scheduler.LambdaLR(made, factor)
+
+
 def fit_curve(subject, start, end, kind: str = "polychain", n_bends: int = 1, epochs: int = 10, lr: float = 0.01,
               momentum: float = 0.9, weight_decay: float = 0.0, batch_size: int | None = 128,
-              steps_per_epoch: int = 100, seed: int = 0, progress: bool = True) -> torch.Tensor:
+              steps_per_epoch: int = 100, seed: int = 0, progress: bool = True, optimizer: str = "sgd",
+              schedule: str = "constant") -> torch.Tensor:
     """Garipov et al.'s curve training; returns the bends (n_bends, dim). A sampled point with a
     NaN/inf loss is skipped (no update): the curve's evaluation then reports it."""
     start, end = subject.as_theta(start), subject.as_theta(end)
     bends = torch.nn.Parameter(_initial_bends(kind, n_bends, start, end))
-    optimizer = torch.optim.SGD([bends], lr=lr, momentum=momentum, weight_decay=weight_decay)
+    optimizer, scheduler = _curve_optimizer(bends, optimizer, schedule, epochs, lr, momentum, weight_decay)
     recipe = Recipe(batch_size=batch_size, steps_per_epoch=steps_per_epoch, lr=lr, epochs=epochs)
     generator = torch.Generator().manual_seed(int(seed))
     buffers = subject.buffers0.clone()  # train-mode BatchNorm statistics are scratch: re-estimated later
@@ -68,21 +100,24 @@ def fit_curve(subject, start, end, kind: str = "polychain", n_bends: int = 1, ep
                 continue  # a NaN/inf point gives no direction: no step; the path's evaluation reports it
             loss.backward()
             optimizer.step()
+        scheduler.step()
     return bends.detach()
 
 
 def fit_curves(subject, starts, ends, kind: str = "polychain", n_bends: int = 1, epochs: int = 10, lr: float = 0.01,
                momentum: float = 0.9, weight_decay: float = 0.0, batch_size: int | None = 128,
-               steps_per_epoch: int = 100, seed: int = 0, progress: bool = True) -> torch.Tensor:
+               steps_per_epoch: int = 100, seed: int = 0, progress: bool = True, optimizer: str = "sgd",
+               schedule: str = "constant") -> torch.Tensor:
     """``fit_curve`` for the K pairs ``(starts[k], ends[k])`` trained together (``lossatlas.batched``);
     returns the bends (K, n_bends, dim), equal to ``fit_curve`` pair by pair up to rounding. All
-    bends are one leaf stepped by one optimizer (SGD acts elementwise); each curve draws its batches
-    and its t from its own generator seeded ``seed``, in the order ``fit_curve`` draws them, and a
-    curve whose sampled point has a non-finite loss keeps its bends and momentum for that step."""
+    bends are one leaf stepped by one optimizer (SGD and Adam act elementwise); each curve draws its
+    batches and its t from its own generator seeded ``seed``, in the order ``fit_curve`` draws them,
+    and a curve whose sampled point has a non-finite loss keeps its bends and optimizer state for
+    that step (Adam's step count is shared: its bias correction then runs one step ahead)."""
     starts, ends = subject.as_thetas(starts), subject.as_thetas(ends)
     count = len(starts)
     bends = torch.nn.Parameter(_initial_bends(kind, n_bends, starts[:, None], ends[:, None]))
-    optimizer = torch.optim.SGD([bends], lr=lr, momentum=momentum, weight_decay=weight_decay)
+    optimizer, scheduler = _curve_optimizer(bends, optimizer, schedule, epochs, lr, momentum, weight_decay)
     recipe = Recipe(batch_size=batch_size, steps_per_epoch=steps_per_epoch, lr=lr, epochs=epochs)
     generators = [torch.Generator().manual_seed(int(seed)) for _ in range(count)]
     buffers = subject.buffers0.expand(count, -1).clone()  # scratch, as in fit_curve
@@ -94,14 +129,15 @@ def fit_curves(subject, starts, ends, kind: str = "polychain", n_bends: int = 1,
                 optimizer.zero_grad()
                 losses = run_losses(subject, point(starts, bends, ends, t), buffers, steps)
                 finite = torch.isfinite(losses.detach())[:, None, None]  # no host sync: masked below
-                kept_bends, kept_momentum = bends.detach().clone(), _momentum(optimizer, bends)
+                kept_bends, kept_state = bends.detach().clone(), _state_copy(optimizer, bends)
                 losses.sum().backward()
                 optimizer.step()
                 with torch.no_grad():
                     bends.copy_(torch.where(finite, bends, kept_bends))
-                    if kept_momentum is not None:
-                        buffer = optimizer.state[bends]["momentum_buffer"]
-                        buffer.copy_(torch.where(finite, buffer, kept_momentum))
+                    for key, kept in kept_state.items():
+                        buffer = optimizer.state[bends][key]
+                        buffer.copy_(torch.where(finite, buffer, kept))
+            scheduler.step()
     return bends.detach()
 
 
@@ -113,14 +149,17 @@ def _initial_bends(kind: str, n_bends: int, start: torch.Tensor, end: torch.Tens
     return (1 - t0) * start + t0 * end
 
 
-def _momentum(optimizer, param) -> torch.Tensor | None:
-    """A copy of SGD's momentum buffer of ``param``; zeros before the first step (SGD's first step
-    sets it to the gradient, as 0.9 x 0 + gradient does -- exact because dampening is 0 here);
-    None without momentum."""
-    buffer = optimizer.state.get(param, {}).get("momentum_buffer")
-    if buffer is None:
-        return torch.zeros_like(param) if optimizer.defaults["momentum"] else None
-    return buffer.clone()
+def _state_copy(optimizer, param) -> dict[str, torch.Tensor]:
+    """Copies of the optimizer's per-element state of ``param`` (SGD's momentum buffer, Adam's two
+    moments); zeros before the first step, which is what the first step starts from (SGD's first
+    step sets the buffer to the gradient, as 0.9 x 0 + gradient does -- exact because dampening is
+    0 here). Empty for SGD without momentum."""
+    if isinstance(optimizer, torch.optim.Adam):
+        keys = ("exp_avg", "exp_avg_sq")
+    else:
+        keys = ("momentum_buffer",) if optimizer.defaults["momentum"] else ()
+    state = optimizer.state.get(param, {})
+    return {key: state[key].clone() if key in state else torch.zeros_like(param) for key in keys}
 
 
 # -- the string method ---------------------------------------------------------------------------
@@ -222,10 +261,20 @@ class Paths(Sampler):
     bends: int = param(1, Interval(int, 1))
     curve_epochs: int = param(10, Interval(int, 1))
     curve_lr: float = param(0.01, Interval(float, 0, None, closed="neither"))
+    curve_optimizer: str = param("sgd", Options(CURVE_OPTIMIZERS), "sgd (with momentum 0.9) or adam")
+    curve_schedule: str = param("constant", Options(CURVE_SCHEDULES),
+                                "constant, or garipov: decays to 1% over the second half of the epochs")
     weight_decay: float = param(0.0, Interval(float, 0))
     batch_size: int = param(128, Interval(int, 1))
     n_eval: int = param(61, Interval(int, 3))
     seed: int = param(0, Interval(int, 0))
+
+    def own_config(self) -> dict:
+        config = super().own_config()
+        for name, default in (("curve_optimizer", "sgd"), ("curve_schedule", "constant")):
+            if config[name] == default:  # the defaults stay out: stored paths keep their keys
+                del config[name]
+        return config
 
     def config(self, inputs):
         minima = inputs["minima"]["minima"]
@@ -246,7 +295,7 @@ class Paths(Sampler):
         return _part(_path_pair(subject, self._settings(), progress, (thetas[task[0]], thetas[task[1]])))
 
     def _settings(self) -> dict:
-        return {**self.own_config(), "path": self.path_kind}
+        return {**super().own_config(), "path": self.path_kind}  # every setting, defaults included
 
     def _curve_recipe(self) -> Recipe:
         return Recipe(batch_size=self.batch_size, lr=self.curve_lr, epochs=self.curve_epochs,
@@ -270,7 +319,7 @@ class Paths(Sampler):
             starts, ends = thetas[[i for i, _ in tasks]], thetas[[j for _, j in tasks]]
             bends = fit_curves(subject, starts, ends, self.path_kind, self.bends, self.curve_epochs, self.curve_lr,
                                weight_decay=self.weight_decay, batch_size=self.batch_size, seed=self.seed,
-                               progress=progress)
+                               progress=progress, optimizer=self.curve_optimizer, schedule=self.curve_schedule)
             return [_part(_evaluate(subject, config, start, end, *_curve_evaluation(config, start, bend, end)))
                     for start, bend, end in zip(starts, bends, ends)]
 
@@ -342,7 +391,7 @@ def _optimize(subject, start, end, config, progress):
         return points[order], t[order].cpu().numpy(), images.cpu().numpy()
     bends = fit_curve(subject, start, end, config["path"], config["bends"], config["curve_epochs"], config["curve_lr"],
                       weight_decay=config["weight_decay"], batch_size=config["batch_size"], seed=config["seed"],
-                      progress=progress)
+                      progress=progress, optimizer=config["curve_optimizer"], schedule=config["curve_schedule"])
     return _curve_evaluation(config, start, bends, end)
 
 

@@ -12,6 +12,7 @@ essential bars of their own; the scores then measure an infinite distance to the
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,12 +24,15 @@ from .union_find import ElderUnionFind
 class Barcode:
     """``bars`` (k, 2) birth/death, finite bars first (longest first), essential last;
     ``minima`` the index of the minimum each bar belongs to; ``n_zero`` zero-length bars dropped;
-    ``n_nonfinite`` edges left out because their path maximum is NaN or inf."""
+    ``n_nonfinite`` edges left out because their path maximum is NaN or inf; ``deaths`` per minimum
+    the loss at which it merges into a lower one (its own loss for a zero-length bar; inf for the
+    lowest minimum of each component)."""
 
     bars: np.ndarray
     minima: np.ndarray
     n_zero: int
     n_nonfinite: int = 0
+    deaths: np.ndarray | None = None
 
     @property
     def n_essential(self) -> int:
@@ -57,11 +61,13 @@ def minima_barcode(values, edges, weights) -> Barcode:
     rank[np.lexsort((np.arange(len(values)), values))] = np.arange(len(values))
     components = ElderUnionFind(len(values), rank)
     bars, owners, zero = [], [], 0
+    deaths = np.full(len(values), np.inf)
     for edge in np.flatnonzero(passable)[np.argsort(weights[passable], kind="stable")]:
         joined = components.union(edges[edge, 0], edges[edge, 1])  # roots are the components' lowest minima
         if joined is None:
             continue
         b = joined[1]  # the higher minimum's component dies here
+        deaths[b] = weights[edge]
         if weights[edge] > values[b]:
             bars.append((values[b], weights[edge]))
             owners.append(b)
@@ -72,7 +78,8 @@ def minima_barcode(values, edges, weights) -> Barcode:
     roots = sorted({components.find(i) for i in range(len(values))}, key=lambda r: values[r])
     essential = np.array([(values[r], np.inf) for r in roots], dtype=float).reshape(-1, 2)
     return Barcode(np.concatenate([finite[order], essential]),
-                   np.array([owners[i] for i in order] + roots, dtype=np.int64), zero, int((~passable).sum()))
+                   np.array([owners[i] for i in order] + roots, dtype=np.int64), zero, int((~passable).sum()),
+                   deaths)
 
 
 def barcode_scores(barcode: Barcode) -> dict[str, float]:
@@ -87,6 +94,7 @@ def barcode_scores(barcode: Barcode) -> dict[str, float]:
     extra = max(barcode.n_essential - 1, 0)
     lengths = np.concatenate([barcode.lengths, np.full(extra, np.inf)])
     half = lengths / 2
+    saddles = barcode.finite[:, 1]  # the bars' upper ends (Barannikov et al. 2025 §4.2, §5: "saddle losses")
     return {
         "to_score": float(half.max()) if len(half) else 0.0,
         "wasserstein_1": float(half.sum()),
@@ -95,6 +103,8 @@ def barcode_scores(barcode: Barcode) -> dict[str, float]:
         "max_bar": float(lengths.max()) if len(lengths) else 0.0,
         "mean_bar": float(lengths.mean()) if len(lengths) else 0.0,
         "sum_bars": float(lengths.sum()),
+        "mean_saddle": float(saddles.mean()) if extra == 0 and len(saddles) else float("inf") if extra else math.nan,
+        "max_saddle": float(saddles.max()) if extra == 0 and len(saddles) else float("inf") if extra else math.nan,
         "n_zero_bars": float(barcode.n_zero),
         "n_impassable": float(barcode.n_nonfinite),
     }

@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 SCALE ?= cpu
+# the main job: the studies a CPU can answer and the PINN sweep (~30 min at cpu scale on 2 cores);
+# `make demo BENCHMARKS=benchmarks/resnet_skip.toml` runs the ResNet-20 skip study (~58 min) alone
+BENCHMARKS ?= benchmarks/barcode_lowering.toml benchmarks/barcode_lowering_cnn.toml benchmarks/lr_schedule.toml \
+	benchmarks/generalization_grid.toml benchmarks/pinn_convection.toml
 PY := $(VENV)/bin/python
 
 .PHONY: venv demo test clean
@@ -17,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	$(VENV)/bin/lossatlas run benchmarks/resnet_skip.toml benchmarks/pinn_convection.toml --scale $(SCALE) --out results
+	$(VENV)/bin/lossatlas run $(BENCHMARKS) --scale $(SCALE) --out results
 
 test: venv
 	$(VENV)/bin/ruff check .

@@ -3,12 +3,13 @@
 The barcode (``loss-barcode``) is one result per subject: it joins all its minima. Barannikov et
 al. 2025 §5 compare minima one by one -- "the upper ends of the bars (saddle losses) are higher
 for the minima trained with a small constant learning rate" -- and relate each minimum's segment
-to its generalization error. This analyzer reports, at every minimum, its bar from the same
-optimized paths (one stored sample: give it the barcode's path settings and it reads the paths
-the barcode trained, or trains them for both): the saddle it must cross to reach a lower minimum
-(the bar's upper end, multi-hop through the graph of minima) and the bar's length. The lowest
-minimum has no finite bar: its values are NaN. So the statistics get one observation per
-minimum instead of one per subject.
+to its generalization error. This analyzer reports, at every minimum, its bar from the
+optimized paths between the subject's first ``n_minima`` stored minima: the saddle it must cross
+to reach a lower minimum (the bar's upper end, multi-hop through the graph of minima) and the
+bar's length. For a model, given the barcode's path settings, the two analyzers read one stored
+sample (whichever runs first trains the paths); an analytic function's barcode finds its own
+minima instead. The lowest minimum has no finite bar: its values are NaN. So the statistics get
+one observation per minimum instead of one per subject.
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ class MinimumBar(Analyzer):
     scope = "minimum"
     metrics = {
         "saddle": measure("upper end of this minimum's bar: the lowest loss at which a path from it reaches a lower "
-                          "minimum, over the optimized paths (NaN for the lowest minimum, which has no finite bar)",
+                          "minimum, over the optimized paths (its own loss if a path never rises above it; NaN for "
+                          "the lowest minimum, which has no finite bar; inf if only NaN/inf paths lead lower)",
                           higher_is_better=False),
         "bar": measure("length of this minimum's bar, saddle minus its loss (NaN for the lowest minimum)",
                        higher_is_better=False),
@@ -73,9 +75,12 @@ class MinimumBar(Analyzer):
         found = np.flatnonzero((np.asarray(paths["minima"], dtype=float) == theta).all(axis=1))
         if not len(found):
             raise ConfigError(f"minimum {self.minimum} of {subject.name!r} is not among the minima the paths join.")
-        k = int(found[0])  # the paths sort the minima by loss: k is this minimum's rank
-        values, pairs = paths["vertex_losses"], paths["pairs"]
+        k = int(found[0])
+        values, pairs = np.asarray(paths["vertex_losses"], dtype=float), paths["pairs"]
         barcode = minima_barcode(values, pairs, paths["path_max"][pairs[:, 0], pairs[:, 1]])
-        saddle = float(barcode.deaths[k]) if np.isfinite(barcode.deaths[k]) else float("nan")
+        order = np.lexsort((np.arange(len(values)), values))  # the barcode's order (losses as the paths measure them)
+        rank = int(np.flatnonzero(order == k)[0])
+        # the lowest minimum has no bar (NaN); another one that no finite path joins to a lower one, an infinite one
+        saddle = float(barcode.deaths[k]) if rank > 0 else float("nan")
         return {"saddle": saddle, "bar": saddle - float(values[k]), "minimum_loss": float(values[k]),
-                "rank": float(k)}, {"minima_losses": np.asarray(values, dtype=float), "deaths": barcode.deaths}
+                "rank": float(rank)}, {"minima_losses": values, "deaths": barcode.deaths}

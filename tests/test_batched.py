@@ -201,7 +201,8 @@ def test_barcode_curves_trained_together_equal_curves_trained_alone(kind, optimi
     assert (together - (starts + ends)[:, None] / 2).abs().max() > 1e-2  # the bends moved off the line
 
 
-def test_a_curve_through_non_finite_losses_skips_those_steps_as_it_does_alone():
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_curve_through_non_finite_losses_skips_those_steps_as_it_does_alone(optimizer):
     from lossatlas.samplers.paths import fit_curve, fit_curves
 
     undefined, alone_now = [], [False]
@@ -215,7 +216,8 @@ def test_a_curve_through_non_finite_losses_skips_those_steps_as_it_does_alone():
     subject = FunctionSubject(well, torch.tensor([-1.0, 0.0], dtype=torch.float64), name="well", device="cpu")
     starts = torch.tensor([[-1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64)
     ends = torch.tensor([[1.0, 0.0], [1.0, 0.6]], dtype=torch.float64)  # the second curve crosses the hole
-    settings = dict(kind="polychain", epochs=2, lr=0.02, batch_size=None, steps_per_epoch=20, seed=0, progress=False)
+    settings = dict(kind="polychain", epochs=2, lr=0.02, batch_size=None, steps_per_epoch=20, seed=0, progress=False,
+                    optimizer=optimizer, schedule="garipov")
     together = fit_curves(subject, starts, ends, **settings)
     alone_now[0] = True
     alone = torch.stack([fit_curve(subject, start, end, **settings) for start, end in zip(starts, ends)])

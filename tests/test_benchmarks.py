@@ -1,5 +1,6 @@
 """End to end: both shipped benchmarks at smoke scale, the report files, and their rebuild from the store."""
 import csv
+import json
 import math
 import re
 import statistics
@@ -170,3 +171,70 @@ def _result_nodes(file) -> list[str]:
     found = []
     file.visititems(lambda name, obj: found.append(name) if obj.attrs.get("encoding-type") == "result" else None)
     return found
+
+
+STUDIES = ("barcode_lowering", "barcode_lowering_cnn", "lr_schedule", "generalization_grid")
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    """The benchmarks of issue 19 at smoke scale, tables only (the figures are tested above)."""
+    out = tmp_path_factory.mktemp("studies")
+    configs = [str(BENCHMARKS / f"{name}.toml") for name in STUDIES]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["run", *configs, "--scale", "smoke", "--out", str(out), "--figures", "none"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_studies_run_every_method_and_cite_their_claims(studies, name):
+    folder = studies / f"{name}_smoke"
+    rows = _rows(folder)
+    assert len(rows) == 2 * len({row["subject"] for row in rows})  # 2 seeds per variant at smoke scale
+    report = (folder / "report.md").read_text()
+    explained = report.split("\n## Non-finite values", 1)[1].split("\n## ", 1)[0]
+    labels = {c.split(".")[0] for c in rows[0] if "." in c and not c.startswith("time.")}
+    assert {"loss-barcode", "minimum-bar", "merge-tree", "jump-retrain", "hessian", "interpolation",
+            "sharpness"} <= labels
+    for row in rows:
+        for column in (c for c in row if "." in c and not c.startswith("time.")):
+            if not math.isfinite(float(row[column])):
+                assert f"seed {row['seed']}: `{column}`" in explained, (column, row["subject"])
+    claims = report.split("\n## Paper claims", 1)[1].split("\n## ", 1)[0]
+    assert re.search(r"(Barannikov|Li|Jiang|Neyshabur|Jastrzebski) et al\. 20\d\d", claims)
+
+
+def test_each_minimum_bar_is_its_place_in_the_barcode(studies):
+    """The lowest minimum of each network has no finite bar; the other's bar is the barcode's."""
+    rows = _rows(studies / "barcode_lowering_smoke")
+    for subject in {row["subject"] for row in rows}:
+        mine = sorted((r for r in rows if r["subject"] == subject), key=lambda r: float(r["minimum-bar.rank"]))
+        assert math.isnan(float(mine[0]["minimum-bar.bar"]))
+        assert float(mine[1]["minimum-bar.bar"]) == pytest.approx(float(mine[1]["loss-barcode.max_bar"]), rel=1e-9)
+        assert float(mine[1]["minimum-bar.saddle"]) == pytest.approx(float(mine[1]["loss-barcode.max_saddle"]),
+                                                                      rel=1e-9)
+
+
+def test_learning_rate_levels_train_their_own_minima(studies):
+    rows = _rows(studies / "lr_schedule_smoke")
+    levels = {row["lr"]: row["subject"] for row in rows}
+    assert set(levels) == {"0.004", "0.04"}
+    assert levels["0.004"].endswith("_lr0.004") and "_schedulemultistep" in levels["0.04"]
+    with h5py.File(studies / "lr_schedule_smoke.h5", "r") as file:
+        recipe = json.loads(file[f"subjects/{levels['0.04']}/minima/000"].attrs["recipe"])
+    assert (recipe["lr"], recipe["gamma"], recipe["schedule"], recipe["milestones"]) == (0.04, 0.1, "multistep", [1])
+
+
+def test_generalization_grid_ranks_the_measures_by_granulated_tau(studies):
+    folder = studies / "generalization_grid_smoke"
+    rows = _rows(folder)
+    for row in rows:
+        assert float(row["generalization_gap"]) == pytest.approx(float(row["train_accuracy"]) -
+                                                                 float(row["test_accuracy"]))
+    report = (folder / "report.md").read_text()
+    assert report.index("## Which measure tracks generalization_gap") < report.index("## Method comparison")
+    table = report.split("## Which measure tracks generalization_gap", 1)[1].split("\n## ", 1)[0]
+    taus = [abs(float(line.split("|")[3].split()[0])) for line in table.splitlines()
+            if re.match(r"\| \d+ \|", line)]
+    assert len(taus) >= 10 and taus == sorted(taus, reverse=True)

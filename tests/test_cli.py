@@ -59,6 +59,9 @@ def test_run_trains_minima_and_writes_store_and_summary(tmp_path, capsys):
     ("[variants]\nbeta = [1.0, 1.0]", "'beta' repeats a value"),
     ("[variants]\nlr = [0.01, 0.0]", "[variants]: The 'lr' parameter of Recipe must be a float in (0, inf). Got 0.0."),
     ("[variants]\nlr = [0.01, { gamma = 0.5 }]", "a level given as a table needs 'value'"),
+    ("[variants]\nlr = [0.01, { value = 0.1, momentum = 0.5 }]\nmomentum = [0.0, 0.9]",
+     "a level sets ['momentum'], which [variants] varies itself"),
+    ("[params]\nlr = 0.1", "[params] ['lr']: training settings go in [minima]"),
     ("[variants]\nlr = [0.01, { value = 0.1, gama = 0.5 }]", "Unknown parameter(s) ['gama'] for problem"),
     ("[methods.merge-tree]\nresolution = 100000", "grid has 1e+10 points and needs about"),
     # rules that need the subject (three-hump camel has 2 parameters), still before any work

@@ -112,7 +112,7 @@ def test_default_curve_optimizer_keeps_the_stored_path_keys():
     from lossatlas.samplers.paths import Paths
 
     minima = GivenMinima(vectors=((0.0, 0.0), (1.0, 1.0)))
-    assert "curve_optimizer" not in Paths(minima=minima).own_config()
+    assert not {"curve_optimizer", "curve_schedule"} & set(Paths(minima=minima).own_config())
     assert Paths(minima=minima, curve_optimizer="adam").own_config()["curve_optimizer"] == "adam"
 
 
@@ -187,8 +187,7 @@ def test_explicit_minima_as_tensors_are_stored_as_a_dataset_not_json_text():
 
 def test_minimum_bar_gives_each_camel_minimum_its_closed_form_saddle():
     """The three-hump camel's side minima (f = 0.298638) cross saddles at f = 0.877362 to reach
-    the global minimum (f = 0), which has no finite bar; the per-minimum analyzer reads the same
-    stored paths as the barcode."""
+    the global minimum (f = 0), which has no finite bar; the bars agree with the barcode's."""
     from lossatlas.samplers.minima import add_minimum
 
     subject = three_hump_camel()
@@ -209,3 +208,24 @@ def test_minimum_bar_gives_each_camel_minimum_its_closed_form_saddle():
     finite = sorted(r.metrics["bar"] for r in found if not math.isnan(r.metrics["bar"]))
     np.testing.assert_allclose(finite, sorted(barcode.arrays["bars"][:-1, 1] - barcode.arrays["bars"][:-1, 0]),
                                rtol=1e-2)
+
+
+def test_minimum_bar_and_the_barcode_train_the_paths_of_a_model_once(monkeypatch):
+    import lossatlas.samplers.paths as paths
+    from lossatlas.problems import mlp
+
+    subject = mlp(depth=2, width=8, n_train=64, device="cpu")
+    settings = dict(n_minima=2, curve_epochs=1, n_eval=5, batch_size=32, curve_optimizer="adam")
+    calls = []
+    for name in ("fit_curve", "fit_curves"):
+        original = getattr(paths, name)
+        monkeypatch.setattr(paths, name, lambda *a, _original=original, **k: calls.append(1) or _original(*a, **k))
+    with Store.memory() as store:
+        train_minima(store, subject, Recipe(lr=0.05, epochs=1, batch_size=32), seeds=[0, 1], progress=False)
+        bars = [analyze(store, subject, "minimum-bar", minimum=i, **settings) for i in range(2)]
+        barcode = analyze(store, subject, "loss-barcode", **settings)
+    assert len(calls) == 1  # one pair, one curve, read by all three results
+    upper = sorted(r.metrics["rank"] for r in bars)
+    assert upper == [0.0, 1.0]
+    joined = next(r for r in bars if r.metrics["rank"] == 1.0)
+    assert joined.metrics["saddle"] == pytest.approx(barcode.metrics["max_saddle"])

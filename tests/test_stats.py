@@ -115,6 +115,10 @@ def test_granulated_tau_averages_per_axis_taus_with_the_other_axes_fixed():
     assert per_axis["a"] == per_axis["b"] == 1.0 and math.isnan(per_axis["c"]) and total == 1.0
     total, per_axis = stats.granulated_tau(np.full(8, np.nan), target, {"a": a, "b": b})
     assert math.isnan(total) and all(math.isnan(v) for v in per_axis.values())
+    # Jiang et al. 2019's sign definition: a measure that does not move along an axis scores 0 there, not
+    # "undefined" (which would let the one axis where it moves decide alone)
+    total, per_axis = stats.granulated_tau(10 * b, target, {"a": a, "b": b})
+    assert per_axis == {"a": 0.0, "b": 1.0} and total == 0.5
 
 
 def test_cliffs_delta_equals_the_mann_whitney_u_statistic_rescaled():

@@ -136,6 +136,10 @@ def plan(config: dict, scale: str = "cpu", source: str = "config") -> Plan:
     problem = config["problem"]
     params = _table(merged, "params", source)
     variants, levels = _variants(_table(merged, "variants", source), source)
+    misplaced = sorted(training_settings(problem, params))
+    if misplaced:
+        raise ConfigError(f"{source} [params] {misplaced}: training settings go in [minima] (or [variants], to vary "
+                          "them).")
     subjects = [{**params, **{k: v for level in combo for k, v in level.items()}}
                 for combo in itertools.product(*levels.values())]
     for subject in subjects:
@@ -178,8 +182,9 @@ def _variants(table: dict, source: str) -> tuple[dict[str, list], dict[str, list
                     raise ConfigError(f"{source} [variants] {key!r}: a level given as a table needs 'value' (what the "
                                       f"{key} column shows) next to the settings it carries; got {entry!r}.")
                 extra = {k: v for k, v in entry.items() if k != "value"}
-                if key in extra:
-                    raise ConfigError(f"{source} [variants] {key!r}: a level sets {key!r} twice; got {entry!r}.")
+                if set(extra) & set(table):
+                    raise ConfigError(f"{source} [variants] {key!r}: a level sets {sorted(set(extra) & set(table))}, "
+                                      f"which [variants] varies itself; got {entry!r}.")
                 values[key].append(entry["value"])
                 levels[key].append({key: entry["value"], **extra})
             else:
@@ -199,9 +204,10 @@ def training_settings(problem: str, values: dict) -> dict:
 
 
 def plots_stem(value) -> str:
+    """A level as part of a subject name: file-name safe, a minus sign kept as "m"."""
     from .plots import file_stem
 
-    return file_stem(str(value))
+    return ("m" if str(value).startswith("-") else "") + file_stem(str(value))
 
 
 def _sensitivity(table: dict, methods: dict, source: str) -> dict[str, dict[str, dict]]:
@@ -330,8 +336,10 @@ def build_subject(plan: Plan, params: dict, device: str):
 
 def _check_methods(plan: Plan, subject) -> None:
     for label, method in plan.methods.items():
-        analyzer = registry.get(method["analyzer"]).from_params(method["params"])
+        cls = registry.get(method["analyzer"])
+        last = {"minimum": len(plan.seeds) - 1} if cls.scope == "minimum" else {}  # the run asks for every one
         try:
+            analyzer = cls.from_params({**method["params"], **last})
             analyzer.check_subject(subject)
         except ConfigError as err:
             raise ConfigError(f"[methods.{label}] on {subject.name}: {err}") from err

@@ -85,8 +85,9 @@ def permutation_test(x, y, statistic: str = "kendall", permutations: int = PERMU
 def granulated_tau(measure, target, axes: dict[str, Sequence]) -> tuple[float, dict[str, float]]:
     """Jiang et al. 2019's granulated Kendall tau of ``measure`` against ``target`` over the
     hyperparameter ``axes`` (name -> the level of every observation). Observations sharing all
-    levels (seeds) are averaged first. Returns (the mean over axes, the per-axis psi_i); an axis
-    whose every slice is constant or has one level gives nan and is left out of the mean."""
+    levels (seeds) are averaged first; within a slice the tau is Jiang et al.'s tau-a (ties count
+    0). Returns (the mean over axes, the per-axis psi_i); an axis with one level gives nan and is
+    left out of the mean."""
     measure, target = np.asarray(measure, dtype=float), np.asarray(target, dtype=float)
     levels = list(zip(*(list(values) for values in axes.values())))
     cells: dict[tuple, list[int]] = {}
@@ -110,7 +111,8 @@ def granulated_tau_of_means(measure: np.ndarray, target: np.ndarray, settings: l
         slices: dict[tuple, list[int]] = {}
         for c, setting in enumerate(settings):
             slices.setdefault(setting[:axis] + setting[axis + 1:], []).append(c)
-        taus = [kendall_tau_rows(measure[:, group], target[:, group]) for group in slices.values() if len(group) >= 2]
+        taus = [kendall_tau_a_rows(measure[:, group], target[:, group]) for group in slices.values()
+                if len(group) >= 2]
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # an all-nan slice or axis: nan, as documented
             per_axis.append(np.nanmean(taus, axis=0) if taus else np.full(len(measure), np.nan))
@@ -174,6 +176,15 @@ def bootstrap_ci(groups: Sequence[np.ndarray], statistic: Callable[[list[np.ndar
     tail = (1 - level) / 2
     low, high = np.quantile(values, [tail, 1 - tail])
     return float(low), float(high)
+
+
+def kendall_tau_a_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Kendall's tau-a of every row pair: the mean of sign(dx) sign(dy) over all pairs, as Jiang et
+    al. 2019 define the tau of the granulated tau. A tie counts 0: a measure that does not order
+    two models says nothing about their gap (tau-b would leave the slice out and let the few
+    slices where the measure moves decide alone)."""
+    i, j = np.triu_indices(x.shape[1], 1)
+    return (np.sign(x[:, j] - x[:, i]) * np.sign(y[:, j] - y[:, i])).mean(axis=1)
 
 
 def kendall_tau_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:

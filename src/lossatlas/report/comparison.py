@@ -146,7 +146,7 @@ def granulated(study: Study, column: str, error: str, keys: list[str]) -> Associ
     if any(len(g) > 1 for g in groups):
         out.ci_low, out.ci_high = stats.bootstrap_ci(groups, statistic, RESAMPLES, seed=SEED)
     if not out.defined:
-        out.note = "constant within every slice"
+        out.note = "no two settings differ in one factor alone"
     return out
 
 

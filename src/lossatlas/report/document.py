@@ -71,7 +71,7 @@ def sections(study: Study, store_name: str, evaluated: list[dict], per_variant: 
                 f"- Variants ({len(study.variants())}): {variants}; shared parameters "
                 f"{json.dumps(_shared(record), sort_keys=True)}\n"
                 f"- Seeds: {record['seeds']} (one trained minimum each, {len(study.rows)} minima in all)\n"
-                f"- Training recipe: {json.dumps(record['recipe'], sort_keys=True)}\n"
+                f"- Training recipe: {json.dumps(record['recipe'], sort_keys=True)}{_varied(record)}\n"
                 f"- Methods:\n{methods}\n- Versions: {versions}\n\n{scale_note}")
     bad = non_finite(study)
     bad_text = ("Every metric is finite." if not bad else
@@ -138,7 +138,8 @@ def markdown(title: str, parts: list[tuple[str, object]], figures: list[str]) ->
     out += ["## Figures", ""] + [f"![{name}]({name})" for name in figures if name.endswith(".png")]
     out += ["", "Files: `metrics.csv` (one row per minimum), `comparison.csv` (every measure against every "
             "target), `variants.csv` (per-variant means with intervals), `agreement.csv` (Kendall's τ between "
-            "measures), `table.md` / `table.tex` (the tables above), `figures/` (PNG and PDF), `index.html`.", ""]
+            "measures), `table.md` / `table.tex` (the tables above), `figures/` (PNG; PDF too unless drafted), "
+            "`index.html`.", ""]
     return "\n".join(out)
 
 
@@ -155,6 +156,12 @@ def index_html(title: str, parts: list[tuple[str, object]], figures: list[str]) 
              "td:first-child,th:first-child{text-align:left}img{max-width:100%}.note{font-size:12px;color:#555}")
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _varied(record: dict) -> str:
+    """The recipe fields that training variants set per subject (each level trains its own minima)."""
+    varied = sorted({key for subject in record.get("subjects", []) for key in subject if key in record["recipe"]})
+    return f"; per variant: {', '.join(varied)} (see the variants)" if varied else ""
 
 
 def _figure(png: str, has_pdf: bool) -> str:
@@ -180,5 +187,8 @@ def _paragraphs(text: str) -> str:
 
 
 def _shared(record: dict) -> dict:
-    first = record["subjects"][0] if record["subjects"] else {}
-    return {k: v for k, v in first.items() if k not in record["variants"]}
+    """The problem parameters every subject has alike (a level's own settings are not shared)."""
+    subjects = record["subjects"]
+    first = subjects[0] if subjects else {}
+    return {k: v for k, v in first.items()
+            if k not in record["variants"] and all(k in s and s[k] == v for s in subjects)}

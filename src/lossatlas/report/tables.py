@@ -229,8 +229,10 @@ def ranking_table(study: Study, found: list[Association]) -> Table | None:
               f"τ vs {error} (all models)"]
     notes = [f"Jiang et al. 2019's granulated Kendall τ: for each factor ({a.against.split('over ', 1)[1].rstrip(')')}"
              ") the τ between the measure and the error within every group of models that differ in that factor "
-             "alone (means over seeds), averaged over the groups, then over the factors. Ranked by |τ|: a measure "
-             "near the top tracks the error whichever hyperparameter changes it; 'interval excludes 0': the "
+             "alone (means over seeds), averaged over the groups, then over the factors. Within a group τ is their "
+             "tau-a, the mean of sign(Δmeasure)·sign(Δerror) over pairs: a measure that does not move counts 0. "
+             "Ranked by |τ| (the sign says which way the measure moves with the error): a measure near the top "
+             "tracks the error whichever hyperparameter changes it; 'interval excludes 0': the "
              "bootstrap interval (seeds resampled within settings) leaves out no association. The granulated τ "
              "has no permutation p here (see the method comparison for the plain τ, its p and its adjusted p)."]
     return Table(f"{study.record['name']} ({study.record['scale']} scale): which measure tracks {error}", header, rows,

@@ -97,6 +97,7 @@ def fit_curve(subject, start, end, kind: str = "polychain", n_bends: int = 1, ep
             optimizer.zero_grad()
             loss = subject.train_loss(curve_points(kind, start, bends, end, t)[0], buffers, batch)
             if not math.isfinite(float(loss.detach())):
+                _count_skipped_step(optimizer, bends)  # as a curve trained among others counts it
                 continue  # a NaN/inf point gives no direction: no step; the path's evaluation reports it
             loss.backward()
             optimizer.step()
@@ -147,6 +148,19 @@ def _initial_bends(kind: str, n_bends: int, start: torch.Tensor, end: torch.Tens
     n_bends = 1 if kind == "bezier" else n_bends
     t0 = torch.arange(1, n_bends + 1, dtype=start.dtype, device=start.device)[:, None] / (n_bends + 1)
     return (1 - t0) * start + t0 * end
+
+
+def _count_skipped_step(optimizer, param) -> None:
+    """Adam's step count advances over a skipped step (moments unchanged), as it does for a curve
+    of ``fit_curves`` whose point was non-finite while the others stepped: its bias correction
+    then matches, so a curve comes out the same trained alone or together."""
+    if not isinstance(optimizer, torch.optim.Adam):
+        return
+    state = optimizer.state[param]
+    if not state:  # Adam's own initial state (its step count is a float32 tensor on the CPU)
+        state.update(step=torch.tensor(0.0, dtype=torch.float32), exp_avg=torch.zeros_like(param),
+                     exp_avg_sq=torch.zeros_like(param))
+    state["step"] += 1
 
 
 def _state_copy(optimizer, param) -> dict[str, torch.Tensor]:
@@ -307,8 +321,10 @@ class Paths(Sampler):
         string method moves all its images in one batched gradient call already."""
         if self.path_kind == "string" or getattr(subject, "_curve_vmap_failed", False):
             return 1
-        # per curve: bends, gradient, momentum, two kept copies (n_bends vectors each), the point, ends
-        return runs_at_once(subject, self._curve_recipe(), count, vectors_per_run=5 * self.bends + 3)
+        # per curve: bends, gradient, optimizer state (1 SGD / 2 Adam) and its kept copy, the kept bends
+        # (n_bends vectors each), the point, ends
+        states = 2 if self.curve_optimizer == "adam" else 1
+        return runs_at_once(subject, self._curve_recipe(), count, vectors_per_run=(3 + 2 * states) * self.bends + 3)
 
     def run_many(self, subject, header, progress, tasks) -> list[Part]:
         """The pairs' curves trained together (``fit_curves``), each then evaluated as ``run`` does."""

@@ -94,7 +94,9 @@ def barcode_scores(barcode: Barcode) -> dict[str, float]:
     extra = max(barcode.n_essential - 1, 0)
     lengths = np.concatenate([barcode.lengths, np.full(extra, np.inf)])
     half = lengths / 2
-    saddles = barcode.finite[:, 1]  # the bars' upper ends (Barannikov et al. 2025 §4.2, §5: "saddle losses")
+    # the saddle each non-lowest minimum crosses (Barannikov et al. 2025 §4.2, §5: the bars' upper ends),
+    # a zero-length bar's at its own loss
+    saddles = barcode.finite[:, 1] if barcode.deaths is None else barcode.deaths[np.isfinite(barcode.deaths)]
     return {
         "to_score": float(half.max()) if len(half) else 0.0,
         "wasserstein_1": float(half.sum()),

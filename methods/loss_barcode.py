@@ -69,7 +69,7 @@ class LossBarcode(Analyzer):
         "n_nonfinite": diagnostic("NaN/inf losses along the optimized paths"),
     }
     views = {"barcode": draw_barcode_view, "paths": draw_paths}
-    version = 2  # 2: the saddle losses (upper ends of the bars) are reported
+    version = 3  # 3: the saddle losses (upper ends of the bars, zero-length ones included) are reported
     smoke_params = {"n_starts": 6, "gd_steps": 300, "n_images": 11, "string_steps": 150}
 
     path: str = param("auto", Options(("auto", "string", "polychain", "bezier")),

@@ -43,6 +43,7 @@ class MinimumBar(Analyzer):
     views = {"bar": draw_minimum_bar}
     smoke_params = {"n_minima": 2, "curve_epochs": 1, "n_eval": 5, "path": "polychain"}
     smoke_minima = 2
+    version = 2  # 2: the rank in the barcode's order (BatchNorm re-estimated), inf where only NaN paths lead lower
 
     minimum: int = param(0, Interval(int, 0), "the stored minimum to report (one of the first n_minima)")
     path: str = same_as(LossBarcode, "path")

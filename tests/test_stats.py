@@ -137,3 +137,32 @@ def test_the_smallest_p_a_design_allows():
     assert drawn.p_min <= drawn.p == pytest.approx(1 / 1001)  # Monte Carlo: never above p
     split = stats.permutation_test([0] * 7 + [1] * 7, np.arange(14), permutations=20_000)  # 7 + 7 levels
     assert split.p_min == pytest.approx(2 / 3432, rel=0.5)  # exact: 2 of C(14, 7) splits
+
+
+def test_stratified_test_is_the_plain_test_for_one_stratum():
+    generator = np.random.default_rng(5)
+    x, y = generator.normal(size=7), generator.integers(0, 3, 7).astype(float)
+    plain = stats.permutation_test(x, y, "kendall")
+    blocked = stats.stratified_permutation_test(x, y, [0] * 7)
+    assert blocked.statistic == pytest.approx(plain.statistic) and blocked.p == pytest.approx(plain.p)
+    assert blocked.exact and blocked.permutations == math.factorial(7)
+
+
+def test_stratified_test_of_a_consistent_effect_is_the_exact_sign_test():
+    """Eight strata of two (a two-level factor, the others fixed): shuffling within strata is a fair
+    coin per stratum, so agreement in all eight has two-sided p = 2 / 2^8 (the sign test), however
+    much the strata differ from each other -- where the pooled tau dilutes it."""
+    scale = np.repeat(10.0 ** np.arange(8), 2)  # strata spanning seven orders of magnitude
+    level = np.tile([0.0, 1.0], 8)
+    x = scale * (1 - 0.1 * level)  # the higher level is 10% lower in every stratum
+    strata = np.repeat(np.arange(8), 2)
+    blocked = stats.stratified_permutation_test(x, level, strata)
+    assert blocked.statistic == -1.0 and blocked.p == pytest.approx(2 / 256) and blocked.exact
+    assert stats.stratified_tau(x, level, strata) == -1.0
+    assert stats.permutation_test(x, level, "kendall").p > 0.5  # pooled over the strata, nothing shows
+    seven = x.copy()
+    seven[1] = 2.0  # one stratum disagrees: p = 2 * (1 + 8) / 256
+    assert stats.stratified_permutation_test(seven, level, strata).p == pytest.approx(18 / 256)
+    drawn = stats.stratified_permutation_test(np.repeat(x, 3), np.repeat(level, 3), np.repeat(strata, 3),
+                                              permutations=4000)
+    assert not drawn.exact and drawn.statistic == -1.0 and drawn.p < 0.001

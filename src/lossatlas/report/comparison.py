@@ -123,6 +123,46 @@ def associate(study: Study, column: str, against: str, rows: list[dict] | None =
     return out
 
 
+def associate_within(study: Study, column: str, factor: str, others: list[str],
+                     rows: list[dict] | None = None) -> Association:
+    """Kendall's tau of ``column`` against ``factor`` within the strata of the ``others`` factors
+    (variants that agree on every other factor), with the permutation p that shuffles ``factor``
+    only within them (``stats.stratified_permutation_test``): a claim about one factor of a
+    factorial design, tested with the others held fixed. Its interval resamples seeds within
+    variants, as ``associate``'s does."""
+    observed = [(r.get(column), _target(study, r, factor), r["subject"], tuple(code(r.get(k)) for k in others))
+                for r in samples(study, column, rows)]
+    kept = [o for o in observed if is_finite(o[0]) and is_finite(o[1])]
+    out = Association(column, f"{factor} (within {', '.join(others)})", len(kept))
+    if len(kept) < 3:
+        out.note = f"n={len(kept)} < 3"
+        return out
+    x, y = (np.array([o[i] for o in kept], dtype=float) for i in (0, 1))
+    strata = [o[3] for o in kept]
+    test = stats.stratified_permutation_test(x, y, strata, settings(study)["permutations"], seed=SEED)
+    if math.isnan(test.statistic):
+        out.note = "constant within every stratum"
+        return out
+    out.kendall_tau, out.p_value, out.permutations, out.exact = test.statistic, test.p, test.permutations, test.exact
+    out.p_min = test.p_min
+    ids = {stratum: index for index, stratum in enumerate(dict.fromkeys(strata))}
+    groups = {}
+    for value, level, subject, stratum in kept:
+        groups.setdefault(subject, []).append((value, level, ids[stratum]))
+    drawn = [np.array(g, dtype=float) for g in groups.values()]
+    if any(len(g) > 1 for g in drawn):
+        out.ci_low, out.ci_high = stats.bootstrap_ci(drawn, _stratified_tau_of_resamples, RESAMPLES, seed=SEED)
+    if len(set(y)) == 2:
+        out.cliffs_delta = stats.cliffs_delta(x[y == y.max()], x[y == y.min()])
+    return out
+
+
+def _stratified_tau_of_resamples(drawn: list[np.ndarray]) -> np.ndarray:
+    joined = np.concatenate(drawn, axis=1)  # (B, n, 3): value, level, stratum
+    strata = joined[0, :, 2]  # a subject's seeds stay in its stratum
+    return np.array([stats.stratified_tau(row[:, 0], row[:, 1], strata) for row in joined])
+
+
 def granulated(study: Study, column: str, error: str, keys: list[str]) -> Association:
     """Jiang et al. 2019's granulated tau against the error over the factors ``keys``; its
     interval resamples seeds within variants. No p-value: the granulated tau has no exchangeable

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .collect import Study, is_finite
-from .comparison import Association, adjust, associate, code, measures, samples, settings
+from .comparison import Association, adjust, associate, associate_within, code, measures, samples, settings
 
 SIGNIFICANCE = 0.05
 ARROW = {"increasing": "↑", "decreasing": "↓"}
@@ -92,7 +92,12 @@ def evaluate_claim(study: Study, claim: dict) -> dict:
     for level in levels:
         values = [r[column] for r in observed if code(r[factor]) == level and is_finite(r.get(column))]
         means[level] = float(np.mean(values)) if values else float("nan")
-    out["association"] = associate(study, column, factor, rows)
+    fixed = set(claim.get("where", {}))
+    others = [k for k in study.variant_keys if k != factor and k not in fixed
+              and len({code(r.get(k)) for r in observed} - {None}) >= 2]
+    out["association"] = (associate_within(study, column, factor, others, rows) if others
+                          else associate(study, column, factor, rows))
+    out["within"] = others
     out["levels"] = " → ".join(f"{_level_text(study, factor, lv)}: {number(m)}" for lv, m in means.items())
     out["means"] = (means[levels[0]], means[levels[-1]])
     return out
@@ -160,7 +165,8 @@ def evaluate_claims(study: Study) -> list[dict]:
     adjust(tested, settings(study)["correction"])
     for found in evaluated:
         if found["association"] is not None:
-            found["observed"] = f"{found['levels']}; {found['association'].text()}"
+            within = f" within {', '.join(found['within'])}" if found.get("within") else ""
+            found["observed"] = f"{found['levels']}; {found['association'].text()}{within}"
             found["verdict"] = _verdict(found)
     return evaluated
 
@@ -251,8 +257,14 @@ def claims_table(study: Study, evaluated: list[dict]) -> Table:
         rows.append([claim["text"], claim.get("source", ""), _claim_text(claim, claim_factor(study, claim)),
                      found["observed"] or "–",
                      found["verdict"]])
+    notes = []
+    if any(found.get("within") for found in evaluated):
+        notes.append("'within <factors>': the study varies other factors too; τ counts only the pairs of "
+                     "observations that agree on them, and its permutation p shuffles the claim's factor only "
+                     "among those (exact where the orders number at most 40 320): the claim is tested with the "
+                     "other factors held fixed, as a blocked design. The level means pool over them.")
     return Table(f"{study.record['name']} ({study.record['scale']} scale): the papers' claims",
-                 ["claim", "source", "expected", "observed", "verdict"], rows)
+                 ["claim", "source", "expected", "observed", "verdict"], rows, notes)
 
 
 def timing_table(study: Study) -> Table:

@@ -161,7 +161,8 @@ def test_rerun_reuses_the_store(smoke, capsys):
     store = smoke / "pinn_convection_smoke.h5"
     with h5py.File(store, "r") as file:
         before = {name: file[name].attrs["created"] for name in _result_nodes(file)}
-    assert main(["run", str(BENCHMARKS / "pinn_convection.toml"), "--scale", "smoke", "--out", str(smoke)]) == 0
+    assert main(["run", str(BENCHMARKS / "pinn_convection.toml"), "--scale", "smoke", "--out", str(smoke),
+                 "--figures", "draft"]) == 0
     with h5py.File(store, "r") as file:
         after = {name: file[name].attrs["created"] for name in _result_nodes(file)}
     assert before == after and len(before) == 2 * 2 * 7 + 2  # 7 per-minimum methods, 1 barcode per variant

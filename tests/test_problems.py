@@ -231,3 +231,39 @@ def test_the_cyclic_schedule_is_smiths_triangle_stepped_per_epoch():
     triangle = 1 - np.abs(epoch / 3 - 2 * np.floor(epoch / 6) - 1)  # 0 at the base, 1 at the peak
     np.testing.assert_allclose(rates, 0.001 + (0.01 - 0.001) * triangle, rtol=1e-12)
     assert "cycle_epochs" in recipe.to_dict() and "cycle_epochs" not in Recipe(schedule="cosine").to_dict()
+
+
+def _write_idx(path, array, compress):
+    import gzip
+
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    (gzip.open if compress else open)(path, "wb").write(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_and_fashion_mnist_read_the_standard_idx_files(tmp_path):
+    from lossatlas.errors import DataError
+    from lossatlas.problems import mlp
+    from lossatlas.problems.data import mnist
+
+    generator = np.random.default_rng(0)
+    images = {"train": generator.integers(0, 256, (20, 28, 28)), "t10k": generator.integers(0, 256, (10, 28, 28))}
+    labels = {"train": np.arange(20) % 10, "t10k": np.arange(10)[::-1]}
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    for split in ("train", "t10k"):  # the training files gzipped, the test files plain: both are read
+        gz = ".gz" if split == "train" else ""
+        _write_idx(folder / f"{split}-images-idx3-ubyte{gz}", images[split], bool(gz))
+        _write_idx(folder / f"{split}-labels-idx1-ubyte{gz}", labels[split], bool(gz))
+    (x_tr, y_tr), (x_te, y_te) = mnist(tmp_path, "fmnist")
+    assert x_tr.shape == (20, 1, 28, 28) and x_te.shape == (10, 1, 28, 28)
+    assert y_tr.tolist() == labels["train"].tolist() and y_te.tolist() == labels["t10k"].tolist()
+    pixels = images["train"] / 255.0
+    expected = (images["t10k"][3] / 255.0 - pixels.mean()) / pixels.std()  # train statistics, applied to test
+    np.testing.assert_allclose(x_te[3, 0].numpy(), expected, rtol=1e-5, atol=1e-5)
+    subject = mlp(depth=2, width=8, dataset="fmnist", data_root=str(tmp_path), device="cpu")
+    assert subject.dim == 784 * 8 + 8 + 8 * 8 + 8 + 8 * 10 + 10
+    with pytest.raises(DataError, match=r"MNIST not found: expected the IDX files .* in .*mnist"):
+        mnist(tmp_path, "mnist")
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x0d\x01")
+    with pytest.raises(DataError, match="not an IDX file of unsigned bytes"):
+        mnist(tmp_path, "fmnist")

@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..params import check_known, from_annotation, validate
 from ..subjects import ModuleSubject, Subject
 from .analytic import himmelblau, quartic, three_hump_camel
-from .data import cifar10, digits, download_cifar10
+from .data import MNIST_FOLDERS, cifar10, digits, download_cifar10, mnist
 from .pinn import ConvectionPINN, pinn_convection
 from .resnet import CifarResNet, resnet20
 from .small import MLP, SmallCNN
@@ -82,8 +82,11 @@ def _dataset(problem: str, dataset: str, data_root: str | None, n_train: int | N
         train, test = digits()
     elif dataset == "cifar10":
         train, test = cifar10(data_root)
+    elif dataset in MNIST_FOLDERS:
+        train, test = mnist(data_root, dataset)
     else:
-        raise ConfigError(f"Unknown dataset {dataset!r} for problem {problem!r}; valid: ['cifar10', 'digits'].")
+        raise ConfigError(f"Unknown dataset {dataset!r} for problem {problem!r}; valid: ['cifar10', 'digits', "
+                          "'fmnist', 'mnist'].")
     if n_train is not None:
         train = (train[0][:n_train], train[1][:n_train])
     return train, test
@@ -173,6 +176,6 @@ def _checked(problem: str, load: Callable[[], object]) -> Callable[..., Subject]
 
 __all__ = [
     "PROBLEMS", "build", "check_params", "parameters", "resnet", "resnet20", "CifarResNet", "mlp", "MLP", "cnn",
-    "SmallCNN", "digits", "cifar10",
+    "SmallCNN", "digits", "cifar10", "mnist",
     "download_cifar10", "pinn_convection", "ConvectionPINN", "himmelblau", "three_hump_camel", "quartic",
 ]

@@ -1,4 +1,5 @@
-"""Datasets: CIFAR-10 from the standard python batches, and scikit-learn's digits offline.
+"""Datasets: CIFAR-10 from the standard python batches, MNIST and Fashion-MNIST from the
+standard IDX files, and scikit-learn's digits offline.
 
 CIFAR-10 cannot be fetched at run time; ``download_cifar10`` is the documented, checksummed
 way for users who are online. Everything returns ((x_train, y_train), (x_test, y_test)) as
@@ -7,6 +8,7 @@ int64 labels.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import pickle
@@ -63,6 +65,54 @@ def cifar10(root: str | Path | None = None) -> tuple[Split, Split]:
     mean = np.array(_CIFAR_MEAN, dtype=np.float32)[None, :, None, None]
     std = np.array(_CIFAR_STD, dtype=np.float32)[None, :, None, None]
     return _tensors((x_tr - mean) / std, y_tr), _tensors((x_te - mean) / std, y_te)
+
+
+MNIST_FOLDERS = {"mnist": "mnist", "fmnist": "fashion-mnist"}
+_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def mnist(root: str | Path | None = None, kind: str = "mnist") -> tuple[Split, Split]:
+    """MNIST (``kind="mnist"``) or Fashion-MNIST (``"fmnist"``) from the four standard IDX files
+    (gzipped or not) in ``<root>/mnist`` or ``<root>/fashion-mnist``, as Barannikov et al. 2025
+    §4.1 use them: 60 000 training and 10 000 test 28x28 images, pixels standardized with the
+    training set's mean and std."""
+    folder = Path(root or DEFAULT_DATA_ROOT) / MNIST_FOLDERS[kind]
+    found = {name: next((p for p in (folder / name, folder / f"{name}.gz") if p.is_file()), None)
+             for name in _IDX_FILES}
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        raise DataError(
+            f"{'MNIST' if kind == 'mnist' else 'Fashion-MNIST'} not found: expected the IDX files {missing} "
+            f"(optionally .gz) in {folder}. Download the four files of the standard distribution (e.g. from "
+            "the PyTorch mirror https://ossci-datasets.s3.amazonaws.com/mnist/ or github.com/zalandoresearch/"
+            "fashion-mnist) into that folder; the offline default dataset is 'digits'.")
+    x_tr, y_tr, x_te, y_te = (_read_idx(found[name]) for name in _IDX_FILES)
+    for images, labels, split in ((x_tr, y_tr, "train"), (x_te, y_te, "t10k")):
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise DataError(f"{folder}: the {split} files hold images of shape {images.shape} and labels of shape "
+                            f"{labels.shape}; expected (N, H, W) and (N,).")
+    x_tr, x_te = (x[:, None].astype(np.float32) / 255.0 for x in (x_tr, x_te))
+    mean, std = x_tr.mean(), x_tr.std()
+    return _tensors((x_tr - mean) / std, y_tr), _tensors((x_te - mean) / std, y_te)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file of unsigned bytes (LeCun's format: 0, 0, type 0x08, the number of dimensions,
+    then each dimension as a big-endian int32, then the data)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except OSError as err:
+        raise DataError(f"{path} could not be read: {err}") from err
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise DataError(f"{path} is not an IDX file of unsigned bytes (its header is {data[:4]!r}).")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise DataError(f"{path}: the header says {shape} ({int(np.prod(shape))} bytes), the file holds {body.size}.")
+    return body.reshape(shape)
 
 
 # What a CIFAR-10 python batch may reference: numpy's array and scalar constructors (and

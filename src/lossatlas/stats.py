@@ -88,14 +88,30 @@ EXACT_MAX_ORDERS = 40_320
 def stratified_tau(x, y, strata) -> float:
     """The statistic of ``stratified_permutation_test`` alone: Kendall's tau over the pairs that
     share a stratum; nan where no such pair is untied in both."""
-    x, y, strata = np.asarray(x, dtype=float), np.asarray(y, dtype=float), np.asarray(strata)
-    same = strata[:, None] == strata[None, :]
-    if same.ndim == 3:
-        same = same.all(axis=2)
-    i, j = np.nonzero(np.triu(same, 1))
-    sx, sy = np.sign(x[j] - x[i]), np.sign(y[j] - y[i])
-    denominator = math.sqrt((sx != 0).sum() * (sy != 0).sum())
-    return float(sx @ sy / denominator) if denominator else math.nan
+    return float(stratified_tau_rows(np.asarray(x, dtype=float)[None], np.asarray(y, dtype=float)[None], strata)[0])
+
+
+def stratified_tau_rows(x: np.ndarray, y: np.ndarray, strata) -> np.ndarray:
+    """``stratified_tau`` of every row pair of (B, n) arrays (or (1, n) against (B, n)): the
+    within-strata concordance over sqrt(#pairs untied in x x #pairs untied in y), Kendall's tau-b
+    of ``kendall_tau_rows`` for one stratum; nan where a row has no untied pair."""
+    i, j = _stratum_pairs(strata)[1:]
+    sx, sy = np.sign(x[:, j] - x[:, i]), np.sign(y[:, j] - y[:, i])
+    denominator = np.sqrt((sx != 0).sum(axis=1) * (sy != 0).sum(axis=1).astype(float))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, (sx * sy).sum(axis=1) / np.where(denominator > 0, denominator, 1), np.nan)
+
+
+def _stratum_pairs(strata) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """The observations of each stratum (an entry per observation: a value or a tuple of them),
+    and the index pairs (i, j), i < j, that share one."""
+    groups: dict[tuple, list[int]] = {}
+    for index, stratum in enumerate(strata):
+        groups.setdefault(tuple(stratum) if isinstance(stratum, (list, tuple)) else (stratum,), []).append(index)
+    members = [np.array(g, dtype=np.intp) for g in groups.values()]
+    pairs = [(g[a], g[b]) for g in members for a, b in zip(*np.triu_indices(len(g), 1))]
+    i, j = (np.array([pair[k] for pair in pairs], dtype=np.intp) for k in (0, 1))
+    return members, i, j
 
 
 def stratified_permutation_test(x, y, strata, permutations: int = PERMUTATIONS, seed: int = 0) -> Test:
@@ -103,28 +119,16 @@ def stratified_permutation_test(x, y, strata, permutations: int = PERMUTATIONS, 
     a stratum only), and its two-sided permutation p with ``y`` shuffled within each stratum: the
     test of a factor in a factorial design that holds the other factors fixed (a blocked design;
     pooling over strata whose values span orders of magnitude buries a consistent within-stratum
-    effect). The statistic is the within-strata concordance over sqrt(#pairs untied in x x #pairs
-    untied in y), tau-b for one stratum; both counts are the same for every shuffle. Exact over all
-    within-stratum orders when there are at most ``EXACT_MAX_ORDERS``, else seeded Monte Carlo."""
+    effect). The statistic is ``stratified_tau``; both counts in its denominator are the same for
+    every shuffle. Exact over all within-stratum orders when there are at most
+    ``EXACT_MAX_ORDERS``, else seeded Monte Carlo."""
     x, y = _pair(x, y)
-    strata = [tuple(s) if isinstance(s, (list, tuple)) else (s,) for s in strata]
     if len(strata) != len(x):
         raise ValueError(f"strata must have one entry per observation ({len(x)}); got {len(strata)}.")
-    groups: dict[tuple, list[int]] = {}
-    for index, stratum in enumerate(strata):
-        groups.setdefault(stratum, []).append(index)
-    members = [np.array(g, dtype=np.intp) for g in groups.values()]
-    pairs = [(g[a], g[b]) for g in members for a, b in zip(*np.triu_indices(len(g), 1))]
-    i, j = (np.array([pair[k] for pair in pairs], dtype=np.intp) for k in (0, 1))
-    sx = np.sign(x[j] - x[i])
-    denominator = math.sqrt((sx != 0).sum() * (np.sign(y[j] - y[i]) != 0).sum())
-    if denominator == 0:
+    members = _stratum_pairs(strata)[0]
+    observed = stratified_tau(x, y, strata)
+    if math.isnan(observed):
         return Test(math.nan, math.nan, len(x), 0, True)
-
-    def statistic(orders: np.ndarray) -> np.ndarray:
-        ys = y[orders]
-        return np.sign(ys[:, j] - ys[:, i]) @ sx / denominator
-
     count = math.prod(math.factorial(len(g)) for g in members)
     exact = count <= EXACT_MAX_ORDERS
     if exact:
@@ -137,12 +141,13 @@ def stratified_permutation_test(x, y, strata, permutations: int = PERMUTATIONS, 
         orders = np.arange(len(x))[None].repeat(permutations, axis=0)
         for group in members:
             orders[:, group] = group[np.argsort(generator.random((permutations, len(group))), axis=1)]
-    observed = float(statistic(np.arange(len(x))[None])[0])
-    values = statistic(orders)
+    chunk = max(1, 2**25 // max(len(x) ** 2, 1))  # rows of ~2^25 pair entries at a time, as _permuted
+    values = np.concatenate([stratified_tau_rows(x[None], y[orders[start:start + chunk]], strata)
+                             for start in range(0, len(orders), chunk)])
     best = np.arange(len(x))
     for group in members:  # the most concordant order the design allows: y sorted as x within each stratum
         best[group[np.argsort(x[group], kind="stable")]] = group[np.argsort(y[group], kind="stable")]
-    extreme = abs(float(statistic(best[None])[0]))
+    extreme = abs(stratified_tau(x, y[best], strata))
 
     def share(hits: int) -> float:
         return min(1.0, hits / len(orders) if exact else (1 + hits) / (1 + len(orders)))

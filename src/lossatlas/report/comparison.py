@@ -95,25 +95,37 @@ def adjust(found: list[Association], correction: str) -> None:
         association.p_adjusted = float(p)
 
 
-def associate(study: Study, column: str, against: str, rows: list[dict] | None = None) -> Association:
+def associate(study: Study, column: str, against: str, rows: list[dict] | None = None,
+              within: list[str] = ()) -> Association:
     """Kendall's tau of ``column`` against ``against`` over the independent observations (every
     minimum; one per variant for per-variant metrics), with its permutation p, bootstrap interval
-    and, for a two-level factor, Cliff's delta."""
-    observed = [(r.get(column), _target(study, r, against), r["subject"]) for r in samples(study, column, rows)]
-    pairs = [(x, y, s) for x, y, s in observed if is_finite(x) and is_finite(y)]
-    out = Association(column, against, len(pairs))
+    and, for a two-level factor, Cliff's delta. ``within``: other factors held fixed -- tau over
+    the pairs of variants that agree on them, its p shuffling ``against`` only among those
+    (``stats.stratified_permutation_test``): a claim about one factor of a factorial design."""
+    observed = [(r.get(column), _target(study, r, against), r["subject"], tuple(code(r.get(k)) for k in within))
+                for r in samples(study, column, rows)]
+    pairs = [o for o in observed if is_finite(o[0]) and is_finite(o[1])]
+    out = Association(column, f"{against} (within {', '.join(within)})" if within else against, len(pairs))
     if len(pairs) < 3:
         out.note = f"n={len(pairs)} < 3"
         return out
     x, y = (np.array([p[i] for p in pairs], dtype=float) for i in (0, 1))
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        out.note = "constant"
-        return out
-    test = stats.permutation_test(x, y, "kendall", settings(study)["permutations"], seed=SEED)
+    strata = {stratum: index for index, stratum in enumerate(dict.fromkeys(p[3] for p in pairs))}
+    if within:
+        test = stats.stratified_permutation_test(x, y, [p[3] for p in pairs], settings(study)["permutations"],
+                                                 seed=SEED)
+        if math.isnan(test.statistic):
+            out.note = "constant within every stratum"
+            return out
+    else:
+        if np.ptp(x) == 0 or np.ptp(y) == 0:
+            out.note = "constant"
+            return out
+        test = stats.permutation_test(x, y, "kendall", settings(study)["permutations"], seed=SEED)
+        out.spearman_rho = stats.spearman_rho(x, y)
     out.kendall_tau, out.p_value, out.permutations, out.exact = test.statistic, test.p, test.permutations, test.exact
     out.p_min = test.p_min
-    out.spearman_rho = stats.spearman_rho(x, y)
-    groups = _by_subject(pairs)
+    groups = _by_subject([(p[0], p[1], p[2], strata[p[3]]) for p in pairs])
     if any(len(g) > 1 for g in groups):
         out.ci_low, out.ci_high = stats.bootstrap_ci(groups, _tau_of_resamples, RESAMPLES, seed=SEED)
     else:
@@ -121,46 +133,6 @@ def associate(study: Study, column: str, against: str, rows: list[dict] | None =
     if against in study.variant_keys and len(set(y)) == 2:
         out.cliffs_delta = stats.cliffs_delta(x[y == y.max()], x[y == y.min()])
     return out
-
-
-def associate_within(study: Study, column: str, factor: str, others: list[str],
-                     rows: list[dict] | None = None) -> Association:
-    """Kendall's tau of ``column`` against ``factor`` within the strata of the ``others`` factors
-    (variants that agree on every other factor), with the permutation p that shuffles ``factor``
-    only within them (``stats.stratified_permutation_test``): a claim about one factor of a
-    factorial design, tested with the others held fixed. Its interval resamples seeds within
-    variants, as ``associate``'s does."""
-    observed = [(r.get(column), _target(study, r, factor), r["subject"], tuple(code(r.get(k)) for k in others))
-                for r in samples(study, column, rows)]
-    kept = [o for o in observed if is_finite(o[0]) and is_finite(o[1])]
-    out = Association(column, f"{factor} (within {', '.join(others)})", len(kept))
-    if len(kept) < 3:
-        out.note = f"n={len(kept)} < 3"
-        return out
-    x, y = (np.array([o[i] for o in kept], dtype=float) for i in (0, 1))
-    strata = [o[3] for o in kept]
-    test = stats.stratified_permutation_test(x, y, strata, settings(study)["permutations"], seed=SEED)
-    if math.isnan(test.statistic):
-        out.note = "constant within every stratum"
-        return out
-    out.kendall_tau, out.p_value, out.permutations, out.exact = test.statistic, test.p, test.permutations, test.exact
-    out.p_min = test.p_min
-    ids = {stratum: index for index, stratum in enumerate(dict.fromkeys(strata))}
-    groups = {}
-    for value, level, subject, stratum in kept:
-        groups.setdefault(subject, []).append((value, level, ids[stratum]))
-    drawn = [np.array(g, dtype=float) for g in groups.values()]
-    if any(len(g) > 1 for g in drawn):
-        out.ci_low, out.ci_high = stats.bootstrap_ci(drawn, _stratified_tau_of_resamples, RESAMPLES, seed=SEED)
-    if len(set(y)) == 2:
-        out.cliffs_delta = stats.cliffs_delta(x[y == y.max()], x[y == y.min()])
-    return out
-
-
-def _stratified_tau_of_resamples(drawn: list[np.ndarray]) -> np.ndarray:
-    joined = np.concatenate(drawn, axis=1)  # (B, n, 3): value, level, stratum
-    strata = joined[0, :, 2]  # a subject's seeds stay in its stratum
-    return np.array([stats.stratified_tau(row[:, 0], row[:, 1], strata) for row in joined])
 
 
 def granulated(study: Study, column: str, error: str, keys: list[str]) -> Association:
@@ -263,15 +235,18 @@ def _target(study: Study, row: dict, against: str):
 
 
 def _by_subject(pairs) -> list[np.ndarray]:
+    """(value, target, stratum) rows per subject: the groups the bootstrap resamples within."""
     grouped: dict[str, list] = {}
-    for x, y, subject in pairs:
-        grouped.setdefault(subject, []).append((x, y))
+    for x, y, subject, stratum in pairs:
+        grouped.setdefault(subject, []).append((x, y, stratum))
     return [np.array(g, dtype=float) for g in grouped.values()]
 
 
 def _tau_of_resamples(drawn: list[np.ndarray]) -> np.ndarray:
-    joined = np.concatenate(drawn, axis=1)  # (B, n, 2)
-    return stats.kendall_tau_rows(joined[..., 0], joined[..., 1])
+    """Kendall's tau of every resample, over the pairs in one stratum (a subject's seeds stay in
+    its stratum; with no other factor held fixed, all in one: plain tau-b)."""
+    joined = np.concatenate(drawn, axis=1)  # (B, n, 3)
+    return stats.stratified_tau_rows(joined[..., 0], joined[..., 1], joined[0, :, 2])
 
 
 def _p(p: float, permutations: int, exact: bool) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .collect import Study, is_finite
-from .comparison import Association, adjust, associate, associate_within, code, measures, samples, settings
+from .comparison import Association, adjust, associate, code, measures, samples, settings
 
 SIGNIFICANCE = 0.05
 ARROW = {"increasing": "↑", "decreasing": "↓"}
@@ -95,8 +95,7 @@ def evaluate_claim(study: Study, claim: dict) -> dict:
     fixed = set(claim.get("where", {}))
     others = [k for k in study.variant_keys if k != factor and k not in fixed
               and len({code(r.get(k)) for r in observed} - {None}) >= 2]
-    out["association"] = (associate_within(study, column, factor, others, rows) if others
-                          else associate(study, column, factor, rows))
+    out["association"] = associate(study, column, factor, rows, within=others)
     out["within"] = others
     out["levels"] = " → ".join(f"{_level_text(study, factor, lv)}: {number(m)}" for lv, m in means.items())
     out["means"] = (means[levels[0]], means[levels[-1]])

@@ -237,7 +237,8 @@ def _write_idx(path, array, compress):
     import gzip
 
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    (gzip.open if compress else open)(path, "wb").write(header + array.astype(np.uint8).tobytes())
+    with (gzip.open if compress else open)(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
 
 
 def test_mnist_and_fashion_mnist_read_the_standard_idx_files(tmp_path):

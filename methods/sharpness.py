@@ -1,63 +1,90 @@
 """The ``sharpness`` analyzer: the worst loss increase in a neighbourhood of a minimum.
 
-Three neighbourhoods, each searched by projected gradient ascent from seeded random starts
-(``restarts`` of ``steps`` steps; the best point any of them reaches counts):
+Three neighbourhoods, each searched by Auto-PGD (Croce & Hein 2020, ``lossatlas.ascent``) from
+seeded random starts of ``steps`` steps, the best point any of them reaches counting:
 
 * ``epsilon_sharpness`` (Keskar et al. 2017): the box |d_i| <= epsilon (|w_i| + 1), reported as
   Keskar's 100 x (max L(w + d) - L(w)) / (1 + L(w));
-* ``adaptive_sharpness_l2`` / ``_linf`` (Kwon et al. 2021, as Andriushchenko et al. 2023 study
-  it): max L(w + d) - L(w) over ||d / |w| || <= rho in the l2 / l_inf norm, elementwise |w|
-  scaling, so the measure does not change when a ReLU network's layers are rescaled.
+* ``adaptive_sharpness_l2`` / ``_linf`` (Kwon et al. 2021's neighbourhood, searched as
+  Andriushchenko et al. 2023 do): max L(w + d) - L(w) over ||d / (|w| + eta)|| <= rho in the l2 /
+  l_inf norm. With eta = 0 (the default) the measure does not change when a ReLU network's layers
+  are rescaled; ASAM's eta > 0 lets zero weights move.
 
-Ascent runs in the scaled coordinates u = d / s (s = the box half-widths or rho |w|): sign steps
-for the box and l_inf (u clipped to [-1, 1]), normalized gradient steps for l2 (u projected onto
-the unit ball), step size ``step_scale / steps`` (Madry et al. 2018's 2.5 / steps). The loss and its
-gradient are the subject's, on its full evaluation set, with the point's own buffers (a BatchNorm
-model keeps its stored running statistics). Ascent finds a lower bound of the maximum; the tests
-check it reaches the closed form on quadratics.
+``restarts`` starts the l2 ascent; ``box_restarts`` the box and l_inf ascents, which are cheap (each
+stops at its first vertex whose signs are its gradient's) and need many starts (see below).
+
+``m`` (Andriushchenko et al. 2023's m-sharpness): the maximum is taken on each batch of m
+examples of the evaluation set (consecutive, in index order) and the per-batch values averaged;
+``m = None`` takes it on the whole set. The loss is the subject's, with the point's own buffers (a
+BatchNorm model keeps its stored running statistics).
+
+Every value is a lower bound of the maximum: an ascent finds a point of the neighbourhood, not a
+certificate. For l2 on a quadratic it reaches the closed form; the maximum over a box (l_inf, and
+Keskar's box) of even a convex quadratic is NP-hard, and each ascent stops at the first vertex
+whose signs are its gradient's, so there restarts, not steps, raise the value. Each restart's
+start depends only on (seed, neighbourhood, batch, restart), so more restarts never give less.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
 
 from lossatlas.analyzer import Analyzer, diagnostic, measure
+from lossatlas.ascent import apgd, random_start
+from lossatlas.errors import ConfigError
 from lossatlas.params import Interval, param, same_as
 from lossatlas.plots import draw_ascent
 from lossatlas.samplers import Point, finite_loss
 
 NEIGHBOURHOODS = ("epsilon", "adaptive_l2", "adaptive_linf")
+LOWER_BOUND = " (a lower bound of the maximum: the best of the Auto-PGD restarts)"
 
 
 class Sharpness(Analyzer):
     name = "sharpness"
-    description = ("Worst-case loss increase near a minimum by projected gradient ascent: epsilon-sharpness "
-                   "(Keskar et al. 2017) and adaptive sharpness in l2 and l_inf (Kwon et al. 2021).")
+    description = ("Worst-case loss increase near a minimum by Auto-PGD with restarts: epsilon-sharpness (Keskar et "
+                   "al. 2017) and adaptive sharpness in l2 and l_inf (Kwon et al. 2021; Andriushchenko et al. 2023).")
     scope = "minimum"
+    version = 2
     metrics = {
         "epsilon_sharpness": measure("Keskar et al. 2017: 100 (max L(w+d) - L(w)) / (1 + L(w)) over the box "
-                                     "|d_i| <= epsilon (|w_i| + 1)", higher_is_better=False),
-        "adaptive_sharpness_l2": measure("Kwon et al. 2021: max L(w+d) - L(w) over ||d / |w| ||_2 <= rho_l2",
-                                         higher_is_better=False),
-        "adaptive_sharpness_linf": measure("Kwon et al. 2021: max L(w+d) - L(w) over ||d / |w| ||_inf <= rho_linf",
-                                           higher_is_better=False),
+                                     "|d_i| <= epsilon (|w_i| + 1)" + LOWER_BOUND, higher_is_better=False),
+        "adaptive_sharpness_l2": measure("Kwon et al. 2021: max L(w+d) - L(w) over ||d / (|w| + eta)||_2 <= rho_l2"
+                                         + LOWER_BOUND, higher_is_better=False),
+        "adaptive_sharpness_linf": measure("Kwon et al. 2021: max L(w+d) - L(w) over ||d / (|w| + eta)||_inf <= "
+                                           "rho_linf" + LOWER_BOUND, higher_is_better=False),
         "loss": diagnostic("loss at the point (full evaluation set)"),
-        "gradient_evaluations": diagnostic("gradients of the full-data loss computed by the ascent"),
+        "m_batches": diagnostic("batches of m examples averaged (m-sharpness); 0 for the whole set (m = None)"),
+        "gradient_evaluations": diagnostic("loss-and-gradient evaluations of the ascents (of a batch of m examples "
+                                           "with m-sharpness, of the whole set otherwise)"),
     }
     views = {"ascent": draw_ascent}
-    smoke_params = {"at": "theta0", "steps": 5, "epsilon": 0.05, "rho_l2": 0.05, "rho_linf": 0.05}
+    smoke_params = {"at": "theta0", "steps": 5, "restarts": 2, "box_restarts": 2, "epsilon": 0.05, "rho_l2": 0.05,
+                    "rho_linf": 0.05}
 
     at: str = same_as(Point, "at")
     minimum: int = same_as(Point, "minimum")
     epsilon: float = param(1e-3, Interval(float, 0, None, closed="neither"), "Keskar et al. 2017's box size")
     rho_l2: float = param(0.5, Interval(float, 0, None, closed="neither"), "adaptive l2 radius (Kwon et al. 2021's)")
     rho_linf: float = param(1e-3, Interval(float, 0, None, closed="neither"), "adaptive l_inf radius")
-    steps: int = param(20, Interval(int, 1), "ascent steps per start")
-    restarts: int = param(1, Interval(int, 1), "seeded random starts per neighbourhood")
-    step_scale: float = param(2.5, Interval(float, 0, None, closed="neither"), "step size x steps, in scaled units")
+    eta: float = param(0.0, Interval(float, 0, None), "ASAM's |w| + eta scaling (Kwon et al. 2021 use 0.01); 0 keeps "
+                       "the measure invariant to layer rescaling")
+    m: int | None = param(None, Interval(int, 1, allow_none=True),
+                          "m-sharpness: maximize per batch of m examples and average; None: the whole set")
+    steps: int = param(20, Interval(int, 1), "Auto-PGD steps per start")
+    restarts: int = param(5, Interval(int, 1), "seeded random starts of the l2 ascent (per batch with m)")
+    box_restarts: int = param(40, Interval(int, 1), "seeded random starts of the box and l_inf ascents (per batch with "
+                              "m): each stops at its first sign-stable vertex, after ~4 evaluations on a quadratic")
     seed: int = param(0, Interval(int, 0))
+
+    def check_subject(self, subject):
+        super().check_subject(subject)
+        if self.m is not None:
+            if not hasattr(subject, "example_batches"):
+                raise ConfigError(f"m-sharpness (m={self.m}) needs a subject with examples (a ModuleSubject); "
+                                  f"{subject.name!r} is a {type(subject).__name__}. Use m=None.")
+            if not subject.example_batches(self.m):
+                raise ConfigError(f"m={self.m} exceeds the {subject.name!r} evaluation set; choose m at most its size.")
 
     def requests(self, subject):
         return {"point": Point(at=self.at, minimum=self.minimum)}
@@ -66,47 +93,49 @@ class Sharpness(Analyzer):
         theta = subject.as_theta(samples["point"]["theta"])
         buffers = subject.buffers_at(theta, samples["point"]["buffers"])
         base = finite_loss(subject, theta, buffers, self.at, self.minimum, "the sharpness")
-        generator = torch.Generator().manual_seed(self.seed)
-        scales = {"epsilon": self.epsilon * (theta.abs() + 1), "adaptive_l2": self.rho_l2 * theta.abs(),
-                  "adaptive_linf": self.rho_linf * theta.abs()}
-        metrics, arrays, gradients = {"loss": base}, {}, 0
-        for name in NEIGHBOURHOODS:
-            curves = []
-            for _ in range(self.restarts):
-                curve, used = self._ascend(subject, theta, buffers, scales[name], name.endswith("l2"), generator)
-                curves.append(np.asarray(curve) - base)
-                gradients += used
-            ascent = np.array([np.pad(c, (0, self.steps + 1 - len(c)), constant_values=np.nan) for c in curves])
-            arrays[f"{name}_ascent"] = ascent
-            metrics[name] = max(0.0, float(np.nanmax(ascent)))  # d = 0 is in every neighbourhood
-        metrics["epsilon_sharpness"] = 100 * metrics.pop("epsilon") / (1 + base)
+        scales = {"epsilon": self.epsilon * (theta.abs() + 1), "adaptive_l2": self.rho_l2 * (theta.abs() + self.eta),
+                  "adaptive_linf": self.rho_linf * (theta.abs() + self.eta)}
+        if self.m is None:
+            losses = [lambda point: subject.loss_and_grad(point, buffers)]
+            bases = [base]
+        else:
+            losses = [lambda point, batch=batch: subject.batch_loss_and_grad(point, buffers, batch)
+                      for batch in subject.example_batches(self.m)]
+            bases = [loss(theta)[0] for loss in losses]
+        metrics, arrays, evaluations = {"loss": base, "m_batches": 0 if self.m is None else len(losses)}, {}, 0
+        for index, name in enumerate(NEIGHBOURHOODS):
+            scale = scales[name]
+            restarts = self.restarts if name == "adaptive_l2" else self.box_restarts
+            curves = np.zeros((restarts, self.steps + 1))
+            values = []
+            for batch, (loss, start_loss) in enumerate(zip(losses, bases)):
+                def objective(u, loss=loss, scale=scale):
+                    value, gradient = loss(theta + scale * u)
+                    return value, scale * gradient
+
+                best = 0.0  # d = 0 is in every neighbourhood
+                for restart in range(restarts):
+                    found = apgd(objective, self._start(theta, name, index, batch, restart), _norm(name), self.steps)
+                    evaluations += found.evaluations
+                    best = max(best, found.best - start_loss)
+                    curve = np.asarray(found.curve) - start_loss
+                    curves[restart] += np.pad(curve, (0, self.steps + 1 - len(curve)), mode="edge") / len(losses)
+                values.append(100 * best / (1 + start_loss) if name == "epsilon" else best)
+            arrays[f"{name}_ascent"] = curves
+            metrics[name] = float(np.mean(values))
+        metrics["epsilon_sharpness"] = metrics.pop("epsilon")
         metrics["adaptive_sharpness_l2"] = metrics.pop("adaptive_l2")
         metrics["adaptive_sharpness_linf"] = metrics.pop("adaptive_linf")
-        metrics["gradient_evaluations"] = float(gradients)
+        metrics["gradient_evaluations"] = float(evaluations)
         return metrics, arrays
 
-    def _ascend(self, subject, theta, buffers, scale, l2: bool, generator) -> tuple[list[float], int]:
-        """Losses at the start and after each step (stops at a non-finite loss: the worst case is
-        then unbounded, and the ascent says so with inf), and the gradients used."""
-        dim = theta.numel()
-        if l2:
-            u = torch.randn(dim, generator=generator, dtype=torch.float64)
-            u = u / u.norm() * torch.rand(1, generator=generator, dtype=torch.float64) ** (1 / dim)
-        else:
-            u = 2 * torch.rand(dim, generator=generator, dtype=torch.float64) - 1
-        u = u.to(theta)
-        step = self.step_scale / self.steps
-        losses, used = [subject.loss(theta + scale * u, buffers)], 0
-        for _ in range(self.steps):
-            if not math.isfinite(losses[-1]):
-                break
-            g = scale * subject.grad(theta + scale * u, buffers)
-            used += 1
-            if l2:
-                norm = g.norm()
-                u = u + step * g / norm if norm > 0 else u
-                u = u / max(1.0, float(u.norm()))
-            else:
-                u = (u + step * torch.sign(g)).clamp(-1.0, 1.0)
-            losses.append(subject.loss(theta + scale * u, buffers))
-        return [value if math.isfinite(value) else math.inf for value in losses], used
+    def _start(self, theta, name, index, batch, restart) -> torch.Tensor:
+        """The random start of one ascent, from (seed, neighbourhood, batch, restart) alone."""
+        entropy = np.random.SeedSequence([self.seed, index, batch, restart]).generate_state(1)[0]
+        generator = torch.Generator().manual_seed(int(entropy))
+        return random_start(theta.numel(), _norm(name), generator).to(theta)
+
+
+def _norm(name: str) -> str:
+    return "l2" if name.endswith("l2") else "linf"
+

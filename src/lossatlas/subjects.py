@@ -93,13 +93,19 @@ class Subject:
 
     def grad(self, theta, buffers=None) -> torch.Tensor:
         """Gradient of ``loss`` at ``theta`` (accumulated over the whole evaluation set)."""
+        return self.loss_and_grad(theta, buffers)[1]
+
+    def loss_and_grad(self, theta, buffers=None) -> tuple[float, torch.Tensor]:
+        """``loss`` and ``grad`` from one pass over the evaluation set (ascents need both at
+        every step)."""
         leaf = self.as_theta(theta).clone().requires_grad_(True)
         buffers = self.buffers_at(leaf.detach(), buffers)
-        total = torch.zeros_like(leaf)
+        total, value = torch.zeros_like(leaf), 0.0
         for part in self._loss_parts(leaf, buffers):
-            (g,) = torch.autograd.grad(part, leaf)
+            (g,) = torch.autograd.grad(part, leaf) if part.requires_grad else (torch.zeros_like(leaf),)
             total += g
-        return total
+            value += float(part.detach())
+        return value, total
 
     def grads(self, thetas, buffers=None) -> torch.Tensor:
         """Gradients at many parameter vectors (rows), one ``grad`` each; FunctionSubject vmaps."""
@@ -534,6 +540,22 @@ class ModuleSubject(Subject):
         for start in range(0, n, self.eval_batch_size):
             stop = min(start + self.eval_batch_size, n)
             yield batches.take(data, slice(start, stop)), (stop - start) / n
+
+    def example_batches(self, size: int) -> list:
+        """The evaluation data in consecutive batches of ``size`` examples, in index order (the
+        remainder, fewer than ``size``, left out): the batches of m-sharpness (Andriushchenko et
+        al. 2023), each passed to ``batch_loss_and_grad``."""
+        n = batches.count(self.data[0])
+        return [batches.take(self.data, slice(start, start + size)) for start in range(0, n - size + 1, size)]
+
+    def batch_loss_and_grad(self, theta, buffers, batch) -> tuple[float, torch.Tensor]:
+        """The mean loss on one batch of ``example_batches`` (eval mode, ``buffers`` as given) and
+        its gradient."""
+        self.model.eval()
+        leaf = self.as_theta(theta).clone().requires_grad_(True)
+        loss = self._batch_loss(leaf, self.buffers_at(leaf.detach(), buffers), batch)
+        (gradient,) = torch.autograd.grad(loss, leaf)
+        return float(loss.detach()), gradient
 
     # -- Subject hooks ---------------------------------------------------------------------------
     def loss_terms(self, buffers):

@@ -16,12 +16,14 @@ budget of ``trace_max_probes`` products. Per-layer spectra are the ``hessian-lay
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from lossatlas.analyzer import Analyzer, diagnostic, measure
 from lossatlas.errors import ConfigError
-from lossatlas.hessian import (HessianOperator, bottom_eigenpairs, density_from_spectrum, hutchinson_trace,
-                               hutchpp_trace, pyhessian_spectrum, slq_density, top_eigenpairs)
+from lossatlas.hessian import (HessianOperator, checked_eigenpairs, density_from_spectrum, hutchinson_trace,
+                               hutchpp_trace, pyhessian_spectrum, residual_check, slq_density)
 from lossatlas.params import Boolean, Interval, Options, param, same_as
 from lossatlas.plots import draw_density
 from lossatlas.samplers import Point, finite_loss
@@ -32,14 +34,18 @@ class Hessian(Analyzer):
     description = "Top Hessian eigenvalues/eigenvectors, trace (deflated Hutchinson) and eigenvalue density (SLQ)."
     scope = "minimum"
     metrics = {
-        "top_eigenvalue": measure("largest Hessian eigenvalue (sharpness)", higher_is_better=False),
+        "top_eigenvalue": measure("largest Hessian eigenvalue (sharpness); NaN unless its residual ||Hv - lambda v|| "
+                                  "is at most tol ||H|| and below |lambda|", higher_is_better=False),
         "trace": measure("Hessian trace (sum of eigenvalues)", higher_is_better=False),
         "bottom_eigenvalue": measure("smallest Hessian eigenvalue (negative: a direction of descent, the point is "
-                                     "a saddle); NaN with bottom_k = 0"),
+                                     "a saddle); NaN with bottom_k = 0, and NaN unless its residual ||Hv - lambda v|| "
+                                     "is at most tol ||H|| and below |lambda| (its sign settled)"),
         "negative_curvature_ratio": measure("max(0, -smallest eigenvalue) / largest eigenvalue (0 at a true minimum); "
                                             "NaN with bottom_k = 0", higher_is_better=False),
-        "bottom_converged": diagnostic("1 if Lanczos converged for the smallest eigenvalues, 0 if not (their "
-                                       "metrics are then NaN; raise max_restarts or tol)"),
+        "bottom_converged": diagnostic("1 if every smallest eigenvalue passed the residual test, 0 if not (their "
+                                       "metrics are then NaN; raise max_restarts), NaN with bottom_k = 0"),
+        "bottom_residual": diagnostic("||Hv - lambda v|| of the smallest eigenpair (the eigenvalue is within it)"),
+        "top_converged": diagnostic("1 if every top eigenvalue passed the residual test, 0 if not (NaN values)"),
         "trace_stderr": diagnostic("standard error of the Hutchinson trace estimate (0 when exact)"),
         "trace_probes": diagnostic("Hessian-vector products of the trace estimate (Rademacher probes; Hutch++: all "
                                    "its products; 0 when exact)"),
@@ -47,6 +53,7 @@ class Hessian(Analyzer):
     }
     views = {"density": draw_density}
     smoke_params = {"at": "theta0", "density_bins": 200}
+    version = 2
 
     backend: str = param("native", Options(("native", "pyhessian")))
     at: str = same_as(Point, "at")
@@ -94,9 +101,12 @@ class Hessian(Analyzer):
         finite_loss(subject, theta, buffers, self.at, self.minimum, "the Hessian")
         op = HessianOperator(subject, theta, buffers)
         k = min(self.k, subject.dim)
+        bottom_k = min(self.bottom_k, subject.dim - 1)
+        top_ok = bottom_ok = True
+        bottom_residual = float("nan")
         if subject.dim <= self.dense_limit:
             spectrum, vectors = np.linalg.eigh(op.dense())
-            bottom, converged = spectrum[: min(self.bottom_k, subject.dim)], True
+            bottom, bottom_residual = spectrum[: min(self.bottom_k, subject.dim)], 0.0
             values, vectors = spectrum[::-1][:k], vectors[:, ::-1][:, :k].T
             trace, stderr, probes = float(spectrum.sum()), 0.0, 0
             weights = np.full(len(spectrum), 1 / len(spectrum))
@@ -105,30 +115,47 @@ class Hessian(Analyzer):
             if self.backend == "pyhessian":
                 found = pyhessian_spectrum(subject, theta, buffers, k, self.tol, self.max_restarts,
                                            self.trace_max_probes, self.trace_rtol, self.seed)
-                values, vectors = found["eigenvalues"], found["eigenvectors"]
+                # power iteration stops on the value's relative change (tol): its vector holds to ~sqrt(tol)
+                top = residual_check(op, found["eigenvectors"], self.tol**0.5)
                 trace, stderr, probes = found["trace"], found["trace_stderr"], found["trace_probes"]
                 op.count += found["hvp_count"]
             else:
-                values, vectors = top_eigenpairs(op, k, self.tol, self.seed, self.max_restarts)
+                top = checked_eigenpairs(op, k, "top", self.tol, self.seed, self.max_restarts)
                 if self.trace_estimator == "hutch++":  # its own sketch takes the place of the deflation
                     estimate = hutchpp_trace(op, self.seed, self.trace_max_probes)
-                else:
-                    deflate = (vectors, values) if self.trace_deflate else (None, None)
+                else:  # the deflation identity holds for any orthonormal rows, with their Rayleigh quotients
+                    deflate = (top.vectors, top.rayleigh) if self.trace_deflate and len(top.vectors) else (None, None)
                     estimate = hutchinson_trace(op, self.seed, self.trace_rtol, self.trace_min_probes,
                                                 self.trace_max_probes, *deflate)
                 trace, stderr, probes = estimate.trace, estimate.stderr, estimate.probes
-            bottom, converged = np.zeros(0), True
-            if self.bottom_k:
-                bottom, _, converged = bottom_eigenpairs(op, min(self.bottom_k, subject.dim - 1), self.tol,
-                                                         self.seed, self.max_restarts, shift=float(values[0]))
+            values, vectors, top_ok = _padded(top.values, k), top.vectors, top.converged
+            _warn(subject, "top", top.reason)
+            bottom = np.zeros(0)
+            if bottom_k:
+                lowest = checked_eigenpairs(op, bottom_k, "bottom", self.tol, self.seed, self.max_restarts,
+                                            scale=top.norm if top.converged else None)
+                bottom, bottom_ok = _padded(lowest.values, bottom_k), lowest.converged
+                bottom_residual = float(lowest.residuals[0]) if len(lowest.residuals) else float("nan")
+                _warn(subject, "bottom", lowest.reason)
             grid, density = slq_density(op, self.seed, self.density_runs, self.density_steps, self.density_bins,
                                         sigma=self.density_sigma)
         smallest = float(bottom[0]) if len(bottom) else float("nan")
-        ratio = max(0.0, -smallest) / values[0] if values[0] > 0 else float("nan")
+        ratio = max(0.0, -smallest) / values[0] if values[0] > 0 and np.isfinite(smallest) else float("nan")
         metrics = {"top_eigenvalue": values[0], "trace": trace, "bottom_eigenvalue": smallest,
-                   "negative_curvature_ratio": ratio if len(bottom) else float("nan"),
-                   "bottom_converged": float(converged), "trace_stderr": stderr,
+                   "negative_curvature_ratio": ratio, "top_converged": float(top_ok),
+                   "bottom_converged": float(bottom_ok) if self.bottom_k else float("nan"),
+                   "bottom_residual": bottom_residual, "trace_stderr": stderr,
                    "trace_probes": probes, "hvp_count": op.count}
         arrays = {"eigenvalues": values, "eigenvectors": vectors, "bottom_eigenvalues": bottom,
                   "density_grid": grid, "density": density}
         return metrics, arrays
+
+
+def _padded(values: np.ndarray, k: int) -> np.ndarray:
+    """``k`` values, NaN where the solver found fewer."""
+    return np.concatenate([values, np.full(max(0, k - len(values)), np.nan)])
+
+
+def _warn(subject, end: str, reason: str) -> None:
+    if reason:
+        warnings.warn(f"{subject.name}: the {end} Hessian eigenvalues are NaN where refused: {reason}.", stacklevel=3)

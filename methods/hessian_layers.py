@@ -6,19 +6,24 @@ share their first ``depth`` dotted parts: ``depth = 1`` gives a ResNet's stem, s
 For each block B:
 
 * its top eigenvalue, of H_BB (the Hessian restricted to B; Lanczos on v -> (H [v; 0])_B, or
-  exactly from the dense block for blocks of at most ``dense_limit`` parameters);
-* its trace, tr H_BB. All blocks share the same Rademacher probes: for a full probe v, the
-  expectation of v_B . (H v)_B is tr H_BB (cross terms have mean 0), so ``trace_probes`` products
-  estimate every block's trace at once. Dense blocks have their exact trace.
+  exactly from the dense block for blocks of at most ``dense_limit`` parameters), accepted only
+  when its residual is at most tol ||H_BB|| and below the value (``checked_eigenpairs``), NaN
+  otherwise;
+* its trace, tr H_BB, by Hutchinson with ``trace_probes`` Rademacher probes of the block's own
+  (zero elsewhere): a probe shared by all blocks would add every other block's cross terms to the
+  variance (20 shared probes gave 0.83 +- 0.22 for an exact 0.49). Dense blocks have their exact
+  trace.
 
 A function of a flat vector (no named tensors) is one block.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from lossatlas.analyzer import Analyzer, diagnostic, measure
-from lossatlas.hessian import HessianOperator, dense_matrix, top_eigenpairs
+from lossatlas.hessian import HessianOperator, checked_eigenpairs, dense_matrix
 from lossatlas.params import Interval, param, same_as
 from lossatlas.plots import draw_layers
 from lossatlas.samplers import Point, finite_loss
@@ -39,7 +44,7 @@ def layer_blocks(subject, depth: int | None) -> list[tuple[str, np.ndarray]]:
 
 
 class _Block:
-    """H_BB as an operator on the block's coordinates (for ``top_eigenpairs``)."""
+    """H_BB as an operator on the block's coordinates (for ``checked_eigenpairs``)."""
 
     def __init__(self, op: HessianOperator, indices: np.ndarray):
         self.op, self.indices, self.dim = op, indices, len(indices)
@@ -58,15 +63,20 @@ class HessianLayers(Analyzer):
     description = "Block-diagonal (per-layer) Hessian: each layer's top eigenvalue and trace."
     scope = "minimum"
     metrics = {
-        "max_layer_eigenvalue": measure("largest top eigenvalue of any layer's Hessian block", higher_is_better=False),
+        "max_layer_eigenvalue": measure("largest top eigenvalue of any layer's Hessian block (NaN if a block's failed "
+                                        "the residual test)", higher_is_better=False),
         "top_layer_trace_share": measure("the largest |layer trace| over the sum of the |layer traces| (how "
                                          "concentrated the curvature is)"),
+        "top_layer_trace_share_stderr": diagnostic("bootstrap standard error of top_layer_trace_share over the "
+                                                   "probes (0 when every block is exact)"),
+        "layers_unresolved": diagnostic("blocks whose top eigenvalue failed the residual test (NaN)"),
         "sum_layer_trace": diagnostic("sum of the layer traces (the Hessian's trace, estimated layer by layer)"),
         "n_layers": diagnostic("blocks"),
         "hvp_count": diagnostic("Hessian-vector products computed"),
     }
     views = {"layers": draw_layers}
     smoke_params = {"at": "theta0"}
+    version = 2
 
     at: str = same_as(Point, "at")
     minimum: int = same_as(Point, "minimum")
@@ -74,7 +84,7 @@ class HessianLayers(Analyzer):
                               "block = names sharing their first depth dotted parts; None: one block per module")
     tol: float = param(1e-3, Interval(float, 0, 1))
     max_restarts: int = param(100, Interval(int, 1))
-    trace_probes: int = param(20, Interval(int, 2), "Rademacher probes shared by all blocks")
+    trace_probes: int = param(20, Interval(int, 2), "Rademacher probes per block (each block its own)")
     dense_limit: int = param(8, Interval(int, 0), "blocks of at most this many parameters are formed exactly")
     seed: int = param(0, Interval(int, 0))
 
@@ -87,31 +97,55 @@ class HessianLayers(Analyzer):
         op = HessianOperator(subject, theta, buffers)
         blocks = layer_blocks(subject, self.depth)
         tops, traces, stderrs = np.empty(len(blocks)), np.empty(len(blocks)), np.zeros(len(blocks))
-        estimated = []
-        for index, (_, indices) in enumerate(blocks):
+        estimated, reasons = [], []
+        for index, (name, indices) in enumerate(blocks):
             block = _Block(op, indices)
             if block.dim <= max(self.dense_limit, 2):  # ARPACK needs k < dim - 1
                 spectrum = np.linalg.eigvalsh(block.dense())
                 tops[index], traces[index] = spectrum[-1], spectrum.sum()
             else:
-                values, _ = top_eigenpairs(block, 1, self.tol, self.seed + index, self.max_restarts)
-                tops[index] = values[0]
+                top = checked_eigenpairs(block, 1, "top", self.tol, self.seed + index, self.max_restarts)
+                tops[index] = top.values[0] if len(top.values) else np.nan
+                reasons += [f"{name}: {top.reason}"] if top.reason else []
                 estimated.append(index)
+        rng = np.random.default_rng(self.seed)
+        probes = np.empty((self.trace_probes, len(estimated)))
+        for column, index in enumerate(estimated):  # each block its own probes
+            block = _Block(op, blocks[index][1])
+            for row in range(self.trace_probes):
+                probe = rng.choice([-1.0, 1.0], size=block.dim)
+                probes[row, column] = probe @ block(probe)
         if estimated:
-            rng = np.random.default_rng(self.seed)
-            samples_ = np.empty((self.trace_probes, len(estimated)))
-            for probe_index in range(self.trace_probes):
-                probe = rng.choice([-1.0, 1.0], size=subject.dim)
-                product = op(probe)
-                samples_[probe_index] = [probe[blocks[i][1]] @ product[blocks[i][1]] for i in estimated]
-            traces[estimated] = samples_.mean(axis=0)
-            stderrs[estimated] = samples_.std(axis=0, ddof=1) / np.sqrt(self.trace_probes)
+            traces[estimated] = probes.mean(axis=0)
+            stderrs[estimated] = probes.std(axis=0, ddof=1) / np.sqrt(self.trace_probes)
+        if reasons:
+            warnings.warn(f"{subject.name}: layer top eigenvalues refused: {'; '.join(reasons)}.", stacklevel=2)
         total = float(traces.sum())
         metrics = {"max_layer_eigenvalue": float(tops.max()), "sum_layer_trace": total,
-                   "top_layer_trace_share": float(np.abs(traces).max() / np.abs(traces).sum())
-                   if np.abs(traces).sum() > 0 else float("nan"),
+                   "top_layer_trace_share": _share(traces[None])[0],
+                   "top_layer_trace_share_stderr": _share_stderr(traces, probes, estimated, self.seed),
+                   "layers_unresolved": float(np.isnan(tops).sum()),
                    "n_layers": float(len(blocks)), "hvp_count": float(op.count)}
         arrays = {"layer_names": np.array([name for name, _ in blocks], dtype="S"),
                   "layer_sizes": np.array([len(indices) for _, indices in blocks]),
                   "layer_top_eigenvalue": tops, "layer_trace": traces, "layer_trace_stderr": stderrs}
         return metrics, arrays
+
+
+def _share(traces: np.ndarray) -> np.ndarray:
+    """The largest |trace| over the sum of |traces| of every row; NaN where all are 0."""
+    total = np.abs(traces).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, np.abs(traces).max(axis=1) / np.where(total > 0, total, 1), np.nan)
+
+
+def _share_stderr(traces: np.ndarray, probes: np.ndarray, estimated: list[int], seed: int,
+                  resamples: int = 1000) -> float:
+    """Bootstrap standard error of the share: each estimated block's probes resampled on their own."""
+    if not estimated:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    drawn = np.repeat(traces[None], resamples, axis=0)
+    rows = rng.integers(0, len(probes), (resamples, len(probes), len(estimated)))
+    drawn[:, estimated] = np.take_along_axis(probes[None].repeat(resamples, axis=0), rows, axis=1).mean(axis=1)
+    return float(np.nanstd(_share(drawn), ddof=1))

@@ -227,17 +227,22 @@ def test_smallest_eigenvalue_of_a_known_spectrum_and_the_saddle_ratio():
 
 
 def test_a_bottom_that_does_not_converge_keeps_the_rest_of_the_result(monkeypatch):
-    from lossatlas.hessian import bottom_eigenpairs
+    from lossatlas.hessian import Eigenpairs, checked_eigenpairs
     from lossatlas.methods import hessian as method
 
     subject, spectrum, _ = _quadratic()
-    values, _, converged = bottom_eigenpairs(HessianOperator(subject, subject.theta0), 1, 1e-14, 0, 1, shift=12.0)
-    assert not converged and len(values) == 0
-    monkeypatch.setattr(method, "bottom_eigenpairs", lambda *a, **k: (np.zeros(0), np.zeros((0, 150)), False))
-    with Store.memory() as store:
+    found = checked_eigenpairs(HessianOperator(subject, subject.theta0), 1, "bottom", 1e-14, 0, 1, scale=12.0)
+    assert not found.converged and np.isnan(found.values).all() and found.reason
+    solve = method.checked_eigenpairs
+    refused = Eigenpairs(np.full(1, np.nan), np.zeros((1, 150)), np.zeros(1), np.ones(1), np.zeros(1, bool), "test")
+    monkeypatch.setattr(method, "checked_eigenpairs",
+                        lambda op, k, end, *a, **kw: refused if end == "bottom" else solve(op, k, end, *a, **kw))
+    with Store.memory() as store, pytest.warns(UserWarning, match="bottom Hessian eigenvalues are NaN"):
         result = analyze(store, subject, "hessian", at="theta0", dense_limit=0, tol=1e-8, trace_max_probes=10)
     assert result.metrics["bottom_converged"] == 0.0 and np.isnan(result.metrics["negative_curvature_ratio"])
+    assert np.isnan(result.metrics["bottom_eigenvalue"])
     assert result.metrics["top_eigenvalue"] == pytest.approx(12.0, rel=1e-6)
+    assert result.metrics["top_converged"] == 1.0
 
 
 def test_smallest_eigenvalue_can_be_left_out():
@@ -245,6 +250,65 @@ def test_smallest_eigenvalue_can_be_left_out():
     with Store.memory() as store:
         result = analyze(store, subject, "hessian", at="theta0", bottom_k=0, dense_limit=0)
     assert np.isnan(result.metrics["bottom_eigenvalue"]) and np.isnan(result.metrics["negative_curvature_ratio"])
+    assert np.isnan(result.metrics["bottom_converged"])  # nothing computed, nothing converged
+
+
+class _Rotated:
+    """Q diag(spectrum) Q^T with Q three random Householder reflections: an operator of any size
+    with a known spectrum, applied in O(dim)."""
+
+    def __init__(self, spectrum, seed=0):
+        self.spectrum, self.dim = np.asarray(spectrum, dtype=float), len(spectrum)
+        self.mirrors = [v / np.linalg.norm(v) for v in np.random.default_rng(seed).normal(size=(3, self.dim))]
+
+    def _reflect(self, v, mirrors):
+        for h in mirrors:
+            v = v - 2 * h * (h @ v)
+        return v
+
+    def __call__(self, v):
+        return self._reflect(self.spectrum * self._reflect(np.ravel(v), self.mirrors[::-1]), self.mirrors)
+
+
+def _crowded_bulk(dim, top, smallest, seed):
+    """Five outliers up to ``top``, a bulk crowded at 0 (|N(0, 1e-3)|, scaled with ``top``), and ``smallest``."""
+    rng = np.random.default_rng(seed)
+    bulk = np.abs(rng.normal(0, 1e-3, dim - 6)) * max(1.0, top / 100)
+    return np.concatenate([top * np.array([1.0, 0.6, 0.4, 0.3, 0.2]), bulk, [smallest]])
+
+
+@pytest.mark.parametrize("dim", [500, 1500, 5000])
+@pytest.mark.parametrize("top", [1.0, 1000.0])
+@pytest.mark.parametrize("smallest", [-2e-4, -1e-2, 3e-5])
+def test_the_smallest_eigenvalue_has_the_right_sign_or_is_refused(dim, top, smallest):
+    """ARPACK's relative test at tol = 1e-3 returned +1.5e-4 and +2e-4 for -2e-4 here (lambda_max
+    = 1000): the residual test with tightening settles the sign, or refuses the value."""
+    from lossatlas.hessian import checked_eigenpairs
+
+    spectrum = _crowded_bulk(dim, top, smallest, seed=dim)
+    found = checked_eigenpairs(_Rotated(spectrum), 1, "bottom", 1e-3, 0, 100, scale=top)
+    truth = spectrum.min()
+    if found.converged:
+        assert np.sign(found.values[0]) == np.sign(truth)
+        assert abs(found.values[0] - truth) <= found.residuals[0] + 1e-3 * top  # an eigenvalue lies within r
+    else:
+        assert np.isnan(found.values[0]) and found.reason
+    if smallest < 0:
+        assert found.converged  # a separated negative eigenvalue is always found
+
+
+def test_the_hessian_analyzer_reports_a_saddle_as_a_saddle():
+    spectrum = _crowded_bulk(600, 1000.0, -2e-4, seed=1)
+    op = _Rotated(spectrum)
+    matrix = torch.tensor(np.stack([op(e) for e in np.eye(600)]))
+    subject = FunctionSubject(lambda t: 0.5 * t @ matrix @ t, torch.zeros(600, dtype=torch.float64), name="saddle")
+    with Store.memory() as store:
+        result = analyze(store, subject, "hessian", at="theta0", dense_limit=0, trace_max_probes=10,
+                         density_steps=10).metrics
+    assert result["top_eigenvalue"] == pytest.approx(1000.0, rel=1e-3) and result["top_converged"] == 1.0
+    assert result["bottom_converged"] == 1.0 and result["bottom_eigenvalue"] < 0
+    assert result["bottom_eigenvalue"] == pytest.approx(-2e-4, abs=result["bottom_residual"])
+    assert result["negative_curvature_ratio"] > 0
 
 
 def test_hutchpp_has_lower_variance_than_hutchinson_for_the_same_products():
@@ -306,7 +370,13 @@ def test_per_layer_blocks_match_the_exact_hessian():
         assert exact.arrays["layer_trace"][index] == pytest.approx(np.trace(block), rel=1e-9)
         stderr = iterative.arrays["layer_trace_stderr"][index]
         assert 0 < stderr and abs(iterative.arrays["layer_trace"][index] - np.trace(block)) < 4 * stderr
+        # Hutchinson with the block's own Rademacher probes: variance 2 (||B||_F^2 - sum B_ii^2), nothing of
+        # the other blocks (probes shared with them add their cross terms)
+        own = np.sqrt(2 * (np.sum(block**2) - np.sum(np.diag(block) ** 2)))
+        assert stderr * np.sqrt(400) == pytest.approx(own, rel=0.15)
     assert exact.metrics["sum_layer_trace"] == pytest.approx(np.trace(hessian), rel=1e-9)
+    assert exact.metrics["top_layer_trace_share_stderr"] == 0.0 and iterative.metrics["layers_unresolved"] == 0
+    assert 0 < iterative.metrics["top_layer_trace_share_stderr"] < 0.1
     assert exact.metrics["max_layer_eigenvalue"] == pytest.approx(max(np.linalg.eigvalsh(
         hessian[np.ix_(b, b)])[-1] for b in blocks.values()), rel=1e-9)
 

@@ -166,3 +166,71 @@ def test_stratified_test_of_a_consistent_effect_is_the_exact_sign_test():
     drawn = stats.stratified_permutation_test(np.repeat(x, 3), np.repeat(level, 3), np.repeat(strata, 3),
                                               permutations=4000)
     assert not drawn.exact and drawn.statistic == -1.0 and drawn.p < 0.001
+
+
+# -- the cluster is the unit ------------------------------------------------------------------------
+
+def _clustered(variants, seeds, rng, correlation=0.0, spread=3.0):
+    """Measure and error with per-variant offsets of sd ``spread`` (correlated ``correlation``
+    across the two) plus unit seed noise: seeds of one variant share their variant's offset."""
+    offsets = spread * rng.multivariate_normal([0, 0], [[1, correlation], [correlation, 1]], size=variants)
+    measure = np.repeat(offsets[:, 0], seeds) + rng.standard_normal(variants * seeds)
+    error = np.repeat(offsets[:, 1], seeds) + rng.standard_normal(variants * seeds)
+    return measure, error, np.repeat(np.arange(variants), seeds)
+
+
+@pytest.mark.parametrize("variants", [4, 8, 16])
+def test_the_clustered_test_holds_its_level_where_seeds_as_observations_do_not(variants):
+    """Independent per-variant offsets in measure and error, no association: the test on whole
+    clusters rejects at most alpha (+ Monte Carlo error); permuting minima rejects far more."""
+    rng = np.random.default_rng(variants)
+    clustered, naive = [], []
+    for _ in range(400):
+        measure, error, clusters = _clustered(variants, 3, rng)
+        clustered.append(stats.associate(measure, error, clusters, permutations=1000).p <= 0.05)
+        naive.append(stats.permutation_test(measure, error, permutations=1000).p <= 0.05)
+    assert np.mean(clustered) <= 0.06
+    assert np.mean(naive) >= 0.12  # the pseudo-replicated test the report used before
+
+
+@pytest.mark.parametrize("variants", [5, 8, 16])
+@pytest.mark.parametrize("correlation", [0.0, 0.6])
+def test_the_cluster_interval_covers_the_population_tau(variants, correlation):
+    """The variant means are bivariate normal with correlation r' = r 9 / (9 + 1/3) (offset variance
+    9, the mean of 3 seeds' noise 1/3), whose Kendall tau is 2/pi arcsin r' (Greiner's relation)."""
+    rng = np.random.default_rng(100 + variants)
+    truth = 2 / np.pi * np.arcsin(correlation * 9 / (9 + 1 / 3))
+    covered = []
+    for _ in range(400):
+        measure, error, clusters = _clustered(variants, 3, rng, correlation)
+        found = stats.associate(measure, error, clusters, permutations=200)
+        assert found.ci_low <= found.tau <= found.ci_high and found.n_clusters == variants
+        covered.append(found.ci_low <= truth <= found.ci_high)
+    assert np.mean(covered) >= 0.93
+
+
+def test_clustered_association_is_the_plain_test_on_the_cluster_means():
+    rng = np.random.default_rng(5)
+    measure, error, clusters = _clustered(7, 3, rng, 0.5)
+    found = stats.associate(measure, error, clusters)
+    means = [(measure[clusters == c].mean(), error[clusters == c].mean()) for c in range(7)]
+    plain = stats.permutation_test(*np.array(means).T)
+    assert (found.tau, found.p, found.exact) == (plain.statistic, plain.p, True)
+    assert found.n_clusters == 7 and found.n_observations == 21
+    assert found.tau == pytest.approx(scipy_stats.kendalltau(*np.array(means).T).statistic, abs=1e-12)
+    few = stats.associate(measure[:12], error[:12], clusters[:12])  # 4 clusters: no valid interval
+    assert math.isnan(few.ci_low) and "4 < 5" in few.note and not math.isnan(few.p)
+
+
+def test_clustered_association_within_strata_and_its_errors():
+    rng = np.random.default_rng(6)
+    measure, error, clusters = _clustered(8, 2, rng, 0.7)
+    strata = clusters % 2  # clusters 0, 2, 4, 6 in one stratum, 1, 3, 5, 7 in the other
+    found = stats.associate(measure, error, clusters, strata)
+    means = np.array([(measure[clusters == c].mean(), error[clusters == c].mean()) for c in range(8)])
+    blocked = stats.stratified_permutation_test(means[:, 0], means[:, 1], np.arange(8) % 2)
+    assert (found.tau, found.p) == (blocked.statistic, blocked.p) and "within strata" in found.test
+    with pytest.raises(ValueError, match="spans strata"):
+        stats.associate(measure, error, clusters, np.arange(16) % 2)
+    with pytest.raises(ValueError, match="one entry per observation"):
+        stats.associate(measure, error, clusters[:-1])

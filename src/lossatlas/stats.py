@@ -16,6 +16,7 @@ other axis held fixed, averaged over the settings of the others; then averaged o
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import warnings
@@ -196,6 +197,114 @@ def granulated_tau_of_means(measure: np.ndarray, target: np.ndarray, settings: l
     return total, per_axis
 
 
+# -- inference on designed studies: the cluster is the unit ----------------------------------------
+MIN_INTERVAL_CLUSTERS = 5  # Bonett & Wright's variance needs n > 4; coverage checked by simulation from 5
+
+
+@dataclass(frozen=True)
+class ClusteredAssociation:
+    """Kendall's tau of a measure against a target over clusters (the unit of replication: a
+    variant whose seeds are averaged), its permutation p over whole clusters, and an interval."""
+
+    tau: float
+    p: float
+    ci_low: float
+    ci_high: float
+    n_clusters: int
+    n_observations: int
+    spearman: float = math.nan
+    permutations: int = 0
+    exact: bool = False
+    p_min: float = math.nan
+    test: str = ""  # what was permuted, in words
+    note: str = ""  # why a number is missing
+
+
+def associate(measure, target, clusters=None, strata=None, permutations: int = PERMUTATIONS, level: float = 0.95,
+              seed: int = 0) -> ClusteredAssociation:
+    """Association of ``measure`` with ``target`` that respects the design: observations of one
+    cluster (the seeds of a variant) are not independent evidence, so each cluster enters once,
+    as its means, and the p-value permutes whole clusters (exact for at most ``EXACT_MAX_N``
+    clusters, seeded Monte Carlo beyond). ``strata`` (one entry per observation, constant within a
+    cluster: the other factors of a factorial design) restricts tau to the pairs of clusters in
+    one stratum and shuffles clusters within strata (``stratified_permutation_test``).
+
+    The interval (plain tau only, at least ``MIN_INTERVAL_CLUSTERS`` clusters) is Fisher's z of
+    tau with the larger of Bonett & Wright's (2000) variance 0.437 / (n - 4) and the
+    leave-one-cluster-out jackknife's; it contains its point estimate. Under a clustered null
+    seeds counted as independent observations rejected 21-24 % at alpha = 0.05; this test holds
+    its level, and the interval held >= 0.93 coverage at 5-16 clusters (tests/test_stats.py)."""
+    x, y = np.asarray(measure, dtype=float), np.asarray(target, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"measure and target must be 1-D of one length; got shapes {x.shape} and {y.shape}.")
+    labels = list(range(len(x))) if clusters is None else list(clusters)
+    layers = [None] * len(x) if strata is None else list(strata)
+    if len(labels) != len(x) or len(layers) != len(x):
+        raise ValueError(f"clusters and strata must have one entry per observation ({len(x)}).")
+    keep = np.isfinite(x) & np.isfinite(y)
+    members: dict = {}
+    for index in np.flatnonzero(keep):
+        members.setdefault(labels[index], []).append(index)
+    layer_of = {}
+    for cluster, indices in members.items():
+        found = {_key(layers[i]) for i in indices}
+        if len(found) > 1:
+            raise ValueError(f"Cluster {cluster!r} spans strata {sorted(map(str, found))}: a cluster must lie in one "
+                             "stratum (strata are the other factors' levels, constant within a variant).")
+        layer_of[cluster] = layers[indices[0]]
+    xm = np.array([x[i].mean() for i in members.values()])
+    ym = np.array([y[i].mean() for i in members.values()])
+    n, observations = len(members), int(keep.sum())
+    within = strata is not None
+    test_text = ("clusters shuffled within strata" if within else "clusters permuted") + \
+        (" (each the mean of its observations)" if observations > n else "")
+    empty = ClusteredAssociation(math.nan, math.nan, math.nan, math.nan, n, observations, test=test_text)
+    if n < 3:
+        return dataclasses.replace(empty, note=f"{n} clusters < 3")
+    if within:
+        test = stratified_permutation_test(xm, ym, [layer_of[c] for c in members], permutations, seed)
+        if math.isnan(test.statistic):
+            return dataclasses.replace(empty, note="constant within every stratum")
+        low, high, note = math.nan, math.nan, "no interval for a within-strata tau"
+        rho = math.nan
+    else:
+        if np.ptp(xm) == 0 or np.ptp(ym) == 0:
+            return dataclasses.replace(empty, note="constant")
+        test = permutation_test(xm, ym, "kendall", permutations, seed)
+        rho = spearman_rho(xm, ym)
+        low, high = fisher_z_interval(xm, ym, test.statistic, level)
+        note = "" if not math.isnan(low) else f"no interval with {n} < {MIN_INTERVAL_CLUSTERS} clusters"
+    return ClusteredAssociation(test.statistic, test.p, low, high, n, observations, rho, test.permutations, test.exact,
+                                test.p_min, test_text, note)
+
+
+def fisher_z_interval(x: np.ndarray, y: np.ndarray, tau: float, level: float = 0.95) -> tuple[float, float]:
+    """The ``level`` interval of Kendall's tau over n >= ``MIN_INTERVAL_CLUSTERS`` points: z =
+    atanh(tau) (|tau| kept half a discordant pair below 1) +- q sqrt(max(0.437 / (n - 4), the
+    jackknife variance of z)), back-transformed and widened to contain tau."""
+    from scipy.stats import norm
+
+    n = len(x)
+    if n < MIN_INTERVAL_CLUSTERS or math.isnan(tau):
+        return math.nan, math.nan
+    drop = ~np.eye(n, dtype=bool)
+    leave_out = kendall_tau_rows(np.stack([x[row] for row in drop]), np.stack([y[row] for row in drop]))
+    zs = _z(leave_out[~np.isnan(leave_out)], n - 1)
+    jackknife = (len(zs) - 1) / len(zs) * float(np.sum((zs - zs.mean()) ** 2)) if len(zs) > 1 else 0.0
+    half = norm.ppf(0.5 + level / 2) * math.sqrt(max(0.437 / (n - 4), jackknife))
+    z = float(_z(np.array([tau]), n)[0])
+    return min(math.tanh(z - half), tau), max(math.tanh(z + half), tau)
+
+
+def _z(tau: np.ndarray, n: int) -> np.ndarray:
+    bound = 1 - 2 / (n * (n - 1))  # half of one discordant pair of n(n-1)/2
+    return np.arctanh(np.clip(tau, -bound, bound))
+
+
+def _key(stratum):
+    return tuple(stratum) if isinstance(stratum, (list, tuple)) else stratum
+
+
 # -- multiple testing ----------------------------------------------------------------------------
 def holm(p_values) -> np.ndarray:
     """Holm's step-down adjusted p-values (family-wise error); nan entries stay nan and do not count."""
@@ -250,6 +359,17 @@ def bootstrap_ci(groups: Sequence[np.ndarray], statistic: Callable[[list[np.ndar
     tail = (1 - level) / 2
     low, high = np.quantile(values, [tail, 1 - tail])
     return float(low), float(high)
+
+
+def t_interval(values, level: float = 0.95) -> tuple[float, float]:
+    """Student's t interval of a mean (exact for normal data at any n >= 2; (nan, nan) below)."""
+    from scipy.stats import t
+
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return math.nan, math.nan
+    half = t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return float(values.mean() - half), float(values.mean() + half)
 
 
 def kendall_tau_a_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:

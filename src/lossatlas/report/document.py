@@ -98,22 +98,26 @@ def sections(study: Study, store_name: str, evaluated: list[dict], per_variant: 
 
 
 HOW_TO_READ = """\
-Each cell gives Kendall's τ of the measure against the error (over every trained minimum) or
-against a factor (its levels coded as numbers), its bootstrap 95% interval, the permutation
-p-value and the p-value adjusted for the number of tests in the table.
+Each cell gives Kendall's τ of the measure against the error or against a factor (its levels coded
+as numbers) over the variants -- the unit of replication, each the mean over its seeds -- its 95%
+interval, the permutation p-value and the p-value adjusted for the number of tests in the table.
 
-- τ = +1: the measure orders the minima exactly as the error (or the factor) does; 0: no relation;
-  -1: the reverse order. Which sign is "good" depends on the measure (see `higher_is_better` in
-  the analyzers' metadata): a sharpness measure that tracks the error has τ > 0.
-- p is exact (all orders enumerated) up to n = 8, so a perfect order of few points is *not* p = 0:
-  with 3 seeds at each of two levels of a factor, no result can reach p < 0.1, and a claim about a
-  two-level factor needs at least 4 seeds per level (smallest p 0.029) before correction.
+- τ = +1: the measure orders the variants exactly as the error (or the factor) does; 0: no
+  relation; -1: the reverse order. Which sign is "good" depends on the measure (see
+  `higher_is_better` in the analyzers' metadata): a sharpness measure that tracks the error has τ > 0.
+- Seeds are averaged, not counted: the seeds of one variant share everything the variant sets, so
+  counting them as independent observations makes p far too small (under a null with per-variant
+  offsets it rejected 17-21 % at 0.05). The p-value permutes whole variants.
+- p is exact (all orders enumerated) up to 8 variants, so a perfect order of few variants is *not*
+  p = 0: with 4 variants no result can reach p < 0.083, and a claim about a two-level factor needs
+  at least 4 variants per level (smallest p 0.029) before correction.
 - The adjusted p (Holm by default) controls the chance of any false finding across all rows;
   a verdict of "reproduced" needs adjusted p < 0.05 in the claimed direction.
-- The interval resamples seeds within each variant; a wide interval means the verdict rests on
-  one or two seeds. Per-variant measures (the loss barcode) have one value per variant: no interval.
-- comparison.csv holds every number (with Spearman's ρ, the permutation count and the smallest p
-  the design allows); variants.csv the per-variant means with their bootstrap intervals."""
+- The interval is Fisher's z of τ (Bonett & Wright's variance or the jackknife's, the larger);
+  it holds its coverage in simulations from 5 variants and is not given below that.
+- comparison.csv holds every number (with Spearman's ρ, the permutation count, the smallest p the
+  design allows and the number of minima behind each variant mean); variants.csv the per-variant
+  means with Student's t intervals."""
 
 
 def missing_variants(record: dict) -> list[str]:

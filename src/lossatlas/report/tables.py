@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import stats
 from .collect import Study, is_finite
 from .comparison import Association, adjust, associate, code, measures, samples, settings
 
@@ -194,11 +195,15 @@ def comparison_table(study: Study, evaluated: list[dict], found: list[Associatio
         rows.append(row)
     correction = {"holm": "Holm's step-down (family-wise)", "bh": "Benjamini-Hochberg (false discovery rate)"}
     n_tests = sum(1 for a in found if not math.isnan(a.p_adjusted))
-    against = f"against the variant's mean {report['error']}" if report.get("error") else "against the factor"
-    notes = [f"Kendall's τ (tau-b) over seeds × variants (per-variant metrics: over variants, {against}); factors "
-             "coded as their values (booleans: false=0, true=1). "
-             "[lo, hi]: bootstrap 95% interval, seeds resampled within variants (2000 resamples, seeded).",
-             "p: two-sided permutation p-value of τ, exact (all n! orders) for n ≤ 8, else "
+    against = f"against the variant's mean {report['error']} and the factors" if report.get("error") else \
+        "against the factors"
+    notes = [f"Unit of replication: the variant. Kendall's τ (tau-b) of the variant means (each the mean over its "
+             f"seeds) {against}; factors coded as their values (booleans: false=0, true=1). Seeds of one variant "
+             "are not independent evidence about a measure across variants, so they are averaged, not counted.",
+             f"[lo, hi]: 95% interval of τ, Fisher's z with the larger of Bonett & Wright's variance and the "
+             f"leave-one-variant-out jackknife's (coverage checked by simulation); none below "
+             f"{stats.MIN_INTERVAL_CLUSTERS} variants.",
+             "p: two-sided permutation p-value of τ over whole variants, exact (all n! orders) for n ≤ 8, else "
              f"{settings(study)['permutations']} seeded random orders (then never below 1/(permutations+1)); adj.: "
              f"{correction[settings(study)['correction']]} across the {n_tests} tests of the landscape measures "
              "(the model's own columns, shown for reference, are not adjusted).",
@@ -238,8 +243,10 @@ def ranking_table(study: Study, found: list[Association]) -> Table | None:
              "tau-a, the mean of sign(Δmeasure)·sign(Δerror) over pairs: a measure that does not move counts 0. "
              "Ranked by |τ| (the sign says which way the measure moves with the error): a measure near the top "
              "tracks the error whichever hyperparameter changes it; 'interval excludes 0': the "
-             "bootstrap interval (seeds resampled within settings) leaves out no association. The granulated τ "
-             "has no permutation p here (see the method comparison for the plain τ, its p and its adjusted p)."]
+             "bootstrap interval (seeds resampled within settings) leaves out no association. That interval is "
+             "conditional on the settings: it shows how much seed noise moves the granulated τ, not how τ would vary "
+             "over other settings. The granulated τ has no permutation p here (see the method comparison for the "
+             "plain τ over variants, its p and its adjusted p)."]
     return Table(f"{study.record['name']} ({study.record['scale']} scale): which measure tracks {error}", header, rows,
                  notes)
 

@@ -47,7 +47,8 @@ class Hessian(Analyzer):
         "bottom_residual": diagnostic("||Hv - lambda v|| of the smallest eigenpair (the eigenvalue is within it)"),
         "top_converged": diagnostic("1 if every top eigenvalue passed the residual test, 0 if not (NaN values)"),
         "trace_stderr": diagnostic("standard error of the Hutchinson trace estimate (0 when exact)"),
-        "trace_probes": diagnostic("Hessian-vector products of the trace estimate (Rademacher probes; Hutch++: all "
+        "trace_probes": diagnostic("Hessian-vector products averaged by the trace estimate (Rademacher probes, the "
+                                   "pilot that chose their count not included; Hutch++: all "
                                    "its products; 0 when exact)"),
         "hvp_count": diagnostic("Hessian-vector products computed"),
     }

@@ -391,3 +391,36 @@ def test_layer_blocks_by_name_depth():
     assert [name for name, _ in coarse] == ["0", "1"]
     assert [len(indices) for _, indices in coarse] == [9 + 12, 4]
     assert np.array_equal(np.concatenate([i for _, i in coarse]), np.arange(subject.dim))
+
+
+def test_hutchinsons_stopping_rule_is_unbiased_where_a_running_rule_is_not():
+    """Stopping when the running standard error looks small stops more often on low (or high)
+    draws; choosing the count on pilot probes and averaging fresh ones does not."""
+    import math
+
+    from lossatlas.hessian import hutchinson_trace
+
+    rng = np.random.default_rng(0)
+    basis, _ = np.linalg.qr(rng.normal(size=(40, 40)))
+    matrix = basis @ np.diag(np.linspace(-1, 3, 40)) @ basis.T
+
+    class Op:
+        dim = 40
+
+        def __call__(self, v):
+            return matrix @ v
+
+    def running(seed):
+        draws, values = np.random.default_rng(seed), []
+        while len(values) < 500:
+            probe = draws.choice([-1.0, 1.0], size=40)
+            values.append(probe @ matrix @ probe)
+            if len(values) >= 5 and np.std(values, ddof=1) / math.sqrt(len(values)) <= 0.05 * abs(np.mean(values)):
+                break
+        return np.mean(values)
+
+    truth = np.trace(matrix)
+    for estimates, biased in ((np.array([hutchinson_trace(Op(), s, 0.05, 5, 500).trace for s in range(3000)]), False),
+                              (np.array([running(s) for s in range(3000)]), True)):
+        z = (estimates.mean() - truth) / (estimates.std(ddof=1) / math.sqrt(len(estimates)))
+        assert (abs(z) > 4) == biased, z

@@ -100,6 +100,45 @@ def test_disconnected_graphs_report_every_component():
     assert total_persistence(np.array([[0.0, 2.0], [1.0, 1.5]]), p=2) == pytest.approx(4.25)
 
 
+def test_connecting_edges_join_the_components_as_a_minimum_spanning_tree_does():
+    """Ground truth: the minimum spanning tree of the complete graph in which the kNN graph's own
+    edges cost nothing; its edges between components weigh what the connecting edges weigh."""
+    from scipy.sparse.csgraph import minimum_spanning_tree
+    from scipy.spatial.distance import cdist
+
+    from lossatlas.methods.jump_retrain import connecting_edges, n_components
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=20, size=(5, 3))
+    points = np.concatenate([c + rng.normal(size=(12, 3)) for c in centres])
+    edges = knn_edges(points, 3)
+    pieces = n_components(len(points), edges)
+    assert pieces == 5
+    bridges = connecting_edges(points, edges)
+    assert len(bridges) == pieces - 1 and n_components(len(points), np.concatenate([edges, bridges])) == 1
+    distances = cdist(points, points)
+    weights = distances.copy()
+    weights[edges[:, 0], edges[:, 1]] = weights[edges[:, 1], edges[:, 0]] = 1e-12
+    tree = minimum_spanning_tree(weights).tocoo()
+    piece = np.repeat(np.arange(5), 12)  # well-separated clusters: the kNN graph's components
+    across = sum(distances[a, b] for a, b in zip(tree.row, tree.col) if piece[a] != piece[b])
+    assert sum(distances[a, b] for a, b in bridges) == pytest.approx(across, rel=1e-9)
+    assert len(connecting_edges(points, np.concatenate([edges, bridges]))) == 0
+
+
+def test_a_graph_of_separate_runs_is_joined_and_counted():
+    settings = {**_SETTINGS, "knn_k": 1}  # one neighbour: the runs fall apart
+    with Store.memory() as store, pytest.warns(UserWarning, match="components"):
+        apart = analyze(store, _double_well(), "jump-retrain", connect="none", **settings)
+    with Store.memory() as store, pytest.warns(UserWarning, match="joined"):
+        joined = analyze(store, _double_well(), "jump-retrain", **settings)
+    assert apart.metrics["knn_components"] > 1 and apart.metrics["connecting_edges"] == 0
+    assert apart.metrics["n_essential_0"] == apart.metrics["knn_components"]
+    assert joined.metrics["knn_components"] == apart.metrics["knn_components"]
+    assert joined.metrics["n_essential_0"] == 1
+    assert joined.metrics["connecting_edges"] == joined.metrics["knn_components"] - 1
+
+
 def test_total_persistence_of_finite_pairs_by_hand():
     # a path a-b-c-d-e at 0, 2, 0.5, 3, 1: c's component dies at 2, e's at 3, a's never
     path = np.array([[0, 1], [1, 2], [2, 3], [3, 4]])

@@ -196,9 +196,14 @@ class TraceEstimate:
 @_blas_single_threaded
 def hutchinson_trace(op: HessianOperator, seed: int, rtol: float, min_probes: int, max_probes: int,
                      deflate: np.ndarray | None = None, deflate_values: np.ndarray | None = None) -> TraceEstimate:
-    """Hutchinson's estimator with Rademacher probes; stops once the standard error of the mean
-    is at most ``rtol * |trace|`` (after ``min_probes``), so it also works for negative traces,
-    unlike PyHessian's rule that divides by the running trace.
+    """Hutchinson's estimator with Rademacher probes, the count chosen so that the standard error
+    is about ``rtol * |trace|``: ``min_probes`` pilot probes estimate the mean and spread, which
+    fix the count n (between ``min_probes`` and ``max_probes``), and n fresh probes give the
+    estimate. Deciding the count on the probes that are averaged biases the mean (stopping when
+    the running error looks small stops more often on low draws: -0.19 %, 3 standard errors, in an
+    audit); fresh probes keep it unbiased. The rule works for negative traces too, unlike
+    PyHessian's, which divides by the running trace. ``rtol = 0`` or ``min_probes = max_probes``:
+    exactly ``max_probes`` probes, no pilot.
 
     ``deflate`` (orthonormal rows V, e.g. the top eigenvectors, with Rayleigh quotients
     ``deflate_values``): tr H = tr(V H V^T) + tr((I - P) H (I - P)) with P = V^T V holds exactly,
@@ -208,15 +213,24 @@ def hutchinson_trace(op: HessianOperator, seed: int, rtol: float, min_probes: in
     """
     rng = np.random.default_rng(seed)
     base = 0.0 if deflate is None else float(np.sum(deflate_values))
-    samples = []
-    for _ in range(max_probes):
-        probe = rng.choice([-1.0, 1.0], size=op.dim)
-        if deflate is not None:
-            probe = probe - deflate.T @ (deflate @ probe)
-        samples.append(float(probe @ op(probe)))
-        if len(samples) >= max(min_probes, 2) and _stderr(samples) <= rtol * abs(base + np.mean(samples)):
-            break
-    return TraceEstimate(base + float(np.mean(samples)), _stderr(samples), len(samples))
+
+    def probes(count: int) -> list[float]:
+        values = []
+        for _ in range(count):
+            probe = rng.choice([-1.0, 1.0], size=op.dim)
+            if deflate is not None:
+                probe = probe - deflate.T @ (deflate @ probe)
+            values.append(float(probe @ op(probe)))
+        return values
+
+    count = max_probes
+    if rtol > 0 and min_probes < max_probes:
+        pilot = probes(max(min_probes, 2))
+        spread, level = float(np.std(pilot, ddof=1)), abs(base + float(np.mean(pilot)))
+        wanted = math.ceil((spread / (rtol * level)) ** 2) if level > 0 else max_probes
+        count = int(np.clip(wanted, min_probes, max_probes))
+    samples = probes(count)
+    return TraceEstimate(base + float(np.mean(samples)), _stderr(samples), count)
 
 
 @_blas_single_threaded

@@ -203,6 +203,34 @@ def test_a_summed_loss_is_refused_not_averaged_into_a_wrong_number():
                                                    rel=1e-6)
 
 
+def test_a_checkpoint_with_foreign_batchnorm_statistics_is_flagged_and_can_be_re_estimated():
+    """torch.optim.swa_utils.update_bn (torch's own re-estimation) is the reference for the statistics."""
+    import warnings
+
+    from torch.optim.swa_utils import update_bn
+
+    torch.manual_seed(0)
+    inputs = torch.randn(64, 3, dtype=torch.float64)
+    data = (inputs, (inputs[:, 0] > 0).long())
+    model = nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2)).double()
+    update_bn([(inputs,)], model)  # statistics of the data: a consistent checkpoint
+    good = {k: v.clone() for k, v in model.state_dict().items()}
+    foreign = {**good, "1.running_mean": good["1.running_mean"] - 25.0, "1.running_var": good["1.running_var"] * 1e-4}
+    subject = ModuleSubject(model, nn.CrossEntropyLoss(), data, name="bn", eval_batch_size=64)
+    with Store.memory() as store:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # consistent statistics: no warning
+            kept = add_minimum(store, subject, good)
+        with pytest.warns(UserWarning, match="BatchNorm statistics give"):
+            stale = add_minimum(store, subject, foreign)
+        fixed = add_minimum(store, subject, foreign, update_bn=True)
+    assert kept.recipe["bn_statistics"] == stale.recipe["bn_statistics"] == "checkpoint"
+    assert fixed.recipe["bn_statistics"] == "re-estimated"
+    assert stale.metrics["eval_loss"] > 10 * fixed.metrics["eval_loss"]
+    np.testing.assert_allclose(fixed.buffers, kept.buffers, rtol=1e-10)  # update_bn's statistics, whatever was given
+    assert fixed.metrics["eval_loss"] == pytest.approx(kept.metrics["eval_loss"], rel=1e-10)
+
+
 def test_checkpoints_added_as_minima_are_analyzed_where_they_are():
     torch.manual_seed(0)
     data = (torch.randn(32, 3), torch.randint(0, 2, (32,)))

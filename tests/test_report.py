@@ -288,6 +288,31 @@ def test_a_store_of_analyze_calls_alone_gets_a_report_of_what_is_there(tmp_path)
     assert "no benchmark record" in report and "well_b" in report
 
 
+def test_a_report_of_added_checkpoints_names_and_counts_them(tmp_path):
+    import torch
+
+    from lossatlas import Store, add_minimum, analyze
+    from lossatlas.report import write_report
+    from lossatlas.subjects import FunctionSubject
+
+    subject = FunctionSubject(lambda t: (((t - 1) ** 2 + (t - 1) ** 4) * torch.arange(1, 4)).sum(),
+                              torch.zeros(3, dtype=torch.float64), name="bowl")
+    with Store(tmp_path / "mine.h5") as store:
+        for shift in (0.0, 0.1, 0.3):
+            minimum = add_minimum(store, subject, torch.full((3,), 1.0 + shift, dtype=torch.float64))
+            analyze(store, subject, "hessian", progress=False, minimum=minimum.index)
+            analyze(store, subject, "interpolation", progress=False, minimum=minimum.index, n_points=5)
+        write_report(store, tmp_path / "report", figures=False)
+        stored = sum(r.wall_time_s for r in store.results("bowl", "hessian"))
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "3 added checkpoint(s) (no training seed)" in report and "Seeds: [-1]" not in report
+    assert "over the 3 minima of each variant" in report and "seed -1" not in report
+    timing = next(line for line in report.splitlines() if line.startswith("| hessian |"))
+    assert timing.split("|")[2].strip() == "3"  # three results, not one per (subject, seed -1)
+    assert float(timing.split("|")[3]) == pytest.approx(stored, abs=0.1)
+    assert "too few to tell agreement from chance" in report and "disagree (" not in report
+
+
 def test_a_flip_needs_taus_beyond_the_noise_band_and_nothing_compared_is_no_verdict():
     from lossatlas.report.sensitivity import FLIP, Stability
 

@@ -20,6 +20,7 @@ from .collect import Study, is_finite
 from .comparison import samples
 
 STRONG = 0.6  # |tau| within a group (complete linkage: every pair), and for a disagreeing pair
+MIN_N = 5  # below it even tau = +-1 has a two-sided exact p above 0.05 (n = 4: 2/24; n = 3: 2/6)
 
 
 def matrix(study: Study, across: str = "minima") -> tuple[list[str], np.ndarray, int]:
@@ -72,6 +73,11 @@ def summary(study: Study, names: list[str], taus: np.ndarray, n: int, across: st
     """The groups of measures that rank alike and the pairs that disagree, in words."""
     if len(names) < 2:
         return f"Across the {across}: fewer than two non-constant measures, nothing to compare."
+    if n < MIN_N:
+        smallest = 2 / math.factorial(n) if n >= 2 else 1.0
+        return (f"Across the {across} (n = {n}): too few to tell agreement from chance -- even τ = ±1 has a "
+                f"two-sided p of {smallest:.2g} over {n} -- so no groups or disagreements are named; the matrix is in "
+                "agreement.csv.")
     _, groups = cluster_order(taus)
     lines = [f"Across the {across} (n = {n}; Kendall's τ). Groups of measures that rank them alike, every pair with "
              f"|τ| ≥ {STRONG} (complete linkage; \"reversed\": in the opposite order to the first of its group):"]

@@ -43,6 +43,11 @@ class Study:
     def variant_label(self, row: dict) -> str:
         return ", ".join(f"{key}={row[key]}" for key in self.variant_keys) or row["subject"]
 
+    def row_name(self, row: dict) -> str:
+        """"seed 3" for a trained minimum, "minimum 2" for an added checkpoint (no training seed)."""
+        seed = row.get("seed")
+        return f"seed {seed}" if isinstance(seed, int) and seed >= 0 else f"minimum {row.get('minimum')}"
+
     def variants(self) -> list[tuple[str, str]]:
         """(subject, label) of every variant, in plan order."""
         seen = {}
@@ -122,7 +127,7 @@ def record_from_results(store: Store) -> dict:
     second set). Results at points other than a stored minimum (``at="theta0"``) have no row and
     are left out. An imported surface (``lossatlas import-surface``) is one row of its own."""
     methods: dict[str, dict] = {}
-    runs, seeds, error = [], set(), None
+    runs, seeds, error, checkpoints = [], set(), None, 0
     for subject in store.subjects():
         at_minimum: dict[int, dict] = {}
         once: dict[str, str] = {}
@@ -139,7 +144,10 @@ def record_from_results(store: Store) -> dict:
         if surface and once:
             runs.append({"subject": subject, "variant": {}, "seed": None, "minimum": None, "results": once})
         for minimum in store.minima(subject):
-            seeds.add(minimum.seed)
+            if minimum.recipe.get("source") == "checkpoint":
+                checkpoints += 1
+            else:
+                seeds.add(minimum.seed)
             error = error or ("test_error" if "test_accuracy" in minimum.metrics else None)
             runs.append({"subject": subject, "variant": {}, "seed": minimum.seed, "minimum": minimum.index,
                          "results": {**at_minimum.get(minimum.index, {}), **once}})
@@ -152,7 +160,8 @@ def record_from_results(store: Store) -> dict:
     return {"name": store.path.stem, "scale": "as analysed", "problem": "(lossatlas.analyze calls)",
             "description": f"The results stored in {store.path.name} by lossatlas.analyze calls (no benchmark "
                            "record): every subject as a variant, one row per stored minimum.",
-            "seeds": sorted(seeds), "variants": {}, "subjects": [{} for _ in store.subjects()], "recipe": {},
+            "seeds": sorted(seeds), "checkpoints": checkpoints,
+            "variants": {}, "subjects": [{} for _ in store.subjects()], "recipe": {},
             "methods": {label: m for label, m in methods.items() if label in used},
             "report": {"factor": None, "error": error, "claims": []}, "runs": runs}
 

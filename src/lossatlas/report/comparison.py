@@ -154,7 +154,11 @@ def granulated(study: Study, column: str, error: str, keys: list[str]) -> Associ
 
     out.kendall_tau = float(statistic([g[None] for g in groups])[0])
     if any(len(g) > 1 for g in groups):
-        out.ci_low, out.ci_high = stats.bootstrap_ci(groups, statistic, RESAMPLES, seed=SEED)
+        low, high = stats.bootstrap_ci(groups, statistic, RESAMPLES, seed=SEED)
+        if not math.isnan(low) and not math.isnan(out.kendall_tau) and not low <= out.kendall_tau <= high:
+            out.note = "percentile interval widened to its estimate (resampled seeds tie)"
+            low, high = min(low, out.kendall_tau), max(high, out.kendall_tau)
+        out.ci_low, out.ci_high = low, high
     if not out.defined:
         out.note = "no two settings differ in one factor alone"
     return out

@@ -13,7 +13,7 @@ from .tables import Table, claims_table, timing_table
 
 
 def non_finite(study: Study) -> list[tuple[str, str, str, str]]:
-    """(variant, seed, column, why) for every metric that is not a finite number, and every
+    """(variant, row name, column, why) for every metric that is not a finite number, and every
     ``<label>.n_nonfinite`` count above zero (samples with NaN/inf losses, even where the
     method's metrics stayed finite)."""
     found = []
@@ -21,9 +21,9 @@ def non_finite(study: Study) -> list[tuple[str, str, str, str]]:
         for column in study.model_columns + study.metric_columns:
             value = row.get(column)
             if column in row and not is_finite(value):
-                found.append((study.variant_label(row), str(row["seed"]), column, _why(study, row, column, value)))
+                found.append((study.variant_label(row), study.row_name(row), column, _why(study, row, column, value)))
             elif column in row and column.endswith(".n_nonfinite") and value > 0:
-                found.append((study.variant_label(row), str(row["seed"]), column,
+                found.append((study.variant_label(row), study.row_name(row), column,
                               f"{value:g}: the samples held {int(value)} NaN/inf loss value(s), which the method "
                               "counted as +inf or left out (see its documentation)"))
     return found
@@ -70,12 +70,12 @@ def sections(study: Study, store_name: str, evaluated: list[dict], per_variant: 
                 f"- Scale: `{record['scale']}`; problem `{record['problem']}`; store `{store_name}`\n"
                 f"- Variants ({len(study.variants())}): {variants}; shared parameters "
                 f"{json.dumps(_shared(record), sort_keys=True)}\n"
-                f"- Seeds: {record['seeds']} (one trained minimum each, {len(study.rows)} minima in all)\n"
+                f"- {_minima_line(record, len(study.rows))}\n"
                 f"- Training recipe: {json.dumps(record['recipe'], sort_keys=True)}{_varied(record)}\n"
                 f"- Methods:\n{methods}\n- Versions: {versions}\n\n{scale_note}")
     bad = non_finite(study)
     bad_text = ("Every metric is finite." if not bad else
-                "\n".join(f"- {variant}, seed {seed}: `{column}` = {why}" for variant, seed, column, why in bad))
+                "\n".join(f"- {variant}, {name}: `{column}` = {why}" for variant, name, column, why in bad))
     missing = missing_variants(record)
     incomplete = []
     if missing:
@@ -118,6 +118,12 @@ interval, the permutation p-value and the p-value adjusted for the number of tes
 - comparison.csv holds every number (with Spearman's ρ, the permutation count, the smallest p the
   design allows and the number of minima behind each variant mean); variants.csv the per-variant
   means with Student's t intervals."""
+
+
+def _minima_line(record: dict, rows: int) -> str:
+    added = record.get("checkpoints", 0)
+    seeds = f"Seeds: {record['seeds']} (one trained minimum each)" if record["seeds"] else "No trained minima"
+    return seeds + (f"; {added} added checkpoint(s) (no training seed)" if added else "") + f"; {rows} minima in all"
 
 
 def missing_variants(record: dict) -> list[str]:

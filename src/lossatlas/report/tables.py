@@ -149,8 +149,9 @@ def variant_table(study: Study) -> Table:
             values = [r[column] for r in study.rows if r["subject"] == subject and column in r]
             cells.append(number(values[0]) if once and values else mean_std(values))
         rows.append(cells)
-    seeds = len(study.record["seeds"])
-    notes = [f"Mean ± sample std over {seeds} seed(s) per variant (one trained minimum each).",
+    counts = sorted({sum(r["subject"] == subject for r in study.rows) for subject, _ in variants})
+    per = f"{counts[0]}–{counts[-1]}" if len(counts) > 1 else str(counts[0] if counts else 0)
+    notes = [f"Mean ± sample std over the {per} minima of each variant (trained from seeds or added as checkpoints).",
              "† one value per variant: computed from all its minima together (the barcode of minima).",
              "train_* = the landscape's own data (the training set or the PINN's collocation points); "
              "time.* = wall-clock seconds per minimum or per run, as stored."]
@@ -279,7 +280,8 @@ def timing_table(study: Study) -> Table:
         values = {}
         for row in study.rows:  # a per-subject result is counted once
             if is_finite(row.get(column)):
-                key = row["subject"] if study.scopes.get(column[5:-2]) == "subject" else (row["subject"], row["seed"])
+                once = study.scopes.get(column[5:-2]) == "subject"
+                key = row["subject"] if once else (row["subject"], row["minimum"])
                 values[key] = row[column]
         total = float(sum(values.values()))
         stage = "train minima" if column == "time.minimum_s" else column[5:-2]

@@ -4,7 +4,10 @@ Three neighbourhoods, each searched by Auto-PGD (Croce & Hein 2020, ``lossatlas.
 seeded random starts of ``steps`` steps, the best point any of them reaches counting:
 
 * ``epsilon_sharpness`` (Keskar et al. 2017): the box |d_i| <= epsilon (|w_i| + 1), reported as
-  Keskar's 100 x (max L(w + d) - L(w)) / (1 + L(w));
+  Keskar's 100 x (max L(w + d) - L(w)) / (1 + L(w)). In the full space the box grows with the
+  parameter count (an 11M-parameter network gave 588613), so above ``subspace`` (100) parameters
+  it lies, as Keskar et al. also measure it, in a seeded random subspace: d = A y, |y_j| <= epsilon
+  (|(A^T w)_j| + 1), A with orthonormal columns (``RandomSubspace``);
 * ``adaptive_sharpness_l2`` / ``_linf`` (Kwon et al. 2021's neighbourhood, searched as
   Andriushchenko et al. 2023 do): max L(w + d) - L(w) over ||d / (|w| + eta)|| <= rho in the l2 /
   l_inf norm. With eta = 0 (the default) the measure does not change when a ReLU network's layers
@@ -48,7 +51,8 @@ class Sharpness(Analyzer):
     version = 2
     metrics = {
         "epsilon_sharpness": measure("Keskar et al. 2017: 100 (max L(w+d) - L(w)) / (1 + L(w)) over the box "
-                                     "|d_i| <= epsilon (|w_i| + 1)" + LOWER_BOUND, higher_is_better=False),
+                                     "|d_i| <= epsilon (|w_i| + 1), in a random subspace of `subspace` dimensions "
+                                     "for larger models" + LOWER_BOUND, higher_is_better=False),
         "adaptive_sharpness_l2": measure("Kwon et al. 2021: max L(w+d) - L(w) over ||d / (|w| + eta)||_2 <= rho_l2"
                                          + LOWER_BOUND, higher_is_better=False),
         "adaptive_sharpness_linf": measure("Kwon et al. 2021: max L(w+d) - L(w) over ||d / (|w| + eta)||_inf <= "
@@ -71,6 +75,9 @@ class Sharpness(Analyzer):
                        "the measure invariant to layer rescaling")
     m: int | None = param(None, Interval(int, 1, allow_none=True),
                           "m-sharpness: maximize per batch of m examples and average; None: the whole set")
+    subspace: int | None = param(100, Interval(int, 1, allow_none=True),
+                                 "Keskar et al. 2017's random subspace of p dimensions for the box (when the model has "
+                                 "more parameters); None: the full space, whose box grows with the parameter count")
     steps: int = param(20, Interval(int, 1), "Auto-PGD steps per start")
     restarts: int = param(5, Interval(int, 1), "seeded random starts of the l2 ascent (per batch with m)")
     box_restarts: int = param(40, Interval(int, 1), "seeded random starts of the box and l_inf ascents (per batch with "
@@ -93,8 +100,8 @@ class Sharpness(Analyzer):
         theta = subject.as_theta(samples["point"]["theta"])
         buffers = subject.buffers_at(theta, samples["point"]["buffers"])
         base = finite_loss(subject, theta, buffers, self.at, self.minimum, "the sharpness")
-        scales = {"epsilon": self.epsilon * (theta.abs() + 1), "adaptive_l2": self.rho_l2 * (theta.abs() + self.eta),
-                  "adaptive_linf": self.rho_linf * (theta.abs() + self.eta)}
+        maps = {"epsilon": self._keskar_box(theta), "adaptive_l2": _Diagonal(self.rho_l2 * (theta.abs() + self.eta)),
+                "adaptive_linf": _Diagonal(self.rho_linf * (theta.abs() + self.eta))}
         if self.m is None:
             losses = [lambda point: subject.loss_and_grad(point, buffers)]
             bases = [base]
@@ -104,18 +111,19 @@ class Sharpness(Analyzer):
             bases = [loss(theta)[0] for loss in losses]
         metrics, arrays, evaluations = {"loss": base, "m_batches": 0 if self.m is None else len(losses)}, {}, 0
         for index, name in enumerate(NEIGHBOURHOODS):
-            scale = scales[name]
+            lift = maps[name]  # scaled coordinates u (the unit ball) -> a move d of the parameters
             restarts = self.restarts if name == "adaptive_l2" else self.box_restarts
             curves = np.zeros((restarts, self.steps + 1))
             values = []
             for batch, (loss, start_loss) in enumerate(zip(losses, bases)):
-                def objective(u, loss=loss, scale=scale):
-                    value, gradient = loss(theta + scale * u)
-                    return value, scale * gradient
+                def objective(u, loss=loss, lift=lift):
+                    value, gradient = loss(theta + lift(u))
+                    return value, lift.pull(gradient)
 
                 best = 0.0  # d = 0 is in every neighbourhood
                 for restart in range(restarts):
-                    found = apgd(objective, self._start(theta, name, index, batch, restart), _norm(name), self.steps)
+                    found = apgd(objective, self._start(lift.dim, theta, name, index, batch, restart), _norm(name),
+                                 self.steps)
                     evaluations += found.evaluations
                     best = max(best, found.best - start_loss)
                     curve = np.asarray(found.curve) - start_loss
@@ -129,11 +137,70 @@ class Sharpness(Analyzer):
         metrics["gradient_evaluations"] = float(evaluations)
         return metrics, arrays
 
-    def _start(self, theta, name, index, batch, restart) -> torch.Tensor:
+    def _start(self, dim, theta, name, index, batch, restart) -> torch.Tensor:
         """The random start of one ascent, from (seed, neighbourhood, batch, restart) alone."""
         entropy = np.random.SeedSequence([self.seed, index, batch, restart]).generate_state(1)[0]
         generator = torch.Generator().manual_seed(int(entropy))
-        return random_start(theta.numel(), _norm(name), generator).to(theta)
+        return random_start(dim, _norm(name), generator).to(theta)
+
+    def _keskar_box(self, theta):
+        """Keskar et al. 2017's box: |d_i| <= epsilon (|w_i| + 1) in the full space, or in a random
+        ``subspace`` of p dimensions, d = A y with |y_j| <= epsilon (|(A^T w)_j| + 1)."""
+        if self.subspace is None or self.subspace >= theta.numel():
+            return _Diagonal(self.epsilon * (theta.abs() + 1))
+        basis = RandomSubspace(theta.numel(), self.subspace, self.seed, theta)
+        return _Through(basis, self.epsilon * (basis.down(theta).abs() + 1))
+
+
+class _Diagonal:
+    """d = s * u: a box or ball scaled coordinate by coordinate."""
+
+    def __init__(self, scale: torch.Tensor):
+        self.scale, self.dim = scale, scale.numel()
+
+    def __call__(self, u):
+        return self.scale * u
+
+    def pull(self, gradient):
+        return self.scale * gradient
+
+
+class _Through:
+    """d = A (s * y): a box in the coordinates of a subspace."""
+
+    def __init__(self, basis: "RandomSubspace", scale: torch.Tensor):
+        self.basis, self.scale, self.dim = basis, scale, scale.numel()
+
+    def __call__(self, y):
+        return self.basis.up(self.scale * y)
+
+    def pull(self, gradient):
+        return self.scale * self.basis.down(gradient)
+
+
+class RandomSubspace:
+    """A seeded random p-dimensional subspace of the parameters with orthonormal columns A, in
+    O(dim) memory: the coordinates are split at random into p near-equal groups and column j is
+    the group's indicator with random signs, normalized. Keskar et al. 2017 use a dense random A
+    (their p = 100), which at 11M parameters would take 4 GB; this A keeps A^+ = A^T exact."""
+
+    def __init__(self, dim: int, p: int, seed: int, like: torch.Tensor):
+        generator = torch.Generator().manual_seed(int(seed))
+        self.p = p
+        self.group = torch.empty(dim, dtype=torch.long)
+        self.group[torch.randperm(dim, generator=generator)] = torch.arange(dim) % p
+        signs = torch.randint(0, 2, (dim,), generator=generator, dtype=like.dtype) * 2 - 1
+        sizes = torch.bincount(self.group, minlength=p).to(like.dtype)
+        self.weights = (signs / sizes[self.group].sqrt()).to(like.device)
+        self.group = self.group.to(like.device)
+
+    def up(self, y: torch.Tensor) -> torch.Tensor:
+        """A y."""
+        return y[self.group] * self.weights
+
+    def down(self, v: torch.Tensor) -> torch.Tensor:
+        """A^T v."""
+        return torch.zeros(self.p, dtype=v.dtype, device=v.device).index_add_(0, self.group, v * self.weights)
 
 
 def _norm(name: str) -> str:

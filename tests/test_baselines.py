@@ -179,6 +179,29 @@ def test_box_sharpness_is_a_lower_bound_of_the_brute_force_maximum_that_restarts
     assert np.all(np.min(ratios[40], axis=0) >= 0.97)  # every problem at the default budget
 
 
+def test_keskar_sharpness_in_a_random_subspace_is_its_box_maximum():
+    """d = A y with |y_j| <= epsilon (|(A^T w)_j| + 1): the maximum of 1/2 d^T M d is that of
+    1/2 y^T (A^T M A) y over a 10-dimensional box, found here by brute force over its vertices."""
+    from lossatlas.methods.sharpness import RandomSubspace
+
+    rng = np.random.default_rng(4)
+    dim, p, epsilon = 300, 10, 0.02
+    root = rng.normal(size=(dim, 20))
+    matrix = root @ root.T / 20
+    centre = rng.normal(size=dim)
+    a, c = torch.tensor(matrix), torch.tensor(centre)
+    subject = FunctionSubject(lambda t: 0.5 * (t - c) @ a @ (t - c), torch.zeros(dim, dtype=torch.float64), name="big")
+    found = _sharpness(subject, centre, epsilon=epsilon, subspace=p)
+    basis = RandomSubspace(dim, p, 0, torch.zeros(dim, dtype=torch.float64))
+    columns = np.stack([basis.up(torch.eye(p, dtype=torch.float64)[j]).numpy() for j in range(p)], axis=1)
+    np.testing.assert_allclose(columns.T @ columns, np.eye(p), atol=1e-12)  # orthonormal: A^+ = A^T
+    widths = epsilon * (np.abs(columns.T @ centre) + 1)
+    brute = 100 * _box_maximum(columns.T @ matrix @ columns, widths) / 1.0
+    assert 0.97 * brute <= found["epsilon_sharpness"] <= brute * (1 + 1e-12)
+    full = _sharpness(subject, centre, epsilon=epsilon, subspace=None, box_restarts=2)
+    assert full["epsilon_sharpness"] > 10 * found["epsilon_sharpness"]  # the full box grows with the dimension
+
+
 def test_sharpness_never_decreases_with_more_steps_or_restarts():
     subject, _, centre = _clustered_bowl(12, 5)
     budgets = [(steps, restarts) for restarts in (1, 3, 10) for steps in (5, 20, 80)]

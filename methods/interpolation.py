@@ -8,7 +8,11 @@ Two lines per minimum, evaluated on the subject's full evaluation set:
   basin. ``error_barrier`` is the same for the classification error (NaN for regressions).
 * initialisation -> minimum (Goodfellow et al. 2015): whether the loss falls monotonically, and
   the height of the largest rise on the way, max over s < t of L(t) - L(s) (Lucas et al. 2021's
-  measure of non-monotonicity; 0 for a monotone path).
+  measure of non-monotonicity; 0 for a monotone path). A bump narrower than the grid's spacing
+  falls between its points, so the line is refined where a rise can hide: the intervals next to
+  the three local maxima that rise most, and the lows before them, are halved, round after round, until the
+  largest rise changes by less than ``rise_rtol`` (relative) or ``refine`` rounds are spent;
+  ``init_rise_change`` says by how much the last round moved it.
 
 Models with BatchNorm get their running statistics re-estimated at every point of a line (one
 pass over the training data, ``update_bn``): interpolated weights with either end's statistics
@@ -37,6 +41,16 @@ def largest_rise(values: np.ndarray) -> float:
     return float(max(0.0, np.max(values[1:] - running_low[:-1]))) if len(values) > 1 else 0.0
 
 
+def _rise_candidates(values: np.ndarray, count: int = 3) -> set[int]:
+    """The points a larger rise can hide next to: the ``count`` local maxima rising most above the
+    lowest point before them, and those lowest points."""
+    low = np.minimum.accumulate(values)
+    peaks = [i for i in range(1, len(values)) if values[i] >= values[i - 1] and
+             (i == len(values) - 1 or values[i] >= values[i + 1])]
+    peaks = sorted(peaks, key=lambda i: values[i] - low[i - 1], reverse=True)[:count]
+    return set(peaks) | {int(np.argmin(values[:i])) for i in peaks}
+
+
 class Interpolation(Analyzer):
     name = "interpolation"
     description = ("Loss along straight lines: the barrier between two minima (Frankle et al. 2020) and the "
@@ -52,17 +66,24 @@ class Interpolation(Analyzer):
         "init_largest_rise": measure("largest rise of the loss on the line from the initialisation, max over "
                                      "s < t of L(t) - L(s) (Lucas et al. 2021)"),
         "init_loss": diagnostic("loss at the initialisation"),
+        "init_rise_change": diagnostic("relative change of init_largest_rise in the last refinement round (below "
+                                       "rise_rtol: converged)"),
         "n_evaluations": diagnostic("points evaluated (each with its own BatchNorm statistics where the model "
                                     "has BatchNorm)"),
     }
     views = {"lines": draw_interpolation}
-    smoke_params = {"at": "theta0", "n_points": 9}
+    smoke_params = {"at": "theta0", "n_points": 9, "refine": 1}
+    version = 2
 
     at: str = same_as(LineEnds, "at")
     minimum: int = same_as(LineEnds, "minimum")
     partner: int | None = same_as(LineEnds, "partner")
     init_seed: int = same_as(LineEnds, "init_seed")
     n_points: int = param(25, Interval(int, 3), "points per line, ends included (odd: the midpoint is one)")
+    refine: int = param(6, Interval(int, 0), "rounds halving the intervals next to the initialisation line's local "
+                        "extrema (0: the grid alone)")
+    rise_rtol: float = param(1e-3, Interval(float, 0, None), "refinement stops once a round moves the largest rise "
+                             "by less than this (relative)")
 
     def requests(self, subject):
         return {"ends": LineEnds(at=self.at, minimum=self.minimum, partner=self.partner, init_seed=self.init_seed)}
@@ -71,17 +92,39 @@ class Interpolation(Analyzer):
         ends = samples["ends"]
         ts = np.linspace(0.0, 1.0, self.n_points)
         start = self._line(subject, ends["init_theta"], ends["theta"], ends["buffers"], ts)
-        metrics = {"init_monotonic": float(np.all(np.diff(start["loss"]) <= 0)),
-                   "init_largest_rise": largest_rise(start["loss"]), "init_loss": float(start["loss"][0]),
-                   "barrier": float("nan"), "error_barrier": float("nan"), "n_evaluations": float(len(ts))}
-        arrays = {"t": ts, "init_loss": start["loss"], "init_accuracy": start["accuracy"]}
+        fine_t, fine, change = self._refined(subject, ends, ts, start["loss"])
+        metrics = {"init_monotonic": float(np.all(np.diff(fine) <= 0)),
+                   "init_largest_rise": largest_rise(fine), "init_loss": float(start["loss"][0]),
+                   "init_rise_change": change, "barrier": float("nan"), "error_barrier": float("nan"),
+                   "n_evaluations": float(len(fine_t))}
+        arrays = {"t": ts, "init_loss": start["loss"], "init_accuracy": start["accuracy"], "init_refined_t": fine_t,
+                  "init_refined_loss": fine}
         if ends["partner_theta"].size:
             across = self._line(subject, ends["theta"], ends["partner_theta"], ends["buffers"], ts)
-            metrics.update(barrier=barrier(across["loss"]), n_evaluations=float(2 * len(ts)))
+            metrics.update(barrier=barrier(across["loss"]), n_evaluations=metrics["n_evaluations"] + len(ts))
             if np.isfinite(across["accuracy"]).all():
                 metrics["error_barrier"] = barrier(1.0 - across["accuracy"])
             arrays.update(partner_loss=across["loss"], partner_accuracy=across["accuracy"])
         return metrics, arrays
+
+    def _refined(self, subject, ends, ts, losses) -> tuple[np.ndarray, np.ndarray, float]:
+        """The initialisation line refined next to its local extrema: (t, loss, the last round's
+        relative change of the largest rise)."""
+        change = 0.0
+        for _ in range(self.refine):
+            middles = sorted({0.5 * (ts[j] + ts[j + 1]) for i in _rise_candidates(losses) for j in (i - 1, i)
+                              if 0 <= j < len(ts) - 1})
+            if not middles:
+                break
+            new = self._line(subject, ends["init_theta"], ends["theta"], ends["buffers"], np.array(middles))["loss"]
+            before = largest_rise(losses)
+            order = np.argsort(np.concatenate([ts, middles]), kind="stable")
+            ts, losses = np.concatenate([ts, middles])[order], np.concatenate([losses, new])[order]
+            after = largest_rise(losses)
+            change = abs(after - before) / max(abs(after), 1e-300) if after or before else 0.0
+            if change < self.rise_rtol:
+                break
+        return ts, losses, change
 
     def _line(self, subject, first, last, buffers, ts) -> dict[str, np.ndarray]:
         thetas = (1.0 - ts)[:, None] * first[None, :] + ts[:, None] * last[None, :]

@@ -229,6 +229,12 @@ def associate(measure, target, clusters=None, strata=None, permutations: int = P
     cluster: the other factors of a factorial design) restricts tau to the pairs of clusters in
     one stratum and shuffles clusters within strata (``stratified_permutation_test``).
 
+    One case keeps the observations: a target constant within clusters whose levels tell the
+    clusters of each stratum apart (a factor whose levels are the variants, the other factors in
+    the strata). Under its null -- the factor changes nothing -- all observations of a stratum
+    share one distribution, so shuffling them within strata is exact, and the seeds are the
+    replicates (skip vs no-skip with 3 seeds each is a test; as 2 cluster means it is none).
+
     The interval (plain tau only, at least ``MIN_INTERVAL_CLUSTERS`` clusters) is Fisher's z of
     tau with the larger of Bonett & Wright's (2000) variance 0.437 / (n - 4) and the
     leave-one-cluster-out jackknife's; it contains its point estimate. Under a clustered null
@@ -256,6 +262,9 @@ def associate(measure, target, clusters=None, strata=None, permutations: int = P
     ym = np.array([y[i].mean() for i in members.values()])
     n, observations = len(members), int(keep.sum())
     within = strata is not None
+    if clusters is not None and observations > n and _identifies(y, members, layer_of):
+        return _replicated(x[keep], y[keep], [layers[i] for i in np.flatnonzero(keep)] if within else None, n,
+                           permutations, level, seed)
     test_text = ("clusters shuffled within strata" if within else "clusters permuted") + \
         (" (each the mean of its observations)" if observations > n else "")
     empty = ClusteredAssociation(math.nan, math.nan, math.nan, math.nan, n, observations, test=test_text)
@@ -276,6 +285,42 @@ def associate(measure, target, clusters=None, strata=None, permutations: int = P
         note = "" if not math.isnan(low) else f"no interval with {n} < {MIN_INTERVAL_CLUSTERS} clusters"
     return ClusteredAssociation(test.statistic, test.p, low, high, n, observations, rho, test.permutations, test.exact,
                                 test.p_min, test_text, note)
+
+
+def _identifies(y: np.ndarray, members: dict, layer_of: dict) -> bool:
+    """Whether the target is constant within every cluster and tells the clusters of a stratum
+    apart (a factor whose levels are the variants, the other factors held in the strata)."""
+    seen: dict = {}
+    for cluster, indices in members.items():
+        if np.ptp(y[indices]) > 0:
+            return False
+        key = (_key(layer_of[cluster]), float(y[indices[0]]))
+        if key in seen:
+            return False
+        seen[key] = cluster
+    return True
+
+
+def _replicated(x, y, strata, n_clusters, permutations, level, seed) -> ClusteredAssociation:
+    """A factor whose levels are the clusters of each stratum: under the null (the factor changes
+    nothing, the strata hold the rest fixed) every observation of a stratum has one distribution,
+    so shuffling observations within strata is exact and the seeds are the replicates."""
+    text = "observations shuffled" + (" within strata" if strata is not None else "") + \
+        " (the target's levels are the clusters: under the null their seeds are exchangeable)"
+    empty = ClusteredAssociation(math.nan, math.nan, math.nan, math.nan, n_clusters, len(x), test=text)
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return dataclasses.replace(empty, note="constant")
+    if strata is not None:
+        test = stratified_permutation_test(x, y, strata, permutations, seed)
+        if math.isnan(test.statistic):
+            return dataclasses.replace(empty, note="constant within every stratum")
+        return ClusteredAssociation(test.statistic, test.p, math.nan, math.nan, n_clusters, len(x), math.nan,
+                                    test.permutations, test.exact, test.p_min, text,
+                                    "no interval for a within-strata tau")
+    test = permutation_test(x, y, "kendall", permutations, seed)
+    low, high = fisher_z_interval(x, y, test.statistic, level)
+    return ClusteredAssociation(test.statistic, test.p, low, high, n_clusters, len(x), spearman_rho(x, y),
+                                test.permutations, test.exact, test.p_min, text)
 
 
 def fisher_z_interval(x: np.ndarray, y: np.ndarray, tau: float, level: float = 0.95) -> tuple[float, float]:

@@ -56,7 +56,9 @@ class Association:
         ci = f" [{self.ci_low:+.2f}, {self.ci_high:+.2f}]" if not math.isnan(self.ci_low) else ""
         p = "" if math.isnan(self.p_value) else f" p{_p(self.p_value, self.permutations, self.exact)}" + \
             ("" if math.isnan(self.p_adjusted) else f" (adj. {self.p_adjusted:.2g})")
-        return f"τ {self.kendall_tau:+.2f}{ci}{p}, {self.n} variants"
+        unit = f"{self.n_minima} minima of {self.n} variants" if self.test.startswith("observations") else \
+            f"{self.n} variants"
+        return f"τ {self.kendall_tau:+.2f}{ci}{p}, {unit}"
 
 
 def settings(study: Study) -> dict:
@@ -85,7 +87,13 @@ def compare(study: Study) -> list[Association]:
     where two or more factors vary."""
     error, keys = study.record["report"].get("error"), factors(study)
     targets = ([error] if error else []) + keys
-    found = [associate(study, column, target) for column in measures(study) for target in targets]
+    found = []
+    for column in measures(study):
+        for target in targets:  # a factor within the levels of the others: its variants differ in it alone
+            association = associate(study, column, target, within=[k for k in keys if k != target]
+                                    if target in keys else ())
+            association.against = target
+            found.append(association)
     adjust([a for a in found if a.measure in study.measure_columns], settings(study)["correction"])
     if error and len(keys) >= 2:
         found += [granulated(study, column, error, keys) for column in measures(study)]

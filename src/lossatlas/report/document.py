@@ -99,25 +99,28 @@ def sections(study: Study, store_name: str, evaluated: list[dict], per_variant: 
 
 HOW_TO_READ = """\
 Each cell gives Kendall's τ of the measure against the error or against a factor (its levels coded
-as numbers) over the variants -- the unit of replication, each the mean over its seeds -- its 95%
-interval, the permutation p-value and the p-value adjusted for the number of tests in the table.
+as numbers), its 95% interval, the permutation p-value and the p-value adjusted for the number of
+tests in the table, and the unit it counts.
 
 - τ = +1: the measure orders the variants exactly as the error (or the factor) does; 0: no
   relation; -1: the reverse order. Which sign is "good" depends on the measure (see
   `higher_is_better` in the analyzers' metadata): a sharpness measure that tracks the error has τ > 0.
-- Seeds are averaged, not counted: the seeds of one variant share everything the variant sets, so
-  counting them as independent observations makes p far too small (under a null with per-variant
-  offsets it rejected 17-21 % at 0.05). The p-value permutes whole variants.
-- p is exact (all orders enumerated) up to 8 variants, so a perfect order of few variants is *not*
-  p = 0: with 4 variants no result can reach p < 0.083, and a claim about a two-level factor needs
-  at least 4 variants per level (smallest p 0.029) before correction.
+- Against the error the unit is the variant: its seeds share everything the variant sets, so they
+  are averaged, and the p-value permutes whole variants. Counting seeds as independent makes p far
+  too small (under a null with per-variant offsets it rejected 17-21 % at 0.05).
+- Against a factor, τ runs over the minima within the levels of the other factors: there the
+  variants differ in that factor alone, so under the null every minimum has one distribution, the
+  seeds are the replicates, and shuffling minima within those levels is exact.
+- p is exact (all orders enumerated) up to n = 8, so a perfect order of few points is *not* p = 0:
+  with 4 variants against the error no result can reach p < 0.083; with 3 seeds at each of two
+  levels of a factor, none can reach p < 0.1.
 - The adjusted p (Holm by default) controls the chance of any false finding across all rows;
   a verdict of "reproduced" needs adjusted p < 0.05 in the claimed direction.
 - The interval is Fisher's z of τ (Bonett & Wright's variance or the jackknife's, the larger);
-  it holds its coverage in simulations from 5 variants and is not given below that.
+  it held its coverage in simulations from 5 variants and is not given below that, nor within strata.
 - comparison.csv holds every number (with Spearman's ρ, the permutation count, the smallest p the
-  design allows and the number of minima behind each variant mean); variants.csv the per-variant
-  means with Student's t intervals."""
+  design allows, the number of minima behind each variant and the test); variants.csv the
+  per-variant means with Student's t intervals."""
 
 
 def _minima_line(record: dict, rows: int) -> str:

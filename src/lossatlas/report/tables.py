@@ -196,15 +196,17 @@ def comparison_table(study: Study, evaluated: list[dict], found: list[Associatio
         rows.append(row)
     correction = {"holm": "Holm's step-down (family-wise)", "bh": "Benjamini-Hochberg (false discovery rate)"}
     n_tests = sum(1 for a in found if not math.isnan(a.p_adjusted))
-    against = f"against the variant's mean {report['error']} and the factors" if report.get("error") else \
-        "against the factors"
-    notes = [f"Unit of replication: the variant. Kendall's τ (tau-b) of the variant means (each the mean over its "
-             f"seeds) {against}; factors coded as their values (booleans: false=0, true=1). Seeds of one variant "
-             "are not independent evidence about a measure across variants, so they are averaged, not counted.",
+    against = f"against the variant's mean {report['error']}" if report.get("error") else "(no error column)"
+    notes = [f"Unit of replication: the variant. Against the error, Kendall's τ (tau-b) of the variant means "
+             f"(each the mean over its seeds) {against}: seeds of one variant share its offsets and are averaged, "
+             "not counted. Against a factor (coded as its values; booleans false=0, true=1), within the levels of "
+             "the other factors: there the variants differ in that factor alone, so under the null all their "
+             "minima share one distribution and the seeds are the replicates (τ over the minima).",
              f"[lo, hi]: 95% interval of τ, Fisher's z with the larger of Bonett & Wright's variance and the "
-             f"leave-one-variant-out jackknife's (coverage checked by simulation); none below "
-             f"{stats.MIN_INTERVAL_CLUSTERS} variants.",
-             "p: two-sided permutation p-value of τ over whole variants, exact (all n! orders) for n ≤ 8, else "
+             f"jackknife's (coverage checked by simulation); none below {stats.MIN_INTERVAL_CLUSTERS} variants "
+             "(minima for a factor) and none within strata.",
+             "p: two-sided permutation p-value of τ (whole variants permuted; minima within the other factors' "
+             "levels for a factor), exact (all n! orders) for n ≤ 8, else "
              f"{settings(study)['permutations']} seeded random orders (then never below 1/(permutations+1)); adj.: "
              f"{correction[settings(study)['correction']]} across the {n_tests} tests of the landscape measures "
              "(the model's own columns, shown for reference, are not adjusted).",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import torch
 
 from lossatlas.analyzer import Analyzer, diagnostic, measure
 from lossatlas.errors import ConfigError
@@ -105,9 +106,11 @@ class Hessian(Analyzer):
         bottom_k = min(self.bottom_k, subject.dim - 1)
         top_ok = bottom_ok = True
         bottom_residual = float("nan")
-        if subject.dim <= self.dense_limit:
+        eps = float(torch.finfo(subject.theta0.dtype).eps)
+        if subject.dim <= self.dense_limit or k >= subject.dim - 1:  # ARPACK needs k < dim - 1
             spectrum, vectors = np.linalg.eigh(op.dense())
-            bottom, bottom_residual = spectrum[: min(self.bottom_k, subject.dim)], 0.0
+            bottom = spectrum[: min(self.bottom_k, subject.dim)]
+            bottom_residual = 0.0 if self.bottom_k else float("nan")
             values, vectors = spectrum[::-1][:k], vectors[:, ::-1][:, :k].T
             trace, stderr, probes = float(spectrum.sum()), 0.0, 0
             weights = np.full(len(spectrum), 1 / len(spectrum))
@@ -121,7 +124,7 @@ class Hessian(Analyzer):
                 trace, stderr, probes = found["trace"], found["trace_stderr"], found["trace_probes"]
                 op.count += found["hvp_count"]
             else:
-                top = checked_eigenpairs(op, k, "top", self.tol, self.seed, self.max_restarts)
+                top = checked_eigenpairs(op, k, "top", self.tol, self.seed, self.max_restarts, eps=eps)
                 if self.trace_estimator == "hutch++":  # its own sketch takes the place of the deflation
                     estimate = hutchpp_trace(op, self.seed, self.trace_max_probes)
                 else:  # the deflation identity holds for any orthonormal rows, with their Rayleigh quotients
@@ -134,7 +137,7 @@ class Hessian(Analyzer):
             bottom = np.zeros(0)
             if bottom_k:
                 lowest = checked_eigenpairs(op, bottom_k, "bottom", self.tol, self.seed, self.max_restarts,
-                                            scale=top.norm if top.converged else None)
+                                            scale=top.norm if top.converged else None, eps=eps)
                 bottom, bottom_ok = _padded(lowest.values, bottom_k), lowest.converged
                 bottom_residual = float(lowest.residuals[0]) if len(lowest.residuals) else float("nan")
                 _warn(subject, "bottom", lowest.reason)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import torch
 
 from lossatlas.analyzer import Analyzer, diagnostic, measure
 from lossatlas.hessian import HessianOperator, checked_eigenpairs, dense_matrix
@@ -104,7 +105,8 @@ class HessianLayers(Analyzer):
                 spectrum = np.linalg.eigvalsh(block.dense())
                 tops[index], traces[index] = spectrum[-1], spectrum.sum()
             else:
-                top = checked_eigenpairs(block, 1, "top", self.tol, self.seed + index, self.max_restarts)
+                top = checked_eigenpairs(block, 1, "top", self.tol, self.seed + index, self.max_restarts,
+                                         eps=float(torch.finfo(subject.theta0.dtype).eps))
                 tops[index] = top.values[0] if len(top.values) else np.nan
                 reasons += [f"{name}: {top.reason}"] if top.reason else []
                 estimated.append(index)

@@ -234,3 +234,18 @@ def test_clustered_association_within_strata_and_its_errors():
         stats.associate(measure, error, clusters, np.arange(16) % 2)
     with pytest.raises(ValueError, match="one entry per observation"):
         stats.associate(measure, error, clusters[:-1])
+
+
+def test_a_factor_whose_levels_are_the_clusters_keeps_its_seeds_as_replicates():
+    """Two variants, three seeds each: as cluster means no test; as a factor of the design the six
+    observations are exchangeable under its null, and the test is the plain one over them."""
+    measure, level, clusters = np.array([1.0, 2, 3, 7, 8, 9]), np.repeat([0.0, 1.0], 3), np.repeat([0, 1], 3)
+    assert "2 clusters < 3" == stats.associate(measure, level, clusters).note  # not declared a factor
+    found = stats.associate(measure, level, clusters, factor=True)
+    plain = stats.permutation_test(measure, level)
+    assert (found.tau, found.p, found.p_min, found.n_clusters, found.n_observations) == \
+        (plain.statistic, plain.p, plain.p_min, 2, 6)
+    assert found.p == pytest.approx(0.1) and "observations shuffled" in found.test
+    rng = np.random.default_rng(9)  # a target that varies within clusters is never treated as a factor
+    error = level + rng.normal(size=6)
+    assert "clusters permuted" in stats.associate(measure, error, clusters, factor=True).test

@@ -66,9 +66,10 @@ def apgd(objective: Callable[[torch.Tensor], tuple[float, torch.Tensor]], start:
          steps: int) -> Ascent:
     """Maximize ``objective`` over the unit ``norm`` ball from ``start`` with ``steps`` Auto-PGD
     steps (at most ``steps + 1`` evaluations). Stops at a non-finite value (the maximum is then
-    reported as inf) and at a fixed point of the iteration (a KKT point where the projected step
-    does not move, e.g. a vertex of the box whose signs are the gradient's: every later step would
-    evaluate it again)."""
+    reported as inf) and when the best point is a fixed point of the iteration (a KKT point where
+    the projected step does not move, e.g. a vertex of the box whose signs are the gradient's:
+    every later step would evaluate it again); a fixed point below the best restarts from the best
+    point at once, with half the step, as the next checkpoint would."""
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}; got {norm!r}.")
     marks = checkpoints(steps)
@@ -85,7 +86,11 @@ def apgd(objective: Callable[[torch.Tensor], tuple[float, torch.Tensor]], start:
         z = project(x + eta * _direction(gradient, norm), norm)
         new = z if k == 0 else project(x + MOMENTUM * (z - x) + (1 - MOMENTUM) * (x - previous), norm)
         if torch.equal(new, x) and torch.equal(x, previous):
-            break  # a fixed point of the iteration for every later step size: nothing more to find
+            if value >= best:
+                break  # the best point is a fixed point of the iteration for every later step size
+            eta /= 2  # stuck below the best point: restart from it now, as the next checkpoint would
+            x, previous, gradient, value = best_x, best_x, best_gradient, best
+            continue
         new_value, new_gradient = objective(new)
         evaluations += 1
         raised += new_value > value

@@ -91,10 +91,11 @@ class Eigenpairs:
     accepted: np.ndarray
     reason: str = ""
     norm: float = math.nan  # the ||H|| the tolerance was relative to
+    complete: bool = True  # False when the solver returned fewer pairs than asked for
 
     @property
     def converged(self) -> bool:
-        return bool(len(self.accepted)) and bool(self.accepted.all())
+        return self.complete and bool(len(self.accepted)) and bool(self.accepted.all())
 
 
 MIN_TOL = 1e-13  # ARPACK's tolerance is not tightened below this (near float64 rounding of ||H||)
@@ -102,36 +103,46 @@ MIN_TOL = 1e-13  # ARPACK's tolerance is not tightened below this (near float64 
 
 @_blas_single_threaded
 def checked_eigenpairs(op, k: int, end: str, tol: float, seed: int, max_restarts: int,
-                       scale: float | None = None) -> Eigenpairs:
+                       scale: float | None = None, eps: float = float(np.finfo(np.float64).eps)) -> Eigenpairs:
     """The k extreme eigenpairs at ``end`` ("top": largest, "bottom": smallest), each accepted only
     when its residual r = ||H v - lambda v|| is at most ``tol`` x ||H|| and below |lambda|: H has
     an eigenvalue within r of lambda, so then the value holds to ``tol`` relative to the spectral
     norm and its sign is settled. ARPACK's own test (a Ritz value accurate relative to the width of
     the spectrum) passes long before a small eigenvalue near a crowded bulk is resolved: on a
-    1500-dim spectrum with lambda_max = 1000 it returned +2.9e-4 for -2e-4. Where the sign is not
-    settled, ARPACK's tolerance is tightened (warm-started) until it is, down to ``MIN_TOL``; what
-    stays unsettled is NaN with the reason. ``scale``: ||H|| if known (the bottom is found on
-    ``scale`` I - H, whose top is H's bottom)."""
+    1500-dim spectrum with lambda_max = 1000 it returned +1.5e-4 for -2e-4. Where the sign is not
+    settled, ARPACK's tolerance is tightened (warm-started) until it is -- down to ``MIN_TOL`` or
+    100 x the products' machine ``eps`` (float32 products cannot resolve more), and only while
+    each round still lowers the residual; what stays unsettled is NaN with the reason. ``scale``:
+    ||H|| if known (the bottom is found on ``scale`` I - H, whose top is H's bottom; without it a
+    short Lanczos run estimates it)."""
     start = _rademacher(op.dim, seed)
     shift = 0.0 if end == "top" else float(scale if scale is not None else _norm_estimate(op, seed))
-    current, checked, stopped = tol, None, False
+    norm = scale if scale is not None else (shift or None)
+    floor = max(MIN_TOL, 100 * eps)
+    current, checked, stopped, previous = tol, None, False, np.inf
     while True:
         found = _lanczos(op, k, end, current, start, max_restarts, shift)
         if found is None:  # not one Ritz pair within max_restarts: keep what an easier tolerance gave
             stopped = True
             break
-        checked = residual_check(op, found[1], tol, scale)
-        stopped = not found[2]
-        if checked.accepted.all() or stopped or current <= MIN_TOL:
+        checked = residual_check(op, found[1], tol, norm)
+        stopped = not found[2] or len(found[0]) < k
+        worst = float(np.max(checked.residuals)) if len(checked.residuals) else np.inf
+        if checked.accepted.all() or stopped or current <= floor or worst >= 0.5 * previous:
             break
+        previous = worst
         unsettled = checked.residuals >= np.abs(checked.rayleigh)
         needed = 0.1 * float(np.min(np.abs(checked.rayleigh[unsettled]))) / max(shift, 1e-300) if unsettled.any() \
             else current
-        current, start = max(MIN_TOL, min(current / 10, needed)), found[1].sum(axis=0)
+        current, start = max(floor, min(current / 10, needed)), found[1].sum(axis=0)
     if checked is None:
         return Eigenpairs(np.full(0, np.nan), np.zeros((0, op.dim)), np.zeros(0), np.zeros(0), np.zeros(0, bool),
                           f"Lanczos found no {end} eigenpair within max_restarts={max_restarts}")
-    if not checked.accepted.all():
+    if len(checked.values) < k:
+        checked.reason = (f"Lanczos found {len(checked.values)} of the {k} {end} eigenpairs within "
+                          f"max_restarts={max_restarts}")
+        checked.complete = False
+    elif not checked.accepted.all():
         worst = int(np.argmax(checked.residuals / np.maximum(np.abs(checked.rayleigh), 1e-300)))
         residual, value = checked.residuals[worst], checked.rayleigh[worst]
         checked.reason = (f"the residual {residual:.2g} of the {end} Ritz value {value:.3g} "
@@ -176,7 +187,10 @@ def residual_check(op, vectors: np.ndarray, tol: float, scale: float | None = No
     residuals = np.linalg.norm(products - rayleigh[:, None] * vectors, axis=1)
     norm = max(float(scale or 0.0), float(np.max(np.abs(rayleigh))))
     accepted = (residuals <= tol * norm) & (residuals < np.abs(rayleigh))
-    return Eigenpairs(np.where(accepted, rayleigh, np.nan), vectors, rayleigh, residuals, accepted, norm=norm)
+    reason = "" if accepted.all() else (f"residuals {np.round(residuals[~accepted], 6).tolist()} of the values "
+                                        f"{np.round(rayleigh[~accepted], 6).tolist()} exceed tol x ||H|| = "
+                                        f"{tol * norm:.2g} or leave their sign open")
+    return Eigenpairs(np.where(accepted, rayleigh, np.nan), vectors, rayleigh, residuals, accepted, reason, norm=norm)
 
 
 def _norm_estimate(op, seed: int) -> float:

@@ -220,8 +220,8 @@ class ClusteredAssociation:
     note: str = ""  # why a number is missing
 
 
-def associate(measure, target, clusters=None, strata=None, permutations: int = PERMUTATIONS, level: float = 0.95,
-              seed: int = 0) -> ClusteredAssociation:
+def associate(measure, target, clusters=None, strata=None, factor: bool = False, permutations: int = PERMUTATIONS,
+              level: float = 0.95, seed: int = 0) -> ClusteredAssociation:
     """Association of ``measure`` with ``target`` that respects the design: observations of one
     cluster (the seeds of a variant) are not independent evidence, so each cluster enters once,
     as its means, and the p-value permutes whole clusters (exact for at most ``EXACT_MAX_N``
@@ -229,11 +229,12 @@ def associate(measure, target, clusters=None, strata=None, permutations: int = P
     cluster: the other factors of a factorial design) restricts tau to the pairs of clusters in
     one stratum and shuffles clusters within strata (``stratified_permutation_test``).
 
-    One case keeps the observations: a target constant within clusters whose levels tell the
-    clusters of each stratum apart (a factor whose levels are the variants, the other factors in
-    the strata). Under its null -- the factor changes nothing -- all observations of a stratum
-    share one distribution, so shuffling them within strata is exact, and the seeds are the
-    replicates (skip vs no-skip with 3 seeds each is a test; as 2 cluster means it is none).
+    One case keeps the observations, when the caller says so (``factor=True``): a factor of the
+    design, constant within clusters, whose levels tell the clusters of each stratum apart (the
+    variants, the other factors in the strata). Under its null -- the factor changes nothing --
+    all observations of a stratum share one distribution, so shuffling them within strata is
+    exact, and the seeds are the replicates (skip vs no-skip with 3 seeds each is a test; as 2
+    cluster means it is none).
 
     The interval (plain tau only, at least ``MIN_INTERVAL_CLUSTERS`` clusters) is Fisher's z of
     tau with the larger of Bonett & Wright's (2000) variance 0.437 / (n - 4) and the
@@ -262,7 +263,7 @@ def associate(measure, target, clusters=None, strata=None, permutations: int = P
     ym = np.array([y[i].mean() for i in members.values()])
     n, observations = len(members), int(keep.sum())
     within = strata is not None
-    if clusters is not None and observations > n and _identifies(y, members, layer_of):
+    if factor and clusters is not None and observations > n and _identifies(y, members, layer_of):
         return _replicated(x[keep], y[keep], [layers[i] for i in np.flatnonzero(keep)] if within else None, n,
                            permutations, level, seed)
     test_text = ("clusters shuffled within strata" if within else "clusters permuted") + \

@@ -87,17 +87,21 @@ def compare(study: Study) -> list[Association]:
     where two or more factors vary."""
     error, keys = study.record["report"].get("error"), factors(study)
     targets = ([error] if error else []) + keys
-    found = []
-    for column in measures(study):
-        for target in targets:  # a factor within the levels of the others: its variants differ in it alone
-            association = associate(study, column, target, within=[k for k in keys if k != target]
-                                    if target in keys else ())
-            association.against = target
-            found.append(association)
+    found = [associate_in_design(study, column, target) for column in measures(study) for target in targets]
     adjust([a for a in found if a.measure in study.measure_columns], settings(study)["correction"])
     if error and len(keys) >= 2:
         found += [granulated(study, column, error, keys) for column in measures(study)]
     return found
+
+
+def associate_in_design(study: Study, column: str, target: str, rows: list[dict] | None = None) -> Association:
+    """``associate`` as the comparison tables use it: a factor within the levels of the other
+    factors (there its variants differ in it alone), labelled by the factor's name."""
+    keys = factors(study)
+    association = associate(study, column, target, rows, within=[k for k in keys if k != target]
+                            if target in keys else ())
+    association.against = target
+    return association
 
 
 def adjust(found: list[Association], correction: str) -> None:
@@ -120,7 +124,8 @@ def associate(study: Study, column: str, against: str, rows: list[dict] | None =
     pairs = [o for o in observed if is_finite(o[0]) and is_finite(o[1])]
     x, y = (np.array([p[i] for p in pairs], dtype=float) for i in (0, 1))
     found = stats.associate(x, y, [p[2] for p in pairs], [p[3] for p in pairs] if within else None,
-                            settings(study)["permutations"], seed=SEED)
+                            factor=against in study.variant_keys, permutations=settings(study)["permutations"],
+                            seed=SEED)
     out = Association(column, f"{against} (within {', '.join(within)})" if within else against, found.n_clusters,
                       n_minima=found.n_observations, test=found.test)
     if math.isnan(found.tau):

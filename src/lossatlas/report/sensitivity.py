@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import stats
 from .collect import Study, is_finite
-from .comparison import Association, associate, csv_cell, factors, samples
+from .comparison import Association, associate_in_design, csv_cell, factors, samples
 
 BASE = "base"
 FLIP = 0.2  # a sign change counts as a flip only between taus beyond +-FLIP: not noise around 0
@@ -66,7 +66,7 @@ def analyse(study: Study) -> tuple[list[tuple[str, Association]], list[Stability
             for target in targets:
                 taus = []
                 for setting, rows in rows_of.items():
-                    association = associate(study, measure, target, rows)
+                    association = associate_in_design(study, measure, target, rows)
                     found.append((setting, association))
                     constant = not association.defined and association.note == "constant"
                     taus.append(0.0 if constant else association.kendall_tau)  # constant: no association

@@ -135,13 +135,15 @@ def associate(study: Study, column: str, against: str, rows: list[dict] | None =
     out.ci_low, out.ci_high, out.permutations, out.exact, out.p_min = (found.ci_low, found.ci_high, found.permutations,
                                                                       found.exact, found.p_min)
     out.note = found.note.replace("clusters", "variants")
-    if against in study.variant_keys:
-        means = {}
-        for value, level, subject, _ in pairs:
-            means.setdefault(subject, ([], level))[0].append(value)
-        levels = sorted({level for _, level in means.values()})
-        if len(levels) == 2:
-            low, high = ([np.mean(v) for v, level in means.values() if level == wanted] for wanted in levels)
+    if against in study.variant_keys and len(set(y)) == 2:  # over the unit the test counted
+        if found.test.startswith("observations"):
+            out.cliffs_delta = stats.cliffs_delta(x[y == y.max()], x[y == y.min()])
+        else:
+            means = {}
+            for value, level, subject, _ in pairs:
+                means.setdefault(subject, ([], level))[0].append(value)
+            high, low = ([np.mean(v) for v, level in means.values() if level == wanted]
+                         for wanted in (y.max(), y.min()))
             out.cliffs_delta = stats.cliffs_delta(high, low)
     return out
 

@@ -99,21 +99,21 @@ class HessianLayers(Analyzer):
         blocks = layer_blocks(subject, self.depth)
         tops, traces, stderrs = np.empty(len(blocks)), np.empty(len(blocks)), np.zeros(len(blocks))
         estimated, reasons = [], []
-        for index, (name, indices) in enumerate(blocks):
-            block = _Block(op, indices)
+        operators = [_Block(op, indices) for _, indices in blocks]
+        eps = float(torch.finfo(subject.theta0.dtype).eps)
+        for index, ((name, _), block) in enumerate(zip(blocks, operators)):
             if block.dim <= max(self.dense_limit, 2):  # ARPACK needs k < dim - 1
                 spectrum = np.linalg.eigvalsh(block.dense())
                 tops[index], traces[index] = spectrum[-1], spectrum.sum()
             else:
-                top = checked_eigenpairs(block, 1, "top", self.tol, self.seed + index, self.max_restarts,
-                                         eps=float(torch.finfo(subject.theta0.dtype).eps))
+                top = checked_eigenpairs(block, 1, "top", self.tol, self.seed + index, self.max_restarts, eps=eps)
                 tops[index] = top.values[0] if len(top.values) else np.nan
                 reasons += [f"{name}: {top.reason}"] if top.reason else []
                 estimated.append(index)
         rng = np.random.default_rng(self.seed)
         probes = np.empty((self.trace_probes, len(estimated)))
         for column, index in enumerate(estimated):  # each block its own probes
-            block = _Block(op, blocks[index][1])
+            block = operators[index]
             for row in range(self.trace_probes):
                 probe = rng.choice([-1.0, 1.0], size=block.dim)
                 probes[row, column] = probe @ block(probe)

@@ -259,33 +259,45 @@ def associate(measure, target, clusters=None, strata=None, factor: bool = False,
             raise ValueError(f"Cluster {cluster!r} spans strata {sorted(map(str, found))}: a cluster must lie in one "
                              "stratum (strata are the other factors' levels, constant within a variant).")
         layer_of[cluster] = layers[indices[0]]
-    xm = np.array([x[i].mean() for i in members.values()])
-    ym = np.array([y[i].mean() for i in members.values()])
     n, observations = len(members), int(keep.sum())
     within = strata is not None
     if factor and clusters is not None and observations > n and _identifies(y, members, layer_of):
-        return _replicated(x[keep], y[keep], [layers[i] for i in np.flatnonzero(keep)] if within else None, n,
-                           permutations, level, seed)
-    test_text = ("clusters shuffled within strata" if within else "clusters permuted") + \
+        rows = np.flatnonzero(keep)  # the observations are the units
+        text = "observations shuffled" + (" within strata" if within else "") + \
+            " (the target's levels are the clusters: under the null their seeds are exchangeable)"
+        return _units_test(x[rows], y[rows], [layers[i] for i in rows] if within else None, n, observations, text,
+                           None, "", permutations, level, seed)
+    text = ("clusters shuffled within strata" if within else "clusters permuted") + \
         (" (each the mean of its observations)" if observations > n else "")
-    empty = ClusteredAssociation(math.nan, math.nan, math.nan, math.nan, n, observations, test=test_text)
-    if n < 3:
-        return dataclasses.replace(empty, note=f"{n} clusters < 3")
-    if within:
-        test = stratified_permutation_test(xm, ym, [layer_of[c] for c in members], permutations, seed)
+    return _units_test(np.array([x[i].mean() for i in members.values()]),
+                       np.array([y[i].mean() for i in members.values()]),
+                       [layer_of[c] for c in members] if within else None, n, observations, text,
+                       f"{n} clusters < 3", f"no interval with {n} < {MIN_INTERVAL_CLUSTERS} clusters",
+                       permutations, level, seed)
+
+
+def _units_test(x, y, strata, n_clusters, n_observations, text, too_few, no_interval, permutations, level,
+                seed) -> ClusteredAssociation:
+    """Kendall's tau of the units ``x``, ``y`` (cluster means, or observations), its permutation p
+    (within ``strata`` when given) and, without strata, its Fisher-z interval. ``too_few``: the
+    note below 3 units (None: not checked); ``no_interval``: the note when no interval is valid."""
+    empty = ClusteredAssociation(math.nan, math.nan, math.nan, math.nan, n_clusters, n_observations, test=text)
+    if too_few is not None and len(x) < 3:
+        return dataclasses.replace(empty, note=too_few)
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return dataclasses.replace(empty, note="constant")
+    if strata is not None:
+        test = stratified_permutation_test(x, y, strata, permutations, seed)
         if math.isnan(test.statistic):
             return dataclasses.replace(empty, note="constant within every stratum")
-        low, high, note = math.nan, math.nan, "no interval for a within-strata tau"
-        rho = math.nan
-    else:
-        if np.ptp(xm) == 0 or np.ptp(ym) == 0:
-            return dataclasses.replace(empty, note="constant")
-        test = permutation_test(xm, ym, "kendall", permutations, seed)
-        rho = spearman_rho(xm, ym)
-        low, high = fisher_z_interval(xm, ym, test.statistic, level)
-        note = "" if not math.isnan(low) else f"no interval with {n} < {MIN_INTERVAL_CLUSTERS} clusters"
-    return ClusteredAssociation(test.statistic, test.p, low, high, n, observations, rho, test.permutations, test.exact,
-                                test.p_min, test_text, note)
+        return ClusteredAssociation(test.statistic, test.p, math.nan, math.nan, n_clusters, n_observations,
+                                    math.nan, test.permutations, test.exact, test.p_min, text,
+                                    "no interval for a within-strata tau")
+    test = permutation_test(x, y, "kendall", permutations, seed)
+    low, high = fisher_z_interval(x, y, test.statistic, level)
+    return ClusteredAssociation(test.statistic, test.p, low, high, n_clusters, n_observations, spearman_rho(x, y),
+                                test.permutations, test.exact, test.p_min, text,
+                                no_interval if math.isnan(low) else "")
 
 
 def _identifies(y: np.ndarray, members: dict, layer_of: dict) -> bool:
@@ -300,28 +312,6 @@ def _identifies(y: np.ndarray, members: dict, layer_of: dict) -> bool:
             return False
         seen[key] = cluster
     return True
-
-
-def _replicated(x, y, strata, n_clusters, permutations, level, seed) -> ClusteredAssociation:
-    """A factor whose levels are the clusters of each stratum: under the null (the factor changes
-    nothing, the strata hold the rest fixed) every observation of a stratum has one distribution,
-    so shuffling observations within strata is exact and the seeds are the replicates."""
-    text = "observations shuffled" + (" within strata" if strata is not None else "") + \
-        " (the target's levels are the clusters: under the null their seeds are exchangeable)"
-    empty = ClusteredAssociation(math.nan, math.nan, math.nan, math.nan, n_clusters, len(x), test=text)
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return dataclasses.replace(empty, note="constant")
-    if strata is not None:
-        test = stratified_permutation_test(x, y, strata, permutations, seed)
-        if math.isnan(test.statistic):
-            return dataclasses.replace(empty, note="constant within every stratum")
-        return ClusteredAssociation(test.statistic, test.p, math.nan, math.nan, n_clusters, len(x), math.nan,
-                                    test.permutations, test.exact, test.p_min, text,
-                                    "no interval for a within-strata tau")
-    test = permutation_test(x, y, "kendall", permutations, seed)
-    low, high = fisher_z_interval(x, y, test.statistic, level)
-    return ClusteredAssociation(test.statistic, test.p, low, high, n_clusters, len(x), spearman_rho(x, y),
-                                test.permutations, test.exact, test.p_min, text)
 
 
 def fisher_z_interval(x: np.ndarray, y: np.ndarray, tau: float, level: float = 0.95) -> tuple[float, float]:

@@ -100,12 +100,12 @@ class Subject:
         every step)."""
         leaf = self.as_theta(theta).clone().requires_grad_(True)
         buffers = self.buffers_at(leaf.detach(), buffers)
-        total, value = torch.zeros_like(leaf), 0.0
+        total, parts = torch.zeros_like(leaf), []
         for part in self._loss_parts(leaf, buffers):
             (g,) = torch.autograd.grad(part, leaf) if part.requires_grad else (torch.zeros_like(leaf),)
             total += g
-            value += float(part.detach())
-        return value, total
+            parts.append(part.detach())
+        return float(sum(parts)), total  # summed as ``loss`` sums them, one device sync
 
     def grads(self, thetas, buffers=None) -> torch.Tensor:
         """Gradients at many parameter vectors (rows), one ``grad`` each; FunctionSubject vmaps."""

@@ -21,10 +21,12 @@ import warnings
 import numpy as np
 import torch
 
+from lossatlas import memory
 from lossatlas.analyzer import Analyzer, diagnostic, measure
 from lossatlas.errors import ConfigError
 from lossatlas.hessian import (HessianOperator, checked_eigenpairs, density_from_spectrum, hutchinson_trace,
                                hutchpp_trace, pyhessian_spectrum, residual_check, slq_density)
+from lossatlas.memory import Memory
 from lossatlas.params import Boolean, Interval, Options, param, same_as
 from lossatlas.plots import draw_density
 from lossatlas.samplers import Point, finite_loss
@@ -97,6 +99,34 @@ class Hessian(Analyzer):
 
     def requests(self, subject):
         return {"point": Point(at=self.at, minimum=self.minimum)}
+
+    def memory(self, subject):
+        """Float64 parameter-sized vectors on the host, phase by phase, each with what earlier phases
+        left (``lossatlas.hessian``): the top k by ARPACK -- its basis (ncv = 2k + 2) twice (scipy
+        holds a copy: measured), 3 work vectors, residual, start, a product, the k new Ritz vectors
+        and, on a tightened retry, the k previous ones -- then their residual check (old and new
+        vectors, the products listed and stacked, two temporaries); the trace (the k top vectors, a
+        probe and its index draw, two projections, a product; Hutch++ its sketch listed, stacked
+        and factored); the bottom (k kept, ARPACK's ncv = max(2b + 2, 20) basis, twice, on the
+        shifted operator, or the 20-step norm estimate); SLQ (k + b kept, the density_steps Lanczos
+        basis, w, a temporary, a product, the probe). The dense path holds about six dim x dim
+        matrices; pyhessian keeps its k vectors on the device too. Plus one Hessian-vector product
+        on the device."""
+        d, k = subject.dim, min(self.k, subject.dim)
+        b = min(self.bottom_k, d - 1)
+        if d <= self.dense_limit or k >= d - 1:
+            return Memory(host=6 * 8 * d * d, lower="k" if k >= d - 1 else "dense_limit") + memory.hvp(subject)
+        top, bottom = min(d, max(2 * k + 2, 6)), min(d, max(2 * b + 2, 20))
+        sketch = min(self.trace_max_probes // 3, d)
+        phases = {"k": max(2 * top + 2 * k + 6, 5 * k + 1),
+                  "trace_max_probes": k + (4 * sketch + 4 if self.trace_estimator == "hutch++" else 5),
+                  "bottom_k": k + max(25, 2 * bottom + 2 * b + 8, 5 * b + 1) if b else 0,
+                  "density_steps": k + b + min(self.density_steps, d) + 5}
+        lower = max(phases, key=phases.get)
+        need = Memory(host=memory.vectors(subject, phases[lower]), lower=lower) + memory.hvp(subject)
+        if self.backend == "pyhessian":  # its float32 model copy and eigenvectors, a few work vectors
+            need = need + Memory(device=memory.vectors(subject, k + 6, 4), lower="k")
+        return need + memory.requested(self, subject)
 
     def compute(self, subject, samples):
         theta, buffers = samples["point"]["theta"], samples["point"]["buffers"]

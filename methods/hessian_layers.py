@@ -23,8 +23,10 @@ import warnings
 import numpy as np
 import torch
 
+from lossatlas import memory
 from lossatlas.analyzer import Analyzer, diagnostic, measure
 from lossatlas.hessian import HessianOperator, checked_eigenpairs, dense_matrix
+from lossatlas.memory import Memory
 from lossatlas.params import Interval, param, same_as
 from lossatlas.plots import draw_layers
 from lossatlas.samplers import Point, finite_loss
@@ -91,6 +93,16 @@ class HessianLayers(Analyzer):
 
     def requests(self, subject):
         return {"point": Point(at=self.at, minimum=self.minimum)}
+
+    def memory(self, subject):
+        """On the host: the blocks' indices (int64, one per parameter), and for the largest block the
+        embedding of a block vector, the full product and its restriction (parameter-sized), and
+        ARPACK for its top eigenpair (``checked_eigenpairs`` with k = 1: a 6-vector basis and scipy's
+        copy of it, 3 work vectors, residual, start, product, old and new Ritz vectors: 20
+        block-sized vectors); on the device one Hessian-vector product."""
+        largest = max(len(indices) for _, indices in layer_blocks(subject, self.depth))
+        host = memory.vectors(subject, 3) + 20 * 8 * largest
+        return Memory(host=host) + memory.hvp(subject) + memory.requested(self, subject)
 
     def compute(self, subject, samples):
         theta, buffers = samples["point"]["theta"], samples["point"]["buffers"]

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from lossatlas import memory
 from lossatlas.analyzer import Analyzer, diagnostic, measure
 from lossatlas.errors import NonFiniteLossError
+from lossatlas.memory import Memory
 from lossatlas.params import Interval, param, same_as
 from lossatlas.plots import draw_interpolation
 from lossatlas.samplers import LineEnds
@@ -87,6 +89,15 @@ class Interpolation(Analyzer):
 
     def requests(self, subject):
         return {"ends": LineEnds(at=self.at, minimum=self.minimum, partner=self.partner, init_seed=self.init_seed)}
+
+    def memory(self, subject):
+        """A line of n points (``_line``): both ends scaled along it and their sum, in float64 (n x
+        dim each), the points again on the device in the subject's dtype, and the evaluation of a
+        chunk; a refinement round adds at most 12 points. Plus the ends."""
+        n = max(self.n_points, 12)
+        line = Memory(host=memory.vectors(subject, 3 * n), device=memory.vectors(subject, n, memory.itemsize(subject)),
+                      lower="n_points")
+        return line + memory.evaluation(subject, n) + memory.requested(self, subject)
 
     def compute(self, subject, samples):
         ends = samples["ends"]

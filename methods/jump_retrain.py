@@ -32,8 +32,10 @@ import warnings
 
 import numpy as np
 
+from lossatlas import memory
 from lossatlas.analyzer import Analyzer, diagnostic, measure
 from lossatlas.errors import ConfigError, NonFiniteLossError
+from lossatlas.memory import Memory
 from lossatlas.params import Boolean, Interval, Options, param, same_as
 from lossatlas.plots import draw_diagram_0, draw_diagram_1, draw_phate
 from lossatlas.samplers import JumpRetrainRuns, Point, reference_recipe
@@ -122,6 +124,19 @@ class JumpRetrain(Analyzer):
         return {"runs": JumpRetrainRuns(point=Point(at=self.at, minimum=self.minimum), seeds=tuple(self.seeds),
                                         step_sizes=tuple(self.step_sizes), recipe=self.recipe(),
                                         include_bn=self.include_bn, record_test=self.loss_split == "test")}
+
+    def memory(self, subject):
+        """The runs (``JumpRetrainRuns.memory``), then on the host: the finite records copied out
+        (n x dim, the subject's dtype) and PHATE on them -- above 100 records and dimensions a
+        randomized PCA to 100 components, which copies and centers the records and draws 110
+        parameter-sized vectors in float64, cast and multiplied twice over (``sklearn``); the
+        diffusion operator, potential and distances, about six n x min(n, n_landmark) float64
+        matrices."""
+        n, size = len(self.seeds) * len(self.step_sizes) * (self.epochs + 1), memory.itemsize(subject)
+        pca = 110 * (8 + 3 * size) * subject.dim + memory.vectors(subject, n, size) \
+            if min(n, subject.dim) > 100 else 0
+        phate = memory.vectors(subject, n, size) + pca + 6 * 8 * n * min(n, self.n_landmark)
+        return memory.requested(self, subject) + Memory(host=phate, lower="epochs, seeds or step_sizes")
 
     def compute(self, subject, samples):
         runs = samples["runs"]

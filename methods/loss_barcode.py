@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lossatlas import memory
 from lossatlas.analyzer import Analyzer, diagnostic, measure
 from lossatlas.params import Interval, Options, Vectors, param, same_as
 from lossatlas.plots import draw_barcode_view, draw_paths
@@ -104,6 +105,10 @@ class LossBarcode(Analyzer):
         else:
             minima = StoredMinima(n=self.n_minima, at_least=2)
         return {"paths": paths_request(self, subject, minima)}
+
+    def memory(self, subject):
+        """The paths between the minima (``Paths.memory``); the barcode itself is K x K."""
+        return memory.requested(self, subject)
 
     def compute(self, subject, samples):
         paths = samples["paths"]

@@ -23,6 +23,7 @@ import numpy as np
 
 from lossatlas.analyzer import Analyzer, diagnostic, measure
 from lossatlas.errors import ConfigError
+from lossatlas.memory import Memory
 from lossatlas.params import Interval, Options, param, same_as
 from lossatlas.plots import draw_contour, draw_merge_tree, draw_persistence, draw_surface
 from lossatlas.samplers import Grid, Point, Trajectory, grid_points
@@ -86,6 +87,15 @@ class MergeTreeAnalyzer(Analyzer):
                              resolution=self.resolution, span_x=float(self.span), span_y=float(span_y),
                              seed=self.seed, include_bn=self.include_bn, bn=self.bn,
                              trajectory=Trajectory(minimum=self.minimum) if self.directions == "pca" else None)}
+
+    def memory(self, subject):
+        """The grid's (``Grid.memory``; an imported surface is in memory already), then its merge
+        tree: int64 edge pairs (up to four a point), their sorted keys, scipy's sparse copies and
+        the spanning tree -- under 1 KiB a grid point."""
+        if isinstance(subject, SurfaceSubject):
+            return Memory(host=1024 * subject.grid_loss.size)
+        return self.requests(subject)["grid"].memory(subject) + Memory(host=1024 * self.resolution**2,
+                                                                      lower="resolution")
 
     def compute(self, subject, samples):
         grid = samples["grid"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lossatlas import memory
 from lossatlas.analyzer import Analyzer, diagnostic, measure
 from lossatlas.errors import ConfigError
 from lossatlas.params import Interval, param, same_as
@@ -70,6 +71,10 @@ class MinimumBar(Analyzer):
     def requests(self, subject):
         return {"paths": paths_request(self, subject, StoredMinima(n=self.n_minima, at_least=2)),
                 "point": Point(at="minimum", minimum=self.minimum)}
+
+    def memory(self, subject):
+        """The paths between the minima (``Paths.memory``); the barcode itself is K x K."""
+        return memory.requested(self, subject)
 
     def compute(self, subject, samples):
         paths, theta = samples["paths"], np.asarray(samples["point"]["theta"], dtype=float)

@@ -32,9 +32,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lossatlas import memory
 from lossatlas.analyzer import Analyzer, diagnostic, measure
 from lossatlas.ascent import apgd, random_start
 from lossatlas.errors import ConfigError
+from lossatlas.memory import Memory
 from lossatlas.params import Interval, param, same_as
 from lossatlas.plots import draw_ascent
 from lossatlas.samplers import Point, finite_loss
@@ -95,6 +97,18 @@ class Sharpness(Analyzer):
 
     def requests(self, subject):
         return {"point": Point(at=self.at, minimum=self.minimum)}
+
+    def memory(self, subject):
+        """On the device, parameter-sized in the subject's dtype: the point, the three neighbourhoods'
+        scales, Auto-PGD's state (x, previous, gradient, best point and its gradient) and up to 8
+        temporaries of a step, the objective's move and point, a gradient pass (leaf, sum, gradient)
+        and a pulled-back gradient: 24 vectors, plus Keskar's int64 subspace index and the
+        activations of a batch (of m examples with m-sharpness). On the host: a random start drawn
+        in float64 with two temporaries, and the subspace's permutation."""
+        batches = max(1.0, self.m / getattr(subject, "eval_batch_size", self.m)) if self.m else 1.0
+        device = memory.vectors(subject, 24, memory.itemsize(subject)) + memory.vectors(subject, 1) \
+            + int(batches * memory.batch_bytes(subject))
+        return Memory(host=memory.vectors(subject, 4), device=device) + memory.requested(self, subject)
 
     def compute(self, subject, samples):
         theta = subject.as_theta(samples["point"]["theta"])

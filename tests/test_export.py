@@ -59,3 +59,169 @@ def test_a_missing_export_package_is_a_clear_error(store_path, tmp_path, monkeyp
     assert main(["export", str(store_path), "--out", str(tmp_path)]) == 2
     assert "pip install 'lossatlas[export]'" in capsys.readouterr().err
     assert not (tmp_path / "results.parquet").exists()
+
+
+# -- all or nothing ---------------------------------------------------------------------------------
+def _digests(folder):
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _leftovers(out):
+    return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}."))
+
+
+@pytest.fixture
+def earlier(store_path, tmp_path):
+    """A finished export, the one every failed export below must leave as it was."""
+    out = tmp_path / "export"
+    assert main(["export", str(store_path), "--out", str(out)]) == 0
+    return out, _digests(out)
+
+
+def test_the_manifest_lists_every_file_with_its_checksum(earlier):
+    import hashlib
+    import json
+
+    out, files = earlier
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] is True and manifest["store"].endswith("study.h5")
+    assert set(manifest["files"]) == set(files) - {"manifest.json"}
+    for name, sha in manifest["files"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == sha
+
+
+def test_an_export_replaces_the_earlier_one_whole_and_keeps_no_stale_grids(earlier, tmp_path):
+    out, files = earlier
+    assert any(name.startswith("grids/") for name in files)
+    empty = tmp_path / "empty.h5"
+    with Store(empty) as store:
+        store.register(himmelblau())  # a subject and nothing else: no grid to export
+    assert main(["export", str(empty), "--out", str(out)]) == 0
+    assert not (out / "grids").exists() and set(_digests(out)) == {"results.parquet", "minima.parquet",
+                                                                    "manifest.json"}
+    assert _leftovers(out) == []
+
+
+def _fail_at_second_grid(monkeypatch, error):
+    calls = []
+    original = xr.Dataset.to_netcdf
+
+    def write(self, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise error
+        return original(self, path, *args, **kwargs)
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", write)
+
+
+def test_a_full_disk_during_an_export_leaves_the_earlier_export_intact(store_path, earlier, monkeypatch, capsys,
+                                                                       tmp_path):
+    import errno
+
+    out, files = earlier
+    with Store(tmp_path / "two.h5") as store:  # two grids, so the second one fails
+        subject = himmelblau()
+        for span in (4.0, 5.0):
+            analyze(store, subject, "merge-tree", progress=False, directions="axes", at="theta0", span=span,
+                    resolution=5)
+    _fail_at_second_grid(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
+    assert main(["export", str(tmp_path / "two.h5"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Nothing in" in err and "rerun" not in err
+    assert _digests(out) == files and _leftovers(out) == []
+
+
+def test_ctrl_c_during_an_export_leaves_the_earlier_export_intact(earlier, monkeypatch, capsys, tmp_path):
+    out, files = earlier
+    with Store(tmp_path / "two.h5") as store:
+        subject = himmelblau()
+        for span in (4.0, 5.0):
+            analyze(store, subject, "merge-tree", progress=False, directions="axes", at="theta0", span=span,
+                    resolution=5)
+    _fail_at_second_grid(monkeypatch, KeyboardInterrupt())
+    assert main(["export", str(tmp_path / "two.h5"), "--out", str(out)]) == 130
+    assert "earlier export there is intact" in capsys.readouterr().err
+    assert _digests(out) == files and _leftovers(out) == []
+
+
+def test_sigkill_during_an_export_leaves_the_earlier_export_intact(earlier, tmp_path):
+    import subprocess
+    import sys
+
+    out, files = earlier
+    with Store(tmp_path / "two.h5") as store:
+        subject = himmelblau()
+        for span in (4.0, 5.0):
+            analyze(store, subject, "merge-tree", progress=False, directions="axes", at="theta0", span=span,
+                    resolution=5)
+    script = (  # the process kills itself while writing its second grid
+        "import os, signal, xarray as xr\n"
+        "from lossatlas.cli import main\n"
+        "original, calls = xr.Dataset.to_netcdf, []\n"
+        "def write(self, path, *a, **k):\n"
+        "    calls.append(path)\n"
+        "    if len(calls) == 2:\n"
+        "        open(path, 'wb').write(b'half a file')\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return original(self, path, *a, **k)\n"
+        "xr.Dataset.to_netcdf = write\n"
+        f"main(['export', {str(tmp_path / 'two.h5')!r}, '--out', {str(out)!r}])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert done.returncode == -9
+    assert _digests(out) == files  # the half-written grid is in the hidden staging folder, never in out
+    assert main(["export", str(tmp_path / "two.h5"), "--out", str(out)]) == 0  # and the next export completes
+    assert len(list((out / "grids").glob("*.nc"))) == 2 and _leftovers(out) == []
+
+
+def test_a_folder_holding_other_files_is_refused_and_left_alone(store_path, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes")
+    assert main(["export", str(store_path), "--out", str(out)]) == 2
+    assert "not a lossatlas export" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_subjects_whose_names_differ_only_in_punctuation_export_to_separate_files(tmp_path):
+    from lossatlas.plots import file_stems
+
+    labels = ["s_1", "s-1", "λ", "μ", "Net", "net", "x" * 300]
+    stems = file_stems(labels)
+    assert len(set(stems.values())) == len(labels)
+    assert len({s.lower() for s in stems.values()}) == len(labels) and all(0 < len(s) <= 80 for s in stems.values())
+    assert stems["Net"] == "Net-" + stems["Net"].split("-")[1] and file_stems(["plain"])["plain"] == "plain"
+    with Store(tmp_path / "s.h5") as store:
+        for name in ("s_1", "s-1"):
+            subject = himmelblau()
+            subject.name = name
+            analyze(store, subject, "merge-tree", progress=False, directions="axes", at="theta0",
+                    span=5.0, resolution=5)
+    assert main(["export", str(tmp_path / "s.h5"), "--out", str(tmp_path / "out")]) == 0
+    grids = sorted((tmp_path / "out" / "grids").glob("*.nc"))
+    subjects = set()
+    for path in grids:
+        with xr.open_dataset(path, engine="h5netcdf") as data:
+            subjects.add(data.attrs["subject"])
+    assert len(grids) == 2 and subjects == {"s_1", "s-1"}
+
+
+def test_a_kill_between_the_two_renames_puts_the_earlier_export_back(earlier, store_path):
+    """The one moment ``out`` is missing: the earlier export was moved aside, the new one not yet
+    renamed in. The next export finds it by the dead process's id and restores it first."""
+    import subprocess
+    import sys
+
+    out, files = earlier
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    aside = out.with_name(f".{out.name}.old-{int(dead.stdout)}")
+    out.rename(aside)
+    (tmp := out.with_name(f".{out.name}.partial-{int(dead.stdout)}")).mkdir()
+    (tmp / "results.parquet").write_bytes(b"half")
+    from lossatlas.export import _clean_leftovers
+
+    _clean_leftovers(out)
+    assert _digests(out) == files and _leftovers(out) == []
+    assert main(["export", str(store_path), "--out", str(out)]) == 0

@@ -125,3 +125,12 @@ def test_nonfinite_grid_losses_are_counted_not_fatal():
     with Store.memory() as store:
         result = analyze(store, subject, "merge-tree", span=2.0, resolution=41, **_AXES)
     assert result.metrics["n_nonfinite"] > 0 and result.metrics["n_minima"] >= 1
+
+
+@pytest.mark.parametrize("directions", ["random", "hessian", "pca", "axes"])
+def test_a_one_parameter_subject_gets_no_grid(directions):
+    """Two directions in one dimension are colinear (cosine -1): the grid of t^2 would show a
+    'landscape' of 5 minima. Refused before any work, whatever the directions."""
+    parabola = FunctionSubject(lambda t: (t**2).sum(), torch.tensor([0.5], dtype=torch.float64), name="parabola")
+    with Store.memory() as store, pytest.raises(ConfigError, match="needs two independent directions"):
+        analyze(store, parabola, "merge-tree", directions=directions, progress=False)

@@ -228,3 +228,33 @@ def test_figures_are_saved_at_300_dpi_under_the_style_file(results, tmp_path):
         width = figure.get_figwidth()
         png, _ = plots.save_figure(figure, tmp_path / "one")
     assert plt.imread(png).shape[1] == pytest.approx(300 * width, abs=2)
+
+
+def test_a_surface_of_many_minima_is_drawn_bounded_and_says_so():
+    """A noisy imported surface has 10^5 minima: the figure draws the most persistent ones (those
+    the merge tree itself ranks highest) and the grid at figure resolution, and says so."""
+    from lossatlas.surfaces import SurfaceSubject
+
+    rng = np.random.default_rng(0)
+    n = 500  # a 500 x 500 grid: more points than MAX_DRAWN_GRID, more minima than MAX_DRAWN_MINIMA
+    x = np.linspace(-1, 1, n)
+    loss = np.add.outer(x**2, x**2) + 0.05 * rng.random((n, n))
+    with Store.memory() as store:
+        result = analyze(store, SurfaceSubject("noisy", x, x, loss), "merge-tree", progress=False)
+    n_minima = int(result.metrics["n_minima"])
+    assert n_minima > 10 * plots.MAX_DRAWN_MINIMA
+    figure, (ax_tree, ax_map) = plt.subplots(1, 2)
+    plots.draw_merge_tree(ax_tree, result)
+    plots.draw_contour(ax_map, result)
+    leaves = ax_tree.collections[0].get_offsets()
+    assert len(leaves) == plots.MAX_DRAWN_MINIMA and str(n_minima) in ax_tree.get_xlabel()
+    drawn = np.sort(leaves[:, 1])  # the leaves' losses are those of the most persistent pairs
+    persistence = result.arrays["pairs"][:, 1] - result.arrays["pairs"][:, 0]
+    strongest = np.sort(result.arrays["pairs"][np.argsort(-persistence, kind="stable")[: len(drawn)], 0])
+    np.testing.assert_array_equal(drawn, strongest)
+    branches = ax_tree.collections[1]  # one collection for every branch, merges only among drawn minima
+    assert len(branches.get_segments()) == 2 * (plots.MAX_DRAWN_MINIMA - 1)
+    marked = [c for c in ax_map.collections if c.get_label() == "minima"][0]
+    assert len(marked.get_offsets()) == plots.MAX_DRAWN_MINIMA
+    notes = " ".join(t.get_text() for t in ax_map.texts)
+    assert "1 of every 2 points" in notes and f"of {n_minima} minima" in notes

@@ -41,8 +41,12 @@ from lossatlas.cli import main
 
 TALLY = {"faults injected": 0, "faults survived": 0, "data lost": 0, "bad inputs tried": 0, "clear errors": 0,
          "lock conflicts tried": 0, "lock conflicts clear": 0}
-VOLATILE = {"created", "wall_time_s"}  # attributes that legitimately differ between two runs
+VOLATILE = {"created", "wall_time_s"}  # attributes that legitimately differ between two runs (and the checksums)
 RUN_TIMEOUT = 300
+
+
+def _stable(attrs) -> dict:
+    return {k: v for k, v in attrs.items() if k not in VOLATILE and not k.startswith("checksum")}
 
 # Sized so that each stage killed below lasts from half a second to a few seconds on a shared core
 # (minima ~1.5 s each, an 81^2 grid, jump-and-retrain 4 runs x 40 epochs, polychain 250 epochs),
@@ -167,11 +171,11 @@ def _snapshot(path: Path) -> dict[str, tuple[dict, object]]:
     """Every group and dataset: (attributes but creation and wall times, data)."""
     found = {}
     with h5py.File(path, "r") as file:
-        found["/"] = ({k: v for k, v in file.attrs.items() if k not in VOLATILE}, None)
+        found["/"] = (_stable(file.attrs), None)
 
         def visit(name, obj):
             data = obj[()] if isinstance(obj, h5py.Dataset) else None
-            found[name] = ({k: v for k, v in obj.attrs.items() if k not in VOLATILE}, data)
+            found[name] = (_stable(obj.attrs), data)
 
         file.visititems(visit)
     return found

@@ -1,6 +1,8 @@
 """Surfaces users already have (issue 18): tomgoldstein/loss-landscape HDF5 files and numpy grids
 imported into a store, with the merge tree checked against the closed-form critical points of
 the function the file samples."""
+import re
+
 import h5py
 import numpy as np
 import pytest
@@ -104,3 +106,89 @@ def test_import_surface_command(tmp_path, capsys):
     assert code == 0 and "1 point(s) missing" in out and "n_saddles 1" in out
     assert main(["report", str(tmp_path / "s.h5"), "--out", str(tmp_path / "report")]) == 0
     assert "merge-tree" in (tmp_path / "report" / "metrics.csv").read_text()
+
+
+# -- hostile files: one clear error, nothing written (no store, no lock file) --------------------------
+def _h5(**arrays):
+    def write(path):
+        with h5py.File(path.with_suffix(".h5"), "w") as f:
+            for name, value in arrays.items():
+                if isinstance(value, str) and value == "GROUP":
+                    f.create_group(name)
+                elif isinstance(value, str) and value == "HUGE":
+                    f.create_dataset(name, shape=(10**6, 10**6), dtype="f8")  # declared, never allocated
+                else:
+                    f[name] = value
+        return path.with_suffix(".h5")
+    return write
+
+
+def _npz(**arrays):
+    def write(path):
+        np.savez(path.with_suffix(".npz"), **arrays)
+        return path.with_suffix(".npz")
+    return write
+
+
+def _huge_npy(path):
+    """A .npy whose header declares a 7 TiB array (the file itself is a few bytes)."""
+    target = path.with_suffix(".npy")
+    with open(target, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (10**6, 10**6)})
+    return target
+
+
+_X, _Y = np.linspace(-1, 1, 5), np.linspace(-1, 1, 4)
+_LOSS = np.arange(20.0).reshape(5, 4) % 7 + 1
+HOSTILE_SURFACES = [
+    pytest.param(_h5(xcoordinates=np.ones((5, 2)), ycoordinates=_Y, train_loss=_LOSS), [], r"must be 1-D",
+                 id="2-D-xcoordinates"),
+    pytest.param(_npz(loss=_LOSS, x=np.ones((5, 1)), y=_Y), [], r"x coordinates have shape \(5, 1\)", id="2-D-npz-x"),
+    pytest.param(_npz(loss=_LOSS), ["--name", "n" * 300], r"Invalid surface name", id="300-character-name"),
+    pytest.param(_npz(loss=_LOSS), ["--name", "a/b"], r"Invalid surface name", id="name-with-slash"),
+    pytest.param(_npz(loss=_LOSS.astype(str)), [], r"holds <U\d+ values; a surface needs real numbers",
+                 id="string-loss"),
+    pytest.param(_npz(loss=_LOSS + 1j), [], r"complex128 values", id="complex-loss"),
+    pytest.param(_h5(xcoordinates=np.array(["a"] * 5, dtype="S1"), ycoordinates=_Y, train_loss=_LOSS), [],
+                 r"xcoordinates holds \|S1 values", id="string-coordinates"),
+    pytest.param(_h5(xcoordinates=1.0, ycoordinates=_Y, train_loss=_LOSS), [], r"xcoordinates is a single number",
+                 id="scalar-coordinates"),
+    pytest.param(_h5(xcoordinates=_X, ycoordinates=_Y, train_loss="GROUP"), [], r"'train_loss' is a Group",
+                 id="group-where-the-loss-belongs"),
+    pytest.param(_h5(xcoordinates=_X, ycoordinates=_Y, train_loss="HUGE"), [], r"declares shape \(1000000, 1000000\)",
+                 id="declared-7-TiB-loss"),
+    pytest.param(_huge_npy, [], r"is not a readable numpy file|declares shape", id="declared-7-TiB-npy"),
+    pytest.param(_npz(loss=_LOSS, x=_X[::-1], y=_Y), [], r"strictly increasing", id="decreasing-x"),
+]
+
+
+@pytest.mark.parametrize("write, extra, message", HOSTILE_SURFACES)
+def test_hostile_surface_files_are_one_clear_error_and_write_nothing(tmp_path, capsys, write, extra, message):
+    path = write(tmp_path / "surface")
+    store = tmp_path / "store.h5"
+    assert main(["import-surface", str(path), "--store", str(store), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lossatlas: error: ") and err.count("\n") == 1 and re.search(message, err), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no store, no lock file
+
+
+def test_a_full_disk_during_an_import_is_one_error_and_leaves_nothing(tmp_path):
+    """It used to die with SIGSEGV: HDF5 does not survive a dataset whose close fails for lack of
+    space, so the data's room is reserved before HDF5 writes it."""
+    import subprocess
+    import sys
+
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=150k", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root): the full-disk case is not exercised")
+    try:
+        np.save(tmp_path / "big.npy", np.random.default_rng(0).random((300, 300)))
+        done = subprocess.run([sys.executable, "-m", "lossatlas.cli", "import-surface", str(tmp_path / "big.npy"),
+                               "--store", str(small / "s.h5")], capture_output=True, text=True,
+                              env={**__import__("os").environ, "LOSSATLAS_MIN_FREE_MB": "0"})
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert done.stderr.startswith("lossatlas: error: The disk holding") and "is full" in done.stderr
+        assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(small)], capture_output=True)

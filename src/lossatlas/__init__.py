@@ -36,7 +36,7 @@ _LAZY = {
 }
 _SUBMODULES = {"problems", "methods", "registry", "testing", "samplers", "sampling", "store", "subjects", "topology",
                "hessian", "directions", "params", "analyzer", "analysis", "executor", "harness", "report", "plots",
-               "devices", "batched", "inputs"}
+               "devices", "batched", "inputs", "memory"}
 
 
 def __getattr__(name: str):

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from . import devices, registry
+from . import devices, memory, registry
 from .analyzer import Analyzer
 from .errors import ConfigError
 from .params import Vectors
@@ -38,6 +38,7 @@ def analyze(store: Store, subject, method, progress: bool = True, **params) -> R
     cls = resolve(method)
     analyzer = cls.from_params(params)
     analyzer.check_subject(subject)
+    memory.check(analyzer, subject)  # what cannot fit is refused before any work
     full, param_arrays = stored_params(analyzer)
     store.register(subject)
     requests = analyzer.requests(subject)

@@ -11,7 +11,9 @@ An analyzer declares, once, everything the framework needs:
   so reports compare measures and leave bookkeeping out;
 * ``views``: name -> drawer ``draw(ax, result)``, the figures it contributes to reports;
 * ``requests(subject)``: the samples it needs (``lossatlas.samplers``), produced by the driver;
-* ``compute(subject, samples)``: pure, samples in, (metrics, arrays) out.
+* ``compute(subject, samples)``: pure, samples in, (metrics, arrays) out;
+* ``memory(subject)``: its peak bytes (``lossatlas.memory``), counted from what ``compute`` and its
+  samples allocate, so that a run refuses before any work what cannot fit.
 
 ``lossatlas.analyze`` runs it; nothing else is needed for its figures and metrics to appear in
 reports.
@@ -24,7 +26,9 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
+from . import memory as memory_module
 from .errors import ConfigError
+from .memory import Memory
 from .params import check_known, constraints_of, validate_fields
 from .plots import is_3d
 
@@ -105,6 +109,14 @@ class Analyzer:
                               f"{self.name} needs the model, and only grid analyzers (merge-tree) apply to it.")
         for request in requests.values():
             request.check_all(subject)
+
+    def memory(self, subject) -> Memory:
+        """Peak bytes of this method on ``subject``, refused before any work when they cannot fit
+        (``lossatlas.memory``). Declare it from what ``compute`` allocates; this default, for
+        analyzers that do not, counts every requested sample, four float64 parameter vectors and
+        one gradient pass."""
+        own = memory_module.gradient(subject) + Memory(host=memory_module.vectors(subject, 4))
+        return own + memory_module.requested(self, subject)
 
     # -- to implement ----------------------------------------------------------------------------
     def requests(self, subject) -> dict:

@@ -48,7 +48,7 @@ def runs_at_once(subject, recipe: Recipe, wanted: int, vectors_per_run: int = 4)
         return 1  # convolutions (grouped under vmap) or a loss vmap cannot batch: one at a time is faster
     if any(m.momentum is None for m in getattr(subject, "_bn_modules", [])):
         return 1  # cumulative BatchNorm averages count batches per module: kept to the plain loop
-    per_run = _bytes_per_run(subject, recipe, vectors_per_run)
+    per_run = bytes_per_run(subject, recipe, vectors_per_run)
     return int(max(1, min(wanted, _free_memory(subject.device) * _MEMORY_SHARE // max(per_run, 1))))
 
 
@@ -162,7 +162,7 @@ def _stack(steps: tuple):
     return torch.stack(steps)
 
 
-def _bytes_per_run(subject, recipe: Recipe, vectors: int = 4) -> int:
+def bytes_per_run(subject, recipe: Recipe, vectors: int = 4) -> int:
     """One run's memory: ``vectors`` parameter-sized vectors, buffers, one batch of data, and what
     autograd saves for the backward pass of one training step (measured with saved-tensor hooks
     on the subject's first batch)."""

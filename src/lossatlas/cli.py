@@ -6,6 +6,7 @@ errors answer at once; these imports hide no cycle (tests/test_imports.py counts
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import logging
@@ -18,6 +19,13 @@ from .errors import ConfigError, LossatlasError
 _FILESYSTEM_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOENT, errno.ENOTDIR,
                       errno.EISDIR, errno.EEXIST}
 
+
+_INTERRUPTED = {  # what an interrupted command leaves behind, and what to do
+    "run": "what finished is stored: rerun the same command to resume.",
+    "export": "nothing in the output folder was replaced (an earlier export there is intact): export again.",
+    "report": "the report folder may be partly rewritten: run the report again (the store is unchanged).",
+    "import-surface": "an imported surface is stored whole or not at all: run the import again.",
+}
 
 FIGURES_HELP = "full: 300-dpi PNG and vector PDF (default); draft: 100-dpi PNG only (fast); none: tables only"
 
@@ -76,10 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         where = f" {err.filename}" if err.filename else ""
         print(f"lossatlas: error: cannot write or read{where}: {err.strerror or err}. Check that the folder exists, is "
-              "writable and has space; what finished is stored: rerun the same command to resume.", file=sys.stderr)
+              f"writable and has space; {_INTERRUPTED.get(args.command, _INTERRUPTED['run'])}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # finished parts are in the store with their completion flags
-        print("\nlossatlas: interrupted; what finished is stored: rerun the same command to resume.", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"\nlossatlas: interrupted; {_INTERRUPTED.get(args.command, _INTERRUPTED['run'])}", file=sys.stderr)
         return 130
 
 
@@ -152,32 +160,40 @@ def _run_one(plan, out: Path, store_path: Path, figures: str = "full") -> Path:
     from .store import Store
 
     folder = out / plan.record_name
-    folder.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(folder / "run.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger = logging.getLogger("lossatlas")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
     start = time.perf_counter()
     new_store = not store_path.exists()
     try:
-        logger.info("run %s at scale %s into %s", plan.name, plan.scale, store_path)
-        with Store(store_path, "a") as store:
-            harness.execute(plan, store)
-            logger.info("report -> %s", folder)
-            write_report(store, folder, plan.record_name, figures=figures)
-        logger.info("finished in %.1f s", time.perf_counter() - start)
+        with Store(store_path, "a") as store:  # locked first: a run refused here writes nothing, not even run.log
+            folder.mkdir(parents=True, exist_ok=True)
+            with _logging_to(folder / "run.log") as logger:
+                logger.info("run %s at scale %s into %s", plan.name, plan.scale, store_path)
+                harness.execute(plan, store)
+                logger.info("report -> %s", folder)
+                write_report(store, folder, plan.record_name, figures=figures)
+                logger.info("finished in %.1f s", time.perf_counter() - start)
     except BaseException:
         if new_store:
             _remove_if_empty(store_path)
         raise
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
     print(f"{plan.record_name}: done in {time.perf_counter() - start:.1f} s; store {store_path}")
     report = (folder / "report.md").read_text(encoding="utf-8")
     print(report.split("## Method comparison")[0].split("## Paper claims")[-1])
     return folder
+
+
+@contextlib.contextmanager
+def _logging_to(path: Path):
+    """The lossatlas log, also written to ``path`` while the block runs."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("lossatlas")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield logger
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
 
 
 def _remove_if_empty(path: Path) -> None:
@@ -205,7 +221,7 @@ def _export(args) -> int:
     with Store(args.store, "r") as store:
         written = export(store, args.out)
     print(f"export: {', '.join(str(p) for p in written['tables'])}; {len(written['grids'])} grid(s) in "
-          f"{Path(args.out) / 'grids'}")
+          f"{Path(args.out) / 'grids'}; {Path(args.out) / 'manifest.json'} lists them with their checksums")
     return 0
 
 
@@ -214,10 +230,20 @@ def _import_surface(args) -> int:
 
     from .analysis import analyze
     from .store import Store
-    from .surfaces import import_surface
+    from .surfaces import import_surface, surface_subject
 
-    with Store(args.store) as store:
-        subject = import_surface(store, args.file, args.name, args.key)
+    subject = surface_subject(args.file, args.name, args.key)  # every check before the store is touched
+    path, lock = Path(args.store), Path(args.store + ".lock")
+    created = [p for p in (path, lock) if not p.exists()]
+    try:
+        store = Store(path)
+        with store:
+            import_surface(store, subject)
+    except BaseException:  # a store this import created holds nothing else: it goes, with its lock file
+        for made in created:
+            made.unlink(missing_ok=True)
+        raise
+    with Store(path) as store:
         missing = int(np.isnan(subject.grid_loss).sum())
         print(f"imported {args.file} as {subject.name!r}: {subject.grid_loss.shape[0]} x {subject.grid_loss.shape[1]} "
               f"grid of {subject.quantity}" + (f", {missing} point(s) missing (NaN)" if missing else ""))

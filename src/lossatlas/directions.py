@@ -94,6 +94,9 @@ def check(subject, kind: str) -> None:
     """Whether directions of ``kind`` exist for ``subject``: checked before any work."""
     if kind not in KINDS:
         raise ConfigError(f"Unknown directions {kind!r}; valid: {list(KINDS)}.")
+    if subject.dim < 2:  # two directions in one dimension are colinear: the "plane" is a line, read twice
+        raise ConfigError(f"A 2-D loss grid needs two independent directions; {subject.name} has {subject.dim} "
+                          "parameter(s). Use the interpolation analyzer for a 1-D landscape.")
     if kind == "hessian" and subject.dim < 3:
         raise ConfigError(f"Hessian directions need more than 2 parameters; {subject.name} has {subject.dim}: "
                           "use directions='axes'.")

@@ -19,3 +19,7 @@ class DataError(LossatlasError):
 
 class NonFiniteLossError(LossatlasError, FloatingPointError):
     """A loss evaluated to NaN or inf where a finite value is required."""
+
+
+class ExportError(LossatlasError):
+    """An export cannot be written where asked; the earlier export there is left intact."""

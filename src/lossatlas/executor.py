@@ -17,11 +17,13 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import re
 from typing import Any, Callable, Iterator, Sequence
 
-from .errors import ConfigError
+from .errors import ConfigError, LossatlasError
 
 EXECUTORS = ("local", "dask")
+_ADDRESS = re.compile(r"((tcp|tls|ws|wss|ucx)://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:[0-9]{1,5})?")
 
 
 def set_threads(threads: int | None) -> None:
@@ -74,6 +76,7 @@ class DaskExecutor(LocalExecutor):
 
     name = "dask"
     local = False
+    RETRIES = 2  # reruns of a task lost with a dying worker
 
     def __init__(self, scheduler: str | None = None, client=None, workers: int | None = None,
                  threads: int | None = 1):
@@ -102,22 +105,48 @@ class DaskExecutor(LocalExecutor):
         return max(1, len(self.client.scheduler_info().get("workers", {})))
 
     def map(self, fn, tasks, shared=()):
-        from distributed import as_completed
+        """A task lost with a dying worker (KilledWorker, or cancelled for lost dependencies: the
+        scattered inputs were on it) runs again, up to ``RETRIES`` times: tasks are pure."""
+        from concurrent.futures import CancelledError
+
+        from distributed import KilledWorker, as_completed
 
         if not len(tasks):
             return
-        # Large shared inputs (the subject with its data, a grid's directions) travel once per worker.
-        # Each is scattered whole (in a one-item list: a dict, such as a sample's header, would be
-        # scattered value by value).
-        shared = [self.client.scatter([obj], broadcast=True, hash=False)[0] for obj in shared]
-        futures = {self.client.submit(_call, fn, self.threads, task, *shared, pure=False): index
-                   for index, task in enumerate(tasks)}
+        scattered = self._scatter(shared)
+        futures = {self._submit(fn, task, scattered): index for index, task in enumerate(tasks)}
+        lost = dict.fromkeys(range(len(tasks)), 0)
+        completed = as_completed(futures)
         try:
-            for future in as_completed(futures):
-                yield futures[future], future.result()  # a task's exception is raised here
+            for future in completed:
+                index = futures.pop(future)
+                try:
+                    result = future.result()  # a task's exception is raised here
+                except (CancelledError, KilledWorker) as err:
+                    lost[index] += 1
+                    if lost[index] > self.RETRIES:
+                        raise LossatlasError(f"Task {index} was lost {lost[index]} times with its Dask worker "
+                                             f"({type(err).__name__}: {' '.join(str(err).split())}); what finished "
+                                             "is stored: rerun the same command to resume.") from err
+                    if any(f.status != "finished" for f in scattered):
+                        scattered = self._scatter(shared)
+                    retry = self._submit(fn, tasks[index], scattered)
+                    futures[retry] = index
+                    completed.add(retry)
+                    continue
+                yield index, result
         finally:
             for future in futures:  # the coordinator stopped early: nothing keeps computing
                 future.cancel()
+
+    def _scatter(self, shared) -> list:
+        """Large shared inputs (the subject with its data, a grid's directions) travel once per worker.
+        Each is scattered whole (in a one-item list: a dict, such as a sample's header, would be
+        scattered value by value)."""
+        return [self.client.scatter([obj], broadcast=True, hash=False)[0] for obj in shared]
+
+    def _submit(self, fn, task, scattered):
+        return self.client.submit(_call, fn, self.threads, task, *scattered, pure=False)
 
     def close(self) -> None:
         for owned in self._owned:
@@ -155,6 +184,9 @@ def check_options(kind: str = "local", scheduler: str | None = None, threads: in
         raise ConfigError(f"Unknown executor {kind!r}; valid: {list(EXECUTORS)}.")
     if scheduler is not None and kind != "dask":
         raise ConfigError("--scheduler needs --executor dask.")
+    if scheduler is not None and not _ADDRESS.fullmatch(scheduler):
+        raise ConfigError(f"--scheduler {scheduler!r} is not a Dask scheduler address; expected e.g. "
+                          "tcp://host:8786 (or tls://, ws://, wss://, ucx://; host:port means tcp://).")
     if threads is not None and int(threads) < 1:
         raise ConfigError(f"threads must be an int in [1, inf); got {threads}.")
 

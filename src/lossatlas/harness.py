@@ -42,12 +42,13 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import devices, problems, registry
+from . import devices, memory, problems, registry
 from .analysis import analyze
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .params import Interval, NumberList, OfType, Options, check_known, check_table, validate
 from .progress import bar as progress_bar
 from .samplers import train_minima
+from .store import _check_name
 from .training import Recipe
 
 if sys.version_info >= (3, 11):
@@ -110,9 +111,15 @@ def load(path: str | Path, scale: str = "cpu") -> Plan:
     if not path.is_file():
         raise ConfigError(f"No benchmark config at {path}.")
     try:
-        config = tomllib.loads(path.read_text())
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:  # TOML is UTF-8 by definition
+        raise ConfigError(f"{path} is not UTF-8 text, as TOML must be: byte {err.object[err.start]:#04x} at offset "
+                          f"{err.start}. Save it as UTF-8.") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML: {err}") from err
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError(f"{path} nests arrays or inline tables too deeply to read; a benchmark config needs a few "
+                          "levels.") from None
     return plan(config, scale, source=str(path))
 
 
@@ -158,8 +165,8 @@ def plan(config: dict, scale: str = "cpu", source: str = "config") -> Plan:
     _check_figure_names(source, "method labels", list(methods))
     _check_figure_names(source, "variants", [", ".join(f"{k}={v}" for k, v in zip(variants, combo))
                                              for combo in itertools.product(*variants.values())])
-    report = _report(_table(config, "report", source), variants, {**problems.parameters(problem), **variants},
-                     methods, source)
+    report = _report(_table(config, "report", source), variants,  # [params]: a **kwargs factory declares none
+                     {**problems.parameters(problem), **params, **variants}, methods, source)
     device = config.get("device", "auto")
     devices.parse(device)  # spelled right; whether the GPU is there is checked where the run starts
     sensitivity = _sensitivity(_table(merged, "sensitivity", source), methods, source)
@@ -323,7 +330,12 @@ def check_subjects(plan: Plan) -> None:
     what needs the subject (directions="axes" needs 2 parameters, the pyhessian backend a plain
     criterion) is rejected before any minimum is trained."""
     for params in plan.subjects:
-        _check_methods(plan, build_subject(plan, params, "cpu")[0])  # checks need no GPU
+        subject = build_subject(plan, params, "cpu")[0]  # checks need no GPU
+        try:
+            _check_name(subject.name, "subject")  # the store's rule, which `run` meets only when it writes
+        except StoreError as err:
+            raise ConfigError(f"Problem {plan.problem!r} with {params}: {err}") from None
+        _check_methods(plan, subject, devices.resolve(plan.device))  # memory: where the run will be
 
 
 def build_subject(plan: Plan, params: dict, device: str):
@@ -334,13 +346,15 @@ def build_subject(plan: Plan, params: dict, device: str):
     return subject, recipe
 
 
-def _check_methods(plan: Plan, subject) -> None:
+def _check_methods(plan: Plan, subject, device=None) -> None:
     for label, method in plan.methods.items():
         cls = registry.get(method["analyzer"])
         last = {"minimum": len(plan.seeds) - 1} if cls.scope == "minimum" else {}  # the run asks for every one
         try:
             analyzer = cls.from_params({**method["params"], **last})
             analyzer.check_subject(subject)
+            for params in [method["params"], *plan.sensitivity.get(label, {}).values()]:
+                memory.check(cls.from_params({**params, **last}), subject, device)  # refused now, not after hours
         except ConfigError as err:
             raise ConfigError(f"[methods.{label}] on {subject.name}: {err}") from err
         needed = max([r.minima_needed() for r in analyzer.requests(subject).values()], default=0)

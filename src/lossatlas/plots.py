@@ -119,15 +119,24 @@ def draw_contour(ax, result, clip_quantile: float | None = None, limits: tuple |
         return
     shown, x, y = grid
     levels, norm = _levels(shown if limits is None else limits)
-    contour = ax.contourf(x, y, np.clip(shown, levels[0], levels[-1]).T, levels=levels, norm=norm, cmap="viridis")
+    step = max(1, -(-max(shown.shape) // MAX_DRAWN_GRID))  # finer than the figure's pixels: drawn every step-th
+    contour = ax.contourf(x[::step], y[::step], np.clip(shown[::step, ::step], levels[0], levels[-1]).T,
+                          levels=levels, norm=norm, cmap="viridis")
     ax.figure.colorbar(contour, ax=ax, label="loss")
-    minima = _rows(result.arrays.get("pair_vertices"), 2, np.int64)[:, 0]
-    saddles = _rows(result.arrays.get("saddles"), 3, np.int64)[:, 0]
+    values = np.asarray(result.arrays["loss_grid"], dtype=float).ravel()
+    pairs = _rows(result.arrays.get("pair_vertices"), 2, np.int64)
+    merges = _rows(result.arrays.get("saddles"), 3, np.int64)
+    pair_vertices, saddle_rows, n_minima = _most_persistent(values, pairs, merges)
+    minima, saddles = pair_vertices[:, 0], saddle_rows[:, 0]
     for vertices, style in ((minima, dict(c="white", edgecolors="k", label="minima")),
                             (saddles, dict(c="red", marker="x", label="saddles"))):
         if len(vertices):
             i, j = np.unravel_index(vertices, shown.shape)
-            ax.scatter(x[i], y[j], s=30, zorder=3, **style)
+            ax.scatter(x[i], y[j], s=30 if len(vertices) < 100 else 8, zorder=3, **style)
+    notes = ([f"grid drawn at 1 of every {step} points an axis"] if step > 1 else []) + \
+        ([f"the {len(minima)} most persistent of {n_minima} minima marked"] if len(minima) < n_minima else [])
+    if notes:
+        ax.text(0.01, 0.01, "; ".join(notes), transform=ax.transAxes, fontsize=6, color="white", va="bottom")
     path = _rows(result.arrays.get("path_xy"), 2)
     if len(path):  # PCA directions: the training path, initialisation (star) to the minimum (Li et al. 2018 §7)
         explained = _finite_or_nan(result.arrays.get("explained_variance", [np.nan, np.nan]))
@@ -190,12 +199,35 @@ def draw_merge_tree(ax, result) -> None:
     """Merge-tree result: the tree with leaves at the minima's losses, saddles in red."""
     ax.set_title(f"merge tree: {_metric(result, 'n_saddles'):g} saddles")
     loss = np.asarray(result.arrays["loss_grid"], dtype=float).ravel()
-    _draw_tree(ax, loss, _rows(result.arrays.get("pair_vertices"), 2, np.int64),
-               _rows(result.arrays.get("saddles"), 3, np.int64))
+    pair_vertices, saddles, n_minima = _most_persistent(loss, _rows(result.arrays.get("pair_vertices"), 2, np.int64),
+                                                        _rows(result.arrays.get("saddles"), 3, np.int64))
+    _draw_tree(ax, loss, pair_vertices, saddles)
+    if len(pair_vertices) < n_minima:
+        ax.set_xlabel(f"{len(pair_vertices)} most persistent of {n_minima} minima")
+
+
+MAX_DRAWN_MINIMA = 300  # a tree or a map with more branches than this is ink, not information
+MAX_DRAWN_GRID = 400  # grid points per axis drawn in a contour (a panel is a few hundred pixels wide)
+
+
+def _most_persistent(values: np.ndarray, pair_vertices: np.ndarray, saddles: np.ndarray,
+                     limit: int = MAX_DRAWN_MINIMA) -> tuple[np.ndarray, np.ndarray, int]:
+    """The ``limit`` most persistent minima and the merges among them, and how many minima there
+    were. Closed under merging: by the elder rule a surviving branch outlives the one it absorbs,
+    so the survivor of every kept merge is kept too."""
+    n = len(pair_vertices)
+    if n <= limit:
+        return pair_vertices, saddles, n
+    deaths = np.where(pair_vertices[:, 1] >= 0, values[np.maximum(pair_vertices[:, 1], 0)], np.inf)
+    persistence = np.nan_to_num(deaths - values[pair_vertices[:, 0]], nan=-np.inf)
+    kept = pair_vertices[np.sort(np.argsort(-persistence, kind="stable")[:limit])]
+    return kept, saddles[np.isin(saddles[:, 2], kept[:, 0])], n
 
 
 def _draw_tree(ax, values: np.ndarray, pair_vertices: np.ndarray, saddles: np.ndarray) -> None:
     """Leaves at their loss, each saddle joining two branches at its loss; x by merge order."""
+    from matplotlib.collections import LineCollection
+
     ax.set(xticks=[], xlabel="minima (in merge order)", ylabel="loss")
     values = _finite_or_nan(values)
     top = {int(m): (float(i), float(values[m])) for i, m in enumerate(_leaf_order(pair_vertices, saddles))}
@@ -204,18 +236,18 @@ def _draw_tree(ax, values: np.ndarray, pair_vertices: np.ndarray, saddles: np.nd
         return
     ax.scatter([p[0] for p in top.values()], [p[1] for p in top.values()], c="tab:blue", s=12, zorder=3,
                label="minima")
-    joints = []
+    joints, branches = [], []
     for saddle, survivor, dying in saddles.tolist():
         if survivor not in top or dying not in top:
             continue  # a saddle whose branches are not in the tree (inconsistent arrays): skip it
         (xa, ya), (xb, yb) = top[survivor], top[dying]
         height = float(values[saddle])
         xs = 0.5 * (xa + xb)
-        ax.plot([xa, xa, xs], [ya, height, height], c="k", lw=0.8)
-        ax.plot([xb, xb, xs], [yb, height, height], c="k", lw=0.8)
+        branches += [[(xa, ya), (xa, height), (xs, height)], [(xb, yb), (xb, height), (xs, height)]]
         joints.append((xs, height))
         top[survivor] = (xs, height)
     if joints:
+        ax.add_collection(LineCollection(branches, colors="k", linewidths=0.8))
         ax.scatter(*np.array(joints).T, c="tab:red", s=10, zorder=3, label="saddles")
 
 
@@ -246,7 +278,8 @@ def draw_diagram(ax, pairs: np.ndarray) -> None:
     finite = np.isfinite(pairs[:, 1])
     low = pairs[:, 0].min()
     top = pairs[finite, 1].max() if finite.any() else pairs[:, 0].max() + 1
-    ax.scatter(pairs[finite, 0], pairs[finite, 1], s=14, label="pairs")
+    ax.scatter(pairs[finite, 0], pairs[finite, 1], s=14 if finite.sum() < 1000 else 4, label="pairs",
+               rasterized=bool(finite.sum() > 5000))  # a vector file of 10^5 markers is megabytes, no clearer
     ax.scatter(pairs[~finite, 0], np.full((~finite).sum(), top * 1.05 if top > 0 else top + 1), marker="^",
                c="tab:red", s=20, label="essential (inf)")
     ax.plot([low, top], [low, top], c="gray", lw=0.8)
@@ -508,6 +541,31 @@ def _share_limits(axes: list, which: str) -> None:
 def file_stem(text: str) -> str:
     """A label as part of a figure's file name (letters, digits and dots; other runs become '-')."""
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
+
+
+_STEM_CHARS = 60  # file names stay far below the 255 bytes file systems allow
+
+
+def file_stems(labels) -> dict[str, str]:
+    """Each label's file stem, one file per label: ``file_stem`` where that is unambiguous, with a
+    short hash of the label appended where it is not -- labels that differ only in what
+    ``file_stem`` drops ("s_1" and "s-1", "λ" and "μ") or in case (case-insensitive file systems),
+    empty stems, and long labels (cut, so the name fits the file system)."""
+    import hashlib
+
+    labels = list(dict.fromkeys(str(label) for label in labels))
+    plain = {label: file_stem(label) for label in labels}
+    count: dict[str, int] = {}
+    for stem in plain.values():
+        count[stem.lower()] = count.get(stem.lower(), 0) + 1
+    stems = {}
+    for label, stem in plain.items():
+        if stem and count[stem.lower()] == 1 and len(stem) <= _STEM_CHARS:
+            stems[label] = stem
+        else:
+            tag = hashlib.sha1(label.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+            stems[label] = f"{stem[:_STEM_CHARS]}-{tag}".lstrip("-")
+    return stems
 
 
 def save_figure(figure, path_without_suffix) -> list[Path]:

@@ -23,6 +23,7 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from . import devices, executor
+from .memory import Memory
 from .params import validate_fields
 from .progress import bar as progress_bar
 from .provenance import config_key
@@ -68,6 +69,11 @@ class Request:
         """How many trained minima must be in the store for this request (a benchmark checks it
         against its seeds before any work)."""
         return max([dependency.minima_needed() for dependency in self.inputs().values()], default=0)
+
+    def memory(self, subject) -> Memory:
+        """Peak bytes of obtaining this sample and holding it, its inputs included
+        (``lossatlas.memory``); by default what its inputs declare."""
+        return sum((dependency.memory(subject) for dependency in self.inputs().values()), Memory())
 
     def check_all(self, subject) -> None:
         """This request and its inputs checked against ``subject``."""

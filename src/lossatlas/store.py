@@ -19,6 +19,9 @@ encoding) is refused with its version. Samples are written through ``write_heade
     /benchmarks/<name>              encoding-type="benchmark": record (JSON: the plan and the result keys of every run)
 
 Every node carries ``encoding-type`` and ``encoding-version``; readers refuse what they do not know.
+Results, parts (minima among them), subjects' attributes and benchmark records carry a ``checksum`` of
+what they hold, checked when read: HDF5 checksums its object headers but neither data nor the strings
+that attributes point to, so a flipped byte there would otherwise read as a value.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import ctypes
 import ctypes.util
 import errno
 import functools
+import hashlib
 import io
 import json
 import os
@@ -60,6 +64,10 @@ SCHEMA_VERSION = 2
 ENCODING_VERSION = "1"
 _MODES = ("r", "a", "x")  # read; read/write, created if missing; create (refused if it exists)
 _COMPRESS_ABOVE = 4096  # elements; smaller arrays are stored contiguous and uncompressed
+# HDF5's 1.8 file format (readable by any HDF5 since 2008) for what is written: HDF5 then checksums its own
+# metadata (object headers, links), so a flipped byte there is an error rather than a result gone missing
+_LIBVER = ("v108", "latest")
+_READ_ALONE = ("trajectory",)  # datasets read on their own (Store.trajectory): a checksum of their own
 
 
 @dataclass
@@ -105,15 +113,18 @@ class Minimum:
 
 def _reader(method):
     """Readers validate what they read: damaged or foreign content (a deleted dataset, bad JSON
-    in an attribute, a wrong shape) is a StoreError naming the file and what was read, never a
-    raw KeyError or JSONDecodeError."""
+    in an attribute, a wrong shape, a link to a missing file, a damaged HDF5 header, JSON nested
+    too deep to parse) is a StoreError naming the file and what was read, never a raw KeyError,
+    OSError or RecursionError. A full disk (HDF5 may flush while reading) is still handled as
+    writers handle it."""
     @functools.wraps(method)
     def read(self, *args, **kwargs):
         try:
-            return method(self, *args, **kwargs)
+            with self._abandoned_if_full(method.__name__):
+                return method(self, *args, **kwargs)
         except StoreError:
             raise
-        except (KeyError, ValueError, TypeError) as err:
+        except (KeyError, ValueError, TypeError, OSError, RuntimeError) as err:  # RecursionError among them
             what = ", ".join(repr(a) for a in args)
             raise StoreError(f"{self.path}: {method.__name__}({what}) found damaged or foreign content "
                              f"({type(err).__name__}: {err}). Nothing was modified; restore the file from a copy or "
@@ -192,7 +203,7 @@ class Store:
         store._registered = {}
         store._lock = None
         store._release = None
-        store._file = h5py.File(io.BytesIO(), "w")
+        store._file = h5py.File(io.BytesIO(), "w", libver=_LIBVER)
         _stamp(store._file)
         return store
 
@@ -241,14 +252,15 @@ class Store:
                 "fails half-way and damages the store; everything finished so far is kept. Free space, then rerun "
                 "the same command to resume.")
 
-    def _reserve(self) -> None:
-        """Allocate the disk blocks the next flush will write past the end of the file, so that the
-        flush itself cannot run out of space half-way (Linux fallocate, keeping the file size)."""
+    def _reserve(self, extra: int = 0) -> None:
+        """Allocate the disk blocks the next flush (and ``extra`` bytes of array data) will write past
+        the end of the file, so that the write cannot run out of space half-way (Linux fallocate,
+        keeping the file size): HDF5 does not survive a dataset whose close fails for lack of space."""
         if self.path == Path(":memory:") or _fallocate is None:
             return
         fd = self._file.id.get_vfd_handle()
         end = os.fstat(fd).st_size
-        needed = self._file.id.get_filesize() + _FLUSH_SLACK - end
+        needed = self._file.id.get_filesize() + _FLUSH_SLACK + extra - end
         if needed > 0 and _fallocate(fd, _KEEP_SIZE, end, needed) != 0:
             code = ctypes.get_errno()
             if code in _OUT_OF_SPACE:
@@ -278,10 +290,11 @@ class Store:
         return self._file
 
     # -- nodes -----------------------------------------------------------------------------------
+    @_reader
     def finished(self, path: str) -> bool:
         """Whether the sample part at ``path`` (a grid block, a path pair, a minimum) was written
         whole: its ``complete`` attribute is set last, so an interrupted write reads as unfinished."""
-        return path in self._file and bool(self._file[path].attrs.get("complete", False))
+        return path in self._file and _flag(self._file[path], "complete")
 
     def node(self, path: str, encoding_type: str, **attrs) -> h5py.Group:
         """The group at ``path``, created with its ``encoding-type`` (and attrs) if missing.
@@ -306,6 +319,7 @@ class Store:
         """Write (or replace) a dataset; large arrays are chunked and gzip-compressed."""
         self._writable(f"{group.name}/{name}")
         data = np.asarray(data)
+        self._reserve(extra=data.nbytes)  # room for the data before HDF5 starts writing it
         if name in group:
             del group[name]
         if data.size > _COMPRESS_ABOVE:
@@ -313,8 +327,11 @@ class Store:
         return group.create_dataset(name, data=data)
 
     # -- subjects --------------------------------------------------------------------------------
+    @_reader
     def subjects(self) -> list[str]:
-        return sorted(self._file["subjects"]) if "subjects" in self._file else []
+        """The subjects' names; a link in their place (``_child``) is damage, not a subject."""
+        group = _child(self._file, "subjects")
+        return [] if group is None else [name for name in sorted(group) if _child(group, name) is not None]
 
     def add_subject(self, name: str, config: dict, theta0, buffers0) -> h5py.Group:
         """Register a subject; the same name with a different config is refused."""
@@ -337,6 +354,7 @@ class Store:
     def _create_subject(self, path: str, text: str, theta0, buffers0) -> h5py.Group:
         self.node("subjects", "subjects")
         group = self.node(path, "subject", config=text, dim=int(np.asarray(theta0).size), created=now())
+        group.attrs["checksum"] = _checksum(group, attrs=_checked_attrs(group))  # theta0, buffers0: compared on use
         self.write_array(group, "theta0", np.asarray(theta0))
         self.write_array(group, "buffers0", np.asarray(buffers0))
         self.flush()
@@ -364,12 +382,18 @@ class Store:
 
     @_reader
     def subject_config(self, name: str) -> dict:
-        return json.loads(self._subject(name).attrs["config"])
+        node = self._subject(name)
+        attrs = _checked_attrs(node)
+        config = json.loads(attrs["config"])
+        _verify(node, "checksum", attrs=attrs)
+        return config
 
     def _subject(self, name: str) -> h5py.Group:
-        if f"subjects/{name}" not in self._file:
+        group = _child(self._file, "subjects")
+        node = None if group is None else _child(group, name)
+        if node is None:
             raise StoreError(f"{self.path} has no subject {name!r}; it has {self.subjects()}.")
-        return self._file[f"subjects/{name}"]
+        return node
 
     # -- subjects as objects -----------------------------------------------------------------------
     def register(self, subject) -> None:
@@ -394,34 +418,39 @@ class Store:
     @_reader
     def minima(self, subject: str) -> list[Minimum]:
         """The finished minima of ``subject`` (one interrupted while being written is left out)."""
-        group = self._subject(subject).get("minima")
+        group = _child(self._subject(subject), "minima")
         if group is None:
             return []
-        minima = [self._read_minimum(group[name]) for name in sorted(group) if group[name].attrs.get("complete")]
         dim = int(self._subject(subject).attrs["dim"])
-        for minimum in minima:
-            if minimum.theta.shape != (dim,):
-                raise ValueError(f"minimum {minimum.index} has parameters of shape {minimum.theta.shape}, the subject "
-                                 f"has {dim}")
-        return minima
+        nodes = [_child(group, name) for name in sorted(group)]
+        return [self._read_minimum(node, dim) for node in nodes if _flag(node, "complete")]
 
     @staticmethod
-    def _read_minimum(node: h5py.Group) -> Minimum:
+    def _read_minimum(node: h5py.Group, dim: int) -> Minimum:
+        """A minimum, its checksum checked last: the checks before it say more precisely what is wrong."""
         _expect(node, "minimum")
-        return Minimum(
+        attrs, arrays = _part_content(node, skip=_READ_ALONE)
+        minimum = Minimum(
             index=int(node.name.rsplit("/", 1)[1]),
-            theta=node["theta"][()],
-            buffers=node["buffers"][()],
-            seed=int(node.attrs["seed"]),
-            recipe=json.loads(node.attrs["recipe"]),
-            metrics=json.loads(node.attrs["metrics"]),
-            wall_time_s=float(node.attrs.get("wall_time_s", float("nan"))),
-            runtime=json.loads(node.attrs.get("runtime", "{}")),
+            theta=arrays["theta"],
+            buffers=arrays["buffers"],
+            seed=int(attrs["seed"]),
+            recipe=json.loads(attrs["recipe"]),
+            metrics=json.loads(attrs["metrics"]),
+            wall_time_s=float(attrs.get("wall_time_s", float("nan"))),
+            runtime=json.loads(attrs.get("runtime", "{}")),
         )
+        if minimum.theta.shape != (dim,):
+            raise ValueError(f"minimum {minimum.index} has parameters of shape {minimum.theta.shape}, the subject "
+                             f"has {dim}")
+        _verify_part(node, attrs, arrays)
+        return minimum
 
+    @_reader
     def has_trajectory(self, subject: str, index: int) -> bool:
-        node = self._subject(subject).get(f"minima/{index:03d}")
-        return node is not None and bool(node.attrs.get("complete")) and "trajectory" in node
+        minima = _child(self._subject(subject), "minima")
+        node = None if minima is None else _child(minima, f"{index:03d}")
+        return node is not None and _flag(node, "complete") and _child(node, "trajectory") is not None
 
     @_reader
     def trajectory(self, subject: str, index: int) -> np.ndarray | None:
@@ -430,7 +459,10 @@ class Store:
         which every reader calls: a ResNet's trajectory is tens of MB."""
         if not self.has_trajectory(subject, index):
             return None
-        return self._subject(subject)[f"minima/{index:03d}/trajectory"][()].astype(np.float64)
+        node = self._subject(subject)[f"minima/{index:03d}"]
+        trajectory = node["trajectory"][()]
+        _verify(node, "checksum-trajectory", arrays={"trajectory": trajectory})
+        return trajectory.astype(np.float64)
 
     # -- samples ---------------------------------------------------------------------------------
     def sample_root(self, path: str, encoding_type: str = "sample", config: dict | None = None) -> h5py.Group:
@@ -444,8 +476,9 @@ class Store:
                                            "versions": canonical_json(versions())}
         return self.node(path, encoding_type, **attrs)
 
+    @_reader
     def has_header(self, path: str) -> bool:
-        return path in self._file and bool(self._file[path].attrs.get("prepared", False))
+        return path in self._file and _flag(self._file[path], "prepared")
 
     @_writer
     def write_header(self, root: h5py.Group, arrays: dict) -> None:
@@ -472,20 +505,29 @@ class Store:
             node.attrs[key] = value
         for key, value in part.arrays.items():
             self.write_array(node, key, value)
+        node.attrs["checksum"] = _checksum(node, attrs=_checked_attrs(node), arrays={
+            key: value for key, value in part.arrays.items() if key not in _READ_ALONE})
+        for key in _READ_ALONE:
+            if key in part.arrays:
+                node.attrs[f"checksum-{key}"] = _checksum(node, arrays={key: part.arrays[key]})
         node.attrs["complete"] = True
         self.flush()
 
     @_reader
     def read_part(self, path: str, encoding_type: str = "part", skip: tuple = ()) -> "Part":
-        """A finished part; ``skip``: datasets left unread (a minimum's trajectory)."""
+        """A finished part, checked against its checksum; ``skip``: datasets left unread (a minimum's
+        trajectory)."""
         if not self.finished(path):
             raise StoreError(f"{self.path}:{path} is missing or was not written whole.")
         node = self._file[path]
         _expect(node, encoding_type)
-        attrs = {k: v for k, v in node.attrs.items() if k not in ("encoding-type", "encoding-version", "complete")}
-        return Part({k: v[()] for k, v in node.items() if k not in skip}, attrs)
+        attrs, arrays = _part_content(node, skip)
+        _verify_part(node, attrs, arrays)
+        return Part({k: v for k, v in arrays.items() if k not in skip},
+                    {k: v for k, v in attrs.items() if k not in ("encoding-type", "encoding-version")})
 
     # -- results ---------------------------------------------------------------------------------
+    @_reader
     def has_result(self, subject: str, method: str, key: str) -> bool:
         """Whether the result was written whole (``complete`` is set last, as for sample parts)."""
         return self.finished(f"subjects/{subject}/results/{method}/{key}")
@@ -517,11 +559,16 @@ class Store:
         arrays = self.node(f"{path}/arrays", "arrays")
         for name, value in result.arrays.items():
             self.write_array(arrays, name, value)
-        self._file[path].attrs["complete"] = True
+        node = self._file[path]
+        node.attrs["checksum"] = _checksum(node, attrs=_checked_attrs(node), metrics=dict(metrics.attrs),
+                                           arrays=result.arrays)
+        node.attrs["complete"] = True
         self.flush()
 
     @_reader
     def read_result(self, subject: str, method: str, key: str) -> Result:
+        """A finished result, checked against its checksum last, so the checks before it say more
+        precisely what is wrong (results written before checksums were stored have none: read unchecked)."""
         path = f"subjects/{subject}/results/{method}/{key}"
         if path not in self._file:
             raise StoreError(f"{self.path} has no result at {path}.")
@@ -529,36 +576,42 @@ class Store:
             raise StoreError(f"{self.path}:{path} was interrupted while being written; rerun the analysis.")
         node = self._file[path]
         _expect(node, "result")
-        seed = int(node.attrs["seed"])
-        if "shapes" in node.attrs:  # written since issue 16: every array is there, with its shape
+        attrs, metrics = _checked_attrs(node), dict(node["metrics"].attrs)
+        arrays = {k: v[()] for k, v in node["arrays"].items()}
+        seed = int(attrs["seed"])
+        if "shapes" in attrs:  # written since issue 16: every array is there, with its shape
             found = {name: list(array.shape) for name, array in node["arrays"].items()}
-            expected = json.loads(node.attrs["shapes"])
+            expected = json.loads(attrs["shapes"])
             if found != expected:
                 wrong = sorted(n for n in set(found) | set(expected) if found.get(n) != expected.get(n))
                 raise ValueError(f"arrays {wrong} are missing or have another shape than written "
                                  f"(written {[expected.get(n) for n in wrong]}, found {[found.get(n) for n in wrong]})")
-        return Result(
+        result = Result(
             method=method,
             subject=subject,
-            params=json.loads(node.attrs["params"]),
-            metrics={k: float(v) for k, v in node["metrics"].attrs.items() if not k.startswith("encoding-")},
-            arrays={k: v[()] for k, v in node["arrays"].items()},
+            params=json.loads(attrs["params"]),
+            metrics={k: float(v) for k, v in metrics.items() if not k.startswith("encoding-")},
+            arrays=arrays,
             seed=None if seed < 0 else seed,
-            versions=json.loads(node.attrs["versions"]),
-            created=str(node.attrs["created"]),
-            wall_time_s=float(node.attrs["wall_time_s"]),
+            versions=json.loads(attrs["versions"]),
+            created=str(attrs["created"]),
+            wall_time_s=float(attrs["wall_time_s"]),
             key=key,
-            analyzer=json.loads(node.attrs.get("analyzer", "{}")),
-            runtime=json.loads(node.attrs.get("runtime", "{}")),
+            analyzer=json.loads(attrs.get("analyzer", "{}")),
+            runtime=json.loads(attrs.get("runtime", "{}")),
         )
+        _verify(node, "checksum", attrs=attrs, metrics=metrics, arrays=arrays)
+        return result
 
+    @_reader
     def results(self, subject: str, method: str | None = None) -> list[Result]:
-        group = self._subject(subject).get("results")
+        group = _child(self._subject(subject), "results")
         if group is None:
             return []
-        methods = [method] if method else sorted(group)
-        return [self.read_result(subject, m, k) for m in methods if m in group for k in sorted(group[m])
-                if self.has_result(subject, m, k)]
+        methods = sorted(group) if not method else [method] if method in group else []
+        keys = {m: _child(group, m) for m in methods}
+        return [self.read_result(subject, m, k) for m in methods for k in sorted(keys[m])
+                if _flag(_child(keys[m], k), "complete")]
 
     def to_dataframe(self):
         """One row per result with its parameters and metrics (pandas; the ``export`` extra)."""
@@ -575,10 +628,13 @@ class Store:
         self.node("benchmarks", "benchmarks")
         node = self.node(f"benchmarks/{name}", "benchmark", created=now())
         node.attrs["record"] = canonical_json(record)
+        node.attrs["checksum"] = _checksum(node, attrs=_checked_attrs(node))
         self.flush()
 
+    @_reader
     def benchmarks(self) -> list[str]:
-        return sorted(self._file["benchmarks"]) if "benchmarks" in self._file else []
+        group = _child(self._file, "benchmarks")
+        return [] if group is None else sorted(group)
 
     @_reader
     def read_benchmark(self, name: str) -> dict:
@@ -586,7 +642,10 @@ class Store:
             raise StoreError(f"{self.path} has no benchmark {name!r}; it has {self.benchmarks()}.")
         node = self._file[f"benchmarks/{name}"]
         _expect(node, "benchmark")
-        return json.loads(node.attrs["record"])
+        attrs = _checked_attrs(node)
+        record = json.loads(attrs["record"])
+        _verify(node, "checksum", attrs=attrs)
+        return record
 
     # -- inspection ------------------------------------------------------------------------------
     def tree(self, max_attr_chars: int = 80) -> str:
@@ -635,6 +694,100 @@ def _expect(node: h5py.Group, encoding_type: str) -> None:
             f"{node.file.filename}:{node.name} has encoding-version {version!r}; this lossatlas reads "
             f"{ENCODING_VERSION!r}. Upgrade lossatlas."
         )
+
+
+def _flag(node: h5py.Group, name: str) -> bool:
+    """A ``complete`` / ``prepared`` flag, read strictly: a damaged one (the string "False", an
+    array) must never read as set. Absent or false means not set -- an interrupted write, redone on
+    resume -- unless the content matches the checksum written just before the flag: then it is
+    whole (a kill between the two, or a flag damaged later), never silently dropped."""
+    value = node.attrs.get(name)
+    integer = isinstance(value, (int, np.integer)) and value in (0, 1)  # bool among them
+    if value is None or integer or isinstance(value, np.bool_):
+        return bool(value) or (name == "complete" and "checksum" in node.attrs and _whole(node))
+    problem = f"{value!r}, not a boolean"
+    raise StoreError(f"{node.file.filename}:{node.name} is damaged: its {name} flag is {problem}. Nothing was "
+                     "modified; restore the file from a copy or rerun into a new store.")
+
+
+def _child(group: h5py.Group, name: str) -> h5py.Group | h5py.Dataset | None:
+    """``group[name]``, or None where there is no such name. lossatlas writes only nodes of the
+    store's own file, so a link (to another file, perhaps missing) is damaged or foreign content,
+    never read as absent (h5py's ``get`` would)."""
+    link = group.get(name, getlink=True)
+    if link is None:
+        return None
+    if not isinstance(link, h5py.HardLink):
+        raise ValueError(f"{group.name.rstrip('/')}/{name} is a {type(link).__name__}, not a node of this store")
+    return group[name]
+
+
+def _whole(node: h5py.Group) -> bool:
+    """Whether a result's or part's content matches its checksum (read the way its reader reads it)."""
+    try:
+        attrs = _checked_attrs(node)
+        if node.attrs.get("encoding-type") == "result":
+            sections = {"metrics": dict(node["metrics"].attrs), "arrays": {k: v[()] for k, v in node["arrays"].items()}}
+        else:
+            _, arrays = _part_content(node, skip=tuple(_READ_ALONE))
+            sections = {"arrays": {k: v for k, v in arrays.items() if k not in _READ_ALONE}}
+        return node.attrs["checksum"] == _checksum(node, attrs=attrs, **sections)
+    except (KeyError, ValueError, TypeError, OSError, RuntimeError):
+        return False
+
+
+def _checked_attrs(node: h5py.Group) -> dict:
+    """A node's attributes as its checksum covers them: all but the flag set after it and the checksums."""
+    return {k: v for k, v in node.attrs.items() if k != "complete" and not k.startswith("checksum")}
+
+
+def _checksum(node: h5py.Group, **sections: dict) -> str:
+    """sha256 of a node's path and content: per section (attrs, metrics, arrays) each name with its
+    value, strings as UTF-8, anything else as numpy dtype, shape and bytes."""
+    digest = hashlib.sha256()
+
+    def feed(*pieces: bytes) -> None:
+        for piece in pieces:
+            digest.update(len(piece).to_bytes(8, "little") + piece)
+
+    feed(node.name.encode())
+    for section in sorted(sections):
+        for name in sorted(sections[section]):
+            value = sections[section][name]
+            if isinstance(value, (str, bytes)):
+                kind, data = type(value).__name__, value.encode() if isinstance(value, str) else value
+            else:
+                array = np.asarray(value)
+                kind = f"{array.dtype.str} {array.shape}"
+                data = array.tobytes() if not array.dtype.hasobject else repr(  # strings: h5py reads them as bytes
+                    [v.decode() if isinstance(v, bytes) else v for v in array.ravel().tolist()]).encode()
+            feed(section.encode(), name.encode(), kind.encode(), data)
+    return "sha256:" + digest.hexdigest()
+
+
+def _verify(node: h5py.Group, attr: str, **sections: dict) -> None:
+    """Compare what was read with the checksum written with it; content written before checksums
+    were stored has none and is read unchecked."""
+    stored = node.attrs.get(attr)
+    if stored is None:
+        return
+    if not isinstance(stored, str) or stored != _checksum(node, **sections):
+        raise StoreError(f"{node.file.filename}:{node.name} is damaged: its content does not match the checksum "
+                         "written with it, so it was changed after it was written (a disk, copy or transfer error). "
+                         "Nothing was modified; restore the file from a copy or rerun into a new store.")
+
+
+def _part_content(node: h5py.Group, skip: tuple = ()) -> tuple[dict, dict]:
+    """A part's attributes and datasets; those in ``skip`` are left unread where they have a checksum
+    of their own (a trajectory), else read for the part's checksum."""
+    return _checked_attrs(node), {k: v[()] for k, v in node.items() if k not in skip or k not in _READ_ALONE}
+
+
+def _verify_part(node: h5py.Group, attrs: dict, arrays: dict) -> None:
+    _verify(node, "checksum", attrs=attrs, arrays={k: v for k, v in arrays.items() if k not in _READ_ALONE})
+    for key in _READ_ALONE:
+        if key in arrays:
+            _verify(node, f"checksum-{key}", arrays={key: arrays[key]})
 
 
 _HELD: dict[str, list] = {}  # lock file -> [open handle, holders in this process, exclusive?]
@@ -747,7 +900,7 @@ def _create(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        with h5py.File(partial, "w") as file:
+        with h5py.File(partial, "w", libver=_LIBVER) as file:
             _stamp(file)
         os.replace(partial, path)
     finally:
@@ -765,8 +918,8 @@ def _stamp(file: h5py.File) -> None:
 
 def _open(path: Path, mode: str) -> h5py.File:
     try:
-        return h5py.File(path, mode)
-    except (OSError, ValueError) as err:
+        return h5py.File(path, mode) if mode == "r" else h5py.File(path, mode, libver=_LIBVER)
+    except (OSError, ValueError, RuntimeError) as err:
         text = str(err).lower()
         denied = getattr(err, "errno", None) in (errno.EACCES, errno.EPERM, errno.EROFS)
         if mode != "r" and (denied or "permission denied" in text or "read-only file system" in text):
@@ -787,17 +940,20 @@ def _open(path: Path, mode: str) -> h5py.File:
 def _check_existing(path: Path) -> None:
     """Validate an existing file read-only, so a foreign or damaged file is never modified."""
     with _open(path, "r") as file:
-        schema = file.attrs.get("schema")
-        if schema != SCHEMA:
+        try:
+            schema, version = file.attrs.get("schema"), file.attrs.get("schema_version", -1)
+        except (KeyError, ValueError, TypeError, OSError, RuntimeError) as err:
+            raise StoreError(f"{path} is not a readable HDF5 file (corrupt?): {err}. It was not modified.") from err
+        if not isinstance(schema, str) or schema != SCHEMA:
             raise StoreError(
                 f"{path} is an HDF5 file but not a lossatlas store (schema attribute: {schema!r}). "
                 "It was not modified; choose another path."
             )
         try:
-            version = int(file.attrs.get("schema_version", -1))
+            version = int(version)
         except (TypeError, ValueError):
             raise StoreError(f"{path} has a schema_version that is not a number "
-                             f"({file.attrs.get('schema_version')!r}); it was not modified.") from None
+                             f"({version!r}); it was not modified.") from None
         if version != SCHEMA_VERSION:
             hint = "Upgrade lossatlas." if version > SCHEMA_VERSION else "Re-create the store with this version."
             raise StoreError(

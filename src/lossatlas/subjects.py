@@ -321,6 +321,10 @@ class FunctionSubject(Subject):
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], theta0, name: str | None = None,
                  init_scale: float = 1.0, critical_points: dict | None = None, device: str | torch.device = "cpu"):
         theta0 = torch.as_tensor(theta0)
+        if theta0.ndim == 0 or theta0.numel() == 0:
+            raise ConfigError(f"FunctionSubject {name or getattr(fn, '__name__', 'function')!r}: theta0 must be a "
+                              f"non-empty vector of parameters; got a tensor of shape {tuple(theta0.shape)}. For one "
+                              "parameter give torch.tensor([value]); fn receives that vector.")
         if not theta0.is_floating_point():
             theta0 = theta0.to(torch.get_default_dtype())
         self.fn = fn
@@ -331,6 +335,18 @@ class FunctionSubject(Subject):
         self.critical_points = critical_points or {}
         self.chunk_size = 4096  # analytic functions are cheap: large vmap chunks
         self.to(device)
+        self._check_value()
+
+    def _check_value(self) -> None:
+        """fn must give a tensor holding one number: a Python float cannot be differentiated or
+        vmapped, so it would fail only deep inside an analyzer."""
+        with torch.no_grad():
+            value = self.fn(self.theta0.clone())
+        if not (torch.is_tensor(value) and value.numel() == 1):
+            got = f"a tensor of shape {tuple(value.shape)}" if torch.is_tensor(value) else f"a {type(value).__name__}"
+            raise ConfigError(f"FunctionSubject {self.name!r}: fn must return the loss as a tensor holding one number, "
+                              f"computed with torch operations (so it can be differentiated); at theta0 it returned "
+                              f"{got}.")
 
     def config(self) -> dict:
         fn = self.fn
@@ -436,6 +452,9 @@ class ModuleSubject(Subject):
             raise ConfigError(f"Every parameter of {self.name}'s model has requires_grad=False, and frozen parameters "
                               "are not part of the landscape: nothing would be left. Call model.requires_grad_(True) "
                               "before building the subject (frozen layers stay out only when others train).")
+        if not self.param_layout:
+            raise ConfigError(f"The model of {self.name} ({type(model).__name__}) has no parameters: its loss "
+                              "landscape has no dimensions to analyze. Give a model with trainable parameters.")
         self.buffer_layout = [(n, b.shape, b.numel()) for n, b in self.model.named_buffers() if b.is_floating_point()]
         self.theta0 = _flatten(dict(self.model.named_parameters()), self.param_layout)
         self.buffers0 = _flatten(dict(self.model.named_buffers()), self.buffer_layout)
@@ -459,6 +478,7 @@ class ModuleSubject(Subject):
                     raise ConfigError(f"The loss of {self.name} must be one number, the mean over the batch; it "
                                       f"gave {type(loss).__name__} of shape {tuple(getattr(loss, 'shape', ()))} "
                                       "(reduction='none'?). Use a mean-reduced loss.")
+                self._check_labels(batch)
                 return float(loss) if batch is not first_batch else None
             except ConfigError:
                 raise
@@ -470,6 +490,29 @@ class ModuleSubject(Subject):
                           f"{type(failure).__name__}: {failure}. Check that the data matches the model (shapes, "
                           "dtypes, target kind), or pass forward=lambda model, inputs: ... to say how a batch "
                           "reaches the model.") from failure
+
+    def _check_labels(self, batch) -> None:
+        """Class labels must index the model's outputs: cross-entropy refuses one out of range only when
+        a batch holding it is evaluated, minutes into a run (on a GPU as a device-side assert)."""
+        loss_fn = self.loss_fn
+        if not (self.is_plain_criterion and (isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss))
+                                             or loss_fn in (nn.functional.cross_entropy, nn.functional.nll_loss))):
+            return
+        with torch.no_grad():
+            outputs = self._forward(self.theta0, self.buffers0, batch[0])
+        if not torch.is_tensor(outputs) or outputs.ndim < 2:
+            return
+        classes = outputs.shape[1]
+        ignored = getattr(loss_fn, "ignore_index", -100)  # torch's default: such targets add nothing to the loss
+        for split, data in (("data", self.data), ("test_data", self.test_data), ("train_data", self.train_data)):
+            labels = None if data is None else data[1]
+            if not torch.is_tensor(labels) or labels.is_floating_point():
+                continue  # soft labels (class probabilities) have no range to check
+            bad = labels[((labels < 0) | (labels >= classes)) & (labels != ignored)]
+            if len(bad):
+                raise ConfigError(f"{self.name}: {split} has {len(bad)} label(s) outside [0, {classes - 1}], e.g. "
+                                  f"{int(bad[0])}; the model gives {classes} class scores. Check the labels, or "
+                                  "the model's output size.")
 
     def _check_mean_reduction(self, single: float) -> None:
         """Batches are averaged weighted by their size, which is right only for a loss that is a

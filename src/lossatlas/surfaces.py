@@ -21,9 +21,11 @@ parameters (Hessian, sharpness, ...) refuse it with a ConfigError.
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 
@@ -39,10 +41,18 @@ class SurfaceSubject(Subject):
     """A 2-D loss surface given as values on a grid (no model behind it)."""
 
     def __init__(self, name: str, x, y, loss, accuracy=None, source: str = "", quantity: str = "loss"):
+        _check_subject_name(name)
         self.name = name
-        self.x, self.y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-        self.grid_loss = np.asarray(loss, dtype=float)
-        self.grid_accuracy = None if accuracy is None else np.asarray(accuracy, dtype=float)
+        self.x, self.y = _real(x, f"{name!r}: x"), _real(y, f"{name!r}: y")
+        for axis, values in (("x", self.x), ("y", self.y)):
+            if values.ndim != 1:
+                raise ConfigError(f"Surface {name!r}: the {axis} coordinates have shape {values.shape}; they must be "
+                                  "one number per grid row / column (1-D).")
+            if not np.isfinite(values).all() or (len(values) > 1 and not (np.diff(values) > 0).all()):
+                raise ConfigError(f"Surface {name!r}: the {axis} coordinates must be finite and strictly "
+                                  "increasing.")
+        self.grid_loss = _real(loss, f"{name!r}: the loss")
+        self.grid_accuracy = None if accuracy is None else _real(accuracy, f"{name!r}: the accuracy")
         if self.grid_loss.shape != (len(self.x), len(self.y)) or self.grid_loss.ndim != 2:
             raise ConfigError(f"Surface {name!r}: loss has shape {self.grid_loss.shape}; with {len(self.x)} x and "
                               f"{len(self.y)} y coordinates it must be ({len(self.x)}, {len(self.y)}).")
@@ -88,8 +98,6 @@ def read_surface(path, key: str = "train_loss") -> dict:
 
 
 def _read_loss_landscape(path: Path, key: str) -> dict:
-    import h5py
-
     try:
         with h5py.File(path, "r") as f:
             if "xcoordinates" not in f or key not in f:
@@ -97,13 +105,18 @@ def _read_loss_landscape(path: Path, key: str) -> dict:
                                   "(needs xcoordinates, ycoordinates and the quantity; choose it with --key).")
             if "ycoordinates" not in f:
                 raise ConfigError(f"{path} is a 1-D loss-landscape file (no ycoordinates): a merge tree needs 2-D.")
-            x, y = f["xcoordinates"][()], f["ycoordinates"][()]
-            values = np.asarray(f[key][()], dtype=float)
+            x, y = _dataset(f, "xcoordinates", path), _dataset(f, "ycoordinates", path)
+            values = _dataset(f, key, path)
             accuracy_key = key.replace("loss", "acc")
-            accuracy = np.asarray(f[accuracy_key][()], dtype=float) if accuracy_key != key and accuracy_key in f \
-                else None
-    except OSError as err:
+            accuracy = _dataset(f, accuracy_key, path) if accuracy_key != key and accuracy_key in f else None
+    except (OSError, RuntimeError) as err:
         raise ConfigError(f"{path} is not a readable HDF5 file ({err}).") from err
+    x, y = _real(x, f"{path}: xcoordinates"), _real(y, f"{path}: ycoordinates")
+    values = _real(values, f"{path}: {key}")
+    accuracy = None if accuracy is None else _real(accuracy, f"{path}: {accuracy_key}")
+    if x.ndim != 1 or y.ndim != 1:
+        raise ConfigError(f"{path}: xcoordinates and ycoordinates must be 1-D; they have shapes {x.shape} and "
+                          f"{y.shape}.")
     for name, array in ((key, values), ("accuracy", accuracy)):
         if array is not None and array.size != len(x) * len(y):
             raise ConfigError(f"{path}: {name} has {array.size} values for {len(x)} x {len(y)} coordinates.")
@@ -122,14 +135,20 @@ def _read_loss_landscape(path: Path, key: str) -> dict:
 
 def _read_numpy(path: Path) -> dict:
     try:
-        found = np.load(path, allow_pickle=False)
+        found = np.load(path, allow_pickle=False, mmap_mode="r" if path.suffix == ".npy" else None)
         if path.suffix == ".npy":
             arrays = {"loss": found}
         else:
             with found:
-                arrays = {name: found[name] for name in found.files}
-    except (OSError, ValueError) as err:
+                arrays = {}
+                for name in found.files:  # the declared size is checked before anything is read
+                    _check_size(_npz_shape(found, name), f"{path}: {name}")
+                    arrays[name] = found[name]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise ConfigError(f"{path} is not a readable numpy file ({err}).") from err
+    for name, array in arrays.items():
+        _check_size(np.shape(array), f"{path}: {name}")
+        arrays[name] = _real(array, f"{path}: {name}")
     if "loss" not in arrays:
         raise ConfigError(f"{path} holds {sorted(arrays)}; a surface needs 'loss' (and optionally x, y, accuracy).")
     loss = np.asarray(arrays["loss"], dtype=float)
@@ -143,12 +162,17 @@ def _read_numpy(path: Path) -> dict:
             "accuracy": None if accuracy is None else np.asarray(accuracy, dtype=float), "unfinished": 0}
 
 
+def surface_subject(path, name: str | None = None, key: str = "train_loss") -> SurfaceSubject:
+    """The surface in ``path`` as a subject, every check done: nothing is written yet."""
+    found = read_surface(path, key)
+    return SurfaceSubject(name or Path(path).stem, found["x"], found["y"], found["loss"], found["accuracy"],
+                          source=Path(path).name, quantity=found["quantity"])
+
+
 def import_surface(store, path, name: str | None = None, key: str = "train_loss") -> SurfaceSubject:
     """Read a surface file into ``store`` as subject ``name`` (default: the file's stem); the same
     name with another surface is refused, the same surface again (from any file name) is a no-op."""
-    found = read_surface(path, key)
-    subject = SurfaceSubject(name or Path(path).stem, found["x"], found["y"], found["loss"], found["accuracy"],
-                             source=Path(path).name, quantity=found["quantity"])
+    subject = path if isinstance(path, SurfaceSubject) else surface_subject(path, name, key)
     store.register(subject)
     root = store.sample_root(f"subjects/{subject.name}/surface", "surface",
                              {**subject.config(), "source": subject.source})
@@ -167,6 +191,51 @@ def load_surface(store, name: str) -> SurfaceSubject:
     source = json.loads(store.file[path].attrs["config"]).get("source", "")
     return SurfaceSubject(name, arrays["x"], arrays["y"], arrays["loss"], arrays.get("accuracy"),
                           source=source, quantity=config["quantity"])
+
+
+MAX_POINTS = 10**8  # 800 MB of float64: a grid beyond this is no loss surface anyone computed
+MAX_NAME = 100  # characters: a subject name becomes part of figure and export file names
+
+
+def _check_subject_name(name) -> None:
+    if not isinstance(name, str) or not name or "/" in name or name != name.strip() or name.startswith(".") \
+            or len(name) > MAX_NAME or not name.isprintable():
+        raise ConfigError(f"Invalid surface name {str(name)[:MAX_NAME]!r}: use 1 to {MAX_NAME} printable characters, "
+                          "without '/' or surrounding spaces (choose it with --name).")
+
+
+def _check_size(shape, what: str) -> None:
+    if int(np.prod(shape, dtype=float)) > MAX_POINTS:
+        raise ConfigError(f"{what} declares shape {tuple(shape)}: more than {MAX_POINTS:.0e} values; a surface of "
+                          "that size is not a loss grid this import can hold.")
+
+
+def _dataset(file, name: str, path: Path) -> np.ndarray:
+    """A dataset of the file, its size checked before it is read (a group or a link there is refused)."""
+    node = file.get(name)
+    if not isinstance(node, h5py.Dataset):
+        raise ConfigError(f"{path}: {name!r} is a {type(node).__name__}, not an array of numbers.")
+    _check_size(node.shape, f"{path}: {name}")
+    return node[()]
+
+
+def _npz_shape(npz, name: str) -> tuple:
+    """The shape an ``.npz`` member declares, read from its header without loading it."""
+    with npz.zip.open(name + ".npy") as member:
+        version = np.lib.format.read_magic(member)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        return read(member)[0]
+
+
+def _real(values, what: str) -> np.ndarray:
+    """Real numbers as float64; strings, complex numbers, objects and scalars-where-arrays-belong
+    are refused (``np.asarray(..., float)`` would raise, or drop imaginary parts silently)."""
+    array = np.asarray(values)
+    if array.dtype.kind not in "biuf":
+        raise ConfigError(f"{what} holds {array.dtype} values; a surface needs real numbers.")
+    if array.ndim == 0:
+        raise ConfigError(f"{what} is a single number; it must be an array.")
+    return array.astype(float)
 
 
 @dataclass(frozen=True)

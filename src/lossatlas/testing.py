@@ -25,6 +25,7 @@ import numpy as np
 from .analysis import analyze, stored_params
 from .analyzer import KINDS, SCOPES, Analyzer, Metric
 from .errors import ConfigError
+from .memory import Memory
 from .params import constraints_of
 from .plots import is_3d
 from .problems import himmelblau
@@ -187,6 +188,15 @@ def check_views_draw(cls, subject_factory) -> None:
         plt.close(figure)
 
 
+def check_memory_estimate(cls, subject_factory) -> None:
+    """``memory(subject)`` declares the peak as a ``Memory`` of whole, non-negative byte counts (the
+    run refuses before any work what cannot fit)."""
+    need = cls.from_params(dict(cls.smoke_params)).memory(subject_factory())
+    assert isinstance(need, Memory), f"{cls.name}.memory returned {type(need).__name__}, not a lossatlas.memory.Memory"
+    for part in (need.host, need.device):
+        assert isinstance(part, int) and part >= 0, f"{cls.name}.memory: {need}: byte counts must be ints >= 0"
+
+
 def _has_drawing(ax) -> bool:
     return bool(ax.has_data() or ax.images or ax.collections or ax.lines or ax.texts)
 
@@ -202,4 +212,4 @@ def _subject(cls, store, subject_factory):
 
 
 CHECKS = (check_parameters, check_scope, check_unknown_parameter, check_metric_metadata, check_compute_is_pure,
-          check_result_round_trip, check_rerun_is_noop, check_views_draw)
+          check_result_round_trip, check_rerun_is_noop, check_views_draw, check_memory_estimate)

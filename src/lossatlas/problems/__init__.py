@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, LossatlasError
 from ..params import check_known, from_annotation, validate
 from ..subjects import ModuleSubject, Subject
 from .analytic import himmelblau, quartic, three_hump_camel
@@ -110,15 +110,19 @@ PROBLEMS: dict[str, Callable[..., Subject]] = {
 
 
 def parameters(problem: str) -> dict[str, object]:
-    """The parameters of a problem and their defaults (``inspect.Parameter.empty`` if required)."""
+    """The parameters of a problem and their defaults (``inspect.Parameter.empty`` if required);
+    a factory's ``*args`` / ``**kwargs`` are no parameters of their own."""
     builder = _builder(problem)
-    return {name: p.default for name, p in inspect.signature(builder).parameters.items() if name != "device"}
+    return {name: p.default for name, p in inspect.signature(builder).parameters.items()
+            if name != "device" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 
 def check_params(problem: str, params: dict) -> None:
-    """Names, then types (constraints from the builder's annotations): before any store is opened."""
+    """Names, then types (constraints from the builder's annotations): before any store is opened.
+    A factory taking ``**kwargs`` accepts any name: the config's parameters are passed through."""
     valid = parameters(problem)
-    check_known(f"problem {problem!r}", params, valid)
+    if not _takes_any_keyword(_builder(problem)):
+        check_known(f"problem {problem!r}", params, valid)
     missing = sorted(n for n, d in valid.items() if d is inspect.Parameter.empty and n not in params)
     if missing:
         raise ConfigError(f"Problem {problem!r} needs parameter(s) {missing}.")
@@ -133,9 +137,9 @@ def build(problem: str, device: str = "auto", **params) -> Subject:
     check_params(problem, params)
     builder = _builder(problem)
     if "device" in inspect.signature(builder).parameters:
-        subject = builder(**params, device=device)
+        subject = _called(problem, builder, **params, device=device)
     else:
-        subject = builder(**params)  # analytic functions: on the CPU unless a device is named
+        subject = _called(problem, builder, **params)  # analytic functions: on the CPU unless a device is named
         subject = subject.to(device) if device != "auto" and isinstance(subject, Subject) else subject
     if not isinstance(subject, Subject):
         raise ConfigError(f"Problem {problem!r} returned a {type(subject).__name__}, not a Subject: wrap the model in "
@@ -164,14 +168,42 @@ def _builder(problem: str) -> Callable[..., Subject]:
 
 
 def _checked(problem: str, load: Callable[[], object]) -> Callable[..., Subject]:
+    """The factory; a module that fails to import (any exception, a syntax error, sys.exit) is a
+    ConfigError naming the problem and the original error."""
     try:
         factory = load()
     except (ImportError, AttributeError) as err:
-        raise ConfigError(f"Problem {problem!r} could not be loaded: {type(err).__name__}: {err}. Is its package "
+        raise ConfigError(f"Problem {problem!r} could not be loaded: {_one_line(err)}. Is its package "
                           "installed, or its folder on PYTHONPATH?") from err
+    except (Exception, SystemExit) as err:
+        raise ConfigError(f"Problem {problem!r} could not be loaded: importing its module raised "
+                          f"{_one_line(err)}.") from err
     if not callable(factory):
         raise ConfigError(f"Problem {problem!r} is a {type(factory).__name__}, not a factory that returns a Subject.")
     return factory
+
+
+def _called(problem: str, factory: Callable[..., Subject], **params) -> Subject:
+    """A user's factory that fails (any exception, or sys.exit) is a ConfigError naming it; the
+    built-in problems' own errors (a missing dataset) pass through as they are."""
+    try:
+        return factory(**params)
+    except LossatlasError:
+        raise
+    except (Exception, SystemExit) as err:
+        if problem in PROBLEMS:
+            raise
+        raise ConfigError(f"Problem {problem!r}: its factory raised {_one_line(err)}.") from err
+
+
+def _takes_any_keyword(factory: Callable) -> bool:
+    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values())
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception as ``Type: message`` on one line (a CLI error is one line)."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 __all__ = [

@@ -14,6 +14,7 @@ import os
 import pickle
 import tarfile
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,14 @@ def mnist(root: str | Path | None = None, kind: str = "mnist") -> tuple[Split, S
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise DataError(f"{folder}: the {split} files hold images of shape {images.shape} and labels of shape "
                             f"{labels.shape}; expected (N, H, W) and (N,).")
+        if not len(images):
+            raise DataError(f"{found[f'{split}-images-idx3-ubyte']} holds no images.")
+        if labels.max() > 9:  # both datasets have ten classes
+            raise DataError(f"{found[f'{split}-labels-idx1-ubyte']}: label {int(labels.max())} is not a class of "
+                            "0-9.")
+    if x_tr.shape[1:] != x_te.shape[1:]:
+        raise DataError(f"{found[_IDX_FILES[0]]} holds {x_tr.shape[1]}x{x_tr.shape[2]} images but "
+                        f"{found[_IDX_FILES[2]]} {x_te.shape[1]}x{x_te.shape[2]}; both splits need one size.")
     x_tr, x_te = (x[:, None].astype(np.float32) / 255.0 for x in (x_tr, x_te))
     mean, std = x_tr.mean(), x_tr.std()
     return _tensors((x_tr - mean) / std, y_tr), _tensors((x_te - mean) / std, y_te)
@@ -103,11 +112,14 @@ def _read_idx(path: Path) -> np.ndarray:
     try:
         with opener(path, "rb") as handle:
             data = handle.read()
-    except OSError as err:
-        raise DataError(f"{path} could not be read: {err}") from err
+    except (OSError, EOFError, zlib.error) as err:  # a truncated .gz ends in EOFError
+        raise DataError(f"{path} could not be read (truncated or corrupt?): {type(err).__name__}: {err}") from err
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise DataError(f"{path} is not an IDX file of unsigned bytes (its header is {data[:4]!r}).")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise DataError(f"{path}: the header announces {ndim} dimensions, but the file ends after {len(data)} bytes, "
+                        "inside the header (truncated, or not an IDX file).")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):

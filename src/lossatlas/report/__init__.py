@@ -191,18 +191,20 @@ def write_figures(study: Study, folder: Path) -> tuple[list[Path], list[str]]:
             continue
         views += [(label, view, draw) for view, draw in cls.views.items()]
     paths = []
+    variant_stems = plots.file_stems(variant for _, variant in study.variants())
+    label_stems = plots.file_stems(label for label, _, _ in views)
     bar = progress_bar(total=len(study.variants()) + len(views), desc=f"{study.record['name']}: figures")
     for subject, variant in study.variants():
         panels = [(f"{label}", draw, study.first_results[(subject, label)]) for label, _, draw in views
                   if (subject, label) in study.first_results]
         if panels:
             figure = plots.panel_figure(f"{study.record['name']}: {variant}", panels)
-            paths += plots.save_figure(figure, folder / f"variant_{plots.file_stem(variant)}")
+            paths += plots.save_figure(figure, folder / f"variant_{variant_stems[variant]}")
         bar.update(1)
     for label, view, draw in views:
         columns = [(variant, study.first_results.get((subject, label))) for subject, variant in study.variants()]
         figure = plots.comparison_figure(f"{label}: {view}", draw, columns)
-        paths += plots.save_figure(figure, folder / f"compare_{plots.file_stem(label)}_{view}")
+        paths += plots.save_figure(figure, folder / f"compare_{label_stems[label]}_{view}")
         bar.update(1)
     bar.close()
     return paths, notes

@@ -7,14 +7,15 @@ blocks exactly as an uninterrupted run does (the same numbers to the bit).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .. import directions as directions_module
+from .. import memory
 from ..errors import ConfigError
+from ..memory import Memory
 from ..params import Boolean, Instance, Interval, Options, param
 from ..sampling import Sampler, obtain
 from ..store import Part
@@ -53,11 +54,26 @@ class Grid(Sampler):
         if (self.directions == "pca") != (self.trajectory is not None):
             raise ConfigError("directions='pca' takes its directions from a trajectory (and only it does): give "
                               "Grid(trajectory=Trajectory(minimum=...)) with it.")
-        points, memory = self.resolution**2, _physical_memory()
-        needed = points * 8 * 3  # loss and accuracy grids, and the coordinates of a block, as float64
-        if memory and needed > memory // 2:
-            raise ConfigError(f"A {self.resolution}x{self.resolution} grid has {points:.3g} points and needs about "
-                              f"{needed / 2**30:.1f} GiB; this machine has {memory / 2**30:.1f} GiB. Lower resolution.")
+        memory.refuse(f"A {self.resolution}x{self.resolution} grid has {self.resolution**2:.3g} points and",
+                      self.memory(subject), subject.device)
+
+    def memory(self, subject) -> Memory:
+        """The loss and accuracy grids and a block's coordinates (float64 per point), the header's
+        directions and center; on the device a block of parameter vectors (``coords @ dirs``, then
+        plus the center) and its evaluation; and making the directions: two seeded draws and their
+        normalized copies, or Lanczos for the top two Hessian eigenvectors (``top_eigenpairs``:
+        ARPACK's 6-vector basis and scipy's copy of it, 3 work vectors, residual, start, product,
+        2 + 2 Ritz vectors)."""
+        points, size = self.resolution**2, memory.itemsize(subject)
+        block = min(points, max(4 * subject.chunk_size, -(-points // 100)))
+        grids = Memory(host=points * 8 * 3, lower="resolution")
+        blocks = Memory(host=memory.vectors(subject, 3), device=memory.vectors(subject, 2 * block + 3, size),
+                        lower="the subject's chunk_size") + memory.evaluation(subject, block)
+        if self.directions == "hessian":
+            making = Memory(host=memory.vectors(subject, 22)) + memory.hvp(subject)
+        else:
+            making = Memory(device=memory.vectors(subject, 5, size))
+        return grids + blocks + making + super().memory(subject)
 
     def prepare(self, subject, inputs):
         dtype = subject.theta0.dtype
@@ -119,11 +135,3 @@ def loss_grid(store, subject, directions: str = "random", resolution: int = 51, 
                    span_y=span_y, seed=seed, include_bn=include_bn, bn=bn,
                    trajectory=Trajectory(minimum=minimum) if directions == "pca" else None)
     return obtain(store, subject, request, progress)
-
-
-def _physical_memory() -> int | None:
-    """Bytes of physical memory, or None where the platform does not say."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None

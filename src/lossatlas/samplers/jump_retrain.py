@@ -18,9 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import memory
 from ..batched import or_one_at_a_time, runs_at_once, train_many
 from ..directions import random_directions
 from ..errors import ConfigError, NonFiniteLossError
+from ..memory import Memory
 from ..params import Boolean, Instance, Interval, NumberList, param
 from ..sampling import Sampler, obtain
 from ..store import Part
@@ -62,6 +64,20 @@ class JumpRetrainRuns(Sampler):
         super().check(subject)
         if self.record_test:
             check_test_loss(subject)
+
+    def memory(self, subject) -> Memory:
+        """Every run records epochs + 1 parameter vectors in the subject's dtype, kept on the host: a
+        group's records and their stacked copy (``_jump_runs``), then every run's part read back and
+        concatenated (``assemble``); the allocator keeps the group's freed records while the parts
+        are read (measured), so four times all records. On the device the training of the runs
+        trained together (``group_size``), each with its direction and start, and the evaluation of
+        their records."""
+        runs = len(self.seeds) * len(self.step_sizes)
+        size, together = memory.itemsize(subject), self.group_size(subject, runs)
+        training = memory.training(subject, self.recipe).device + memory.vectors(subject, 2, size)
+        records = Memory(host=memory.vectors(subject, 4 * runs * (self.recipe.epochs + 1), size),
+                         device=together * training, lower="epochs, seeds or step_sizes")
+        return records + memory.evaluation(subject, together) + super().memory(subject)
 
     def prepare(self, subject, inputs):
         return {"center": inputs["point"]["theta"], "center_buffers": inputs["point"]["buffers"]}

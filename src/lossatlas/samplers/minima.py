@@ -4,6 +4,7 @@ look at minima whatever their source."""
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import torch
 
 from .. import devices
 from ..batched import or_one_at_a_time, runs_at_once, train_many
-from ..errors import ConfigError, NonFiniteLossError, StoreError
+from ..errors import ConfigError, DataError, NonFiniteLossError, StoreError
 from ..params import Boolean, Instance, Interval, NumberList, Vectors, param
 from ..provenance import digest
 from ..sampling import Request, Sample, Sampler, obtain
@@ -157,7 +158,8 @@ def add_minimum(store: Store, subject, checkpoint, buffers=None, index: int | No
     ``subject``, so that every analyzer can run at it (``minimum=index``) and the barcode can join
     it to others. ``checkpoint``: a ``state_dict`` of the subject's model (parameters and floating
     buffers by name) or a flat parameter vector of length ``subject.dim`` (buffers: ``buffers`` or
-    the subject's own). Its metrics are evaluated on every split, as for trained minima.
+    the subject's own), or the path of a file holding one (``torch.save``; read with
+    ``weights_only=True``). Its metrics are evaluated on every split, as for trained minima.
 
     BatchNorm: every analyzer evaluates in eval mode with the minimum's running statistics. A
     checkpoint's statistics can belong to other data or be stale (a ResNet-18 checkpoint evaluated
@@ -196,7 +198,10 @@ def add_minimum(store: Store, subject, checkpoint, buffers=None, index: int | No
 
 
 def _checkpoint_vectors(subject, checkpoint, buffers):
-    """(theta, buffers) of a state_dict or a flat vector, checked against the subject's layout."""
+    """(theta, buffers) of a state_dict, a flat vector or a file holding one, checked against the
+    subject's layout."""
+    if isinstance(checkpoint, (str, os.PathLike)):
+        checkpoint = _load_checkpoint(checkpoint)
     if isinstance(checkpoint, dict):
         if subject.param_layout is None:
             raise ConfigError(f"{subject.name} is a function of a flat vector: give the checkpoint as a vector.")
@@ -206,6 +211,13 @@ def _checkpoint_vectors(subject, checkpoint, buffers):
         if missing:
             raise ConfigError(f"The state_dict lacks {missing[:5]}{' ...' if len(missing) > 5 else ''} of "
                               f"{subject.name}'s model; it has {sorted(checkpoint)[:5]} ...")
+        model = getattr(subject, "model", None)  # its integer buffers (num_batches_tracked) are no vector's part
+        known = set(needed) | set(frozen) | (set(model.state_dict()) if model is not None else set())
+        extra = sorted(str(name) for name in checkpoint if name not in known)
+        if extra:
+            raise ConfigError(f"The state_dict has {extra[:5]}{' ...' if len(extra) > 5 else ''}, which "
+                              f"{subject.name}'s model does not have: a checkpoint of another model (or saved with a "
+                              "wrapper's prefix such as 'module.')?")
         for name, value in frozen.items():
             if name in checkpoint and not torch.equal(torch.as_tensor(checkpoint[name]).to(value), value):
                 raise ConfigError(f"The state_dict changes the frozen parameter {name!r}, which is part of what the "
@@ -224,6 +236,21 @@ def _checkpoint_vectors(subject, checkpoint, buffers):
         return subject.as_theta(flat(subject.param_layout)), flat(subject.buffer_layout)
     theta = subject.as_theta(checkpoint.detach().cpu() if torch.is_tensor(checkpoint) else checkpoint)
     return theta, subject.buffers_at(theta, buffers)
+
+
+def _load_checkpoint(path) -> dict | torch.Tensor:
+    """A state_dict or a flat vector saved with torch.save, read with ``weights_only`` (a
+    pickle of other objects could run code)."""
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 -- missing, unreadable, not a torch file, or holding other objects
+        raise DataError(f"The checkpoint {path} could not be loaded (is it a file torch.save wrote?): "
+                        f"{type(err).__name__}: {' '.join(str(err).split())[:300]}") from err
+    if torch.is_tensor(loaded) or (isinstance(loaded, dict) and all(torch.is_tensor(v) for v in loaded.values())):
+        return loaded
+    keys = f" with keys {sorted(map(str, loaded))[:8]}" if isinstance(loaded, dict) else ""
+    raise DataError(f"The checkpoint {path} holds a {type(loaded).__name__}{keys}, not a state_dict or a flat "
+                    "parameter vector: load it yourself and pass the model's state_dict.")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,9 @@ import torch
 
 from torch.func import vmap
 
+from .. import memory
 from ..batched import or_one_at_a_time, run_losses, running_statistics_by_hand, runs_at_once
+from ..memory import Memory
 from ..params import Instance, Interval, Options, check_known, param
 from ..progress import bar as progress_bar
 from ..provenance import digest
@@ -189,8 +191,11 @@ def redistribute(images: torch.Tensor, count: int) -> torch.Tensor:
     return (1 - fraction) * images[index] + fraction * images[index + 1]
 
 
+MAX_IMAGES = 81  # the most images a string grows to by inserting midpoints
+
+
 def string_path(subject, start, end, n_images: int = 21, steps: int = 2000, lr: float = 0.01,
-                max_images: int = 81, insert_tol: float = 1e-3, tol: float = 1e-7,
+                max_images: int = MAX_IMAGES, insert_tol: float = 1e-3, tol: float = 1e-7,
                 progress: bool = True, perturbation: float = 0.0, seed: int = 0) -> torch.Tensor:
     """Images (n, dim) of the optimized string from ``start`` to ``end``; see the module docstring.
 
@@ -294,6 +299,32 @@ class Paths(Sampler):
         minima = inputs["minima"]["minima"]
         return {**self.own_config(), "minima_sha1": digest(minima), "n_minima": len(minima)}
 
+    def memory(self, subject) -> Memory:
+        """The minima in float64 (read, converted, sorted) and on the device; every pair's stored
+        points read back together (``assemble``: a string's images, up to ``MAX_IMAGES``, or a
+        curve's bends). One pair at a time on the device: the string's images, their gradients and
+        the tangents, normals, moves and ``redistribute``'s gathers of a step (about 12 image-sized
+        vectors, and a gradient's activations per image), or a curve's training (bends, gradient,
+        optimizer state, the kept copies, the curve point, a batch) times the curves trained
+        together (``group_size``); then the n_eval points made and evaluated, and the straight line
+        (5 n_eval vectors), counted on top: the allocator keeps what training freed (measured)."""
+        k = _count(self.minima)
+        size = memory.itemsize(subject)
+        if self.path_kind == "string":
+            images = max(self.n_images, MAX_IMAGES)
+            work = Memory(device=memory.vectors(subject, 12 * images, size) + images * memory.batch_bytes(subject))
+        else:
+            images = 1 if self.path_kind == "bezier" else self.bends
+            states = 2 if self.curve_optimizer == "adam" else 1
+            curve = memory.training(subject, self._curve_recipe()).device + \
+                memory.vectors(subject, (2 + 2 * states) * images + 6, size)
+            work = Memory(device=self.group_size(subject, max(1, k * (k - 1) // 2)) * curve, lower="n_minima")
+        evaluation = Memory(device=memory.vectors(subject, 5 * self.n_eval, size), lower="n_eval") + \
+            memory.evaluation(subject, self.n_eval)
+        held = Memory(host=memory.vectors(subject, 3 * k) + memory.vectors(subject, k * (k - 1) // 2 * images, size),
+                      device=memory.vectors(subject, 2 * k, size), lower="n_minima")
+        return held + work + evaluation + super().memory(subject)
+
     def prepare(self, subject, inputs):
         minima = np.asarray(inputs["minima"]["minima"], dtype=float)
         losses = subject.losses(minima)
@@ -368,6 +399,14 @@ def connect_minima(store, subject, minima: np.ndarray, progress: bool = True, **
     check_known("connect_minima", settings, [f.name for f in dataclasses.fields(Paths) if f.name != "minima"])
     request = Paths(minima=GivenMinima(vectors=tuple(map(tuple, np.asarray(minima, dtype=float)))), **settings)
     return obtain(store, subject, request, progress)
+
+
+def _count(minima: Request) -> int:
+    """How many minima a minima request gives at most (stored, found by descent, or given)."""
+    for name in ("n", "n_starts"):
+        if hasattr(minima, name):
+            return int(getattr(minima, name))
+    return len(getattr(minima, "vectors", ()))
 
 
 def _part(found: dict[str, np.ndarray]) -> Part:

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import memory
 from ..errors import ConfigError, NonFiniteLossError, StoreError
+from ..memory import Memory
 from ..params import Interval, Options, param
 from ..provenance import digest
 from ..sampling import Request, Sample
@@ -24,6 +26,9 @@ class Point(Request):
 
     def own_config(self) -> dict:
         return {"at": self.at, "minimum": self.minimum if self.at == "minimum" else None}
+
+    def memory(self, subject) -> Memory:
+        return Memory(host=memory.vectors(subject, 1))  # theta as the store gives it
 
     def read(self, store, subject, inputs) -> Sample:
         theta, buffers = point_of(store, subject, self.at, self.minimum)
@@ -95,6 +100,10 @@ class LineEnds(Request):
     minimum: int = param(0, Interval(int, 0))
     partner: int | None = param(None, Interval(int, 0, allow_none=True))
     init_seed: int = param(0, Interval(int, 0), "seed of the fresh initialisation where the training start is unknown")
+
+    def memory(self, subject) -> Memory:
+        """theta, its initialisation (made on the device first) and the partner."""
+        return Memory(host=memory.vectors(subject, 3), device=memory.vectors(subject, 1, memory.itemsize(subject)))
 
     def read(self, store, subject, inputs) -> Sample:
         minima = stored_minima(store, subject)  # read once: every end comes from it

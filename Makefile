@@ -25,7 +25,7 @@ demo: venv
 
 test: venv
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist loadfile  # one process a core, one thread each (tests/conftest.py)
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

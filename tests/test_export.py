@@ -105,6 +105,18 @@ def test_an_export_replaces_the_earlier_one_whole_and_keeps_no_stale_grids(earli
     assert _leftovers(out) == []
 
 
+@pytest.fixture
+def two_grids(tmp_path):
+    """A store with two grids, so that an export can fail at the second."""
+    path = tmp_path / "two.h5"
+    with Store(path) as store:
+        subject = himmelblau()
+        for span in (4.0, 5.0):
+            analyze(store, subject, "merge-tree", progress=False, directions="axes", at="theta0", span=span,
+                    resolution=5)
+    return path
+
+
 def _fail_at_second_grid(monkeypatch, error):
     calls = []
     original = xr.Dataset.to_netcdf
@@ -117,46 +129,30 @@ def _fail_at_second_grid(monkeypatch, error):
     monkeypatch.setattr(xr.Dataset, "to_netcdf", write)
 
 
-def test_a_full_disk_during_an_export_leaves_the_earlier_export_intact(store_path, earlier, monkeypatch, capsys,
-                                                                       tmp_path):
+def test_a_full_disk_during_an_export_leaves_the_earlier_export_intact(earlier, two_grids, monkeypatch, capsys):
     import errno
 
     out, files = earlier
-    with Store(tmp_path / "two.h5") as store:  # two grids, so the second one fails
-        subject = himmelblau()
-        for span in (4.0, 5.0):
-            analyze(store, subject, "merge-tree", progress=False, directions="axes", at="theta0", span=span,
-                    resolution=5)
     _fail_at_second_grid(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
-    assert main(["export", str(tmp_path / "two.h5"), "--out", str(out)]) == 2
+    assert main(["export", str(two_grids), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and "Nothing in" in err and "rerun" not in err
     assert _digests(out) == files and _leftovers(out) == []
 
 
-def test_ctrl_c_during_an_export_leaves_the_earlier_export_intact(earlier, monkeypatch, capsys, tmp_path):
+def test_ctrl_c_during_an_export_leaves_the_earlier_export_intact(earlier, two_grids, monkeypatch, capsys):
     out, files = earlier
-    with Store(tmp_path / "two.h5") as store:
-        subject = himmelblau()
-        for span in (4.0, 5.0):
-            analyze(store, subject, "merge-tree", progress=False, directions="axes", at="theta0", span=span,
-                    resolution=5)
     _fail_at_second_grid(monkeypatch, KeyboardInterrupt())
-    assert main(["export", str(tmp_path / "two.h5"), "--out", str(out)]) == 130
+    assert main(["export", str(two_grids), "--out", str(out)]) == 130
     assert "earlier export there is intact" in capsys.readouterr().err
     assert _digests(out) == files and _leftovers(out) == []
 
 
-def test_sigkill_during_an_export_leaves_the_earlier_export_intact(earlier, tmp_path):
+def test_sigkill_during_an_export_leaves_the_earlier_export_intact(earlier, two_grids):
     import subprocess
     import sys
 
     out, files = earlier
-    with Store(tmp_path / "two.h5") as store:
-        subject = himmelblau()
-        for span in (4.0, 5.0):
-            analyze(store, subject, "merge-tree", progress=False, directions="axes", at="theta0", span=span,
-                    resolution=5)
     script = (  # the process kills itself while writing its second grid
         "import os, signal, xarray as xr\n"
         "from lossatlas.cli import main\n"
@@ -168,11 +164,11 @@ def test_sigkill_during_an_export_leaves_the_earlier_export_intact(earlier, tmp_
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return original(self, path, *a, **k)\n"
         "xr.Dataset.to_netcdf = write\n"
-        f"main(['export', {str(tmp_path / 'two.h5')!r}, '--out', {str(out)!r}])\n")
+        f"main(['export', {str(two_grids)!r}, '--out', {str(out)!r}])\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True)
     assert done.returncode == -9
     assert _digests(out) == files  # the half-written grid is in the hidden staging folder, never in out
-    assert main(["export", str(tmp_path / "two.h5"), "--out", str(out)]) == 0  # and the next export completes
+    assert main(["export", str(two_grids), "--out", str(out)]) == 0  # and the next export completes
     assert len(list((out / "grids").glob("*.nc"))) == 2 and _leftovers(out) == []
 
 

@@ -53,7 +53,7 @@ class MergeTreeAnalyzer(Analyzer):
     views = {"contour": draw_contour, "surface": draw_surface, "merge_tree": draw_merge_tree,
              "persistence": draw_persistence}
     smoke_params = {"directions": "axes", "at": "theta0", "span": 5.0, "resolution": 41}
-    version = 2  # issue 14: average persistence per Xie, Geniesse et al. (distance to the diagonal)
+    version = 2  # average persistence per Xie, Geniesse et al. (distance to the diagonal)
 
     directions: str = same_as(Grid, "directions")
     resolution: int = same_as(Grid, "resolution")

@@ -1,4 +1,4 @@
-"""The baseline measures (issue 18): 1-D interpolation and sharpness, against closed forms on
+"""The baseline measures: 1-D interpolation and sharpness, against closed forms on
 analytic functions and quadratics, torch's own BatchNorm re-estimation, and the rescaling
 invariance that adaptive sharpness is built to have (Kwon et al. 2021)."""
 import itertools

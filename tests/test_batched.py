@@ -1,4 +1,4 @@
-"""Batched training (issue 15): K runs trained together equal K runs trained alone (float64, to
+"""Batched training: K runs trained together equal K runs trained alone (float64, to
 rounding), BatchNorm in training mode and augmentation included, each run with its own seed."""
 from __future__ import annotations
 

@@ -179,7 +179,7 @@ STUDIES = ("barcode_lowering", "barcode_lowering_cnn", "lr_schedule", "generaliz
 
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory):
-    """The benchmarks of issue 19 at smoke scale, tables only (the figures are tested above)."""
+    """The small-network benchmarks at smoke scale, tables only (the figures are tested above)."""
     out = tmp_path_factory.mktemp("studies")
     configs = [str(BENCHMARKS / f"{name}.toml") for name in STUDIES]
     with warnings.catch_warnings():

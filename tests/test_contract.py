@@ -125,7 +125,7 @@ def test_a_new_analyzer_version_recomputes_instead_of_returning_the_old_meaning(
     settings = dict(directions="axes", at="theta0", span=5.0, resolution=21, progress=False)
     with Store.memory() as store:
         current = analyze(store, himmelblau(), "merge-tree", **settings)
-        monkeypatch.setattr(MergeTreeAnalyzer, "version", 1)  # as stored before issue 14 changed the metrics
+        monkeypatch.setattr(MergeTreeAnalyzer, "version", 1)  # as stored before the metrics changed
         older = analyze(store, himmelblau(), "merge-tree", **settings)
         monkeypatch.setattr(MergeTreeAnalyzer, "version", 2)
         again = analyze(store, himmelblau(), "merge-tree", **settings)

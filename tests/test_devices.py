@@ -1,4 +1,4 @@
-"""Devices (issue 15): one ``device`` per subject, from which every tensor follows.
+"""Devices: one ``device`` per subject, from which every tensor follows.
 
 On a CPU-only machine the CPU path is checked here (``device="cpu"`` and "auto" change no number,
 results and minima record the device, a GPU that is not there is a clear error before any work).

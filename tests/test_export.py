@@ -1,4 +1,4 @@
-"""Exports (issue 17): the store as a pandas table and Parquet, the loss grids as netCDF."""
+"""Exports: the store as a pandas table and Parquet, the loss grids as netCDF."""
 import numpy as np
 import pandas as pd
 import pytest

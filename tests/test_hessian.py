@@ -214,7 +214,7 @@ def test_a_narrow_spectrum_needs_its_own_kernel_width():
     assert w1 < 1e-2 * width
 
 
-# -- extensions: smallest eigenvalues, Hutch++, per-layer blocks (issue 18) ------------------------
+# -- extensions: smallest eigenvalues, Hutch++, per-layer blocks ------------------------
 
 def test_smallest_eigenvalue_of_a_known_spectrum_and_the_saddle_ratio():
     subject, spectrum, _ = _quadratic()

@@ -176,7 +176,7 @@ def test_a_cifar10_batch_that_would_run_code_is_refused_without_running_it(tmp_p
         assert x.shape == (100, 3, 32, 32) and y[:20].tolist() == [int(v) for v in batch[b"labels"]]
 
 
-# -- the small networks of Barannikov et al. 2025 §4.1-4.2 (issue 19) --------------------------------
+# -- the small networks of Barannikov et al. 2025 §4.1-4.2 --------------------------------
 
 def test_an_mlp_embeds_into_a_deeper_one_with_the_same_loss():
     """Barannikov et al. 2025 (appendix): after a hidden ReLU layer, an extra layer with identity

@@ -1,4 +1,4 @@
-"""Reliability (issue 8): interrupted runs resume to the same results, the store lock, bad inputs,
+"""Reliability: interrupted runs resume to the same results, the store lock, bad inputs,
 non-finite losses through every analyzer, determinism.
 
 - SIGKILL: ``lossatlas run`` (a subprocess, a small PINN config) is killed in the middle of

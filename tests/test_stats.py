@@ -1,4 +1,4 @@
-"""The report's statistics (issue 17) against scipy and against brute-force enumeration."""
+"""The report's statistics against scipy and against brute-force enumeration."""
 from __future__ import annotations
 
 import itertools

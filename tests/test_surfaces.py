@@ -1,4 +1,4 @@
-"""Surfaces users already have (issue 18): tomgoldstein/loss-landscape HDF5 files and numpy grids
+"""Surfaces users already have: tomgoldstein/loss-landscape HDF5 files and numpy grids
 imported into a store, with the merge tree checked against the closed-form critical points of
 the function the file samples."""
 import re

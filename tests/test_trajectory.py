@@ -1,4 +1,4 @@
-"""PCA directions of a training trajectory (Li et al. 2018 §7; issue 18): the trajectory is
+"""PCA directions of a training trajectory (Li et al. 2018 §7): the trajectory is
 recorded while the minima train (batched or one at a time, the same numbers), and a trajectory
 that lies in a plane is recovered exactly by its first two principal components."""
 import numpy as np

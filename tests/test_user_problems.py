@@ -1,4 +1,4 @@
-"""Users' own problems in configs (issue 18): "package.module:factory" and the lossatlas.problems
+"""Users' own problems in configs: "package.module:factory" and the lossatlas.problems
 entry-point group; the run and the report treat them as the built-in ones."""
 import csv
 import textwrap

@@ -1,5 +1,5 @@
 """Batched training of many small runs: jump and retrain on the convection PINN at the `cpu` scale of
-benchmarks/pinn_convection.toml, the runs trained one at a time vs together (issue 15's target: at
+benchmarks/pinn_convection.toml, the runs trained one at a time vs together (the target: at
 least 3x on a CPU); and the PINN's Garipov curves of a barcode, 6 pairs (4 minima, as at `paper`
 scale) with the `cpu` scale's curve settings, one at a time vs together.
 

@@ -1,4 +1,4 @@
-"""Device throughput and the `paper`-scale projection (issue 15).
+"""Device throughput and the `paper`-scale projection.
 
     python -m benchmarks.perf --only gpu      # on the machine that will run the paper scale
 

@@ -1,4 +1,4 @@
-"""The statistics of the method-comparison report (issue 17): rank correlations with permutation
+"""The statistics of the method-comparison report: rank correlations with permutation
 p-values, granulated Kendall tau, multiple-testing correction, bootstrap intervals, effect sizes.
 
 Why permutation p-values: with a handful of seeds and variants the t-approximation scipy uses

@@ -579,7 +579,7 @@ class Store:
         attrs, metrics = _checked_attrs(node), dict(node["metrics"].attrs)
         arrays = {k: v[()] for k, v in node["arrays"].items()}
         seed = int(attrs["seed"])
-        if "shapes" in attrs:  # written since issue 16: every array is there, with its shape
+        if "shapes" in attrs:  # written by newer versions: every array is there, with its shape
             found = {name: list(array.shape) for name, array in node["arrays"].items()}
             expected = json.loads(attrs["shapes"])
             if found != expected:

@@ -1,4 +1,4 @@
-"""Agreement between methods (issue 17): Kendall's tau between every pair of measures, across the
+"""Agreement between methods: Kendall's tau between every pair of measures, across the
 trained minima (per-minimum measures) and across the variants (per-variant means, every measure),
 hierarchically clustered so that measures which rank the minima alike sit together.
 

@@ -1,4 +1,4 @@
-"""Sensitivity of each measure to its own nuisance choices (issue 17): a method of
+"""Sensitivity of each measure to its own nuisance choices: a method of
 ``[sensitivity]`` is rerun at every listed setting (direction seed, resolution, span,
 representation, k, ...), and for each of its measures the report asks whether its verdict holds:
 Kendall's tau against the error and against every factor at every setting, and how much the

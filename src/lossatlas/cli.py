@@ -236,8 +236,7 @@ def _import_surface(args) -> int:
     path, lock = Path(args.store), Path(args.store + ".lock")
     created = [p for p in (path, lock) if not p.exists()]
     try:
-        store = Store(path)
-        with store:
+        with Store(path) as store:
             import_surface(store, subject)
     except BaseException:  # a store this import created holds nothing else: it goes, with its lock file
         for made in created:

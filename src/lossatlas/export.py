@@ -86,6 +86,8 @@ def _write_all(store, folder: Path, xr) -> list[str]:
     grids = [(subject, result) for subject in store.subjects() for result in store.results(subject)
              if {"loss_grid", "x", "y"} <= set(result.arrays)]
     stems = file_stems(f"{subject}_{result.method}_{result.key}" for subject, result in grids)
+    if grids:
+        (folder / "grids").mkdir()
     for subject, result in progress_bar(grids, desc="export: grids", enabled=len(grids) >= 20):
         grid = xr.Dataset({"loss": (("x", "y"), result.arrays["loss_grid"])},
                           coords={"x": result.arrays["x"], "y": result.arrays["y"]},
@@ -93,7 +95,6 @@ def _write_all(store, folder: Path, xr) -> list[str]:
                                  "params": json.dumps(result.params, sort_keys=True),
                                  "metrics": json.dumps(result.metrics, sort_keys=True)})
         name = f"grids/{stems[f'{subject}_{result.method}_{result.key}']}.nc"
-        (folder / "grids").mkdir(exist_ok=True)
         grid.to_netcdf(folder / name, engine="h5netcdf")
         names.append(name)
     return names

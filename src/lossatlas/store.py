@@ -576,8 +576,7 @@ class Store:
             raise StoreError(f"{self.path}:{path} was interrupted while being written; rerun the analysis.")
         node = self._file[path]
         _expect(node, "result")
-        attrs, metrics = _checked_attrs(node), dict(node["metrics"].attrs)
-        arrays = {k: v[()] for k, v in node["arrays"].items()}
+        attrs, metrics, arrays = _result_content(node)
         seed = int(attrs["seed"])
         if "shapes" in attrs:  # written by newer versions: every array is there, with its shape
             found = {name: list(array.shape) for name, array in node["arrays"].items()}
@@ -725,15 +724,19 @@ def _child(group: h5py.Group, name: str) -> h5py.Group | h5py.Dataset | None:
 def _whole(node: h5py.Group) -> bool:
     """Whether a result's or part's content matches its checksum (read the way its reader reads it)."""
     try:
-        attrs = _checked_attrs(node)
         if node.attrs.get("encoding-type") == "result":
-            sections = {"metrics": dict(node["metrics"].attrs), "arrays": {k: v[()] for k, v in node["arrays"].items()}}
-        else:
-            _, arrays = _part_content(node, skip=tuple(_READ_ALONE))
-            sections = {"arrays": {k: v for k, v in arrays.items() if k not in _READ_ALONE}}
-        return node.attrs["checksum"] == _checksum(node, attrs=attrs, **sections)
+            attrs, metrics, arrays = _result_content(node)
+            return node.attrs["checksum"] == _checksum(node, attrs=attrs, metrics=metrics, arrays=arrays)
+        attrs, arrays = _part_content(node, skip=_READ_ALONE)
+        return node.attrs["checksum"] == _checksum(node, attrs=attrs, arrays={
+            k: v for k, v in arrays.items() if k not in _READ_ALONE})
     except (KeyError, ValueError, TypeError, OSError, RuntimeError):
         return False
+
+
+def _result_content(node: h5py.Group) -> tuple[dict, dict, dict]:
+    """A result's attributes, metrics and arrays, as its checksum covers them."""
+    return _checked_attrs(node), dict(node["metrics"].attrs), {k: v[()] for k, v in node["arrays"].items()}
 
 
 def _checked_attrs(node: h5py.Group) -> dict:

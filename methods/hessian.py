@@ -22,17 +22,34 @@ import numpy as np
 import torch
 
 from lossatlas import memory
-from lossatlas.analyzer import Analyzer, diagnostic, measure
+from lossatlas.analyzer import diagnostic, measure, view
 from lossatlas.errors import ConfigError
 from lossatlas.hessian import (HessianOperator, checked_eigenpairs, density_from_spectrum, hutchinson_trace,
                                hutchpp_trace, pyhessian_spectrum, residual_check, slq_density)
 from lossatlas.memory import Memory
-from lossatlas.params import Boolean, Interval, Options, param, same_as
-from lossatlas.plots import draw_density
-from lossatlas.samplers import Point, finite_loss
+from lossatlas.params import Boolean, Interval, Options, param
+from lossatlas.plots import finite_or_nan, metric, no_data
+from lossatlas.point_analyzer import PointAnalyzer
 
 
-class Hessian(Analyzer):
+def draw_density(ax, result) -> None:
+    """Eigenvalue density on a log axis, the top eigenvalues as dashed red lines."""
+    ax.set(xlabel="eigenvalue", ylabel="density (log)",
+           title=f"density: top {metric(result, 'top_eigenvalue'):.3g}, trace {metric(result, 'trace'):.3g}")
+    grid = finite_or_nan(result.arrays.get("density_grid", []))
+    density = finite_or_nan(result.arrays.get("density", []))
+    eigenvalues = finite_or_nan(result.arrays.get("eigenvalues", [])).ravel()
+    shown = np.isfinite(grid) & np.isfinite(density) & (density > 0) if grid.shape == density.shape else [False]
+    if np.any(shown):
+        ax.semilogy(grid, np.maximum(density, 1e-12), lw=1)  # the floor shows empty bins as drops, not gaps
+    else:
+        ax.set_yscale("log")
+        no_data(ax)
+    for value in eigenvalues[np.isfinite(eigenvalues)]:
+        ax.axvline(value, color="tab:red", lw=0.8, ls="--")
+
+
+class Hessian(PointAnalyzer):
     name = "hessian"
     description = "Top Hessian eigenvalues/eigenvectors, trace (deflated Hutchinson) and eigenvalue density (SLQ)."
     scope = "minimum"
@@ -55,13 +72,11 @@ class Hessian(Analyzer):
                                    "its products; 0 when exact)"),
         "hvp_count": diagnostic("Hessian-vector products computed"),
     }
-    views = {"density": draw_density}
+    views = {"density": view(draw_density, shared="xy")}
     smoke_params = {"at": "theta0", "density_bins": 200}
     version = 2
 
     backend: str = param("native", Options(("native", "pyhessian")))
-    at: str = same_as(Point, "at")
-    minimum: int = same_as(Point, "minimum")
     k: int = param(2, Interval(int, 1), "number of top eigenpairs")
     bottom_k: int = param(1, Interval(int, 0), "number of smallest eigenpairs (0: none)")
     tol: float = param(1e-3, Interval(float, 0, 1))
@@ -97,9 +112,6 @@ class Hessian(Analyzer):
             raise ConfigError(f"backend='pyhessian' needs a plain model + criterion subject; {subject.name} is not "
                               "one (a function, or a custom loss such as a PINN's). Use backend='native'.")
 
-    def requests(self, subject):
-        return {"point": Point(at=self.at, minimum=self.minimum)}
-
     def memory(self, subject):
         """Float64 parameter-sized vectors on the host, phase by phase, each with what earlier phases
         left (``lossatlas.hessian``): the top k by ARPACK -- its basis (ncv = 2k + 2) twice (scipy
@@ -130,7 +142,7 @@ class Hessian(Analyzer):
 
     def compute(self, subject, samples):
         theta, buffers = samples["point"]["theta"], samples["point"]["buffers"]
-        finite_loss(subject, theta, buffers, self.at, self.minimum, "the Hessian")
+        self.finite_loss(subject, theta, buffers, "the Hessian")
         op = HessianOperator(subject, theta, buffers)
         k = min(self.k, subject.dim)
         bottom_k = min(self.bottom_k, subject.dim - 1)

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 
 from lossatlas import memory
-from lossatlas.analyzer import Analyzer, diagnostic, measure
+from lossatlas.analyzer import diagnostic, measure, view
 from lossatlas.hessian import HessianOperator, checked_eigenpairs, dense_matrix
 from lossatlas.memory import Memory
-from lossatlas.params import Interval, param, same_as
-from lossatlas.plots import draw_layers
-from lossatlas.samplers import Point, finite_loss
+from lossatlas.params import Interval, param
+from lossatlas.plots import finite_or_nan, no_data
+from lossatlas.point_analyzer import PointAnalyzer
 
 
 def layer_blocks(subject, depth: int | None) -> list[tuple[str, np.ndarray]]:
@@ -61,7 +61,24 @@ class _Block:
         return dense_matrix(self, self.dim)
 
 
-class HessianLayers(Analyzer):
+def draw_layers(ax, result) -> None:
+    """Each block's top eigenvalue and trace, in parameter order."""
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in result.arrays.get("layer_names", [])]
+    tops = finite_or_nan(result.arrays.get("layer_top_eigenvalue", []))
+    traces = finite_or_nan(result.arrays.get("layer_trace", []))
+    ax.set(ylabel="value (symlog)", title="Hessian per layer block")
+    if not names or len(tops) != len(names) or not np.isfinite(np.concatenate([tops, traces])).any():
+        no_data(ax)
+        return
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, tops, width=0.4, label="top eigenvalue")
+    ax.bar(x + 0.2, traces, width=0.4, label="trace")
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_xticks(x, names, rotation=90, fontsize=5)
+    ax.legend(fontsize=6)
+
+
+class HessianLayers(PointAnalyzer):
     name = "hessian-layers"
     description = "Block-diagonal (per-layer) Hessian: each layer's top eigenvalue and trace."
     scope = "minimum"
@@ -77,12 +94,10 @@ class HessianLayers(Analyzer):
         "n_layers": diagnostic("blocks"),
         "hvp_count": diagnostic("Hessian-vector products computed"),
     }
-    views = {"layers": draw_layers}
+    views = {"layers": view(draw_layers)}
     smoke_params = {"at": "theta0"}
     version = 2
 
-    at: str = same_as(Point, "at")
-    minimum: int = same_as(Point, "minimum")
     depth: int | None = param(None, Interval(int, 1, allow_none=True),
                               "block = names sharing their first depth dotted parts; None: one block per module")
     tol: float = param(1e-3, Interval(float, 0, 1))
@@ -90,9 +105,6 @@ class HessianLayers(Analyzer):
     trace_probes: int = param(20, Interval(int, 2), "Rademacher probes per block (each block its own)")
     dense_limit: int = param(8, Interval(int, 0), "blocks of at most this many parameters are formed exactly")
     seed: int = param(0, Interval(int, 0))
-
-    def requests(self, subject):
-        return {"point": Point(at=self.at, minimum=self.minimum)}
 
     def memory(self, subject):
         """On the host: the blocks' indices (int64, one per parameter), and for the largest block the
@@ -106,7 +118,7 @@ class HessianLayers(Analyzer):
 
     def compute(self, subject, samples):
         theta, buffers = samples["point"]["theta"], samples["point"]["buffers"]
-        finite_loss(subject, theta, buffers, self.at, self.minimum, "the Hessian")
+        self.finite_loss(subject, theta, buffers, "the Hessian")
         op = HessianOperator(subject, theta, buffers)
         blocks = layer_blocks(subject, self.depth)
         tops, traces, stderrs = np.empty(len(blocks)), np.empty(len(blocks)), np.zeros(len(blocks))

@@ -24,11 +24,11 @@ from __future__ import annotations
 import numpy as np
 
 from lossatlas import memory
-from lossatlas.analyzer import Analyzer, diagnostic, measure
+from lossatlas.analyzer import Analyzer, diagnostic, measure, view
 from lossatlas.errors import NonFiniteLossError
 from lossatlas.memory import Memory
 from lossatlas.params import Interval, param, same_as
-from lossatlas.plots import draw_interpolation
+from lossatlas.plots import finite_or_nan, metric, no_data
 from lossatlas.samplers import LineEnds
 
 
@@ -53,6 +53,23 @@ def _rise_candidates(values: np.ndarray, count: int = 3) -> set[int]:
     return set(peaks) | {int(np.argmin(values[:i])) for i in peaks}
 
 
+def draw_interpolation(ax, result) -> None:
+    """Loss along the line from the initialisation and to the partner minimum."""
+    ax.set(xlabel="t (0: start, 1: end)", ylabel="loss (log)", yscale="log",
+           title=f"lines: barrier {metric(result, 'barrier'):.3g}")
+    t = finite_or_nan(result.arrays.get("t", []))
+    drawn = False
+    for name, label in (("init_loss", "initialisation -> minimum"), ("partner_loss", "minimum -> partner")):
+        values = finite_or_nan(result.arrays.get(name, []))
+        if values.shape == t.shape and np.isfinite(values).any():
+            ax.plot(t, np.maximum(values, 1e-12), lw=1, marker=".", label=label)
+            drawn = True
+    if drawn:
+        ax.legend(fontsize=6)
+    else:
+        no_data(ax)
+
+
 class Interpolation(Analyzer):
     name = "interpolation"
     description = ("Loss along straight lines: the barrier between two minima (Frankle et al. 2020) and the "
@@ -73,7 +90,7 @@ class Interpolation(Analyzer):
         "n_evaluations": diagnostic("points evaluated (each with its own BatchNorm statistics where the model "
                                     "has BatchNorm)"),
     }
-    views = {"lines": draw_interpolation}
+    views = {"lines": view(draw_interpolation, shared="y")}
     smoke_params = {"at": "theta0", "n_points": 9, "refine": 1}
     version = 2
 

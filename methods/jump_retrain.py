@@ -33,12 +33,13 @@ import warnings
 import numpy as np
 
 from lossatlas import memory
-from lossatlas.analyzer import Analyzer, diagnostic, measure
+from lossatlas.analyzer import diagnostic, measure, view
 from lossatlas.errors import ConfigError, NonFiniteLossError
 from lossatlas.memory import Memory
 from lossatlas.params import Boolean, Interval, Options, param, same_as
-from lossatlas.plots import draw_diagram_0, draw_diagram_1, draw_phate
-from lossatlas.samplers import JumpRetrainRuns, Point, reference_recipe
+from lossatlas.plots import draw_diagram, finite_or_nan, metric, no_data, rows
+from lossatlas.point_analyzer import PointAnalyzer
+from lossatlas.samplers import JumpRetrainRuns, reference_recipe
 from lossatlas.topology.graph_persistence import closed, graph_diagrams, n_essential, total_persistence
 from lossatlas.topology.graphs import knn_edges
 from lossatlas.training import RECIPE_CONSTRAINTS
@@ -47,7 +48,54 @@ from lossatlas.training import RECIPE_CONSTRAINTS
 MIN_SAMPLES = 4  # PHATE divides by zero below 4 points
 
 
-class JumpRetrain(Analyzer):
+def draw_phate(ax, result) -> None:
+    """PHATE embedding coloured by log10 loss, each run a line, jumps as stars (size ~ step)."""
+    ax.set(xticks=[], yticks=[], xlabel="PHATE 1", ylabel="PHATE 2",
+           title=f"PHATE: TP0 {metric(result, 'total_persistence_0_finite'):.3g}, "
+                                       f"TP1 {metric(result, 'total_persistence_1_finite'):.3g} (finite)")
+    embedding = rows(result.arrays.get("embedding"), 2)
+    if not np.isfinite(embedding).all(axis=1).any():
+        no_data(ax)
+        return
+    n = len(embedding)
+    losses = np.asarray(result.arrays.get("filtration", result.arrays["losses"]), dtype=float)
+    split = (getattr(result, "params", None) or {}).get("loss_split", "train")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        colors = finite_or_nan(np.log10(np.maximum(losses, 1e-12)))
+    if np.isfinite(colors).any():
+        points = ax.scatter(embedding[:, 0], embedding[:, 1], c=colors, s=8, cmap="viridis", zorder=2,
+                            plotnonfinite=True)
+        ax.figure.colorbar(points, ax=ax, label=f"log10 {split} loss (the filtration)")
+    else:
+        ax.scatter(embedding[:, 0], embedding[:, 1], c="gray", s=8, zorder=2)
+    seeds = np.asarray(result.arrays.get("seeds", np.zeros(n)))
+    steps = np.asarray(result.arrays.get("step_sizes", np.zeros(n)), dtype=float)
+    epochs = np.asarray(result.arrays.get("epochs", np.ones(n)))
+    for seed in np.unique(seeds):
+        for step in np.unique(steps):
+            run = (seeds == seed) & (steps == step)
+            ax.plot(embedding[run, 0], embedding[run, 1], lw=0.6, c=f"C{int(seed) % 10}", zorder=1)
+    jumps = epochs == 0
+    if jumps.any():
+        sizes = 40 + 120 * np.nan_to_num(steps[jumps], nan=0.0, posinf=1.0, neginf=0.0)
+        ax.scatter(embedding[jumps, 0], embedding[jumps, 1], marker="*", s=sizes, c="k", zorder=3,
+                   label="jumps (size ~ step)")
+        ax.legend(fontsize=7)
+
+
+def draw_diagram_0(ax, result) -> None:
+    """The diagram D0 of the loss-filtered kNN graph."""
+    draw_diagram(ax, result.arrays.get("diagram_0"))
+    ax.set_title(f"D0: total persistence {metric(result, 'total_persistence_0_finite'):.3g} (finite pairs)")
+
+
+def draw_diagram_1(ax, result) -> None:
+    """The diagram D1 of the loss-filtered kNN graph."""
+    draw_diagram(ax, result.arrays.get("diagram_1"))
+    ax.set_title(f"D1: total persistence {metric(result, 'total_persistence_1_finite'):.3g} (finite pairs)")
+
+
+class JumpRetrain(PointAnalyzer):
     name = "jump-retrain"
     description = "Jump-and-retrain trajectories, cosine PHATE, kNN-graph loss persistence (Horoi et al. 2022)."
     scope = "minimum"
@@ -80,13 +128,12 @@ class JumpRetrain(Analyzer):
         "final_loss_min": measure("smallest evaluation loss at the last epoch of the retraining runs (NaN: every "
                                   "run diverged)", higher_is_better=False),
     }
-    views = {"phate": draw_phate, "diagram_0": draw_diagram_0, "diagram_1": draw_diagram_1}
+    views = {"phate": view(draw_phate), "diagram_0": view(draw_diagram_0, shared="xy"),
+             "diagram_1": view(draw_diagram_1, shared="xy")}
     smoke_params = {"at": "theta0", "seeds": [0, 1], "step_sizes": [0.5, 1.0], "epochs": 8, "steps_per_epoch": 5,
                     "knn_k": 5}
     version = 3  # the kNN graph's components joined (connect='nearest'), and counted
 
-    at: str = same_as(Point, "at")
-    minimum: int = same_as(Point, "minimum")
     seeds: list = same_as(JumpRetrainRuns, "seeds")
     step_sizes: list = same_as(JumpRetrainRuns, "step_sizes")
     epochs: int = param(40, Interval(int, 1))
@@ -121,7 +168,7 @@ class JumpRetrain(Analyzer):
                               f"needs at least {MIN_SAMPLES}: add seeds, step sizes or epochs.")
 
     def requests(self, subject):
-        return {"runs": JumpRetrainRuns(point=Point(at=self.at, minimum=self.minimum), seeds=tuple(self.seeds),
+        return {"runs": JumpRetrainRuns(point=self.point(), seeds=tuple(self.seeds),
                                         step_sizes=tuple(self.step_sizes), recipe=self.recipe(),
                                         include_bn=self.include_bn, record_test=self.loss_split == "test")}
 

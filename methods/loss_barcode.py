@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from lossatlas import memory
-from lossatlas.analyzer import Analyzer, diagnostic, measure
+from lossatlas.analyzer import Analyzer, diagnostic, measure, view
 from lossatlas.params import Interval, Options, Vectors, param, same_as
-from lossatlas.plots import draw_barcode_view, draw_paths
+from lossatlas.plots import draw_barcode, finite_or_nan, metric, no_data
 from lossatlas.samplers import DescentMinima, GivenMinima, Paths, StoredMinima
 from lossatlas.subjects import FunctionSubject
 from lossatlas.topology.barcode import barcode_scores, minima_barcode
@@ -58,6 +58,30 @@ def path_kind(path: str, subject) -> str:
     return "string" if isinstance(subject, FunctionSubject) else "polychain"
 
 
+def draw_barcode_view(ax, result) -> None:
+    """The barcode of minima, TO-score in the title."""
+    draw_barcode(ax, result.arrays.get("bars"))
+    ax.set_title(f"barcode: TO-score {metric(result, 'to_score'):.3g}")
+
+
+def draw_paths(ax, result) -> None:
+    """The loss along each optimized path between two minima."""
+    ax.set(xlabel="t along the path", ylabel="loss", title="loss along the optimized paths")
+    if "path_t" not in result.arrays:
+        no_data(ax, "no paths (one minimum)")
+        return
+    drawn = False
+    for (i, j), t, losses in zip(result.arrays["pairs"], result.arrays["path_t"], result.arrays["path_losses"]):
+        losses = finite_or_nan(losses)
+        if np.isfinite(losses).any():
+            ax.plot(t, losses, lw=1, label=f"{i}-{j}")
+            drawn = True
+    if drawn:
+        ax.legend(fontsize=6, ncol=2)
+    else:
+        no_data(ax)
+
+
 class LossBarcode(Analyzer):
     name = "loss-barcode"
     description = "Barcode of minima over optimized paths and the TO-score (Barannikov et al. 2025)."
@@ -69,7 +93,7 @@ class LossBarcode(Analyzer):
         "n_minima": diagnostic("minima joined"),
         "n_nonfinite": diagnostic("NaN/inf losses along the optimized paths"),
     }
-    views = {"barcode": draw_barcode_view, "paths": draw_paths}
+    views = {"barcode": view(draw_barcode_view, shared="y"), "paths": view(draw_paths, shared="y")}  # one loss axis
     version = 3  # 3: the saddle losses (upper ends of the bars, zero-length ones included) are reported
     smoke_params = {"n_starts": 6, "gd_steps": 300, "n_images": 11, "string_steps": 150}
 

@@ -16,23 +16,26 @@ the grid maximum as in TTK's diagram. That pair makes it depend on the loss rang
 
 An imported surface (``lossatlas import-surface``: a loss-landscape file or a numpy grid) is
 analyzed on its own grid; the grid settings (directions, resolution, span) do not apply to it.
+Its views (contour, surface, merge tree, persistence diagram) are drawn in ``merge_tree_views``.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from lossatlas.analyzer import Analyzer, diagnostic, measure
+from lossatlas.analyzer import diagnostic, measure, view
 from lossatlas.errors import ConfigError
 from lossatlas.memory import Memory
 from lossatlas.params import Interval, Options, param, same_as
-from lossatlas.plots import draw_contour, draw_merge_tree, draw_persistence, draw_surface
-from lossatlas.samplers import Grid, Point, Trajectory, grid_points
+from lossatlas.point_analyzer import PointAnalyzer
+from lossatlas.samplers import Grid, Trajectory, grid_points
 from lossatlas.surfaces import StoredSurface, SurfaceSubject
 from lossatlas.topology import REPRESENTATIONS, merge_tree, representation_edges
 from lossatlas.topology import ttk_backend
 
+from .merge_tree_views import draw_contour, draw_merge_tree, draw_persistence, draw_surface, loss_limits
 
-class MergeTreeAnalyzer(Analyzer):
+
+class MergeTreeAnalyzer(PointAnalyzer):
     name = "merge-tree"
     description = "Merge tree of a 2-D loss grid: number of saddles, average persistence (Xie, Geniesse et al. 2024)."
     scope = "minimum"
@@ -50,8 +53,9 @@ class MergeTreeAnalyzer(Analyzer):
         "loss_min": diagnostic("lowest finite loss on the grid"),
         "loss_max": diagnostic("highest finite loss on the grid"),
     }
-    views = {"contour": draw_contour, "surface": draw_surface, "merge_tree": draw_merge_tree,
-             "persistence": draw_persistence}
+    views = {"contour": view(draw_contour, shared="colour", limits_of=loss_limits),
+             "surface": view(draw_surface, projection="3d", shared="colour", limits_of=loss_limits),
+             "merge_tree": view(draw_merge_tree, shared="y"), "persistence": view(draw_persistence, shared="xy")}
     smoke_params = {"directions": "axes", "at": "theta0", "span": 5.0, "resolution": 41}
     version = 2  # average persistence per Xie, Geniesse et al. (distance to the diagonal)
 
@@ -60,8 +64,6 @@ class MergeTreeAnalyzer(Analyzer):
     span: float = param(1.0, Interval(float, 0, None, closed="neither"))
     span_y: float | None = param(None, Interval(float, 0, None, closed="neither", allow_none=True),
                                  "None: the same as span")
-    at: str = same_as(Point, "at")
-    minimum: int = same_as(Point, "minimum")
     seed: int = same_as(Grid, "seed")
     include_bn: bool = same_as(Grid, "include_bn")
     bn: str = same_as(Grid, "bn")
@@ -83,7 +85,7 @@ class MergeTreeAnalyzer(Analyzer):
         if isinstance(subject, SurfaceSubject):  # an imported surface: its own grid, the grid settings unused
             return {"grid": StoredSurface()}
         span_y = self.span if self.span_y is None else self.span_y
-        return {"grid": Grid(point=Point(at=self.at, minimum=self.minimum), directions=self.directions,
+        return {"grid": Grid(point=self.point(), directions=self.directions,
                              resolution=self.resolution, span_x=float(self.span), span_y=float(span_y),
                              seed=self.seed, include_bn=self.include_bn, bn=self.bn,
                              trajectory=Trajectory(minimum=self.minimum) if self.directions == "pca" else None)}

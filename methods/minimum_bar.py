@@ -16,15 +16,28 @@ from __future__ import annotations
 import numpy as np
 
 from lossatlas import memory
-from lossatlas.analyzer import Analyzer, diagnostic, measure
+from lossatlas.analyzer import Analyzer, diagnostic, measure, view
 from lossatlas.errors import ConfigError
 from lossatlas.params import Interval, param, same_as
-from lossatlas.plots import draw_minimum_bar
+from lossatlas.plots import draw_barcode, metric, no_data
 from lossatlas.samplers import StoredMinima
 from lossatlas.samplers.points import Point
 from lossatlas.topology.barcode import minima_barcode
 
 from .loss_barcode import LossBarcode, paths_request
+
+
+def draw_minimum_bar(ax, result) -> None:
+    """The bar of every joined minimum (lowest first), this minimum's in orange."""
+    losses, deaths = result.arrays.get("minima_losses"), result.arrays.get("deaths")
+    if losses is None or deaths is None:
+        no_data(ax)
+        return
+    draw_barcode(ax, np.stack([losses, deaths], axis=1))
+    rank = int(metric(result, "rank")) if np.isfinite(metric(result, "rank")) else -1
+    if 0 <= rank < len(losses) and np.isfinite(deaths[rank]):
+        ax.plot([rank, rank], [losses[rank], deaths[rank]], lw=4, solid_capstyle="butt", c="tab:orange")
+    ax.set_title(f"this minimum's bar: {metric(result, 'bar'):.3g}")
 
 
 class MinimumBar(Analyzer):
@@ -41,7 +54,7 @@ class MinimumBar(Analyzer):
         "minimum_loss": diagnostic("this minimum's loss, measured as the path points are (BatchNorm re-estimated)"),
         "rank": diagnostic("0 for the lowest of the joined minima, 1 for the next, ..."),
     }
-    views = {"bar": draw_minimum_bar}
+    views = {"bar": view(draw_minimum_bar)}
     smoke_params = {"n_minima": 2, "curve_epochs": 1, "n_eval": 5, "path": "polychain"}
     smoke_minima = 2
     version = 2  # 2: the rank in the barcode's order (BatchNorm re-estimated), inf where only NaN paths lead lower

@@ -33,19 +33,35 @@ import numpy as np
 import torch
 
 from lossatlas import memory
-from lossatlas.analyzer import Analyzer, diagnostic, measure
+from lossatlas.analyzer import diagnostic, measure, view
 from lossatlas.ascent import apgd, random_start
 from lossatlas.errors import ConfigError
 from lossatlas.memory import Memory
-from lossatlas.params import Interval, param, same_as
-from lossatlas.plots import draw_ascent
-from lossatlas.samplers import Point, finite_loss
+from lossatlas.params import Interval, param
+from lossatlas.plots import finite_or_nan, no_data
+from lossatlas.point_analyzer import PointAnalyzer
 
 NEIGHBOURHOODS = ("epsilon", "adaptive_l2", "adaptive_linf")
 LOWER_BOUND = " (a lower bound of the maximum: the best of the Auto-PGD restarts)"
 
 
-class Sharpness(Analyzer):
+def draw_ascent(ax, result) -> None:
+    """The loss increase reached at each ascent step, per neighbourhood."""
+    ax.set(xlabel="ascent step", ylabel="loss increase", title="worst-case neighbours (projected ascent)")
+    drawn = False
+    for name in NEIGHBOURHOODS:
+        values = finite_or_nan(result.arrays.get(f"{name}_ascent", []))
+        if values.size and np.isfinite(values).any():
+            ax.plot(np.arange(values.shape[-1]), np.nanmax(values.reshape(-1, values.shape[-1]), axis=0), lw=1,
+                    label=name)
+            drawn = True
+    if drawn:
+        ax.legend(fontsize=6)
+    else:
+        no_data(ax)
+
+
+class Sharpness(PointAnalyzer):
     name = "sharpness"
     description = ("Worst-case loss increase near a minimum by Auto-PGD with restarts: epsilon-sharpness (Keskar et "
                    "al. 2017) and adaptive sharpness in l2 and l_inf (Kwon et al. 2021; Andriushchenko et al. 2023).")
@@ -64,12 +80,10 @@ class Sharpness(Analyzer):
         "gradient_evaluations": diagnostic("loss-and-gradient evaluations of the ascents (of a batch of m examples "
                                            "with m-sharpness, of the whole set otherwise)"),
     }
-    views = {"ascent": draw_ascent}
+    views = {"ascent": view(draw_ascent)}
     smoke_params = {"at": "theta0", "steps": 5, "restarts": 2, "box_restarts": 2, "epsilon": 0.05, "rho_l2": 0.05,
                     "rho_linf": 0.05}
 
-    at: str = same_as(Point, "at")
-    minimum: int = same_as(Point, "minimum")
     epsilon: float = param(1e-3, Interval(float, 0, None, closed="neither"), "Keskar et al. 2017's box size")
     rho_l2: float = param(0.5, Interval(float, 0, None, closed="neither"), "adaptive l2 radius (Kwon et al. 2021's)")
     rho_linf: float = param(1e-3, Interval(float, 0, None, closed="neither"), "adaptive l_inf radius")
@@ -95,9 +109,6 @@ class Sharpness(Analyzer):
             if not subject.example_batches(self.m):
                 raise ConfigError(f"m={self.m} exceeds the {subject.name!r} evaluation set; choose m at most its size.")
 
-    def requests(self, subject):
-        return {"point": Point(at=self.at, minimum=self.minimum)}
-
     def memory(self, subject):
         """On the device, parameter-sized in the subject's dtype: the point, the three neighbourhoods'
         scales, Auto-PGD's state (x, previous, gradient, best point and its gradient) and up to 8
@@ -113,7 +124,7 @@ class Sharpness(Analyzer):
     def compute(self, subject, samples):
         theta = subject.as_theta(samples["point"]["theta"])
         buffers = subject.buffers_at(theta, samples["point"]["buffers"])
-        base = finite_loss(subject, theta, buffers, self.at, self.minimum, "the sharpness")
+        base = self.finite_loss(subject, theta, buffers, "the sharpness")
         maps = {"epsilon": self._keskar_box(theta), "adaptive_l2": _Diagonal(self.rho_l2 * (theta.abs() + self.eta)),
                 "adaptive_linf": _Diagonal(self.rho_linf * (theta.abs() + self.eta))}
         if self.m is None:

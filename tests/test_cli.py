@@ -113,7 +113,7 @@ def test_check_refuses_a_store_of_another_schema(tmp_path, capsys):
     assert "schema_version 1" in capsys.readouterr().err
 
 
-def test_shipped_benchmark_configs_validate(capsys):
+def test_shipped_benchmark_configs_validate(capsys, tmp_path):
     from pathlib import Path
 
     from lossatlas.problems.data import DEFAULT_DATA_ROOT
@@ -121,7 +121,7 @@ def test_shipped_benchmark_configs_validate(capsys):
     folders = {"cifar10": "cifar-10-batches-py", "mnist": "mnist"}
     for config in sorted(Path(__file__).parents[1].joinpath("benchmarks").glob("*.toml")):
         for scale in ("smoke", "cpu", "paper"):
-            code = main(["run", str(config), "--scale", scale, "--check"])
+            code = main(["run", str(config), "--scale", scale, "--check", "--out", str(tmp_path)])
             missing = [name for name, folder in folders.items() if f'dataset = "{name}"' in config.read_text()
                        and not (Path(DEFAULT_DATA_ROOT) / folder).is_dir()]
             if scale == "paper" and missing:
@@ -253,7 +253,7 @@ def test_two_configs_with_one_name_are_refused_and_ctrl_c_says_how_to_resume(tmp
     assert "same name and scale" in capsys.readouterr().err
     from lossatlas import harness
 
-    def interrupted(plan, store):
+    def interrupted(plan, store, **options):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(harness, "execute", interrupted)

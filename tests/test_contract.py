@@ -1,13 +1,18 @@
 """The analyzer contract and the sampling driver: results never stale, parts never confused,
 interrupted writes never read as finished, another landscape under a taken name refused before
 any work. Ground truth: exact Hessians of Himmelblau's function from torch.autograd."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from lossatlas import ConfigError, Minimum, Recipe, Store, StoreError, add_minimum, analyze, train_minima
+from lossatlas.errors import NonFiniteLossError
+from lossatlas.point_analyzer import PointAnalyzer
 from lossatlas.problems import himmelblau
+from lossatlas.registry import get
 from lossatlas.samplers import JumpRetrainRuns, Point, jump_and_retrain
 from lossatlas.subjects import FunctionSubject, ModuleSubject
 
@@ -267,3 +272,26 @@ def test_a_fully_frozen_model_is_refused_and_batch_statistics_models_pass_the_re
     batch_stats = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, track_running_stats=False), nn.Linear(4, 2))
     subject = ModuleSubject(batch_stats, nn.functional.cross_entropy, data)
     assert np.isfinite(subject.loss(subject.theta0))
+
+
+def test_analyzers_of_one_point_declare_it_once_and_refuse_a_non_finite_loss_there():
+    """``at``, ``minimum``, the Point request and the finite-loss check live in PointAnalyzer:
+    declared as Point declares them, with the same messages for every analyzer of a point."""
+    declared = {f.name: f for f in dataclasses.fields(Point)}
+    for name in ("hessian", "hessian-layers", "sharpness", "jump-retrain", "merge-tree"):
+        cls = get(name)
+        assert issubclass(cls, PointAnalyzer), name
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for key in ("at", "minimum"):
+            assert (fields[key].default, fields[key].metadata) == (declared[key].default, declared[key].metadata)
+    hessian = get("hessian")
+    assert hessian(at="theta0", minimum=3).requests(himmelblau()) == {"point": Point(at="theta0", minimum=3)}
+    with pytest.raises(ConfigError, match=r"The 'at' parameter of Hessian must be one of \['minimum', 'theta0'\]"):
+        hessian(at="middle")
+    diverged = FunctionSubject(lambda t: (t**2).sum() * float("nan"), torch.zeros(2, dtype=torch.float64),
+                               name="diverged")
+    with Store.memory() as store:
+        for name, what in (("hessian", "the Hessian"), ("sharpness", "the sharpness")):
+            with pytest.raises(NonFiniteLossError, match=f"The loss of 'diverged' at theta0 is nan: {what} of a "
+                               "non-finite loss is meaningless. Nothing was written"):
+                analyze(store, diverged, name, at="theta0", progress=False)

@@ -1,5 +1,7 @@
 import dataclasses
 import warnings
+from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -7,11 +9,19 @@ import pytest
 from matplotlib.colors import to_rgba
 
 from lossatlas import Store, analyze, plots
+from lossatlas import registry as registry_module
+from lossatlas.analyzer import Analyzer, View, as_view, measure, view
+from lossatlas.methods import merge_tree_views
 from lossatlas.problems import himmelblau
-from lossatlas.registry import get
+from lossatlas.registry import GROUP, Registry, get
+from lossatlas.testing import analyzer_checks
+from plugins.loss_profile import LossProfile
 
 _SETTINGS = {"merge-tree": dict(directions="axes", at="theta0", span=5.0, resolution=15)}
 _VIEWS = {name: get(name).views for name in ("merge-tree", "loss-barcode", "jump-retrain", "hessian")}
+CONTOUR, SURFACE, TREE = (_VIEWS["merge-tree"][name] for name in ("contour", "surface", "merge_tree"))
+BARCODE, PHATE = _VIEWS["loss-barcode"]["barcode"], _VIEWS["jump-retrain"]["phate"]
+DENSITY = _VIEWS["hessian"]["density"]
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +54,10 @@ def _texts(ax):
     return [t.get_text() for t in ax.texts]
 
 
-def _draw(draw, result):
+def _draw(view, result):
     figure = plt.figure()
-    ax = figure.add_subplot(projection="3d" if plots.is_3d(draw) else None)
-    draw(ax, result)
+    ax = figure.add_subplot(projection=view.projection)
+    view.draw(ax, result)
     figure.canvas.draw()  # rendering, not only artist creation, must survive the data
     return ax
 
@@ -56,13 +66,21 @@ def test_analyzers_declare_their_views():
     assert {name: tuple(views) for name, views in _VIEWS.items()} == {
         "merge-tree": ("contour", "surface", "merge_tree", "persistence"), "loss-barcode": ("barcode", "paths"),
         "jump-retrain": ("phate", "diagram_0", "diagram_1"), "hessian": ("density",)}
-    assert [v for views in _VIEWS.values() for v, draw in views.items() if plots.is_3d(draw)] == ["surface"]
+    declared = {name: {v: (d.projection, d.shared) for v, d in views.items()} for name, views in _VIEWS.items()}
+    assert declared == {
+        "merge-tree": {"contour": (None, "colour"), "surface": ("3d", "colour"), "merge_tree": (None, "y"),
+                       "persistence": (None, "xy")},
+        "loss-barcode": {"barcode": (None, "y"), "paths": (None, "y")},
+        "jump-retrain": {"phate": (None, None), "diagram_0": (None, "xy"), "diagram_1": (None, "xy")},
+        "hessian": {"density": (None, "xy")}}
+    assert get("merge-tree").info()["views"] == {"contour": False, "surface": True, "merge_tree": False,
+                                                 "persistence": False}  # recorded with every result
 
 
 def test_contour_marks_each_minimum_and_saddle(results):
     result = results["merge-tree"]
     assert result.metrics["n_minima"] == 4 and result.metrics["n_saddles"] == 3
-    ax = _draw(plots.draw_contour, result)
+    ax = _draw(CONTOUR, result)
     minima = _collection(ax, "minima").get_offsets()
     assert len(minima) == result.metrics["n_minima"]
     assert len(_collection(ax, "saddles").get_offsets()) == result.metrics["n_saddles"]
@@ -76,7 +94,7 @@ def test_contour_marks_each_minimum_and_saddle(results):
 
 def test_merge_tree_draws_one_red_saddle_per_saddle_at_its_loss(results):
     result = results["merge-tree"]
-    ax = _draw(plots.draw_merge_tree, result)
+    ax = _draw(TREE, result)
     saddles = _collection(ax, "saddles")
     assert len(saddles.get_offsets()) == len(result.arrays["saddles"]) == result.metrics["n_saddles"]
     np.testing.assert_allclose(saddles.get_facecolor()[0], to_rgba("tab:red"))
@@ -120,13 +138,13 @@ def _broken(results):
 
 def test_every_view_draws_nonfinite_and_empty_results(results):
     for case, nothing, result in _broken(results):
-        for view, draw in _VIEWS[result.method].items():
+        for name, declared in _VIEWS[result.method].items():
             with warnings.catch_warnings():
                 warnings.simplefilter("error")  # no "posx and posy should be finite" and the like
-                ax = _draw(draw, result)
-            assert ax.get_title(), (result.method, case, view)
-            if nothing and view != "persistence":  # the persistence view reads pairs, not the grid
-                assert plots.NO_DATA in _texts(ax), (result.method, case, view)
+                ax = _draw(declared, result)
+            assert ax.get_title(), (result.method, case, name)
+            if nothing and name != "persistence":  # the persistence view reads pairs, not the grid
+                assert plots.NO_DATA in _texts(ax), (result.method, case, name)
             plt.close(ax.figure)
 
 
@@ -148,21 +166,21 @@ def test_analyzer_plots_are_built_from_the_drawers(results):
 
 def test_comparison_figure_puts_variants_side_by_side(results):
     result = results["merge-tree"]
-    figure = plots.comparison_figure("skip vs no skip", plots.draw_merge_tree,
+    figure = plots.comparison_figure("skip vs no skip", TREE,
                                      [("skip", result), ("no skip", None), ("wide", _with(result))])
     assert len(figure.axes) == 3
     assert [ax.get_title().split("\n")[0] for ax in figure.axes] == ["skip", "no skip", "wide"]
     assert _texts(figure.axes[1]) == ["not computed"]
     assert figure.get_figwidth() == pytest.approx(3 * 3.6)
     assert figure.get_suptitle() == "skip vs no skip"
-    surfaces = plots.comparison_figure("s", plots.draw_surface, [("a", result), ("b", None)])
+    surfaces = plots.comparison_figure("s", SURFACE, [("a", result), ("b", None)])
     assert [ax.name for ax in surfaces.axes] == ["3d", "3d"] and _texts(surfaces.axes[1]) == ["not computed"]
 
 
 def _panels(results):
-    return [("a", plots.draw_contour, results["merge-tree"]), ("b", plots.draw_surface, results["merge-tree"]),
-            ("c", plots.draw_barcode_view, results["loss-barcode"]), ("d", plots.draw_phate, results["jump-retrain"]),
-            ("e", plots.draw_density, results["hessian"])]
+    return [("a", CONTOUR, results["merge-tree"]), ("b", SURFACE, results["merge-tree"]),
+            ("c", BARCODE, results["loss-barcode"]), ("d", PHATE, results["jump-retrain"]),
+            ("e", DENSITY, results["hessian"])]
 
 
 def test_panel_figure_grid_and_3d_axes(results):
@@ -201,14 +219,14 @@ def test_comparison_panels_share_one_colour_scale_and_go_logarithmic_over_a_wide
     grid = np.asarray(result.arrays["loss_grid"], dtype=float)
     narrow = _with(result, loss_grid=grid - grid.min() + 1.0)  # losses 1 .. (1 + range)
     shifted = _with(result, loss_grid=2 * (grid - grid.min()) + 5.0)  # 5 .. (5 + 2 range): another panel's range
-    figure = plots.comparison_figure("c", plots.draw_contour, [("a", narrow), ("b", shifted)])
+    figure = plots.comparison_figure("c", CONTOUR, [("a", narrow), ("b", shifted)])
     norms = [ax.collections[0].norm for ax in figure.axes if ax.get_label() != "<colorbar>"]
     assert norms[0].vmin == norms[1].vmin == pytest.approx(1.0)  # the lowest loss of both panels
     assert norms[0].vmax == norms[1].vmax == pytest.approx(float(np.nanmax(shifted.arrays["loss_grid"])))
     wide = float(np.nanmax(shifted.arrays["loss_grid"])) > 100  # Himmelblau's grid spans orders of magnitude
     assert type(norms[0]).__name__ == ("LogNorm" if wide else "Normalize")
     flat = _with(result, loss_grid=np.full_like(grid, 3.0))
-    levels, norm = plots._levels(flat.arrays["loss_grid"])  # a constant grid still draws
+    levels, norm = plots.contour_levels(flat.arrays["loss_grid"])  # a constant grid still draws
     assert type(norm).__name__ == "Normalize" and levels[0] == 3.0
 
 
@@ -216,7 +234,7 @@ def test_comparison_panels_of_losses_share_their_y_range(results):
     result = results["loss-barcode"]
     bars = np.asarray(result.arrays["bars"], dtype=float)
     higher = _with(result, bars=np.where(np.isfinite(bars), bars + 100.0, bars))
-    figure = plots.comparison_figure("b", plots.draw_barcode_view, [("a", result), ("b", higher)])
+    figure = plots.comparison_figure("b", BARCODE, [("a", result), ("b", higher)])
     assert figure.axes[0].get_ylim() == figure.axes[1].get_ylim()
     assert figure.axes[0].get_ylim()[1] > 100
 
@@ -242,19 +260,76 @@ def test_a_surface_of_many_minima_is_drawn_bounded_and_says_so():
     with Store.memory() as store:
         result = analyze(store, SurfaceSubject("noisy", x, x, loss), "merge-tree", progress=False)
     n_minima = int(result.metrics["n_minima"])
-    assert n_minima > 10 * plots.MAX_DRAWN_MINIMA
+    assert n_minima > 10 * merge_tree_views.MAX_DRAWN_MINIMA
     figure, (ax_tree, ax_map) = plt.subplots(1, 2)
-    plots.draw_merge_tree(ax_tree, result)
-    plots.draw_contour(ax_map, result)
+    TREE.draw(ax_tree, result)
+    CONTOUR.draw(ax_map, result)
     leaves = ax_tree.collections[0].get_offsets()
-    assert len(leaves) == plots.MAX_DRAWN_MINIMA and str(n_minima) in ax_tree.get_xlabel()
+    assert len(leaves) == merge_tree_views.MAX_DRAWN_MINIMA and str(n_minima) in ax_tree.get_xlabel()
     drawn = np.sort(leaves[:, 1])  # the leaves' losses are those of the most persistent pairs
     persistence = result.arrays["pairs"][:, 1] - result.arrays["pairs"][:, 0]
     strongest = np.sort(result.arrays["pairs"][np.argsort(-persistence, kind="stable")[: len(drawn)], 0])
     np.testing.assert_array_equal(drawn, strongest)
     branches = ax_tree.collections[1]  # one collection for every branch, merges only among drawn minima
-    assert len(branches.get_segments()) == 2 * (plots.MAX_DRAWN_MINIMA - 1)
+    assert len(branches.get_segments()) == 2 * (merge_tree_views.MAX_DRAWN_MINIMA - 1)
     marked = [c for c in ax_map.collections if c.get_label() == "minima"][0]
-    assert len(marked.get_offsets()) == plots.MAX_DRAWN_MINIMA
+    assert len(marked.get_offsets()) == merge_tree_views.MAX_DRAWN_MINIMA
     notes = " ".join(t.get_text() for t in ax_map.texts)
     assert "1 of every 2 points" in notes and f"of {n_minima} minima" in notes
+
+
+def test_a_view_is_declared_once_and_a_bare_drawer_is_still_one():
+    def draw(ax, result):
+        ax.set_title("drawn")
+
+    assert view(draw) == View(draw) and view(draw, projection="3d").projection == "3d"
+    draw.projection = "3d"  # the older way: attributes on the drawer
+    assert as_view(draw) == View(draw, projection="3d")
+
+    class Legacy(Analyzer):
+        name = "legacy"
+        metrics = {"x": measure("x")}
+        views = {"bare": draw}
+
+    assert Legacy.views["bare"] == View(draw, projection="3d") and Legacy.info()["views"] == {"bare": True}
+    ax = plt.figure().add_subplot(projection="3d")
+    assert Legacy().plot(None, ax=ax) is ax.figure and ax.get_title() == "drawn"
+    for wrong, message in ((dict(projection="polar"), "projection must be one of"),
+                           (dict(shared="z"), "shared must be one of"),
+                           (dict(shared="colour"), "limits_of go together"),
+                           (dict(limits_of=plots.finite_range), "limits_of go together")):
+        with pytest.raises(ValueError, match=message):
+            view(draw, **wrong)
+
+
+@pytest.mark.parametrize("check", analyzer_checks(LossProfile), ids=lambda c: c.__name__)
+def test_a_plugin_with_declared_views_passes_the_conformance_suite(check):
+    check()
+
+
+def test_the_report_lays_out_a_plugins_views_as_they_are_declared(tmp_path, monkeypatch):
+    """A plugin's 3-D view gets 3-D axes; its colour scale, read by its own limits_of, is one over
+    the variants; its shared y range is one range: no edit to lossatlas."""
+    from lossatlas import harness
+    from lossatlas.report import write_report
+
+    installed = Registry([EntryPoint(name="loss-profile", value="plugins.loss_profile:LossProfile", group=GROUP)])
+    monkeypatch.setattr(registry_module, "default", lambda: installed)
+    figures = {}
+    monkeypatch.setattr(plots, "save_figure", lambda figure, path: figures.setdefault(Path(path).name, figure) and [])
+    config = {"name": "profile", "problem": "plugins.loss_profile:bowl", "variants": {"scale": [1.0, 3.0]},
+              "seeds": [0], "minima": {"lr": 0.1, "momentum": 0.0, "epochs": 1, "steps_per_epoch": 20},
+              "methods": {"loss-profile": {}}}
+    with Store(tmp_path / "s.h5") as store:
+        harness.execute(harness.plan(config, "smoke"), store, progress=False)
+        write_report(store, tmp_path / "report", figures="draft")
+    ribbons = figures["compare_loss-profile_ribbon"].axes
+    assert [ax.name for ax in ribbons] == ["3d", "3d"]
+    colours = [c for ax in ribbons for c in ax.collections]
+    losses = np.concatenate([c.get_array() for c in colours])
+    assert {(c.norm.vmin, c.norm.vmax) for c in colours} == {(losses.min(), losses.max())}  # one scale, both panels
+    assert max(colours[0].get_array()) < losses.max()  # the gentler bowl drawn on the steeper one's scale
+    profiles = figures["compare_loss-profile_profiles"].axes
+    assert profiles[0].get_ylim() == profiles[1].get_ylim()
+    variants = [figure for name, figure in figures.items() if name.startswith("variant_")]
+    assert len(variants) == 2 and all(sorted(ax.name for ax in f.axes) == ["3d", "rectilinear"] for f in variants)

@@ -102,3 +102,30 @@ def test_import_is_light():
             "print(sorted({'torch', 'phate', 'gudhi', 'h5py'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_asking_for_one_analyzer_loads_that_one_alone():
+    """Entry points load on first use: running one method does not import the others (a broken
+    plugin installed beside it costs nothing until it is asked for, and then says why)."""
+    registry = Registry([_point("gradient-norm", "plugins.gradient_norm:GradientNorm"),
+                         _point("broken", "no_such_module:Nothing")])
+    assert registry.names() == ["broken", "gradient-norm"]
+    assert registry.get("gradient-norm") is GradientNorm
+    with pytest.raises(ConfigError, match=r"Method 'broken' could not be loaded: ModuleNotFoundError"):
+        registry.get("broken")
+
+
+def test_a_users_own_analyzer_class_by_reference():
+    registry = Registry([])
+    assert registry.get("plugins.gradient_norm:GradientNorm") is GradientNorm
+    with pytest.raises(ConfigError, match=r"Method 'lossatlas.store:Store' is not an Analyzer"):
+        registry.get("lossatlas.store:Store")
+    with pytest.raises(ConfigError, match=r"Method 'plugins.gradient_norm:Nope' could not be loaded: AttributeError"):
+        registry.get("plugins.gradient_norm:Nope")
+
+
+def test_a_cold_analyze_imports_only_the_analyzer_it_runs():
+    code = ("import sys, lossatlas; from lossatlas import registry; registry.get('hessian'); "
+            "print(sorted(m for m in sys.modules if m.startswith('lossatlas.methods.')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "['lossatlas.methods.hessian']"

@@ -567,10 +567,10 @@ def _camel_run(tmp_path: Path) -> tuple[Path, Path, str]:
 
 
 def test_a_nearly_full_disk_is_refused_before_writing(tmp_path, capsys, monkeypatch):
-    from lossatlas import store as store_module
+    from lossatlas.store import durability
 
     path, config, before = _camel_run(tmp_path)
-    monkeypatch.setattr(store_module, "_free_bytes", lambda folder: 5 * 2**20)
+    monkeypatch.setattr(durability, "free_bytes", lambda folder: 5 * 2**20)
     TALLY["bad inputs tried"] += 1
     err = _cli(tmp_path, capsys, None, "run", str(config), "--scale", "smoke", "--store", str(path),
                "--out", str(tmp_path / "b"))

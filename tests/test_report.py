@@ -1,5 +1,6 @@
 """Report logic on hand-made studies (claims, correlations, formats) and config validation of reports."""
 import csv
+import dataclasses
 import io
 import itertools
 
@@ -9,6 +10,7 @@ from scipy.stats import kendalltau, spearmanr
 
 from lossatlas import harness
 from lossatlas.errors import ConfigError
+from lossatlas.record import Benchmark, Claim, Method, ReportSettings
 from lossatlas.report.collect import Study
 from lossatlas.report.comparison import associate, compare, comparison_csv
 from lossatlas.report.tables import Table, comparison_table, evaluate_claim, evaluate_claims, mean_std
@@ -20,18 +22,23 @@ def _study(values_by_beta: dict, scope: str = "minimum") -> Study:
         for seed, value in enumerate(values):
             rows.append({"subject": f"b{beta}", "beta": beta, "seed": seed, "minimum": seed, "err": value / 10,
                          "m.x": value})
-    record = {"name": "t", "scale": "smoke", "seeds": [0, 1], "variants": {"beta": list(values_by_beta)},
-              "methods": {"m": {"analyzer": "x", "params": {}}},
-              "report": {"factor": "beta", "error": "err", "claims": []}}
+    record = Benchmark(name="t", scale="smoke", seeds=[0, 1], variants={"beta": list(values_by_beta)},
+                       methods={"m": Method("x")}, report=ReportSettings(factor="beta", error="err"))
     return Study(record, rows, ["err"], ["m.x"], [], {"m": scope}, {}, {})
 
 
 def _claim(direction, **extra):
-    return {"metric": "m.x", "direction": direction, "text": "t", **extra}
+    return Claim(**{"metric": "m.x", "direction": direction, "text": "t", **extra})
+
+
+def _reported(study, **settings):
+    """``study`` with its record's [report] settings changed."""
+    study.record = dataclasses.replace(study.record, report=dataclasses.replace(study.record.report, **settings))
+    return study
 
 
 def _verdicts(study, *claims):
-    study.record["report"]["claims"] = list(claims)
+    _reported(study, claims=claims)
     return [found["verdict"] for found in evaluate_claims(study)]
 
 
@@ -44,7 +51,7 @@ def test_claim_verdicts_follow_the_data():
     flat = _study({1.0: [2, 2], 5.0: [2, 2]})
     assert _verdicts(flat, _claim("increasing")) == ["not reproduced (no change)"]
     assert _verdicts(rising, _claim("increasing", factor="depth"))[0].startswith("not testable")
-    assert _verdicts(rising, {**_claim("increasing"), "metric": "m.y"})[0].startswith("not available")
+    assert _verdicts(rising, _claim("increasing", metric="m.y"))[0].startswith("not available")
 
 
 def test_claim_p_values_are_adjusted_across_the_claims():
@@ -57,12 +64,12 @@ def test_claim_p_values_are_adjusted_across_the_claims():
 
 def test_benjamini_hochberg_when_the_config_asks_for_it():
     study = _study({1.0: [1, 2], 5.0: [3, 4], 10.0: [5, 6]})
-    study.record["report"]["correction"] = "bh"
+    _reported(study, correction="bh")
     three = _verdicts(study, _claim("increasing"), _claim("increasing"), _claim("increasing"))
     assert three == ["reproduced"] * 3  # equal p-values: BH leaves them at 0.022, where Holm triples them
     assert "Benjamini-Hochberg" in " ".join(comparison_table(study, [], compare(study)).notes)
     plan = harness.plan({**_BASE, "report": {"factor": "beta", "correction": "bh", "permutations": 5000}}, "smoke")
-    assert plan.report["correction"] == "bh" and plan.report["permutations"] == 5000
+    assert plan.report.correction == "bh" and plan.report.permutations == 5000
 
 
 def test_three_seeds_at_two_levels_cannot_be_significant_and_the_verdict_says_so():
@@ -97,7 +104,7 @@ def test_a_claim_can_name_its_own_factor_and_filter_rows():
         row["depth"] = 20 if row["seed"] == 0 else 56
         row["subject"] = f"b{row['beta']}_d{row['depth']}"
         row["m.x"] = row["m.x"] - (10 * (row["depth"] == 56) if row["beta"] > 1 else 0)
-    study.record["variants"]["depth"] = [20, 56]
+    study.record = dataclasses.replace(study.record, variants={**study.record.variants, "depth": [20, 56]})
     verdict, = _verdicts(study, _claim("decreasing", factor="depth", where={"beta": 10.0}))
     assert verdict.startswith("same direction, not significant (2 variants < 3)")  # two variants at beta = 10
     assert "depth=20: 5 → depth=56: -4" in evaluate_claim(study, _claim("decreasing", factor="depth",
@@ -126,10 +133,8 @@ def test_comparison_csv_has_one_row_per_measure_and_target_with_adjusted_p():
     rows = [{"subject": f"b{beta}w{width}", "beta": beta, "width": width, "seed": seed, "minimum": seed,
              "err": (beta * 10 + width + seed) / 10, "m.x": beta * 10 + width + seed}
             for beta in (0.0, 1.0) for width in (1, 2, 3, 4, 5) for seed in (0, 1)]
-    record = {"name": "t", "scale": "smoke", "seeds": [0, 1],
-              "variants": {"beta": [0.0, 1.0], "width": [1, 2, 3, 4, 5]},
-              "methods": {"m": {"analyzer": "x", "params": {}}},
-              "report": {"factor": "beta", "error": "err", "claims": []}}
+    record = Benchmark(name="t", scale="smoke", seeds=[0, 1], variants={"beta": [0.0, 1.0], "width": [1, 2, 3, 4, 5]},
+                       methods={"m": Method("x")}, report=ReportSettings(factor="beta", error="err"))
     found = compare(Study(record, rows, ["err"], ["m.x"], [], {"m": "minimum"}, {}, {}))
     table = list(csv.DictReader(io.StringIO(comparison_csv(found))))
     assert [(r["measure"], r["against"]) for r in table][:3] == [("m.x", "err"), ("m.x", "beta"), ("m.x", "width")]
@@ -186,7 +191,7 @@ def test_report_config_errors_name_the_offender(report, message):
 def test_one_analyzer_under_two_labels():
     plan = harness.plan({**_BASE, "methods": {"mt": {"analyzer": "merge-tree"},
                                               "mt-hessian": {"analyzer": "merge-tree", "directions": "hessian"}}})
-    assert plan.methods["mt-hessian"] == {"analyzer": "merge-tree", "params": {"directions": "hessian"}}
+    assert plan.methods["mt-hessian"] == Method("merge-tree", {"directions": "hessian"})
     with pytest.raises(ConfigError, match="Unknown parameter"):
         harness.plan({**_BASE, "methods": {"mt": {"analyzer": "merge-tree", "resolutionn": 3}}})
     with pytest.raises(ConfigError, match="Unknown method 'merge'"):
@@ -223,7 +228,7 @@ def test_a_report_of_a_run_killed_half_way_says_what_is_missing(tmp_path, monkey
 
 
 def test_sensitivity_flags_a_measure_whose_verdict_flips_with_a_nuisance_setting():
-    from lossatlas.report.sensitivity import analyse
+    from lossatlas.report.sensitivity import analyse, verdicts
 
     study = _study({0.0: [1, 2, 3], 1.0: [7, 8, 9]})  # at the base, m.x rises with beta
     flipped = [{**row, "m.x": -row["m.x"]} for row in study.rows]  # a direction seed where it falls
@@ -239,9 +244,11 @@ def test_sensitivity_flags_a_measure_whose_verdict_flips_with_a_nuisance_setting
     assert [(s, a.against) for s, a in per_setting] == [(s, t) for t in ("err", "beta")
                                                         for s in ("base", "seed=1", "seed=2")]
     found = compare(study)
-    for association in found:
-        association.stable = "no"
-    assert comparison_table(study, [], found).rows[0][0] == "m.x (unstable)"
+    assert verdicts([unstable]) == {"m.x": "no"}
+    assert comparison_table(study, [], found, verdicts([unstable])).rows[0][0] == "m.x (unstable)"
+    assert comparison_table(study, [], found).rows[0][0] == "m.x"  # the comparison itself is left as it was
+    stable_column = [row["stable"] for row in csv.DictReader(io.StringIO(comparison_csv(found, verdicts([unstable]))))]
+    assert stable_column == ["no"] * len(found)
 
 
 def test_sensitivity_config_names_the_offender():
@@ -261,10 +268,10 @@ def test_sensitivity_config_names_the_offender():
 
 def test_display_names_from_the_config_label_tables():
     study = _study({1.0: [1, 2], 5.0: [3, 4], 10.0: [5, 6]})
-    study.record["report"]["names"] = {"m.x": "the x measure"}
+    _reported(study, names={"m.x": "the x measure"})
     assert comparison_table(study, [], compare(study)).rows[0][0] == "the x measure"
     plan = harness.plan({**_BASE, "report": {"factor": "beta", "names": {"mt.n_saddles": "saddles"}}}, "smoke")
-    assert plan.report["names"] == {"mt.n_saddles": "saddles"}
+    assert plan.report.names == {"mt.n_saddles": "saddles"}
 
 
 def test_a_store_of_analyze_calls_alone_gets_a_report_of_what_is_there(tmp_path):

@@ -5,6 +5,8 @@ from torch import nn
 
 from lossatlas import ConfigError, FunctionSubject, ModuleSubject, NonFiniteLossError, Recipe
 from lossatlas.problems import himmelblau, pinn_convection
+from lossatlas.subjects import MODULE_PROTOCOL, PROTOCOL, Subject
+from lossatlas.surfaces import SurfaceSubject
 
 
 def _tiny_cnn(seed=0):
@@ -288,3 +290,20 @@ def batches_sha1(*tensors):
     for tensor in tensors:
         digest.update(tensor.numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def test_the_protocol_names_what_subject_defines_and_every_builtin_subject_has():
+    assert len(set(PROTOCOL)) == len(PROTOCOL) and not set(PROTOCOL) & set(MODULE_PROTOCOL)
+    declared = set(vars(Subject)) | set(Subject.__annotations__)
+    assert set(PROTOCOL) <= declared, set(PROTOCOL) - declared  # each member defined or declared on Subject
+    public = {name for name in dir(Subject) if not name.startswith("_")}
+    assert public <= set(PROTOCOL), public - set(PROTOCOL)  # and none left out of the protocol
+    module_public = {name for name in dir(ModuleSubject) if not name.startswith("_")}
+    assert module_public <= set(PROTOCOL + MODULE_PROTOCOL), module_public - set(PROTOCOL + MODULE_PROTOCOL)
+    images, targets = _image_data(12)
+    builtins = [himmelblau(), ModuleSubject(_tiny_cnn(), nn.CrossEntropyLoss(), (images, targets)),
+                pinn_convection(beta=1.0, n_f=20), SurfaceSubject("surface", [0.0, 1.0], [0.0, 1.0], np.zeros((2, 2)))]
+    for subject in builtins:
+        wanted = PROTOCOL + (MODULE_PROTOCOL if isinstance(subject, ModuleSubject) else ())
+        missing = [name for name in wanted if not hasattr(subject, name)]
+        assert not missing, (type(subject).__name__, missing)

@@ -6,7 +6,7 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-from lossatlas import harness, problems
+from lossatlas import harness, problems, registry
 from lossatlas.cli import main
 from lossatlas.errors import ConfigError
 
@@ -66,8 +66,9 @@ def test_a_config_runs_a_users_own_factory_and_reports_it(user_module, tmp_path)
 
 
 def test_an_installed_package_registers_problems_by_entry_point(user_module, monkeypatch):
-    point = EntryPoint(name="bowl", value=f"{user_module}:bowl", group=problems.GROUP)
-    monkeypatch.setattr(problems, "entry_points", lambda group: [point] if group == problems.GROUP else [])
+    point = EntryPoint(name="bowl", value=f"{user_module}:bowl", group=registry.PROBLEM_GROUP)
+    installed = registry.Registry([point], kind="problem", noun="problem", accept=registry._factory_problem)
+    monkeypatch.setattr(registry, "problems", lambda: installed)
     plan = harness.plan({"name": "b", "problem": "bowl", "variants": {"scale": [2.0]}}, "smoke")
     assert problems.build(plan.problem, **plan.subjects[0]).name == "bowl_2"
     assert problems.parameters("bowl") == {"scale": 1.0}

@@ -209,7 +209,7 @@ def _fastest(rates: dict, ks, most: int) -> int:
     return max((k for k in ks if k <= most), key=lambda k: rates["train"][k], default=1)
 
 
-def _defaults(method: dict) -> dict:
+def _defaults(method) -> dict:
     from lossatlas import registry
 
-    return {**registry.get(method["analyzer"]).defaults(), **method["params"]}
+    return {**registry.get(method.reference or method.analyzer).defaults(), **method.params}

@@ -36,7 +36,8 @@ _LAZY = {
 }
 _SUBMODULES = {"problems", "methods", "registry", "testing", "samplers", "sampling", "store", "subjects", "topology",
                "hessian", "directions", "params", "analyzer", "analysis", "executor", "harness", "report", "plots",
-               "devices", "batched", "inputs", "memory"}
+               "devices", "batched", "inputs", "memory", "evaluation", "batchnorm", "point_analyzer", "record",
+               "config", "stats", "export", "surfaces"}
 
 
 def __getattr__(name: str):

@@ -30,13 +30,17 @@ def resolve(method) -> type[Analyzer]:
 
 
 def analyze(store: Store, subject, method, progress: bool = True, **params) -> Result:
-    """Run ``method`` (a registered name or an Analyzer class) on ``subject``.
+    """Run ``method`` (a registered name or an Analyzer class, or an Analyzer already built from
+    its parameters) on ``subject``.
 
     If the store already holds a result for the same parameters it is returned as is (a rerun
     is a no-op); otherwise the missing samples are produced (resumable) and the result written.
     """
-    cls = resolve(method)
-    analyzer = cls.from_params(params)
+    if isinstance(method, Analyzer) and not params:  # built, so checked: a benchmark's job
+        analyzer, cls = method, type(method)
+    else:
+        cls = resolve(method)
+        analyzer = cls.from_params(params)
     analyzer.check_subject(subject)
     memory.check(analyzer, subject)  # what cannot fit is refused before any work
     full, param_arrays = stored_params(analyzer)

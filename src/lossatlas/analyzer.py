@@ -9,18 +9,24 @@ An analyzer declares, once, everything the framework needs:
   "subject" (one result from all minima of a subject, e.g. the loss barcode);
 * ``metrics``: name -> ``Metric`` (description, higher_is_better, kind "measure" or "diagnostic"),
   so reports compare measures and leave bookkeeping out;
-* ``views``: name -> drawer ``draw(ax, result)``, the figures it contributes to reports;
+* ``views``: name -> ``view(draw, ...)``, the figures it contributes to reports, declared like
+  its metrics: ``draw(ax, result)`` draws on the axes it is given (in the analyzer's own module,
+  with ``lossatlas.plots``'s shared helpers), and the declaration says how reports lay it out
+  (``projection="3d"``; what side-by-side panels share: ``shared="y"``, ``"xy"``, or ``"colour"``
+  with ``limits_of(result)`` reading a result's colour range). A bare ``draw`` is ``view(draw)``;
 * ``requests(subject)``: the samples it needs (``lossatlas.samplers``), produced by the driver;
 * ``compute(subject, samples)``: pure, samples in, (metrics, arrays) out;
 * ``memory(subject)``: its peak bytes (``lossatlas.memory``), counted from what ``compute`` and its
   samples allocate, so that a run refuses before any work what cannot fit.
 
 ``lossatlas.analyze`` runs it; nothing else is needed for its figures and metrics to appear in
-reports.
+reports. An analyzer that looks at one point (theta0 or a stored minimum) subclasses
+``lossatlas.point_analyzer.PointAnalyzer``, which declares that part once.
 """
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
@@ -30,10 +36,20 @@ from . import memory as memory_module
 from .errors import ConfigError
 from .memory import Memory
 from .params import check_known, constraints_of, validate_fields
-from .plots import is_3d
+
+if sys.version_info >= (3, 11):
+    from typing import dataclass_transform
+else:  # only type checkers need it: without it the class is the same
+    try:
+        from typing_extensions import dataclass_transform
+    except ImportError:
+        def dataclass_transform(**_):
+            return lambda cls: cls
 
 SCOPES = ("minimum", "subject")
 KINDS = ("measure", "diagnostic")
+PROJECTIONS = (None, "3d")
+SHARED = (None, "y", "xy", "colour")
 
 
 @dataclass(frozen=True)
@@ -58,18 +74,71 @@ def diagnostic(description: str) -> Metric:
     return Metric(description, None, "diagnostic")
 
 
+@dataclass(frozen=True)
+class View:
+    """One figure of a result: ``draw(ax, result)`` draws it on the axes it is given, never raising
+    on NaN/inf or empty arrays (a diverged run must still make a report). The rest tells the
+    composers (``lossatlas.plots.panel_figure``, ``comparison_figure``) how to lay it out without
+    knowing it: ``projection`` ("3d": a 3-D axes); ``shared``, what the panels of several variants
+    side by side share so that they can be compared -- "y" (one y range) or "xy" (one x and y
+    range), the union of the panels' own, or "colour": one colour scale, the union of every
+    panel's ``limits_of(result)`` ((low, high), or None where a result has none), handed to
+    ``draw`` as ``limits=(low, high)``."""
+
+    draw: Callable
+    projection: str | None = None
+    shared: str | None = None
+    limits_of: Callable | None = None
+
+    def __post_init__(self):
+        name = getattr(self.draw, "__name__", repr(self.draw))
+        if not callable(self.draw):
+            raise TypeError(f"A view draws with a callable draw(ax, result); got {self.draw!r}.")
+        if self.projection not in PROJECTIONS:
+            raise ValueError(f"View {name}: projection must be one of {PROJECTIONS}; got {self.projection!r}.")
+        if self.shared not in SHARED:
+            raise ValueError(f"View {name}: shared must be one of {SHARED}; got {self.shared!r}.")
+        if (self.shared == "colour") != (self.limits_of is not None):
+            raise ValueError(f"View {name}: a shared colour scale is read from each result by limits_of(result), "
+                             "so shared='colour' and limits_of go together.")
+
+    def __call__(self, ax, result, **options):
+        return self.draw(ax, result, **options)
+
+
+def view(draw: Callable, projection: str | None = None, shared: str | None = None,
+         limits_of: Callable | None = None) -> View:
+    """Declare a view in an analyzer's ``views`` (see ``View``)."""
+    return View(draw, projection, shared, limits_of)
+
+
+def as_view(declared) -> View:
+    """A ``View`` as declared, or a bare drawer as ``view(draw)``; a drawer's ``projection``,
+    ``shared`` and ``limits_of`` attributes (the older way to declare them) are kept."""
+    if isinstance(declared, View):
+        return declared
+    return view(declared, getattr(declared, "projection", None), getattr(declared, "shared", None),
+                getattr(declared, "limits_of", None))
+
+
+# Type checkers then see each subclass's keyword-only, frozen constructor. ``param`` is not named a
+# field specifier: checkers read a specifier's default only from a ``default=`` keyword, and
+# ``param(2, ...)`` passes it first, so every parameter would look required; as a plain default
+# value it reads right.
+@dataclass_transform(kw_only_default=True, frozen_default=True)
 class Analyzer:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     scope: ClassVar[str] = "minimum"
     metrics: ClassVar[dict[str, Metric]] = {}
-    views: ClassVar[dict[str, Callable]] = {}
+    views: ClassVar[dict[str, View]] = {}  # a bare draw(ax, result) is taken as view(draw)
     smoke_params: ClassVar[dict] = {}  # fast settings for conformance checks and smoke runs
     smoke_minima: ClassVar[int] = 0  # trained minima the conformance checks store first (for analyzers that read them)
     version: ClassVar[int] = 1  # raise it when a metric's definition changes: stored results are then recomputed
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        cls.views = {name: as_view(declared) for name, declared in cls.views.items()}
         dataclasses.dataclass(frozen=True, kw_only=True)(cls)
 
     def __post_init__(self):
@@ -131,7 +200,7 @@ class Analyzer:
     @classmethod
     def info(cls) -> dict:
         """What the report needs without this class: recorded with every result."""
-        return {"scope": cls.scope, "views": {name: is_3d(draw) for name, draw in cls.views.items()},
+        return {"scope": cls.scope, "views": {name: v.projection == "3d" for name, v in cls.views.items()},
                 "metrics": {name: metric.to_dict() for name, metric in cls.metrics.items()}}
 
     def plot(self, result, ax=None, view: str | None = None):
@@ -143,15 +212,15 @@ class Analyzer:
             raise ConfigError(f"{type(self).__name__} has no view {view!r}; its views: {list(self.views)}.")
         if ax is not None:
             name = view or next(iter(self.views))
-            self.views[name](ax, result)
+            self.views[name].draw(ax, result)
             return ax.figure
         import matplotlib.pyplot as plt
 
         names = [view] if view else list(self.views)
         figure = plt.figure(figsize=(4.2 * len(names), 3.8), layout="constrained")
         for index, name in enumerate(names):
-            axis = figure.add_subplot(1, len(names), index + 1, projection="3d" if is_3d(self.views[name]) else None)
-            self.views[name](axis, result)
+            axis = figure.add_subplot(1, len(names), index + 1, projection=self.views[name].projection)
+            self.views[name].draw(axis, result)
         figure.suptitle(result.subject)
         return figure
 

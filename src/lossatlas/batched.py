@@ -16,7 +16,6 @@ run) and subjects whose loss cannot be vmapped run one at a time (``runs_at_once
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Callable
 
@@ -27,6 +26,7 @@ from torch.func import vmap
 
 from . import devices
 from . import inputs as batches
+from .batchnorm import running_statistics_by_hand
 from .errors import LossatlasError
 from .progress import bar as progress_bar
 from .training import Recipe, make_optimizer, make_schedule
@@ -107,34 +107,6 @@ def train_many(subject, thetas, recipe: Recipe, seeds, buffers=None, on_epoch: M
             if on_epoch is not None:
                 on_epoch(epoch, param.detach().clone(), state.clone(), diverged.copy())
     return param.detach().clone(), state, diverged
-
-
-@contextlib.contextmanager
-def running_statistics_by_hand(subject):
-    """BatchNorm's kernel does not update running statistics held in a vmapped tensor; so while
-    runs are batched, each BatchNorm hands the kernel no running statistics (it normalizes by the
-    batch, as in training anyway) and a pre-hook applies torch's update itself: running = (1 - m)
-    running + m batch statistic, the variance unbiased."""
-    def update(module, args):
-        if not module.training:  # evaluations between epochs use the statistics, they do not update them
-            return
-        x = args[0].detach().to(module.running_mean.dtype)  # statistics in the buffers' dtype (bf16 autocast)
-        dims = [0] + list(range(2, x.ndim))
-        m = module.momentum
-        module.running_mean.mul_(1 - m).add_(m * x.mean(dim=dims))
-        module.running_var.mul_(1 - m).add_(m * x.var(dim=dims, correction=1))
-
-    modules = getattr(subject, "_bn_modules", [])
-    tracked = [m for m in modules if m.track_running_stats and m.running_mean is not None]
-    handles = [m.register_forward_pre_hook(update) for m in tracked]
-    for module in tracked:
-        module.track_running_stats = False
-    try:
-        yield
-    finally:
-        for module, handle in zip(tracked, handles):
-            module.track_running_stats = True
-            handle.remove()
 
 
 def run_losses(subject, param: torch.Tensor, state: torch.Tensor, steps: tuple) -> torch.Tensor:

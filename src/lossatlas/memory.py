@@ -166,7 +166,6 @@ def refuse(what: str, need: Memory, device) -> None:
 
 def check(analyzer, subject, device=None) -> None:
     """Refuse ``analyzer`` on ``subject`` when its declared peak cannot fit on ``device`` (a
-    ``torch.device``; default: the subject's; ``lossatlas run --check`` builds subjects on the CPU
-    and passes the run's)."""
+    ``torch.device``; default: the subject's, which ``lossatlas run`` builds where the run will be)."""
     device = subject.device if device is None else device
     refuse(f"{analyzer.name} on {subject.name!r} ({subject.dim:,} parameters)", analyzer.memory(subject), device)

@@ -259,3 +259,44 @@ _KINDS = {
     "bool": lambda none: OfType(bool, none),
     "str": lambda none: OfType(str, none),
 }
+
+
+# -- config tables declared like analyzers -------------------------------------------------------
+@dataclass(frozen=True)
+class Array:
+    """A config array (a list) whose entries are read by their own declaration, e.g. the tables of
+    ``[[report.claims]]``; ``of`` says what they are."""
+
+    of: str = "values"
+
+    def accepts(self, value) -> bool:
+        return isinstance(value, (list, tuple))
+
+    def __str__(self) -> str:
+        return f"an array of {self.of}"
+
+
+def required(constraint, doc: str = ""):
+    """A declared config key without a default: it must be given."""
+    return dataclasses.field(metadata={"constraint": constraint, "doc": doc})
+
+
+def table(doc: str = ""):
+    """A declared config key holding a table (a dict), empty unless given."""
+    return dataclasses.field(default_factory=dict, metadata={"constraint": OfType(dict), "doc": doc})
+
+
+def from_table(cls, values: dict, owner: str, what: str = "key", needs: str = "{owner} needs {name!r}."):
+    """The declared dataclass ``cls`` (fields made with ``param``, ``required``, ``table``) from a
+    config table, checked before any work as analyzer parameters are: unknown names (listing the
+    valid ones), missing required ones (``needs`` says so), then every given value against its
+    constraint; an int given for a float becomes that float."""
+    declared = {f.name: f for f in dataclasses.fields(cls)}
+    check_known(owner, values, declared, what)
+    for name, f in declared.items():
+        if name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(needs.format(owner=owner, name=name))
+    constraints = constraints_of(cls)
+    validate(owner, values, constraints)
+    return cls(**{name: as_declared(value, constraints[name]) if name in constraints else value
+                  for name, value in values.items()})

@@ -1,66 +1,147 @@
-"""Finds analyzers through the entry-point group ``lossatlas.methods``.
+"""One registry for everything a user can plug in: analyzers and problems.
 
-Built-in analyzers register the same way as third-party ones. The registry is cached and
-tolerant: a plugin that fails to load, or a duplicate name, gives a warning, not a crash.
+A name resolves to an entry point of an installed package (groups ``lossatlas.methods`` and
+``lossatlas.problems``; built-in analyzers register the same way as third-party ones), or to an
+object of the user's own written as ``"package.module:name"`` (importable from where lossatlas
+runs). Entry points load one at a time, when a name is asked for, so running one analyzer imports
+that analyzer alone. Listing is tolerant: a plugin that fails to load, or a duplicate name, gives
+a warning, not a crash; asking for it by name is a ConfigError that says why.
 """
 from __future__ import annotations
 
 import functools
+import importlib
 import warnings
 from importlib.metadata import EntryPoint, entry_points
+from typing import Callable
 
-from .analyzer import SCOPES, Analyzer
 from .errors import ConfigError
 
 GROUP = "lossatlas.methods"
+PROBLEM_GROUP = "lossatlas.problems"
+
+
+def load_reference(reference: str, kind: str) -> object:
+    """``"package.module:name"`` as the object it names; a module that fails to import (any
+    exception, a syntax error, sys.exit) is a ConfigError naming the reference and the original error."""
+    module, _, name = reference.partition(":")
+    return _loaded(reference, kind, lambda: getattr(importlib.import_module(module), name))
+
+
+def _loaded(reference: str, kind: str, load: Callable[[], object]) -> object:
+    try:
+        return load()
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"{kind.capitalize()} {reference!r} could not be loaded: {one_line(err)}. Is its package "
+                          "installed, or its folder on PYTHONPATH?") from err
+    except (Exception, SystemExit) as err:
+        raise ConfigError(f"{kind.capitalize()} {reference!r} could not be loaded: importing its module raised "
+                          f"{one_line(err)}.") from err
+
+
+def one_line(err: BaseException) -> str:
+    """An exception as ``Type: message`` on one line (a CLI error is one line)."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 class Registry:
-    def __init__(self, points: list[EntryPoint]):
+    """Named entry points of one group, each loaded on first use and checked by ``accept`` (which
+    returns None for a valid object, else why it is not one)."""
+
+    def __init__(self, points: list[EntryPoint], kind: str = "method", noun: str = "analyzer",
+                 accept: Callable[[str, object], str | None] | None = None):
         self._points = list(points)
+        self._kind, self._noun = kind, noun  # "method" in what users write, "analyzer" for the class
+        self._accept = accept or _analyzer_problem
+        self._loaded: dict[str, object] = {}
+
+    def names(self) -> list[str]:
+        """Registered names, nothing loaded."""
+        return sorted({point.name for point in self._points})
+
+    def _load(self, name: str, strict: bool) -> object | None:
+        """The object registered as ``name``: the first entry point of that name that loads and is
+        valid (later duplicates are ignored with a warning). ``strict``: a ConfigError, not a warning,
+        when none loads."""
+        if name in self._loaded:
+            return self._loaded[name]
+        points = [point for point in self._points if point.name == name]
+        found, failures = None, []
+        for point in points:
+            if found is not None:
+                warnings.warn(f"lossatlas: two {self._noun}s named {name!r}; keeping "
+                              f"{getattr(found, '__module__', '?')},"
+                              f" ignoring {point.value}.", stacklevel=3)
+                continue
+            if strict:  # the user asked for this one: why it cannot be had is an error
+                obj = _loaded(name, self._kind, point.load)
+                problem = self._accept(name, obj)
+                if problem is not None:
+                    raise ConfigError(f"{self._kind.capitalize()} {name!r} {problem}.")
+                found = obj
+                continue
+            try:
+                obj = point.load()
+            except Exception as err:  # noqa: BLE001 - a broken plugin must not break the others
+                failures.append(f"{self._noun} {name!r} ({point.value}) failed to load: {err!r}")
+                continue
+            problem = self._accept(name, obj)
+            if problem is not None:
+                failures.append(f"{self._noun} {name!r} ({point.value}) {problem}; skipped")
+                continue
+            found = obj
+        for failure in failures:
+            warnings.warn(f"lossatlas: {failure}", stacklevel=3)
+        if found is not None:
+            self._loaded[name] = found
+        return found
 
     @functools.cached_property
-    def analyzers(self) -> dict[str, type]:
-        found: dict[str, type] = {}
-        for point in self._points:
-            try:
-                cls = point.load()
-            except Exception as err:  # noqa: BLE001 - a broken plugin must not break the others
-                warnings.warn(f"lossatlas: analyzer {point.name!r} ({point.value}) failed to load: {err!r}",
-                              stacklevel=2)
-                continue
-            if not (isinstance(cls, type) and issubclass(cls, Analyzer)):
-                warnings.warn(f"lossatlas: entry point {point.name!r} ({point.value}) is not an Analyzer; skipped.",
-                              stacklevel=2)
-                continue
-            if cls.scope not in SCOPES or (cls.scope == "minimum" and "minimum" not in cls.defaults()):
-                warnings.warn(f"lossatlas: analyzer {point.name!r} ({point.value}) has scope {cls.scope!r}; it must be "
-                              f"one of {SCOPES}, and 'minimum' needs a 'minimum' parameter. Skipped.", stacklevel=2)
-                continue
-            if point.name in found:
-                warnings.warn(
-                    f"lossatlas: two analyzers named {point.name!r}; keeping {found[point.name].__module__}, "
-                    f"ignoring {point.value}.",
-                    stacklevel=2,
-                )
-                continue
-            if cls.name != point.name:
-                warnings.warn(f"lossatlas: entry point {point.name!r} loads an analyzer named {cls.name!r}.",
-                              stacklevel=2)
-            found[point.name] = cls
-        return found
+    def analyzers(self) -> dict[str, object]:
+        """Every name that loads, loaded (listing: broken plugins are warned about and skipped)."""
+        return {name: obj for name in self.names() if (obj := self._load(name, strict=False)) is not None}
 
     def available(self) -> list[str]:
         return sorted(self.analyzers)
 
-    def get(self, name: str) -> type:
-        if name not in self.analyzers:
-            raise ConfigError(f"Unknown method {name!r}; available methods: {self.available()}.")
-        return self.analyzers[name]
+    def get(self, name: str) -> object:
+        """The object registered as ``name``, or the user's own ``"package.module:name"``."""
+        if name in self.names():
+            return self._load(name, strict=True)
+        if ":" in name:
+            obj = load_reference(name, self._kind)
+            problem = self._accept(name, obj)
+            if problem is not None:
+                raise ConfigError(f"{self._kind.capitalize()} {name!r} {problem}.")
+            return obj
+        raise ConfigError(f"Unknown {self._kind} {name!r}; available {self._kind}s: {self.available()}.")
 
-    def find(self, name: str) -> type | None:
-        """The analyzer registered under ``name``, or None where it is not installed."""
-        return self.analyzers.get(name)
+    def find(self, name: str) -> object | None:
+        """The object registered under ``name``, or None where it is not installed."""
+        return self._load(name, strict=False) if name in self.names() else None
+
+
+def _analyzer_problem(name: str, cls: object) -> str | None:
+    from .analyzer import SCOPES, Analyzer
+
+    if not (isinstance(cls, type) and issubclass(cls, Analyzer)):
+        return "is not an Analyzer"
+    if cls.scope not in SCOPES or (cls.scope == "minimum" and "minimum" not in cls.defaults()):
+        return (f"has scope {cls.scope!r}; it must be one of {SCOPES}, and 'minimum' needs a 'minimum' parameter")
+    if cls.name != name and ":" not in name:
+        warnings.warn(f"lossatlas: entry point {name!r} loads an analyzer named {cls.name!r}.", stacklevel=4)
+    return None
+
+
+def _factory_problem(name: str, factory: object) -> str | None:
+    return None if callable(factory) else f"is a {type(factory).__name__}, not a factory that returns a Subject"
+
+
+@functools.cache
+def problems() -> Registry:
+    """Problems installed packages register (the built-in ones are in ``lossatlas.problems``)."""
+    return Registry(list(entry_points(group=PROBLEM_GROUP)), kind="problem", noun="problem", accept=_factory_problem)
 
 
 @functools.cache
@@ -74,7 +155,7 @@ def available() -> list[str]:
 
 
 def get(name: str) -> type:
-    """The analyzer class registered under ``name``."""
+    """The analyzer class registered under ``name``, or a user's own as ``"package.module:Class"``."""
     return default().get(name)
 
 

@@ -146,13 +146,13 @@ def obtain(store: Store, subject, request: Request, progress: bool = True) -> Sa
         return request.read(store, subject, inputs)
     config = request.config(inputs)
     key = config_key(config)
-    path = request.path(subject.name, key)
-    prepared = store.has_header(path)
-    header = store.read_header(path) if prepared else request.prepare(subject, inputs)
-    if path in store.file:
-        request.check_stored(store, path)
+    sample = store.sample(request.path(subject.name, key), request.encoding, request.part_encoding)
+    prepared = sample.prepared()
+    header = sample.header() if prepared else request.prepare(subject, inputs)
+    if sample.exists():
+        request.check_stored(store, sample.path)
     tasks = request.tasks(subject, header)
-    missing = [(name, task) for name, task in tasks if not store.finished(f"{path}/{name}")]
+    missing = [(name, task) for name, task in tasks if not sample.finished(name)]
 
     created = []
 
@@ -160,9 +160,8 @@ def obtain(store: Store, subject, request: Request, progress: bool = True) -> Sa
         """The sample's group, created with the first write: a failure before it leaves the store as it was."""
         if not created:
             store.register(subject)
-            created.append(store.sample_root(path, request.encoding, config if request.encoding == "sample" else None))
-            if not prepared:
-                store.write_header(created[0], header)
+            sample.create(config if request.encoding == "sample" else None, None if prepared else header)
+            created.append(sample)
         return created[0]
 
     runner = executor.current()
@@ -171,7 +170,7 @@ def obtain(store: Store, subject, request: Request, progress: bool = True) -> Sa
     size = request.group_size(subject, len(missing)) if missing else 1
     if size <= 1:
         for index, part in runner.map(_Float32(request.run), [task for _, task in missing], shared=shared):
-            store.write_part(root(), missing[index][0], part, request.part_encoding)
+            root().write_part(missing[index][0], part)
             bar.update(1)
     else:  # groups of tasks computed together; each task's part is still written on its own
         size = min(size, -(-len(missing) // getattr(runner, "workers", 1)))  # every Dask worker gets a group
@@ -183,14 +182,14 @@ def obtain(store: Store, subject, request: Request, progress: bool = True) -> Sa
                 if isinstance(part, Exception):  # a task that failed: the group's others are kept
                     failed.append(part)
                 else:
-                    store.write_part(root(), name, part, request.part_encoding)
+                    root().write_part(name, part)
             bar.update(len(parts))
         if failed:
             bar.close()
             raise failed[0]
     bar.close()
     root()
-    parts = {name: store.read_part(f"{path}/{name}", request.part_encoding, request.part_skip) for name, _ in tasks}
+    parts = {name: sample.read_part(name, request.part_skip) for name, _ in tasks}
     return Sample(request.kind, key, config, request.assemble(subject, header, parts))
 
 

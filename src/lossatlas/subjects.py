@@ -1,16 +1,19 @@
 """Subjects: one loss landscape each, a flat parameter vector and the loss as a function of it.
 
-Every method in lossatlas talks to a subject through the same small public interface (``dim``,
-``theta0``, ``loss``, ``grad``, ``losses``, ``evaluate``, ``init_theta``, ``train``, ...; the
-full list is in the ``Subject`` docstring), so it works on analytic test functions and neural
-networks alike. A subject's *buffers* are the floating state that is not a parameter (BatchNorm
-running statistics) as one flat vector; it is empty for functions.
+``Subject`` is the protocol every method talks to (the members in ``PROTOCOL``), so the same
+analyzer works on analytic test functions (``FunctionSubject``) and neural networks
+(``ModuleSubject``) alike. A subject says what its landscape is: its vectors, its data and its
+loss on one batch. The work built on that lives in its own modules: ``lossatlas.evaluation``
+(the loss over the evaluation data, gradients, Hessian-vector products, many points at once),
+``lossatlas.training`` (the training loop), ``lossatlas.batchnorm`` (BatchNorm statistics),
+``lossatlas.layout`` (flat vectors and named tensors) and ``lossatlas.fingerprints`` (how a
+config names code). A subject's *buffers* are the floating state that is not a parameter
+(BatchNorm running statistics) as one flat vector; it is empty for functions.
 """
 from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import math
 from typing import Callable, Iterable, Iterator
 
@@ -19,47 +22,78 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from . import devices
+from . import batchnorm, devices, evaluation, fingerprints, layout, training
 from . import inputs as batches
-from .errors import ConfigError, NonFiniteLossError
+from .errors import ConfigError
 from .params import Interval, Options, validate
-from .progress import bar as progress_bar
-from .training import Recipe, make_optimizer, make_schedule
+from .training import EpochCallback, Recipe, augment_images, make_optimizer, make_schedule
 
+__all__ = ["Subject", "FunctionSubject", "ModuleSubject", "PROTOCOL", "MODULE_PROTOCOL", "EpochCallback", "Recipe",
+           "augment_images", "make_optimizer", "make_schedule"]
+
+PROTOCOL = (
+    # what the landscape is
+    "name", "dim", "theta0", "buffers0", "device", "to", "config", "splits", "has_batchnorm",
+    "is_plain_criterion", "chunk_size",
+    # flat vectors
+    "as_theta", "as_thetas", "buffers_at", "param_layout", "buffer_layout", "unflatten",
+    # evaluation, and the data it sums over
+    "loss", "grad", "loss_and_grad", "grads", "hvp", "losses", "evaluate", "evaluate_many",
+    "eval_batches", "loss_terms",
+    # training
+    "init_theta", "train", "train_batches", "train_loss",
+)
+MODULE_PROTOCOL = (
+    "model", "loss_fn", "data", "test_data", "train_data", "eval_batch_size", "bn", "frozen", "classification",
+    "update_bn", "example_batches", "batch_loss_and_grad",
+)
 _MODULE_CONSTRAINTS = {"bn": Options(("fixed", "recompute")), "eval_batch_size": Interval(int, 1),
                        "chunk_size": Interval(int, 1)}
-EpochCallback = Callable[[int, torch.Tensor, torch.Tensor, float], None]
-_EMPTY = torch.empty(0)
 
 
 class Subject:
-    """Shared behaviour; subclasses define the loss.
+    """One loss landscape: the protocol analyzers and samplers program against, and the base class
+    of every subject.
 
-    The public interface that analyzers and samplers use (nothing else of a subject is theirs
-    to touch):
+    What an analyzer or a sampler may use (``PROTOCOL``; nothing else of a subject is theirs to
+    touch):
 
-    - ``name``, ``dim``, ``theta0``, ``buffers0``, ``config()``, ``splits``, ``has_batchnorm``
-    - evaluation: ``loss``, ``grad``, ``grads``, ``hvp``, ``losses``, ``evaluate``,
-      ``evaluate_many``
-    - training: ``init_theta``, ``train``, and its pieces ``train_batches`` (one epoch's
-      batches) and ``train_loss`` (the differentiable loss on one of them)
-    - ``as_theta`` / ``as_thetas``: one vector / rows of vectors as checked, detached tensors
-    - ``buffers_at(theta, buffers)``: the buffers to evaluate ``theta`` with (the given ones, the
-      defaults, or BatchNorm statistics re-estimated at ``theta``)
-    - ``loss_terms(buffers)``: pure functions of theta whose values sum to the loss
-    - ``param_layout`` / ``buffer_layout``: (name, shape, numel) per parameter / floating buffer
-      tensor, in flat-vector order; None for a plain function (no named tensors, no filters)
-    - ``unflatten(theta, buffers=None)``: the named tensors as views of the flat vectors
-      (modules only)
-    - ``eval_batches(data=None)``: (batch, weight) pairs over the evaluation data (modules only)
+    - the landscape: ``name``, ``dim``, ``theta0``, ``buffers0``, ``device`` (where its tensors
+      live and its computations run; ``to(device)`` moves it), ``config()`` (what identifies it),
+      ``splits``, ``has_batchnorm``, ``is_plain_criterion``, ``chunk_size``
+    - flat vectors: ``as_theta`` / ``as_thetas`` (one vector / rows of vectors as checked,
+      detached tensors), ``buffers_at(theta, buffers)`` (the buffers to evaluate ``theta`` with),
+      ``param_layout`` / ``buffer_layout`` ((name, shape, numel) per tensor in vector order; None
+      for a plain function) and ``unflatten(theta, buffers=None)`` (named views; modules only)
+    - evaluation (``lossatlas.evaluation``): ``loss``, ``grad``, ``loss_and_grad``, ``grads``,
+      ``hvp``, ``losses``, ``evaluate``, ``evaluate_many``, and what they sum over:
+      ``eval_batches(data=None)`` ((batch, weight) pairs; modules only) and ``loss_terms(buffers)``
+      (pure functions of theta whose values sum to the loss)
+    - training (``lossatlas.training``): ``init_theta``, ``train``, and its pieces
+      ``train_batches`` (one epoch's batches) and ``train_loss`` (the differentiable loss on one)
+
+    A ModuleSubject adds ``MODULE_PROTOCOL``: its model, loss and data, ``update_bn`` and the
+    m-sharpness batches. A subject class defines ``name``, ``theta0``, ``buffers0``, ``config``,
+    ``init_theta``, ``loss_terms``, ``train_batches``, ``train_loss`` and, to evaluate many points
+    as one computation, ``_vmapped_metrics``; the rest is shared. lossatlas's own modules also
+    use private hooks: ``_vmap_ok`` (False once vmap failed), ``_recomputes_buffers`` and
+    ``_many_keys`` (the metrics ``evaluate_many`` returns); of a ModuleSubject ``_forward`` (the
+    functional model), ``_batch_loss`` (the loss on one batch, which a subclass such as the PINN
+    overrides) and ``_bn_modules``.
     """
 
     name: str
     theta0: torch.Tensor
     buffers0: torch.Tensor
     chunk_size: int = 16
-    param_layout: list[tuple[str, torch.Size, int]] | None = None
-    buffer_layout: list[tuple[str, torch.Size, int]] | None = None
+    param_layout: layout.Layout | None = None
+    buffer_layout: layout.Layout | None = None
+    has_batchnorm = False
+    is_plain_criterion = False  # see ModuleSubject.is_plain_criterion
+
+    _vmap_ok = True
+    _recomputes_buffers = False
+    _many_keys = ("loss",)
 
     @property
     def dim(self) -> int:
@@ -85,160 +119,12 @@ class Subject:
         """What identifies this landscape; stored with the subject and compared on re-registration."""
         raise NotImplementedError
 
-    # -- evaluation --------------------------------------------------------------------------------
-    def loss(self, theta, buffers=None) -> float:
-        """Loss at ``theta`` over the whole evaluation set."""
-        with torch.no_grad():
-            return float(self._loss_tensor(self.as_theta(theta), self.buffers_at(theta, buffers)))
-
-    def grad(self, theta, buffers=None) -> torch.Tensor:
-        """Gradient of ``loss`` at ``theta`` (accumulated over the whole evaluation set)."""
-        return self.loss_and_grad(theta, buffers)[1]
-
-    def loss_and_grad(self, theta, buffers=None) -> tuple[float, torch.Tensor]:
-        """``loss`` and ``grad`` from one pass over the evaluation set (ascents need both at
-        every step)."""
-        leaf = self.as_theta(theta).clone().requires_grad_(True)
-        buffers = self.buffers_at(leaf.detach(), buffers)
-        total, parts = torch.zeros_like(leaf), []
-        for part in self._loss_parts(leaf, buffers):
-            (g,) = torch.autograd.grad(part, leaf) if part.requires_grad else (torch.zeros_like(leaf),)
-            total += g
-            parts.append(part.detach())
-        return float(sum(parts)), total  # summed as ``loss`` sums them, one device sync
-
-    def grads(self, thetas, buffers=None) -> torch.Tensor:
-        """Gradients at many parameter vectors (rows), one ``grad`` each; FunctionSubject vmaps."""
-        return torch.stack([self.grad(theta, buffers) for theta in thetas])
-
-    def hvp(self, theta, vector, buffers=None) -> torch.Tensor:
-        """Hessian-vector product H(theta) v of ``loss``, accumulated over the whole evaluation set.
-
-        Double backward: on 2 CPU cores it measured 1.3-1.8x faster than torch.func's
-        forward-over-reverse (jvp of grad) for ResNet-20 and the PINN, and works for every model.
-        """
-        theta = self.as_theta(theta)
-        vector = self.as_theta(vector)
-        buffers = self.buffers_at(theta, buffers)
-        total = torch.zeros_like(theta)
-        for term in self.loss_terms(buffers):
-            leaf = theta.clone().requires_grad_(True)
-            (g,) = torch.autograd.grad(term(leaf), leaf, create_graph=True)
-            if g.requires_grad:  # otherwise the loss is linear in theta: this term adds nothing
-                total += torch.autograd.grad(g @ vector, leaf)[0]
-        return total
-
-    def losses(self, thetas, buffers=None, chunk_size: int | None = None, progress: bool = False) -> np.ndarray:
-        """Loss at many parameter vectors (rows of ``thetas``); see ``evaluate_many``."""
-        return self.evaluate_many(thetas, buffers, chunk_size, progress)["loss"]
-
-    def evaluate_many(self, thetas, buffers=None, chunk_size: int | None = None, progress: bool = False,
-                      recompute_bn: bool = False) -> dict[str, np.ndarray]:
-        """Loss (and accuracy for classifiers) at many parameter vectors, all with the same
-        ``buffers``: vmap over chunks where the model allows it, a plain loop otherwise. With
-        ``recompute_bn`` (and BatchNorm in the model) each point gets its own re-estimated
-        statistics (``update_bn``) instead. Returns float64 numpy arrays; NaN/inf pass through."""
-        recompute_bn = recompute_bn and self.has_batchnorm
-        thetas = self.as_thetas(thetas)
-        size = chunk_size or self.chunk_size
-        out = {key: np.empty(len(thetas)) for key in self._many_keys}
-        starts = range(0, len(thetas), size)
-        for start in progress_bar(starts, desc=f"{self.name}: losses", enabled=progress):
-            chunk = thetas[start : start + size]
-            found = self._recomputed_chunk(chunk) if recompute_bn else self._metrics_chunk(chunk, buffers)
-            for key, values in found.items():
-                out[key][start : start + len(chunk)] = values
-        return out
-
-    _many_keys = ("loss",)
-
-    def _metrics_chunk(self, chunk: torch.Tensor, buffers) -> dict[str, np.ndarray]:
-        if self._vmap_ok and not self._recomputes_buffers:
-            try:
-                with torch.no_grad():
-                    found = self._vmapped_metrics(chunk, self.buffers_at(None, buffers))
-                return {key: value.double().cpu().numpy() for key, value in found.items()}
-            except (RuntimeError, NotImplementedError, ValueError):
-                self._vmap_ok = False  # data-dependent control flow or an op without a batching rule
-        return self._looped_chunk(chunk, [buffers] * len(chunk))
-
-    def _recomputed_chunk(self, chunk: torch.Tensor) -> dict[str, np.ndarray]:
-        return self._looped_chunk(chunk, [self.update_bn(theta) for theta in chunk])
-
-    def _looped_chunk(self, chunk: torch.Tensor, buffers: list) -> dict[str, np.ndarray]:
-        if self._many_keys == ("loss",):  # evaluate() may add costly extras (a PINN's test error)
-            return {"loss": np.array([self.loss(theta, b) for theta, b in zip(chunk, buffers)])}
-        rows = [self.evaluate(theta, b) for theta, b in zip(chunk, buffers)]
-        return {key: np.array([row[key] for row in rows]) for key in self._many_keys}
-
-    has_batchnorm = False
-    is_plain_criterion = False  # see ModuleSubject.is_plain_criterion
-
-    _vmap_ok = True
-    _recomputes_buffers = False
-
     @property
     def splits(self) -> tuple[str, ...]:
         """The splits ``evaluate`` accepts; "test" is held-out data or a test error."""
         return ("eval",)
 
-    def evaluate(self, theta, buffers=None, split: str = "eval") -> dict[str, float]:
-        """Loss (and accuracy / error where defined) on a split: "eval" or "test"."""
-        if split != "eval":
-            raise ConfigError(f"{self.name} has only the 'eval' split; got {split!r}.")
-        return {"loss": self.loss(theta, buffers)}
-
-    # -- training ----------------------------------------------------------------------------------
-    def init_theta(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """An independent seeded starting point (parameters, buffers)."""
-        raise NotImplementedError
-
-    def train(
-        self,
-        theta,
-        recipe: Recipe,
-        seed: int,
-        buffers=None,
-        on_epoch: EpochCallback | None = None,
-        progress: bool = True,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Train from ``theta`` with ``recipe``; ``seed`` fixes shuffling and augmentation.
-
-        Calls ``on_epoch(epoch, theta, buffers, train_loss)`` after every epoch. Raises
-        NonFiniteLossError (naming the epoch) if training diverges.
-        """
-        param = nn.Parameter(self.as_theta(theta).clone())
-        state = (self.buffers0 if buffers is None else torch.as_tensor(buffers)).clone().to(param)
-        optimizer = make_optimizer(recipe, [param])
-        schedule = make_schedule(recipe, optimizer)
-        generator = torch.Generator().manual_seed(int(seed))
-        bar = progress_bar(range(1, recipe.epochs + 1), desc=f"{self.name}: train", enabled=progress)
-        for epoch in bar:
-            total, count = 0.0, 0
-            for batch in self.train_batches(recipe, generator):
-
-                def closure(batch=batch):
-                    optimizer.zero_grad()
-                    with devices.numerics(recipe.precision, self.device):
-                        value = self.train_loss(param, state, batch)
-                    with devices.numerics("tf32" if recipe.precision == "tf32" else "float32", self.device):
-                        value.backward()
-                    return value
-
-                value = float(optimizer.step(closure).detach())
-                if not math.isfinite(value):
-                    raise NonFiniteLossError(
-                        f"Training {self.name} diverged: loss {value} in epoch {epoch} "
-                        f"(recipe {recipe.to_dict()}). Lower the learning rate."
-                    )
-                total, count = total + value, count + 1
-            schedule.step()
-            bar.set_postfix(loss=f"{total / count:.4g}")
-            if on_epoch is not None:
-                on_epoch(epoch, param.detach().clone(), state.clone(), total / count)
-        return param.detach().clone(), state
-
-    # -- the interface for analyzers and samplers -----------------------------------------------
+    # -- flat vectors ------------------------------------------------------------------------------
     def as_theta(self, theta) -> torch.Tensor:
         """One parameter vector (tensor, array or list) as a detached flat tensor of the subject's
         dtype; a wrong length is a ConfigError."""
@@ -272,10 +158,50 @@ class Subject:
         if self.param_layout is None:
             raise NotImplementedError(f"{self.name} is a function of a flat vector: it has no named parameter "
                                       "tensors to unflatten into (param_layout is None).")
-        state = _views(theta, self.param_layout)
+        state = layout.views(theta, self.param_layout)
         if buffers is not None:
-            state.update(_views(buffers, self.buffer_layout))
+            state.update(layout.views(buffers, self.buffer_layout))
         return state
+
+    # -- evaluation: lossatlas.evaluation ----------------------------------------------------------
+    def loss(self, theta, buffers=None) -> float:
+        """Loss at ``theta`` over the whole evaluation set."""
+        return evaluation.loss(self, theta, buffers)
+
+    def grad(self, theta, buffers=None) -> torch.Tensor:
+        """Gradient of ``loss`` at ``theta`` (accumulated over the whole evaluation set)."""
+        return self.loss_and_grad(theta, buffers)[1]
+
+    def loss_and_grad(self, theta, buffers=None) -> tuple[float, torch.Tensor]:
+        """``loss`` and ``grad`` from one pass over the evaluation set (ascents need both at
+        every step)."""
+        return evaluation.loss_and_grad(self, theta, buffers)
+
+    def grads(self, thetas, buffers=None) -> torch.Tensor:
+        """Gradients at many parameter vectors (rows), one ``grad`` each; FunctionSubject vmaps."""
+        return evaluation.grads(self, thetas, buffers)
+
+    def hvp(self, theta, vector, buffers=None) -> torch.Tensor:
+        """Hessian-vector product H(theta) v of ``loss``, accumulated over the whole evaluation set."""
+        return evaluation.hvp(self, theta, vector, buffers)
+
+    def losses(self, thetas, buffers=None, chunk_size: int | None = None, progress: bool = False) -> np.ndarray:
+        """Loss at many parameter vectors (rows of ``thetas``); see ``evaluate_many``."""
+        return self.evaluate_many(thetas, buffers, chunk_size, progress)["loss"]
+
+    def evaluate_many(self, thetas, buffers=None, chunk_size: int | None = None, progress: bool = False,
+                      recompute_bn: bool = False) -> dict[str, np.ndarray]:
+        """Loss (and accuracy for classifiers) at many parameter vectors, all with the same
+        ``buffers``: vmap over chunks where the model allows it, a plain loop otherwise. With
+        ``recompute_bn`` (and BatchNorm in the model) each point gets its own re-estimated
+        statistics (``update_bn``) instead. Returns float64 numpy arrays; NaN/inf pass through."""
+        return evaluation.evaluate_many(self, thetas, buffers, chunk_size, progress, recompute_bn)
+
+    def evaluate(self, theta, buffers=None, split: str = "eval") -> dict[str, float]:
+        """Loss (and accuracy / error where defined) on a split: "eval" or "test"."""
+        if split != "eval":
+            raise ConfigError(f"{self.name} has only the 'eval' split; got {split!r}.")
+        return {"loss": self.loss(theta, buffers)}
 
     def eval_batches(self, data=None) -> Iterator[tuple[object, float]]:
         """(batch, weight) pairs over the evaluation data (default: the subject's ``data``); the
@@ -289,6 +215,28 @@ class Subject:
         with ``buffers``; pure, so torch.func can transform them (used by ``grad`` and ``hvp``)."""
         raise NotImplementedError(f"{type(self).__name__} does not define loss_terms.")
 
+    def _vmapped_metrics(self, chunk: torch.Tensor, buffers: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The ``_many_keys`` metrics at every row of ``chunk`` as one computation (under no_grad);
+        an error here makes ``evaluate_many`` loop over single points from then on."""
+        raise NotImplementedError
+
+    def _loss_tensor(self, theta: torch.Tensor, buffers: torch.Tensor) -> torch.Tensor:
+        return evaluation.loss_tensor(self, theta, buffers)
+
+    # -- training: lossatlas.training --------------------------------------------------------------
+    def init_theta(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """An independent seeded starting point (parameters, buffers)."""
+        raise NotImplementedError
+
+    def train(self, theta, recipe: Recipe, seed: int, buffers=None, on_epoch: EpochCallback | None = None,
+              progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Train from ``theta`` with ``recipe``; ``seed`` fixes shuffling and augmentation.
+
+        Calls ``on_epoch(epoch, theta, buffers, train_loss)`` after every epoch. Raises
+        NonFiniteLossError (naming the epoch) if training diverges.
+        """
+        return training.train(self, theta, recipe, seed, buffers, on_epoch, progress)
+
     def train_batches(self, recipe: Recipe, generator: torch.Generator) -> Iterable:
         """The batches of one training epoch under ``recipe``, shuffled (and augmented) with
         ``generator``; each is passed to ``train_loss``."""
@@ -299,16 +247,6 @@ class Subject:
         (a module runs in train mode: BatchNorm normalizes with batch statistics and updates its
         running statistics in ``buffers`` in place)."""
         raise NotImplementedError(f"{type(self).__name__} does not define train_loss.")
-
-    # -- private hooks ----------------------------------------------------------------------------
-    def _loss_parts(self, theta: torch.Tensor, buffers: torch.Tensor) -> Iterator[torch.Tensor]:
-        return (term(theta) for term in self.loss_terms(buffers))
-
-    def _loss_tensor(self, theta, buffers) -> torch.Tensor:
-        return sum(self._loss_parts(theta, buffers))
-
-    def _vmapped_metrics(self, chunk: torch.Tensor, buffers: torch.Tensor) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
 
 
 class FunctionSubject(Subject):
@@ -329,7 +267,7 @@ class FunctionSubject(Subject):
             theta0 = theta0.to(torch.get_default_dtype())
         self.fn = fn
         self.theta0 = theta0.detach().reshape(-1).clone()
-        self.buffers0 = _EMPTY.to(self.theta0.dtype)
+        self.buffers0 = layout.EMPTY.to(self.theta0.dtype)
         self.name = name or getattr(fn, "__name__", "function")
         self.init_scale = float(init_scale)
         self.critical_points = critical_points or {}
@@ -349,10 +287,9 @@ class FunctionSubject(Subject):
                               f"{got}.")
 
     def config(self) -> dict:
-        fn = self.fn
         return {
             "kind": "function",
-            "fn": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}",
+            "fn": fingerprints.function_name(self.fn),
             "dim": self.dim,
             "dtype": str(self.theta0.dtype),
             "theta0_sha1": batches.sha1(self.theta0),
@@ -456,9 +393,9 @@ class ModuleSubject(Subject):
             raise ConfigError(f"The model of {self.name} ({type(model).__name__}) has no parameters: its loss "
                               "landscape has no dimensions to analyze. Give a model with trainable parameters.")
         self.buffer_layout = [(n, b.shape, b.numel()) for n, b in self.model.named_buffers() if b.is_floating_point()]
-        self.theta0 = _flatten(dict(self.model.named_parameters()), self.param_layout)
-        self.buffers0 = _flatten(dict(self.model.named_buffers()), self.buffer_layout)
-        self._bn_modules = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.theta0 = layout.flatten(dict(self.model.named_parameters()), self.param_layout)
+        self.buffers0 = layout.flatten(dict(self.model.named_buffers()), self.buffer_layout)
+        self._bn_modules = batchnorm.batchnorm_modules(self.model)
         self.to(device)  # model and data together first: the probe runs where the work will
         single = self._probe()
         if self.is_plain_criterion and single is not None:
@@ -550,16 +487,17 @@ class ModuleSubject(Subject):
             and torch.is_tensor(targets) and not targets.is_floating_point()
 
     def config(self) -> dict:
+        identity = fingerprints.function_identity
         return {
             "kind": "module",
             "model": type(self.model).__name__,
-            "architecture_sha1": hashlib.sha1(repr(self.model).encode()).hexdigest()[:16],
+            "architecture_sha1": fingerprints.architecture_digest(self.model),
             "dim": self.dim,
-            "loss_fn": repr(self.loss_fn) if isinstance(self.loss_fn, nn.Module) else _identity(self.loss_fn),
+            "loss_fn": repr(self.loss_fn) if isinstance(self.loss_fn, nn.Module) else identity(self.loss_fn),
             **self._described,
             "bn": self.bn,
             **({"frozen": {n: batches.sha1(t) for n, t in self.frozen.items()}} if self.frozen else {}),
-            **({"forward": _identity(self._user_forward)} if self._user_forward is not None else {}),
+            **({"forward": identity(self._user_forward)} if self._user_forward is not None else {}),
             **self._extra_config,
         }
 
@@ -594,11 +532,7 @@ class ModuleSubject(Subject):
     def batch_loss_and_grad(self, theta, buffers, batch) -> tuple[float, torch.Tensor]:
         """The mean loss on one batch of ``example_batches`` (eval mode, ``buffers`` as given) and
         its gradient."""
-        self.model.eval()
-        leaf = self.as_theta(theta).clone().requires_grad_(True)
-        loss = self._batch_loss(leaf, self.buffers_at(leaf.detach(), buffers), batch)
-        (gradient,) = torch.autograd.grad(loss, leaf)
-        return float(loss.detach()), gradient
+        return evaluation.batch_loss_and_grad(self, theta, buffers, batch)
 
     # -- Subject hooks ---------------------------------------------------------------------------
     def loss_terms(self, buffers):
@@ -614,21 +548,7 @@ class ModuleSubject(Subject):
         return ("loss", "accuracy") if self.classification else ("loss",)
 
     def _vmapped_metrics(self, chunk, buffers):
-        self.model.eval()
-        loss = torch.zeros(len(chunk), dtype=chunk.dtype, device=chunk.device)
-        correct = torch.zeros(len(chunk), dtype=torch.float64, device=chunk.device)
-        for batch, weight in self.eval_batches():
-            if not self.classification:
-                loss += weight * vmap(lambda th, batch=batch: self._batch_loss(th, buffers, batch))(chunk)
-                continue
-            inputs, targets = batch
-            outputs = vmap(lambda th, inputs=inputs: self._forward(th, buffers, inputs))(chunk)
-            loss += weight * vmap(lambda out, targets=targets: self.loss_fn(out, targets))(outputs)
-            correct += (outputs.argmax(dim=-1) == targets).sum(dim=1).double()
-        found = {"loss": loss}
-        if self.classification:
-            found["accuracy"] = correct / batches.count(self.data[0])
-        return found
+        return evaluation.vmapped_metrics(self, chunk, buffers)
 
     def buffers_at(self, theta, buffers):
         if buffers is None and self.bn == "recompute":
@@ -639,29 +559,7 @@ class ModuleSubject(Subject):
         """Re-estimate BatchNorm running statistics at ``theta`` with one pass over the training
         data in train mode, each batch weighted by its size (Garipov et al. 2018, ``update_bn``).
         Returns the flat buffer vector; the subject is not changed."""
-        theta = self.as_theta(theta)
-        if not self._bn_modules:
-            return self.buffers0.clone()
-        buffers = self.buffers0.clone()
-        state = _views(buffers, self.buffer_layout)
-        for name, tensor in state.items():  # views into ``buffers``: reset to a fresh estimate
-            tensor.fill_(1.0 if name.endswith("running_var") else 0.0)
-        momenta = [m.momentum for m in self._bn_modules]
-        self.model.train()
-        try:
-            seen = 0
-            with torch.no_grad():
-                for (inputs, _), _ in self.eval_batches(self.train_data):
-                    size = batches.count(inputs)
-                    for module in self._bn_modules:
-                        module.momentum = size / (seen + size)
-                    self._forward(theta, buffers, inputs)
-                    seen += size
-        finally:
-            for module, momentum in zip(self._bn_modules, momenta):
-                module.momentum = momentum
-            self.model.eval()
-        return buffers
+        return batchnorm.update_bn(self, theta)
 
     @property
     def splits(self):
@@ -673,32 +571,17 @@ class ModuleSubject(Subject):
         if data is None:
             raise ConfigError(f"{self.name} has no {split!r} split; splits: eval, train, test (if given).")
         theta = self.as_theta(theta)
-        buffers = self.buffers_at(theta, buffers)
-        self.model.eval()
-        loss, correct = 0.0, 0.0
-        with torch.no_grad():
-            for batch, weight in self.eval_batches(data):
-                if not self.classification:
-                    loss += weight * float(self._batch_loss(theta, buffers, batch))
-                    continue
-                inputs, targets = batch
-                outputs = self._forward(theta, buffers, inputs)
-                loss += weight * float(self.loss_fn(outputs, targets))
-                correct += float((outputs.argmax(dim=1) == targets).sum())
-        metrics = {"loss": loss}
-        if self.classification:
-            metrics["accuracy"] = correct / batches.count(data[0])
-        return metrics
+        return evaluation.metrics(self, theta, self.buffers_at(theta, buffers), data)
 
     def init_theta(self, seed):
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(int(seed))  # the CPU generator only: CUDA's is left alone
             model = copy.deepcopy(self.model).cpu()  # initialized on the CPU: one start per seed on every device
             self._init(model)
-        theta = _flatten(dict(model.named_parameters()), self.param_layout).to(self.device)
+        theta = layout.flatten(dict(model.named_parameters()), self.param_layout).to(self.device)
         buffers = dict(model.named_buffers())
         buffers.update({k: v.cpu() for k, v in self._frozen_buffers().items()})  # a frozen layer keeps its statistics
-        return theta, _flatten(buffers, self.buffer_layout).to(self.device)
+        return theta, layout.flatten(buffers, self.buffer_layout).to(self.device)
 
     def _frozen_buffers(self) -> dict[str, torch.Tensor]:
         """The loaded buffers of modules whose own parameters are all frozen (a frozen backbone's
@@ -734,42 +617,12 @@ class ModuleSubject(Subject):
             self.model.eval()
 
 
-def augment_images(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop with zero padding and random horizontal flip (the standard CIFAR recipe)."""
-    n, _, height, width = images.shape
-    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
-    device = images.device  # offsets drawn on the CPU (one augmentation per seed on every device), applied there
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(device)
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(device)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(device)
-    rows = (dy[:, None] + torch.arange(height, device=device)[None, :])[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(width, device=device)[None, :])
-    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :]
-    batch = torch.arange(n, device=device)[:, None, None, None]
-    channel = torch.arange(images.shape[1], device=device)[None, :, None, None]
-    return padded[batch, channel, rows, cols]
-
-
 def _reset_parameters(model: nn.Module) -> None:
     for module in reversed(list(model.modules())):
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()
         if hasattr(module, "reset_running_stats"):
             module.reset_running_stats()
-
-
-def _flatten(tensors: dict[str, torch.Tensor], layout) -> torch.Tensor:
-    if not layout:
-        return _EMPTY.clone()
-    return torch.cat([tensors[name].detach().reshape(-1) for name, _, _ in layout]).clone()
-
-
-def _views(flat: torch.Tensor, layout) -> dict[str, torch.Tensor]:
-    """The named tensors of ``layout`` as views of ``flat`` (empty for no layout)."""
-    if not layout:
-        return {}
-    pieces = torch.split(flat, [numel for _, _, numel in layout])
-    return {name: piece.view(shape) for (name, shape, _), piece in zip(layout, pieces)}
 
 
 def _moved(value, device: torch.device, memo: dict):
@@ -810,13 +663,3 @@ class _Forward(nn.Module):
 
     def forward(self, inputs):
         return self._call(self.model, inputs)
-
-
-def _identity(fn) -> str:
-    """A function as a config records it: its name and a digest of its code (two lambdas differ;
-    the same function gives the same text in every process, unlike repr's address)."""
-    name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return name
-    return f"{name} code:{hashlib.sha1(code.co_code + repr(code.co_consts).encode()).hexdigest()[:12]}"

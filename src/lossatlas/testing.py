@@ -11,23 +11,24 @@ In a test module:
 
 Each check runs the analyzer with its ``smoke_params`` on a small analytic subject
 (Himmelblau by default) in an in-memory store. They check the contract: parameters declared
-once with constraints, a declared scope, complete metric metadata, views that draw, a pure
-compute step, results that round-trip through the store, reruns that do nothing.
+once with constraints, a declared scope, complete metric metadata, views that draw (also from a
+result whose arrays are empty or all NaN, as a diverged run leaves them), a pure compute step,
+results that round-trip through the store, reruns that do nothing.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from typing import Callable
 
 import numpy as np
 
 from .analysis import analyze, stored_params
-from .analyzer import KINDS, SCOPES, Analyzer, Metric
+from .analyzer import KINDS, SCOPES, Analyzer, Metric, View
 from .errors import ConfigError
 from .memory import Memory
 from .params import constraints_of
-from .plots import is_3d
 from .problems import himmelblau
 from .provenance import canonical_json
 from .samplers import train_minima
@@ -170,12 +171,13 @@ def check_views_draw(cls, subject_factory) -> None:
     import matplotlib.pyplot as plt
 
     assert cls.views, f"{cls.name} declares no views"
+    assert all(isinstance(v, View) for v in cls.views.values()), f"{cls.name}: views must be View declarations"
     with Store.memory() as store:
         result = analyze(store, _subject(cls, store, subject_factory), cls, progress=False, **cls.smoke_params)
     analyzer = cls.from_params(dict(cls.smoke_params))
-    for name, draw in cls.views.items():
+    for name, view in cls.views.items():
         figure = plt.figure()
-        ax = figure.add_subplot(projection="3d" if is_3d(draw) else None)
+        ax = figure.add_subplot(projection=view.projection)
         try:
             assert analyzer.plot(result, ax=ax, view=name) is figure
             assert _has_drawing(ax), f"{cls.name} view {name!r} drew nothing"
@@ -186,6 +188,51 @@ def check_views_draw(cls, subject_factory) -> None:
         assert len(figure.axes) >= len(cls.views) and any(_has_drawing(a) for a in figure.axes)
     finally:
         plt.close(figure)
+
+
+def check_views_draw_empty_and_nan(cls, subject_factory) -> None:
+    """Every view draws, without an error or a warning, a result whose arrays are empty (no rows)
+    or all NaN (floats; integer arrays such as indices kept) and whose metrics are NaN, as a
+    diverged or degenerate run leaves them: the report must still be made. With nothing finite to
+    draw, the view says so on the axes (``lossatlas.plots.no_data``) rather than leave them blank.
+    A declared shared scale is read from such results too (``limits_of``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with Store.memory() as store:
+        result = analyze(store, _subject(cls, store, subject_factory), cls, progress=False, **cls.smoke_params)
+    for case, broken in (("empty", _emptied(result)), ("all-NaN", _all_nan(result))):
+        for name, view in cls.views.items():
+            figure = plt.figure()
+            ax = figure.add_subplot(projection=view.projection)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")  # "posx and posy should be finite values" and the like
+                    view.draw(ax, broken)
+                    figure.canvas.draw()  # rendering, not only creating the artists, must survive the data
+                    limits = view.limits_of(broken) if view.limits_of is not None else None
+            except Exception as err:
+                raise AssertionError(f"{cls.name} view {name!r} failed on an {case} result: {err!r}") from err
+            finally:
+                plt.close(figure)
+            assert ax.texts, (f"{cls.name} view {name!r} drew an {case} result without saying that it has nothing "
+                              "to draw (lossatlas.plots.no_data)")
+            assert limits is None or len(limits) == 2, f"{cls.name} view {name!r}: limits_of gave {limits!r}"
+
+
+def _emptied(result):
+    """The result with every array cut to zero rows (its trailing shape and dtype kept) and NaN metrics."""
+    arrays = {key: np.asarray(a)[:0] if np.ndim(a) else np.asarray(a) for key, a in result.arrays.items()}
+    return dataclasses.replace(result, arrays=arrays, metrics={key: float("nan") for key in result.metrics})
+
+
+def _all_nan(result):
+    """The result with every float array all NaN (shapes kept; other arrays as they were) and NaN metrics."""
+    arrays = {key: np.full_like(a, np.nan) if np.issubdtype(np.asarray(a).dtype, np.floating) else a
+              for key, a in result.arrays.items()}
+    return dataclasses.replace(result, arrays=arrays, metrics={key: float("nan") for key in result.metrics})
 
 
 def check_memory_estimate(cls, subject_factory) -> None:
@@ -212,4 +259,5 @@ def _subject(cls, store, subject_factory):
 
 
 CHECKS = (check_parameters, check_scope, check_unknown_parameter, check_metric_metadata, check_compute_is_pure,
-          check_result_round_trip, check_rerun_is_noop, check_views_draw, check_memory_estimate)
+          check_result_round_trip, check_rerun_is_noop, check_views_draw, check_views_draw_empty_and_nan,
+          check_memory_estimate)

@@ -1,16 +1,27 @@
-"""Training recipes: which optimizer, schedule and epochs move a parameter vector downhill.
+"""Training: recipes (which optimizer, schedule and epochs move a parameter vector downhill) and
+the loop that runs one.
 
 Training always acts on the subject's flat parameter vector (one leaf tensor), so the same
-loop serves analytic functions, ResNets and PINNs, and the user's model is never touched.
+loop serves analytic functions, ResNets and PINNs, and the user's model is never touched. A
+subject supplies one epoch's batches (``train_batches``) and the differentiable loss on one
+(``train_loss``); ``train`` does the rest. Many runs at once: ``lossatlas.batched``.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
+from torch import nn
 
+from . import devices
+from .errors import NonFiniteLossError
 from .params import Boolean, Interval, NumberList, Options, check_known, constraints_of, param, validate_fields
+from .progress import bar as progress_bar
+
+EpochCallback = Callable[[int, torch.Tensor, torch.Tensor, float], None]
 
 OPTIMIZERS = ("sgd", "adam", "lbfgs")
 SCHEDULES = ("constant", "multistep", "cosine", "cyclic")
@@ -90,3 +101,57 @@ def make_schedule(recipe: Recipe, optimizer: torch.optim.Optimizer):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
+def train(subject, theta, recipe: Recipe, seed: int, buffers=None, on_epoch: EpochCallback | None = None,
+          progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train ``subject`` from ``theta`` with ``recipe``; ``seed`` fixes shuffling and augmentation.
+    Returns the final (parameters, buffers).
+
+    Calls ``on_epoch(epoch, theta, buffers, train_loss)`` after every epoch. Raises
+    NonFiniteLossError (naming the epoch) if training diverges.
+    """
+    param = nn.Parameter(subject.as_theta(theta).clone())
+    state = (subject.buffers0 if buffers is None else torch.as_tensor(buffers)).clone().to(param)
+    optimizer = make_optimizer(recipe, [param])
+    schedule = make_schedule(recipe, optimizer)
+    generator = torch.Generator().manual_seed(int(seed))
+    bar = progress_bar(range(1, recipe.epochs + 1), desc=f"{subject.name}: train", enabled=progress)
+    for epoch in bar:
+        total, count = 0.0, 0
+        for batch in subject.train_batches(recipe, generator):
+
+            def closure(batch=batch):
+                optimizer.zero_grad()
+                with devices.numerics(recipe.precision, subject.device):
+                    value = subject.train_loss(param, state, batch)
+                with devices.numerics("tf32" if recipe.precision == "tf32" else "float32", subject.device):
+                    value.backward()
+                return value
+
+            value = float(optimizer.step(closure).detach())
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"Training {subject.name} diverged: loss {value} in epoch {epoch} "
+                    f"(recipe {recipe.to_dict()}). Lower the learning rate."
+                )
+            total, count = total + value, count + 1
+        schedule.step()
+        bar.set_postfix(loss=f"{total / count:.4g}")
+        if on_epoch is not None:
+            on_epoch(epoch, param.detach().clone(), state.clone(), total / count)
+    return param.detach().clone(), state
+
+
+def augment_images(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip (the standard CIFAR recipe)."""
+    n, _, height, width = images.shape
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    device = images.device  # offsets drawn on the CPU (one augmentation per seed on every device), applied there
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(device)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(device)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(device)
+    rows = (dy[:, None] + torch.arange(height, device=device)[None, :])[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(width, device=device)[None, :])
+    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :]
+    batch = torch.arange(n, device=device)[:, None, None, None]
+    channel = torch.arange(images.shape[1], device=device)[None, :, None, None]
+    return padded[batch, channel, rows, cols]

@@ -13,17 +13,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from lossatlas.analyzer import Analyzer, diagnostic, measure
+from lossatlas.analyzer import Analyzer, diagnostic, measure, view
 from lossatlas.params import Interval, param, same_as
+from lossatlas.plots import metric, no_data
 from lossatlas.samplers import Point
 
 
 def draw_gradient(ax, result) -> None:
-    """|gradient| per parameter, largest first, on a log axis."""
-    values = np.sort(np.abs(result.arrays["gradient"]))[::-1]
-    ax.semilogy(np.arange(1, len(values) + 1), np.maximum(values, 1e-300), marker=".")
+    """|gradient| per parameter, largest first, on a log axis (a diverged run's NaN left out)."""
     ax.set(xlabel="parameter (by |gradient|)", ylabel="|gradient|",
-           title=f"gradient norm {result.metrics['gradient_norm']:.3g}")
+           title=f"gradient norm {metric(result, 'gradient_norm'):.3g}")
+    values = np.abs(np.asarray(result.arrays.get("gradient", []), dtype=float))
+    values = np.sort(values[np.isfinite(values)])[::-1]
+    if not len(values):
+        no_data(ax)  # a view never fails on NaN or empty arrays: it says that there is nothing to draw
+        return
+    ax.semilogy(np.arange(1, len(values) + 1), np.maximum(values, 1e-300), marker=".")
 
 
 class GradientNorm(Analyzer):
@@ -35,7 +40,7 @@ class GradientNorm(Analyzer):
         "gradient_max": measure("largest |gradient| entry", higher_is_better=False),
         "loss": diagnostic("loss at the point"),
     }
-    views = {"gradient": draw_gradient}
+    views = {"gradient": view(draw_gradient)}  # view(draw, projection=..., shared=..., limits_of=...)
     smoke_params = {"at": "theta0"}
 
     at: str = same_as(Point, "at")  # where to look: a stored minimum or theta0

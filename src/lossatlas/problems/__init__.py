@@ -7,15 +7,15 @@ factory named ``"package.module:factory"`` in a config, or registered by a packa
 """
 from __future__ import annotations
 
-import importlib
 import inspect
-from importlib.metadata import entry_points
 from typing import Callable
 
 import torch
 from torch import nn
 
+from .. import registry
 from ..errors import ConfigError, LossatlasError
+from ..registry import one_line
 from ..params import check_known, from_annotation, validate
 from ..subjects import ModuleSubject, Subject
 from .analytic import himmelblau, quartic, three_hump_camel
@@ -147,9 +147,6 @@ def build(problem: str, device: str = "auto", **params) -> Subject:
     return subject
 
 
-GROUP = "lossatlas.problems"  # entry points of installed packages: name -> "package.module:factory"
-
-
 def _builder(problem: str) -> Callable[..., Subject]:
     """A built-in problem, one an installed package registers under the ``lossatlas.problems``
     entry-point group, or a user's factory named as ``"package.module:factory"`` (importable from
@@ -157,30 +154,11 @@ def _builder(problem: str) -> Callable[..., Subject]:
     it accepts one) and returns a Subject."""
     if problem in PROBLEMS:
         return PROBLEMS[problem]
-    registered = {ep.name: ep for ep in entry_points(group=GROUP)}
-    if problem in registered:
-        return _checked(problem, registered[problem].load)
-    if ":" in problem:
-        module, _, name = problem.partition(":")
-        return _checked(problem, lambda: getattr(importlib.import_module(module), name))
-    raise ConfigError(f"Unknown problem {problem!r}; valid problems: {sorted(PROBLEMS) + sorted(registered)}, or a "
+    registered = registry.problems()
+    if problem in registered.names() or ":" in problem:
+        return registered.get(problem)
+    raise ConfigError(f"Unknown problem {problem!r}; valid problems: {sorted(PROBLEMS) + registered.names()}, or a "
                       "factory of your own as \"package.module:factory\".")
-
-
-def _checked(problem: str, load: Callable[[], object]) -> Callable[..., Subject]:
-    """The factory; a module that fails to import (any exception, a syntax error, sys.exit) is a
-    ConfigError naming the problem and the original error."""
-    try:
-        factory = load()
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"Problem {problem!r} could not be loaded: {_one_line(err)}. Is its package "
-                          "installed, or its folder on PYTHONPATH?") from err
-    except (Exception, SystemExit) as err:
-        raise ConfigError(f"Problem {problem!r} could not be loaded: importing its module raised "
-                          f"{_one_line(err)}.") from err
-    if not callable(factory):
-        raise ConfigError(f"Problem {problem!r} is a {type(factory).__name__}, not a factory that returns a Subject.")
-    return factory
 
 
 def _called(problem: str, factory: Callable[..., Subject], **params) -> Subject:
@@ -193,17 +171,11 @@ def _called(problem: str, factory: Callable[..., Subject], **params) -> Subject:
     except (Exception, SystemExit) as err:
         if problem in PROBLEMS:
             raise
-        raise ConfigError(f"Problem {problem!r}: its factory raised {_one_line(err)}.") from err
+        raise ConfigError(f"Problem {problem!r}: its factory raised {one_line(err)}.") from err
 
 
 def _takes_any_keyword(factory: Callable) -> bool:
     return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values())
-
-
-def _one_line(err: BaseException) -> str:
-    """An exception as ``Type: message`` on one line (a CLI error is one line)."""
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 __all__ = [

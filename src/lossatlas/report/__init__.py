@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import plots, registry
+from ..errors import ConfigError
 from ..progress import bar as progress_bar
+from ..record import Method
 from ..store import Store
 from .collect import Study, collect
 from . import agreement, sensitivity
@@ -48,19 +50,21 @@ def _write(study: Study, store: Store, out: Path, figures: bool) -> dict[str, Pa
     evaluated = evaluate_claims(study)
     found = compare(study)
     texts = {"metrics.csv": metrics_csv(study)}
-    extra_tables = []
-    if study.sensitivity:  # before the comparison is rendered: it marks the unstable measures
-        texts["sensitivity.csv"], table, drawn = _sensitivity(study, found, out, figures, drawn)
+    extra_tables, stable = [], {}
+    if study.sensitivity:
+        per_setting, stabilities = sensitivity.analyse(study)
+        stable = sensitivity.verdicts(stabilities)  # the comparison marks the unstable measures
+        texts["sensitivity.csv"], table, drawn = _sensitivity(study, per_setting, stabilities, out, figures, drawn)
         extra_tables.append(table)
     means = variant_means(study)
-    texts["comparison.csv"], texts["variants.csv"] = comparison_csv(found), variants_csv(study, means)
+    texts["comparison.csv"], texts["variants.csv"] = comparison_csv(found, stable), variants_csv(study, means)
     if figures and factors(study):
         drawn = drawn + plots.save_figure(summary_figure(study, means, factors(study)[0]), out / "figures" / "summary")
     agreeing, drawn = _agreement(study, texts, out, figures, drawn)
-    tables = [variant_table(study), comparison_table(study, evaluated, found), *extra_tables]
+    tables = [variant_table(study), comparison_table(study, evaluated, found, stable), *extra_tables]
     after = [("Agreement between methods", agreeing)] + [("Sensitivity to nuisance choices", t) for t in extra_tables]
     ranked = ranking_table(study, found)
-    before = [] if ranked is None else [(f"Which measure tracks {study.record['report']['error']}", ranked)]
+    before = [] if ranked is None else [(f"Which measure tracks {study.record.report.error}", ranked)]
     tables += [] if ranked is None else [ranked]
     parts = sections(study, store.path.name, evaluated, *tables[:2], after, before) + (
         [("Figures skipped", "\n".join(notes))] if notes else [])
@@ -89,18 +93,14 @@ def _agreement(study: Study, texts: dict, out: Path, figures: bool, drawn: list)
         texts[filename] = agreement.agreement_csv(measures, taus)
         paragraphs.append(agreement.summary(study, measures, taus, n, across))
         if figures and len(measures) >= 2:
-            title_ = f"{study.record['name']}: agreement across the {across} (n = {n})"
+            title_ = f"{study.record.name}: agreement across the {across} (n = {n})"
             drawn = drawn + plots.save_figure(agreement.figure([study.display(m) for m in measures], taus, title_),
                                               out / "figures" / f"agreement_{across}")
     return "\n\n".join(paragraphs), drawn
 
 
-def _sensitivity(study: Study, found: list, out: Path, figures: bool, drawn: list):
-    """sensitivity.csv, its table and figure; marks the comparison's unstable measures."""
-    per_setting, stabilities = sensitivity.analyse(study)
-    holds = {s.measure: {True: "yes", False: "no", None: ""}[s.holds] for s in stabilities}
-    for association in found:
-        association.stable = holds.get(association.measure, "")
+def _sensitivity(study: Study, per_setting: list, stabilities: list, out: Path, figures: bool, drawn: list):
+    """sensitivity.csv, its table and figure, from ``sensitivity.analyse(study)``."""
     header, rows = sensitivity.stability_rows(stabilities)
     settings = "; ".join(f"`{label}`: base, " + ", ".join(s) for label, s in study.sensitivity.items())
     notes = [f"Settings ({settings}) rerun one at a time; base = the method's own. τ: Kendall's τ at the base "
@@ -112,10 +112,10 @@ def _sensitivity(study: Study, found: list, out: Path, figures: bool, drawn: lis
              f"≥ +{sensitivity.FLIP}, another ≤ -{sensitivity.FLIP}; or constant at one, |τ| ≥ "
              f"{2 * sensitivity.FLIP:g} at another) and no setting orders the variants against the base (τ ≤ 0); "
              "otherwise the measure is marked unstable in the comparison."]
-    table = Table(f"{study.record['name']} ({study.record['scale']} scale): sensitivity to nuisance choices",
+    table = Table(f"{study.record.name} ({study.record.scale} scale): sensitivity to nuisance choices",
                   header, rows, notes)
     if figures and per_setting:
-        drawn = drawn + plots.save_figure(sensitivity.figure(per_setting, f"{study.record['name']}: sensitivity",
+        drawn = drawn + plots.save_figure(sensitivity.figure(per_setting, f"{study.record.name}: sensitivity",
                                                              study.display),
                                           out / "figures" / "sensitivity")
     return sensitivity.sensitivity_csv(per_setting), table, drawn
@@ -128,7 +128,7 @@ def summary_figure(study: Study, means: list[dict], factor: str):
 
     from .comparison import code
 
-    error = study.record["report"].get("error")
+    error = study.record.report.error
     columns = ([error] if error in study.model_columns else []) + study.measure_columns
     ncols = 5
     nrows = max(1, math.ceil(len(columns) / ncols))
@@ -153,7 +153,7 @@ def summary_figure(study: Study, means: list[dict], factor: str):
             ax.set_xticks(levels, [str(bool(level)) for level in levels])
     for ax in list(axes.flat)[len(columns):]:
         ax.set_visible(False)
-    fig.suptitle(f"{study.record['name']} ({study.record['scale']} scale): each measure against {factor} "
+    fig.suptitle(f"{study.record.name} ({study.record.scale} scale): each measure against {factor} "
                  "(per-variant mean, bootstrap 95% interval over seeds)")
     return fig
 
@@ -173,32 +173,43 @@ def _cell(value):
     return repr(value) if isinstance(value, float) else value
 
 
+def installed(method: Method) -> type | None:
+    """The analyzer class of a recorded method where it can be imported here (a registered name,
+    or the user's own ``package.module:Class``), else None: its figures are then skipped."""
+    if method.reference is None:
+        return registry.find(method.analyzer)
+    try:
+        return registry.get(method.reference)
+    except ConfigError:
+        return None
+
+
 def write_figures(study: Study, folder: Path) -> tuple[list[Path], list[str]]:
     """Per variant one panel of every view of every method (at its first minimum); per view one
     side-by-side comparison across variants (skip vs no-skip, the beta sweep). Views come from
     the analyzers' own declarations (recorded in the store); an analyzer that is not installed
     here has its figures skipped, with a note. Returns (files, notes)."""
-    methods = study.record["methods"]
+    methods = study.record.methods
     views, notes = [], []
     for label, method in methods.items():
-        cls = registry.find(method["analyzer"])
+        cls = installed(method)
         recorded = next((r.analyzer.get("views", {}) for (_, lab), r in study.first_results.items() if lab == label),
                         {})
         if cls is None:
             if recorded:
                 notes.append(f"Figures of `{label}` ({', '.join(recorded)}) skipped: the analyzer "
-                             f"{method['analyzer']!r} is not installed here.")
+                             f"{method.reference or method.analyzer!r} is not installed here.")
             continue
         views += [(label, view, draw) for view, draw in cls.views.items()]
     paths = []
     variant_stems = plots.file_stems(variant for _, variant in study.variants())
     label_stems = plots.file_stems(label for label, _, _ in views)
-    bar = progress_bar(total=len(study.variants()) + len(views), desc=f"{study.record['name']}: figures")
+    bar = progress_bar(total=len(study.variants()) + len(views), desc=f"{study.record.name}: figures")
     for subject, variant in study.variants():
         panels = [(f"{label}", draw, study.first_results[(subject, label)]) for label, _, draw in views
                   if (subject, label) in study.first_results]
         if panels:
-            figure = plots.panel_figure(f"{study.record['name']}: {variant}", panels)
+            figure = plots.panel_figure(f"{study.record.name}: {variant}", panels)
             paths += plots.save_figure(figure, folder / f"variant_{variant_stems[variant]}")
         bar.update(1)
     for label, view, draw in views:

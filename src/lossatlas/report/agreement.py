@@ -26,7 +26,7 @@ MIN_N = 5  # below it even tau = +-1 has a two-sided exact p above 0.05 (n = 4: 
 def matrix(study: Study, across: str = "minima") -> tuple[list[str], np.ndarray, int]:
     """(names, tau matrix, n observations) across ``"minima"`` (per-minimum measures and the error)
     or ``"variants"`` (every measure's per-variant mean). Constant measures are left out."""
-    error = study.record["report"].get("error")
+    error = study.record.report.error
     columns = [c for c in ([error] if error else []) + study.measure_columns
                if across == "variants" or study.scopes.get(c.split(".", 1)[0], "minimum") == "minimum"]
     if across == "variants":
@@ -120,7 +120,7 @@ def figure(names: list[str], taus: np.ndarray, title: str):
 
 def _disagreeing(study: Study, names: list[str], taus: np.ndarray) -> list[tuple[str, str, float]]:
     better = {name: study.metric_info.get(name, {}).get("higher_is_better") for name in names}
-    error = study.record["report"].get("error")
+    error = study.record.report.error
     if error in better:
         better[error] = False  # an error is lower-is-better by name
     out = []

@@ -9,12 +9,13 @@ import math
 from dataclasses import dataclass, field
 
 from ..errors import StoreError
+from ..record import Benchmark, Method, ReportSettings, Run
 from ..store import Result, Store
 
 
 @dataclass
 class Study:
-    record: dict  # the benchmark record: the plan and the result keys of every run
+    record: Benchmark  # the plan and the result keys of every run
     rows: list[dict]  # one per (subject, minimum): variant, seed, model metrics, "<label>.<metric>", "time.*"
     model_columns: list[str]
     metric_columns: list[str]  # "<label>.<metric>", in method order
@@ -34,11 +35,11 @@ class Study:
 
     def display(self, column: str) -> str:
         """The name tables and figures show: ``[report] names``, else the column itself."""
-        return self.record["report"].get("names", {}).get(column, column)
+        return self.record.report.names.get(column, column)
 
     @property
     def variant_keys(self) -> list[str]:
-        return list(self.record["variants"])
+        return list(self.record.variants)
 
     def variant_label(self, row: dict) -> str:
         return ", ".join(f"{key}={row[key]}" for key in self.variant_keys) or row["subject"]
@@ -58,21 +59,22 @@ class Study:
 
 def collect(store: Store, name: str | None = None) -> Study:
     benchmark = benchmark_name(store, name)
-    record = store.read_benchmark(benchmark) if benchmark is not None else record_from_results(store)
-    methods = record["methods"]
+    record = (Benchmark.from_dict(store.read_benchmark(benchmark), f"{store.path}: benchmark {benchmark!r}")
+              if benchmark is not None else record_from_results(store))
+    methods = record.methods
     scopes, info = {}, {}
     cache: dict[tuple, Result] = {}
     minima: dict[str, dict] = {}
     rows, model_columns, metric_columns, first = [], {}, {}, {}
     sensitivity: dict[str, dict[str, list[dict]]] = {}
-    for run in record["runs"]:
-        if run["subject"] not in minima:
-            minima[run["subject"]] = {m.index: m for m in store.minima(run["subject"])}
-        minimum = minima[run["subject"]].get(run["minimum"])
-        if minimum is None and run["minimum"] is not None:
-            raise StoreError(f"{store.path}: the benchmark record names minimum {run['minimum']} of "
-                             f"{run['subject']!r}, which is missing.")
-        row = {"subject": run["subject"], **run["variant"], "seed": run["seed"], "minimum": run["minimum"]}
+    for run in record.runs:
+        if run.subject not in minima:
+            minima[run.subject] = {m.index: m for m in store.minima(run.subject)}
+        minimum = minima[run.subject].get(run.minimum)
+        if minimum is None and run.minimum is not None:
+            raise StoreError(f"{store.path}: the benchmark record names minimum {run.minimum} of "
+                             f"{run.subject!r}, which is missing.")
+        row = {"subject": run.subject, **run.variant, "seed": run.seed, "minimum": run.minimum}
         model = {_model_name(k): v for k, v in sorted(minimum.metrics.items())} if minimum else {}
         if "test_accuracy" in model:
             model["test_error"] = 1.0 - model["test_accuracy"]
@@ -81,19 +83,19 @@ def collect(store: Store, name: str | None = None) -> Study:
         row.update(model)
         model_columns.update(dict.fromkeys(model))
         row["time.minimum_s"] = minimum.wall_time_s if minimum else float("nan")
-        for label, key in run["results"].items():
-            result = _read(store, cache, run["subject"], methods[label]["analyzer"], key)
+        for label, key in run.results.items():
+            result = _read(store, cache, run.subject, methods[label].analyzer, key)
             scopes.setdefault(label, result.analyzer.get("scope", "minimum"))
-            first.setdefault((run["subject"], label), result)
+            first.setdefault((run.subject, label), result)
             for metric, value in result.metrics.items():
                 row[f"{label}.{metric}"] = value
                 metric_columns.setdefault(f"{label}.{metric}", label)
                 info.setdefault(f"{label}.{metric}", result.analyzer.get("metrics", {}).get(metric, {}))
             row[f"time.{label}_s"] = result.wall_time_s
         rows.append(row)
-        for label, settings in run.get("sensitivity", {}).items():
+        for label, settings in run.sensitivity.items():
             for setting, key in settings.items():
-                result = _read(store, cache, run["subject"], methods[label]["analyzer"], key)
+                result = _read(store, cache, run.subject, methods[label].analyzer, key)
                 metrics = {f"{label}.{metric}": value for metric, value in result.metrics.items()}
                 others = {k: v for k, v in row.items() if not k.startswith(f"{label}.")}  # no base value stays in
                 sensitivity.setdefault(label, {}).setdefault(setting, []).append({**others, **metrics})
@@ -120,13 +122,13 @@ def benchmark_name(store: Store, name: str | None) -> str | None:
     return names[0] if names else None
 
 
-def record_from_results(store: Store) -> dict:
+def record_from_results(store: Store) -> Benchmark:
     """A benchmark record for a store filled by ``lossatlas.analyze`` calls alone, so that the
     report shows what is there: every subject a variant, every stored minimum a row, and every
     method with one set of parameters (the minimum aside) a label ("hessian", or "hessian-2" for a
     second set). Results at points other than a stored minimum (``at="theta0"``) have no row and
     are left out. An imported surface (``lossatlas import-surface``) is one row of its own."""
-    methods: dict[str, dict] = {}
+    methods: dict[str, Method] = {}
     runs, seeds, error, checkpoints = [], set(), None, 0
     for subject in store.subjects():
         at_minimum: dict[int, dict] = {}
@@ -142,37 +144,36 @@ def record_from_results(store: Store) -> dict:
             elif result.params.get("at", "minimum") == "minimum":
                 at_minimum.setdefault(int(result.params.get("minimum", 0)), {})[label] = result.key
         if surface and once:
-            runs.append({"subject": subject, "variant": {}, "seed": None, "minimum": None, "results": once})
+            runs.append(Run(subject=subject, variant={}, seed=None, minimum=None, results=once))
         for minimum in store.minima(subject):
             if minimum.recipe.get("source") == "checkpoint":
                 checkpoints += 1
             else:
                 seeds.add(minimum.seed)
             error = error or ("test_error" if "test_accuracy" in minimum.metrics else None)
-            runs.append({"subject": subject, "variant": {}, "seed": minimum.seed, "minimum": minimum.index,
-                         "results": {**at_minimum.get(minimum.index, {}), **once}})
+            runs.append(Run(subject=subject, variant={}, seed=minimum.seed, minimum=minimum.index,
+                            results={**at_minimum.get(minimum.index, {}), **once}))
     if not runs:
         raise StoreError(f"{store.path} holds no benchmark run, no trained or added minima and no analyzed "
                          "imported surface: the report is made of one row per minimum or surface. Train minima "
                          "(`lossatlas.train_minima`), add your checkpoints (`lossatlas.add_minimum`) or surfaces "
                          "(`lossatlas import-surface`), or run a benchmark with `lossatlas run`.")
-    used = {label for run in runs for label in run["results"]}
-    return {"name": store.path.stem, "scale": "as analysed", "problem": "(lossatlas.analyze calls)",
-            "description": f"The results stored in {store.path.name} by lossatlas.analyze calls (no benchmark "
-                           "record): every subject as a variant, one row per stored minimum.",
-            "seeds": sorted(seeds), "checkpoints": checkpoints,
-            "variants": {}, "subjects": [{} for _ in store.subjects()], "recipe": {},
-            "methods": {label: m for label, m in methods.items() if label in used},
-            "report": {"factor": None, "error": error, "claims": []}, "runs": runs}
+    used = {label for run in runs for label in run.results}
+    return Benchmark(name=store.path.stem, scale="as analysed", problem="(lossatlas.analyze calls)",
+                     description=f"The results stored in {store.path.name} by lossatlas.analyze calls (no benchmark "
+                                 "record): every subject as a variant, one row per stored minimum.",
+                     seeds=sorted(seeds), checkpoints=checkpoints, subjects=[{} for _ in store.subjects()],
+                     methods={label: m for label, m in methods.items() if label in used},
+                     report=ReportSettings(error=error), runs=tuple(runs))
 
 
-def _label(methods: dict[str, dict], method: str, params: dict) -> str:
+def _label(methods: dict[str, Method], method: str, params: dict) -> str:
     for label, known in methods.items():
-        if known == {"analyzer": method, "params": params}:
+        if known == Method(method, params):
             return label
-    count = sum(m["analyzer"] == method for m in methods.values())
+    count = sum(m.analyzer == method for m in methods.values())
     label = f"{method}-{count + 1}" if count else method
-    methods[label] = {"analyzer": method, "params": params}
+    methods[label] = Method(method, params)
     return label
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -22,6 +22,8 @@ from .collect import Study, is_finite
 
 SEED = 0
 RESAMPLES = 2000
+COLUMNS = ("measure", "against", "n", "n_minima", "kendall_tau", "spearman_rho", "p_value", "p_adjusted", "ci_low",
+           "ci_high", "permutations", "exact", "p_min", "cliffs_delta", "stable", "test", "note")  # comparison.csv
 
 
 @dataclass
@@ -42,7 +44,6 @@ class Association:
     exact: bool = False
     p_min: float = math.nan  # the smallest p the design allows (see stats.Test)
     cliffs_delta: float = math.nan  # the factor's high level against its low level, where it has two
-    stable: str = ""  # "yes" / "no": whether its verdicts hold over the [sensitivity] settings; "": not tested
     test: str = ""  # what the p-value permutes
     note: str = ""  # why a number is missing
 
@@ -62,21 +63,19 @@ class Association:
 
 
 def settings(study: Study) -> dict:
-    report = study.record["report"]
-    return {"correction": report.get("correction", "holm"),
-            "permutations": int(report.get("permutations", stats.PERMUTATIONS))}
+    report = study.record.report
+    return {"correction": report.correction, "permutations": int(report.permutations)}
 
 
 def factors(study: Study) -> list[str]:
     """The variant keys with two or more numeric levels, the report's factor first."""
-    first = study.record["report"].get("factor")
+    first = study.record.report.factor
     keys = ([first] if first in study.variant_keys else []) + [k for k in study.variant_keys if k != first]
     return [k for k in keys if len({code(r.get(k)) for r in study.rows} - {None}) >= 2]
 
 
 def measures(study: Study) -> list[str]:
-    report = study.record["report"]
-    targets = {report.get("error"), *study.variant_keys}
+    targets = {study.record.report.error, *study.variant_keys}
     return [c for c in study.model_columns + study.measure_columns if c not in targets]
 
 
@@ -85,7 +84,7 @@ def compare(study: Study) -> list[Association]:
     tests (the model's own columns -- train loss, test accuracy -- are shown for reference, with
     unadjusted p: they are not what the comparison tests), and the granulated tau against the error
     where two or more factors vary."""
-    error, keys = study.record["report"].get("error"), factors(study)
+    error, keys = study.record.report.error, factors(study)
     targets = ([error] if error else []) + keys
     found = [associate_in_design(study, column, target) for column in measures(study) for target in targets]
     adjust([a for a in found if a.measure in study.measure_columns], settings(study)["correction"])
@@ -179,14 +178,15 @@ def granulated(study: Study, column: str, error: str, keys: list[str]) -> Associ
     return out
 
 
-def comparison_csv(found: list[Association]) -> str:
+def comparison_csv(found: list[Association], stable: dict[str, str] | None = None) -> str:
+    """``stable``: measure -> "yes" / "no", whether its verdicts hold over the [sensitivity]
+    settings (``sensitivity.verdicts``); a measure not tested has an empty cell."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    names = [f.name for f in fields(Association)]
-    writer.writerow(names)
+    writer.writerow(COLUMNS)
     for association in found:
-        row = asdict(association)
-        writer.writerow([csv_cell(row[name]) for name in names])
+        row = {**asdict(association), "stable": (stable or {}).get(association.measure, "")}
+        writer.writerow([csv_cell(row[name]) for name in COLUMNS])
     return buffer.getvalue()
 
 

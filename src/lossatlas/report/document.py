@@ -8,6 +8,7 @@ import html
 import json
 from collections import Counter
 
+from ..record import Benchmark
 from .collect import Study, is_finite
 from .tables import Table, claims_table, timing_table
 
@@ -58,20 +59,20 @@ def sections(study: Study, store_name: str, evaluated: list[dict], per_variant: 
     record = study.record
     versions = ", ".join(f"{k} {v}" for k, v in sorted(study.versions.items()))
     variants = ", ".join(label for _, label in study.variants())
-    methods = "\n".join(f"  - `{label}`: {m['analyzer']} {json.dumps(m['params'], sort_keys=True)}"
-                        for label, m in record["methods"].items())
-    scale_note = ("These are the papers' settings." if record["scale"] == "paper" else
-                  f"This is the `{record['scale']}` scale: smaller data, shorter training and coarser sampling than "
+    methods = "\n".join(f"  - `{label}`: {m.analyzer}" + (f" ({m.reference})" if m.reference else "")
+                        + f" {json.dumps(m.params, sort_keys=True)}" for label, m in record.methods.items())
+    scale_note = ("These are the papers' settings." if record.scale == "paper" else
+                  f"This is the `{record.scale}` scale: smaller data, shorter training and coarser sampling than "
                   "the papers (see the settings above and the config's [scales.paper] for theirs), so an effect "
-                  "that does not show here is not refuted by it." if record["scale"] in ("smoke", "cpu") else
+                  "that does not show here is not refuted by it." if record.scale in ("smoke", "cpu") else
                   "No benchmark config: no factor and no claims; the measures are compared with each other and "
                   "with the error where the minima recorded one (each minimum's recipe is in the store).")
-    overview = (f"{record['description']}\n\n"
-                f"- Scale: `{record['scale']}`; problem `{record['problem']}`; store `{store_name}`\n"
+    overview = (f"{record.description}\n\n"
+                f"- Scale: `{record.scale}`; problem `{record.problem}`; store `{store_name}`\n"
                 f"- Variants ({len(study.variants())}): {variants}; shared parameters "
                 f"{json.dumps(_shared(record), sort_keys=True)}\n"
                 f"- {_minima_line(record, len(study.rows))}\n"
-                f"- Training recipe: {json.dumps(record['recipe'], sort_keys=True)}{_varied(record)}\n"
+                f"- Training recipe: {json.dumps(record.recipe, sort_keys=True)}{_varied(record)}\n"
                 f"- Methods:\n{methods}\n- Versions: {versions}\n\n{scale_note}")
     bad = non_finite(study)
     bad_text = ("Every metric is finite." if not bad else
@@ -80,7 +81,7 @@ def sections(study: Study, store_name: str, evaluated: list[dict], per_variant: 
     incomplete = []
     if missing:
         incomplete = [("Incomplete run", f"The run stopped before it finished: {len(missing)} of "
-                                         f"{len(record['subjects'])} variants have no results ({'; '.join(missing)}). "
+                                         f"{len(record.subjects)} variants have no results ({'; '.join(missing)}). "
                                          "Everything below covers only the variants that finished; rerun the same "
                                          "command to resume.")]
     return incomplete + [
@@ -123,23 +124,23 @@ tests in the table, and the unit it counts.
   per-variant means with Student's t intervals."""
 
 
-def _minima_line(record: dict, rows: int) -> str:
-    added = record.get("checkpoints", 0)
-    seeds = f"Seeds: {record['seeds']} (one trained minimum each)" if record["seeds"] else "No trained minima"
+def _minima_line(record: Benchmark, rows: int) -> str:
+    added = record.checkpoints
+    seeds = f"Seeds: {record.seeds} (one trained minimum each)" if record.seeds else "No trained minima"
     return seeds + (f"; {added} added checkpoint(s) (no training seed)" if added else "") + f"; {rows} minima in all"
 
 
-def missing_variants(record: dict) -> list[str]:
+def missing_variants(record: Benchmark) -> list[str]:
     """The planned variants without a finished run (a run killed half-way), as "key=value" labels."""
-    keys = list(record["variants"])
-    done = {json.dumps({key: run["variant"][key] for key in keys}, sort_keys=True) for run in record["runs"]}
-    planned = [{key: subject[key] for key in keys} for subject in record["subjects"]]
+    keys = list(record.variants)
+    done = {json.dumps({key: run.variant[key] for key in keys}, sort_keys=True) for run in record.runs}
+    planned = [{key: subject[key] for key in keys} for subject in record.subjects]
     return [", ".join(f"{key}={variant[key]}" for key in keys) or "(the only variant)" for variant in planned
             if json.dumps(variant, sort_keys=True) not in done]
 
 
 def title(study: Study) -> str:
-    return f"{study.record['name']} — lossatlas benchmark report"
+    return f"{study.record.name} — lossatlas benchmark report"
 
 
 def markdown(title: str, parts: list[tuple[str, object]], figures: list[str]) -> str:
@@ -171,9 +172,9 @@ def index_html(title: str, parts: list[tuple[str, object]], figures: list[str]) 
             f"<style>{style}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def _varied(record: dict) -> str:
+def _varied(record: Benchmark) -> str:
     """The recipe fields that training variants set per subject (each level trains its own minima)."""
-    varied = sorted({key for subject in record.get("subjects", []) for key in subject if key in record["recipe"]})
+    varied = sorted({key for subject in record.subjects for key in subject if key in record.recipe})
     return f"; per variant: {', '.join(varied)} (see the variants)" if varied else ""
 
 
@@ -199,9 +200,9 @@ def _paragraphs(text: str) -> str:
     return "\n".join(out)
 
 
-def _shared(record: dict) -> dict:
+def _shared(record: Benchmark) -> dict:
     """The problem parameters every subject has alike (a level's own settings are not shared)."""
-    subjects = record["subjects"]
+    subjects = record.subjects
     first = subjects[0] if subjects else {}
     return {k: v for k, v in first.items()
-            if k not in record["variants"] and all(k in s and s[k] == v for s in subjects)}
+            if k not in record.variants and all(k in s and s[k] == v for s in subjects)}

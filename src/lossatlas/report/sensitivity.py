@@ -56,7 +56,7 @@ class Stability:
 def analyse(study: Study) -> tuple[list[tuple[str, Association]], list[Stability]]:
     """(setting, association) for every measure of a ``[sensitivity]`` method, setting and target;
     and each measure's stability."""
-    error = study.record["report"].get("error")
+    error = study.record.report.error
     targets = ([error] if error else []) + factors(study)
     found, stabilities = [], []
     for label, settings in study.sensitivity.items():
@@ -74,6 +74,12 @@ def analyse(study: Study) -> tuple[list[tuple[str, Association]], list[Stability
             _spread(study, stability, rows_of)
             stabilities.append(stability)
     return found, stabilities
+
+
+def verdicts(stabilities: list[Stability]) -> dict[str, str]:
+    """measure -> "yes" / "no": whether its verdicts hold over the settings ("" where nothing could
+    be compared); the comparison marks the unstable ones (``comparison_csv``, ``comparison_table``)."""
+    return {s.measure: {True: "yes", False: "no", None: ""}[s.holds] for s in stabilities}
 
 
 def sensitivity_csv(found: list[tuple[str, Association]]) -> str:

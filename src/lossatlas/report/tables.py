@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import stats
+from ..record import Claim
 from .collect import Study, is_finite
 from .comparison import Association, adjust, associate, code, measures, samples, settings
 
@@ -74,12 +75,12 @@ def mean_std(values: list) -> str:
     return text + (f" ({bad} non-finite)" if bad and finite else "")
 
 
-def evaluate_claim(study: Study, claim: dict) -> dict:
+def evaluate_claim(study: Study, claim: Claim) -> dict:
     """Does the metric move with the factor the way the seed says? Kendall's tau gives the
     direction and its permutation p-value the strength (adjusted across the benchmark's claims by
     ``evaluate_claims``); with fewer than 3 observations the level means give the direction."""
-    factor, column = claim_factor(study, claim), claim["metric"]
-    rows = [r for r in study.rows if all(r.get(k) == v for k, v in claim.get("where", {}).items())]
+    factor, column = claim_factor(study, claim), claim.metric
+    rows = [r for r in study.rows if all(r.get(k) == v for k, v in claim.where.items())]
     out = {"claim": claim, "observed": "", "verdict": "", "association": None}
     if not any(column in r for r in rows):
         out["verdict"] = "not available (metric not computed)"
@@ -93,7 +94,7 @@ def evaluate_claim(study: Study, claim: dict) -> dict:
     for level in levels:
         values = [r[column] for r in observed if code(r[factor]) == level and is_finite(r.get(column))]
         means[level] = float(np.mean(values)) if values else float("nan")
-    fixed = set(claim.get("where", {}))
+    fixed = set(claim.where)
     others = [k for k in study.variant_keys if k != factor and k not in fixed
               and len({code(r.get(k)) for r in observed} - {None}) >= 2]
     out["association"] = associate(study, column, factor, rows, within=others)
@@ -111,7 +112,7 @@ def _verdict(found: dict) -> str:
     else:
         first, last = found["means"]
         sign = np.sign(last - first) if math.isfinite(first) and math.isfinite(last) else 0.0
-    wanted = 1.0 if claim["direction"] == "increasing" else -1.0
+    wanted = 1.0 if claim.direction == "increasing" else -1.0
     strength = (f"p={association.p_value:.2g}, adjusted {association.p_adjusted:.2g}" if association.defined
                 else association.note)
     if association.defined and association.p_min >= SIGNIFICANCE:
@@ -125,8 +126,8 @@ def _verdict(found: dict) -> str:
     return f"same direction, not significant ({strength})"
 
 
-def claim_factor(study: Study, claim: dict) -> str:
-    return claim.get("factor", study.record["report"]["factor"])
+def claim_factor(study: Study, claim: Claim) -> str | None:
+    return study.record.report.claim_factor(claim)
 
 
 def _level_text(study: Study, factor: str, level: float) -> str:
@@ -155,13 +156,13 @@ def variant_table(study: Study) -> Table:
              "† one value per variant: computed from all its minima together (the barcode of minima).",
              "train_* = the landscape's own data (the training set or the PINN's collocation points); "
              "time.* = wall-clock seconds per minimum or per run, as stored."]
-    return Table(f"{study.record['name']} ({study.record['scale']} scale): metrics per variant", header, rows, notes)
+    return Table(f"{study.record.name} ({study.record.scale} scale): metrics per variant", header, rows, notes)
 
 
 def evaluate_claims(study: Study) -> list[dict]:
     """Every claim of the benchmark, its p-value adjusted across the claims (one family: the
     hypotheses the config states in advance; the correction of ``[report] correction``)."""
-    evaluated = [evaluate_claim(study, claim) for claim in study.record["report"].get("claims", [])]
+    evaluated = [evaluate_claim(study, claim) for claim in study.record.report.claims]
     tested = [found["association"] for found in evaluated if found["association"] is not None]
     adjust(tested, settings(study)["correction"])
     for found in evaluated:
@@ -172,12 +173,14 @@ def evaluate_claims(study: Study) -> list[dict]:
     return evaluated
 
 
-def comparison_table(study: Study, evaluated: list[dict], found: list[Association]) -> Table:
-    """``evaluated``: ``evaluate_claims(study)``; ``found``: ``compare(study)``, one cell per target."""
-    report = study.record["report"]
+def comparison_table(study: Study, evaluated: list[dict], found: list[Association],
+                     stable: dict[str, str] | None = None) -> Table:
+    """``evaluated``: ``evaluate_claims(study)``; ``found``: ``compare(study)``, one cell per target;
+    ``stable``: measure -> "yes" / "no" over the [sensitivity] settings (``sensitivity.verdicts``)."""
+    report = study.record.report
     claims: dict[str, list[dict]] = {}
     for claim in evaluated:
-        claims.setdefault(claim["claim"]["metric"], []).append(claim)
+        claims.setdefault(claim["claim"].metric, []).append(claim)
     targets = list(dict.fromkeys(a.against for a in found))
     cells = {(a.measure, a.against): a for a in found}
     two_level = [t for t in targets if t in study.variant_keys and any(not math.isnan(a.cliffs_delta)
@@ -185,7 +188,7 @@ def comparison_table(study: Study, evaluated: list[dict], found: list[Associatio
     header = ["measure"] + [f"vs {t}" for t in targets] + [f"Cliff's δ ({t})" for t in two_level] + \
         ["paper claim", "verdict"]
     rows = []
-    unstable = {a.measure for a in found if a.stable == "no"}
+    unstable = {measure for measure, holds in (stable or {}).items() if holds == "no"}
     for column in measures(study):
         row = [study.display(column) + (" (unstable)" if column in unstable else "")]
         row += [cells[(column, t)].text() for t in targets]
@@ -196,7 +199,7 @@ def comparison_table(study: Study, evaluated: list[dict], found: list[Associatio
         rows.append(row)
     correction = {"holm": "Holm's step-down (family-wise)", "bh": "Benjamini-Hochberg (false discovery rate)"}
     n_tests = sum(1 for a in found if not math.isnan(a.p_adjusted))
-    against = f"against the variant's mean {report['error']}" if report.get("error") else "(no error column)"
+    against = f"against the variant's mean {report.error}" if report.error else "(no error column)"
     notes = [f"Unit of replication: the variant. Against the error, Kendall's τ (tau-b) of the variant means "
              f"(each the mean over its seeds) {against}: seeds of one variant share its offsets and are averaged, "
              "not counted. Against a factor (coded as its values; booleans false=0, true=1), within the levels of "
@@ -219,7 +222,7 @@ def comparison_table(study: Study, evaluated: list[dict], found: list[Associatio
     if study.sensitivity:
         notes.append("(unstable): the sign of τ against the error or a factor changes between the nuisance settings "
                      "of [sensitivity], or a setting reverses the order of the variants (see that section).")
-    return Table(f"{study.record['name']} ({study.record['scale']} scale): method comparison", header, rows, notes)
+    return Table(f"{study.record.name} ({study.record.scale} scale): method comparison", header, rows, notes)
 
 
 def ranking_table(study: Study, found: list[Association]) -> Table | None:
@@ -228,7 +231,7 @@ def ranking_table(study: Study, found: list[Association]) -> Table | None:
     granulated = [a for a in found if "(granulated over" in a.against and "." in a.measure]
     if not granulated:
         return None
-    error = study.record["report"]["error"]
+    error = study.record.report.error
     plain = {a.measure: a for a in found if a.against == error}
     ranked = sorted(granulated, key=lambda a: (not a.defined, -abs(a.kendall_tau) if a.defined else 0, a.measure))
     rows = []
@@ -250,7 +253,7 @@ def ranking_table(study: Study, found: list[Association]) -> Table | None:
              "conditional on the settings: it shows how much seed noise moves the granulated τ, not how τ would vary "
              "over other settings. The granulated τ has no permutation p here (see the method comparison for the "
              "plain τ over variants, its p and its adjusted p)."]
-    return Table(f"{study.record['name']} ({study.record['scale']} scale): which measure tracks {error}", header, rows,
+    return Table(f"{study.record.name} ({study.record.scale} scale): which measure tracks {error}", header, rows,
                  notes)
 
 
@@ -263,7 +266,7 @@ def claims_table(study: Study, evaluated: list[dict]) -> Table:
     rows = []
     for found in evaluated:
         claim = found["claim"]
-        rows.append([claim["text"], claim.get("source", ""), _claim_text(claim, claim_factor(study, claim)),
+        rows.append([claim.text, claim.source, _claim_text(claim, claim_factor(study, claim)),
                      found["observed"] or "–",
                      found["verdict"]])
     notes = []
@@ -272,7 +275,7 @@ def claims_table(study: Study, evaluated: list[dict]) -> Table:
                      "observations that agree on them, and its permutation p shuffles the claim's factor only "
                      "among those (exact where the orders number at most 40 320): the claim is tested with the "
                      "other factors held fixed, as a blocked design. The level means pool over them.")
-    return Table(f"{study.record['name']} ({study.record['scale']} scale): the papers' claims",
+    return Table(f"{study.record.name} ({study.record.scale} scale): the papers' claims",
                  ["claim", "source", "expected", "observed", "verdict"], rows, notes)
 
 
@@ -294,9 +297,9 @@ def timing_table(study: Study) -> Table:
                                                                                    "mean s per run"], rows)
 
 
-def _claim_text(claim: dict, factor: str | None) -> str:
-    where = ", ".join(f"{k}={v}" for k, v in claim.get("where", {}).items())
-    return f"{ARROW[claim['direction']]} with {factor}" + (f" ({where})" if where else "")
+def _claim_text(claim: Claim, factor: str | None) -> str:
+    where = ", ".join(f"{k}={v}" for k, v in claim.where.items())
+    return f"{ARROW[claim.direction]} with {factor}" + (f" ({where})" if where else "")
 
 
 _TEX = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#", "_": "\\_", "{": "\\{",

@@ -1,0 +1,129 @@
+"""A benchmark as one flat list of jobs run by one loop: one progress step per job, every subject
+built once, every method's parameters checked once (``lossatlas run --check`` and the run share the
+check), and a method table that names an Analyzer of the user's own (``"package.module:Class"``)."""
+import csv
+import json
+
+import h5py
+import pytest
+
+from lossatlas import harness, problems
+from lossatlas.analyzer import Analyzer
+from lossatlas.cli import main
+from lossatlas.errors import ConfigError
+from lossatlas.record import Method
+
+_PLUGIN = "plugins.gradient_norm:GradientNorm"  # tests/plugins, on the path (conftest.py)
+_CONFIG = {"name": "jobs", "problem": "three_hump_camel", "seeds": [0, 1], "variants": {"lr": [0.01, 0.02]},
+           "minima": {"momentum": 0.0, "epochs": 1, "steps_per_epoch": 20},
+           "methods": {"hessian": {"k": 1}, "loss-barcode": {"n_minima": 2, "curve_epochs": 1, "n_eval": 5},
+                       "gn": {"analyzer": _PLUGIN}},
+           "sensitivity": {"gn": {"scale": [1.0, 2.0]}}}  # scale 1.0 is the method's own: not rerun
+_TOML = f"""
+name = "jobs"
+problem = "three_hump_camel"
+seeds = [0, 1]
+[variants]
+lr = [0.01, 0.02]
+[minima]
+momentum = 0.0
+epochs = 1
+steps_per_epoch = 20
+[methods.hessian]
+k = 1
+[methods.loss-barcode]
+n_minima = 2
+curve_epochs = 1
+n_eval = 5
+[methods.gn]
+analyzer = "{_PLUGIN}"
+[sensitivity.gn]
+scale = [1.0, 2.0]
+"""
+
+
+def test_a_plan_expands_into_one_flat_list_of_jobs():
+    plan = harness.plan(_CONFIG, "smoke")
+    jobs = harness.jobs(plan)
+    assert len(jobs) == 2 * 8 and {job.subject for job in jobs[:8]} == {0} and {job.subject for job in jobs[8:]} == {1}
+    assert [job.stage("camel") for job in jobs[:8]] == [
+        "camel minima", "camel hessian @ minimum 0", "camel gn @ minimum 0", "camel hessian @ minimum 1",
+        "camel gn @ minimum 1", "camel loss-barcode", "camel gn [scale=2.0] @ minimum 0",
+        "camel gn [scale=2.0] @ minimum 1"]
+    assert plan.methods["gn"] == Method("gradient-norm", {}, reference=_PLUGIN)  # filed under its own name
+    assert plan.analyzer("gn", "scale=2.0", minimum=1).get_params() == {"at": "minimum", "minimum": 1, "scale": 2.0}
+
+
+def test_a_run_builds_each_subject_once_checks_each_method_once_and_counts_one_step_per_job(tmp_path, monkeypatch):
+    built, checked, bars = [], [], []
+    build, from_params = problems.build, Analyzer.from_params.__func__
+
+    def counted_build(problem, **params):
+        built.append(params.get("device"))
+        return build(problem, **params)
+
+    def counted_from_params(cls, params):
+        checked.append(cls.name)
+        return from_params(cls, params)
+
+    class Bar:
+        def __init__(self, total, **options):
+            self.total, self.steps = total, 0
+            bars.append(self)
+
+        def update(self, n):
+            self.steps += n
+
+        def set_postfix_str(self, text):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(problems, "build", counted_build)
+    monkeypatch.setattr(Analyzer, "from_params", classmethod(counted_from_params))
+    monkeypatch.setattr(harness, "progress_bar", Bar)
+    config = tmp_path / "jobs.toml"
+    config.write_text(_TOML)
+    assert main(["run", str(config), "--scale", "smoke", "--out", str(tmp_path / "out"), "--figures", "draft",
+                 "--device", "cpu"]) == 0
+    assert built == ["cpu", "cpu"]  # two subjects, each built once: for the checks, and kept for the run
+    assert sorted(checked) == ["gradient-norm"] * 3 + ["hessian", "loss-barcode"]  # the tables, scale 1.0 and 2.0
+    assert [(bar.total, bar.steps) for bar in bars] == [(16, 16)]
+    folder = tmp_path / "out" / "jobs_smoke"
+    with open(folder / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 and all(float(row["gn.gradient_norm"]) >= 0 for row in rows)
+    assert (folder / "figures" / "compare_gn_gradient.png").is_file()
+    assert f"`gn`: gradient-norm ({_PLUGIN})" in (folder / "report.md").read_text()
+    with h5py.File(tmp_path / "out" / "jobs_smoke.h5", "r") as file:
+        record = json.loads(file["benchmarks/jobs_smoke"].attrs["record"])
+    assert record["record_version"] == 1 and record["methods"]["gn"]["reference"] == _PLUGIN
+    assert [set(run["sensitivity"]["gn"]) for run in record["runs"]] == [{"scale=2.0"}] * 4
+    monkeypatch.undo()
+    assert main(["report", str(tmp_path / "out" / "jobs_smoke.h5"), "--out", str(tmp_path / "again"),
+                 "--figures", "none"]) == 0
+    for name in ("metrics.csv", "comparison.csv", "table.md", "sensitivity.csv"):
+        assert (tmp_path / "again" / name).read_text() == (folder / name).read_text(), name
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"analyzer": _PLUGIN, "scale": 0}, "The 'scale' parameter of GradientNorm must be a float in (0, inf). Got 0."),
+    ({"analyzer": _PLUGIN, "scael": 1.0}, "Unknown parameter(s) ['scael'] for method 'gradient-norm'"),
+    ({"analyzer": "lossatlas.store:Store"}, "Method 'lossatlas.store:Store' is not an Analyzer"),
+    ({"analyzer": "plugins.gradient_norm:Nope"}, "Method 'plugins.gradient_norm:Nope' could not be loaded"),
+])
+def test_a_users_own_analyzer_is_checked_like_a_registered_one(table, message):
+    with pytest.raises(ConfigError) as err:
+        harness.plan({**_CONFIG, "methods": {"gn": table}, "sensitivity": {}}, "smoke")
+    assert message in str(err.value)
+
+
+def test_every_scale_of_a_config_is_checked_against_its_declaration():
+    with pytest.raises(ConfigError, match=r"Unknown key\(s\) \['seed'\] for config \[scales.paper\]"):
+        harness.plan({**_CONFIG, "scales": {"paper": {"seed": [1]}}}, "smoke")
+    with pytest.raises(ConfigError, match=r"The 'seeds' parameter of config \[scales.paper\] must be a non-empty "
+                                          r"list of distinct values"):
+        harness.plan({**_CONFIG, "scales": {"paper": {"seeds": [1, 1]}}}, "smoke")
+    with pytest.raises(ConfigError, match="config needs a top-level 'problem' key"):
+        harness.plan({"name": "x"}, "smoke")

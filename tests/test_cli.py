@@ -3,7 +3,7 @@ import json
 import h5py
 import pytest
 
-from lossatlas import Store
+from lossatlas import Store, StoreError
 from lossatlas.cli import main
 
 _CONFIG = """
@@ -153,6 +153,22 @@ def test_methods_and_bad_store(tmp_path, capsys):
     (tmp_path / "x.h5").write_bytes(b"nope")
     assert main(["inspect", str(tmp_path / "x.h5")]) == 2
     assert "corrupt or truncated" in capsys.readouterr().err
+
+
+def test_inspect_shows_a_store_that_holds_a_foreign_node_and_marks_the_node(tmp_path, capsys):
+    """The store a run refuses is the one inspect must open: it reads it unvalidated, read only."""
+    path = tmp_path / "s.h5"
+    with Store(path) as store:
+        store.add_subject("f", {"kind": "function"}, [0.0, 0.0], [])
+    with h5py.File(path, "a") as file:
+        file.create_group("subjects/f/extra").attrs.update({"encoding-type": "extra", "encoding-version": "7"})
+    with pytest.raises(StoreError, match="subjects/f/extra"):
+        Store(path, "r")
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    (marked,) = [line for line in out.splitlines() if "NOT READABLE" in line]
+    assert marked.strip().startswith("extra/") and "is a 'extra' node of encoding-version '7'" in marked
+    assert "encoding-type=subject" in out and "theta0" in out
 
 
 def test_methods_run_at_every_minimum(tmp_path, capsys):

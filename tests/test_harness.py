@@ -1,8 +1,11 @@
 """A benchmark as one flat list of jobs run by one loop: one progress step per job, every subject
-built once, every method's parameters checked once (``lossatlas run --check`` and the run share the
-check), and a method table that names an Analyzer of the user's own (``"package.module:Class"``)."""
+built once for the checks and once for the run and held one at a time, every method's parameters
+checked once (``lossatlas run --check`` and the run share the check), and a method table that names
+an Analyzer of the user's own (``"package.module:Class"``)."""
 import csv
+import gc
 import json
+import weakref
 
 import h5py
 import pytest
@@ -55,12 +58,15 @@ def test_a_plan_expands_into_one_flat_list_of_jobs():
 
 
 def test_a_run_builds_each_subject_once_checks_each_method_once_and_counts_one_step_per_job(tmp_path, monkeypatch):
-    built, checked, bars = [], [], []
+    built, alive, checked, bars = [], [], [], []
     build, from_params = problems.build, Analyzer.from_params.__func__
 
     def counted_build(problem, **params):
-        built.append(params.get("device"))
-        return build(problem, **params)
+        gc.collect()
+        alive.append(sum(ref() is not None for _, ref in built))  # subjects still held when one more is built
+        subject = build(problem, **params)
+        built.append((params.get("device"), weakref.ref(subject)))
+        return subject
 
     def counted_from_params(cls, params):
         checked.append(cls.name)
@@ -87,7 +93,10 @@ def test_a_run_builds_each_subject_once_checks_each_method_once_and_counts_one_s
     config.write_text(_TOML)
     assert main(["run", str(config), "--scale", "smoke", "--out", str(tmp_path / "out"), "--figures", "draft",
                  "--device", "cpu"]) == 0
-    assert built == ["cpu", "cpu"]  # two subjects, each built once: for the checks, and kept for the run
+    gc.collect()
+    assert all(ref() is None for _, ref in built)  # the last one too, after its last job
+    # two subjects, each built once for the checks and once for the run, and released after each
+    assert [device for device, _ in built] == ["cpu"] * 4 and alive == [0] * 4
     assert sorted(checked) == ["gradient-norm"] * 3 + ["hessian", "loss-barcode"]  # the tables, scale 1.0 and 2.0
     assert [(bar.total, bar.steps) for bar in bars] == [(16, 16)]
     folder = tmp_path / "out" / "jobs_smoke"
@@ -105,6 +114,28 @@ def test_a_run_builds_each_subject_once_checks_each_method_once_and_counts_one_s
                  "--figures", "none"]) == 0
     for name in ("metrics.csv", "comparison.csv", "table.md", "sensitivity.csv"):
         assert (tmp_path / "again" / name).read_text() == (folder / name).read_text(), name
+
+
+def test_the_check_builds_every_subject_of_every_config_one_at_a_time(tmp_path, monkeypatch, capsys):
+    """``lossatlas run`` checks every config before any work: holding their subjects meanwhile would
+    hold all their data at once (and GPU memory that later memory checks read as taken)."""
+    built, alive = [], []
+    build = problems.build
+
+    def counted_build(problem, **params):
+        gc.collect()
+        alive.append(sum(ref() is not None for ref in built))
+        subject = build(problem, **params)
+        built.append(weakref.ref(subject))
+        return subject
+
+    monkeypatch.setattr(problems, "build", counted_build)
+    configs = [tmp_path / "a.toml", tmp_path / "b.toml"]
+    for config in configs:
+        config.write_text(_TOML.replace('name = "jobs"', f'name = "{config.stem}"'))
+    assert main(["run", *map(str, configs), "--scale", "smoke", "--check", "--device", "cpu"]) == 0
+    assert "config OK" in capsys.readouterr().out
+    assert len(built) == 4 and alive == [0] * 4
 
 
 @pytest.mark.parametrize("table, message", [

@@ -333,3 +333,17 @@ def test_the_report_lays_out_a_plugins_views_as_they_are_declared(tmp_path, monk
     assert profiles[0].get_ylim() == profiles[1].get_ylim()
     variants = [figure for name, figure in figures.items() if name.startswith("variant_")]
     assert len(variants) == 2 and all(sorted(ax.name for ax in f.axes) == ["3d", "rectilinear"] for f in variants)
+
+
+def test_an_older_drawer_asking_for_a_shared_colour_scale_still_defines_its_analyzer():
+    """Drawers once declared ``shared = "colour"`` as an attribute, read from a "loss_grid" the
+    composer knew; the plugin still loads, warned, with a colour scale of its own."""
+    from lossatlas.analyzer import Analyzer
+
+    def draw(ax, result):
+        pass
+
+    draw.shared = "colour"
+    with pytest.warns(DeprecationWarning, match="limits_of"):
+        cls = type("OldStyle", (Analyzer,), {"name": "old-style", "scope": "subject", "views": {"grid": draw}})
+    assert cls.views["grid"].shared is None and cls.views["grid"].draw is draw

@@ -129,3 +129,28 @@ def test_a_cold_analyze_imports_only_the_analyzer_it_runs():
             "print(sorted(m for m in sys.modules if m.startswith('lossatlas.methods.')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "['lossatlas.methods.hessian']"
+
+
+def test_a_broken_duplicate_falls_back_to_the_one_that_loads():
+    registry = Registry([_point("gradient-norm", "no_such_module:Nothing"),
+                         _point("gradient-norm", "plugins.gradient_norm:GradientNorm")])
+    with pytest.warns(UserWarning, match="failed to load"):
+        assert registry.get("gradient-norm") is GradientNorm
+
+
+def test_a_users_own_class_needs_a_name_of_its_own():
+    """Results are filed under the class's name: an empty one cannot be stored, and an installed
+    analyzer's name would hand back that analyzer's stored results."""
+    import types
+
+    module = types.ModuleType("own_analyzers")
+    module.Nameless = type("Nameless", (GradientNorm,), {"name": ""})
+    module.Impostor = type("Impostor", (GradientNorm,), {"name": "hessian"})
+    sys.modules["own_analyzers"] = module
+    try:
+        with pytest.raises(ConfigError, match="needs a name of its own"):
+            Registry([]).get("own_analyzers:Nameless")
+        with pytest.raises(ConfigError, match="named 'hessian', as the installed analyzer .*Hessian is"):
+            Registry([]).get("own_analyzers:Impostor")
+    finally:
+        del sys.modules["own_analyzers"]

@@ -210,3 +210,47 @@ def test_a_version_2_node_without_what_version_2_always_carries_is_damaged(copy,
         del file[node].attrs[attr]
     with Store(copy, "r") as store, pytest.raises(StoreError, match=f"{copy}.*{message}"):
         _read(store)
+
+
+def test_a_benchmark_record_that_cannot_be_written_leaves_the_earlier_one(copy):
+    with Store(copy) as store:
+        with pytest.raises(TypeError):
+            store.write_benchmark("study", {"keys": [object()]})  # not JSON: fails while serialising
+        assert store.read_benchmark("study") == {"keys": ["k"]}
+    with Store(copy, "r") as store:
+        assert store.read_benchmark("study") == {"keys": ["k"]}
+
+
+def test_a_damaged_earlier_benchmark_record_is_a_store_error_and_stays(copy):
+    with h5py.File(copy, "a") as file:
+        del file["benchmarks/study"].attrs["created"]
+    with Store(copy) as store, pytest.raises(StoreError, match=r":/benchmarks/study is damaged: its created"):
+        store.write_benchmark("study", {"keys": ["k2"]})
+    with h5py.File(copy, "r") as file:
+        assert file["benchmarks/study"].attrs["record"] == '{"keys":["k"]}'
+
+
+def test_a_store_with_a_foreign_node_opens_unvalidated_read_only_and_its_tree_marks_it(copy):
+    with h5py.File(copy, "a") as file:
+        file.create_group("subjects/f/holograms/inner").attrs.update({"encoding-type": "hologram"})
+        file["subjects/f/holograms"].attrs.update({"encoding-type": "hologram", "encoding-version": "1"})
+    before = _digest(copy)
+    with pytest.raises(StoreError, match="holograms"):
+        Store(copy, "r")
+    with pytest.raises(StoreError, match="read only"):
+        Store(copy, "a", validate=False)
+    with Store(copy, "r", validate=False) as store:
+        lines = store.tree().splitlines()
+    marked = [line for line in lines if "NOT READABLE" in line]
+    assert len(marked) == 1 and marked[0].strip().startswith("holograms/")  # what lies inside is not marked again
+    assert "is a 'hologram' node of encoding-version '1' inside a 'subject' node" in marked[0]
+    assert any(line.strip().startswith("inner/") for line in lines) and any("minima/" in line for line in lines)
+    assert _digest(copy) == before
+
+
+def test_registration_reads_the_stored_subject_through_its_encoding(copy):
+    """A stored subject whose config no longer matches its checksum is damage, not another config."""
+    with h5py.File(copy, "a") as file:
+        file["subjects/f"].attrs["config"] = '{"kind":"other"}'
+    with Store(copy) as store, pytest.raises(StoreError, match=r":/subjects/f is damaged"):
+        store.add_subject("f", {"kind": "function"}, np.zeros(2), np.zeros(0))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
@@ -117,8 +118,13 @@ def as_view(declared) -> View:
     ``shared`` and ``limits_of`` attributes (the older way to declare them) are kept."""
     if isinstance(declared, View):
         return declared
-    return view(declared, getattr(declared, "projection", None), getattr(declared, "shared", None),
-                getattr(declared, "limits_of", None))
+    shared, limits_of = getattr(declared, "shared", None), getattr(declared, "limits_of", None)
+    if shared == "colour" and limits_of is None:  # the older way read a "loss_grid" it cannot know of
+        warnings.warn(f"The view {getattr(declared, '__name__', declared)!r} asks for a shared colour scale without "
+                      "saying where to read it: declare it as view(draw, shared='colour', limits_of=...). Drawn "
+                      "with a colour scale of its own.", DeprecationWarning, stacklevel=3)
+        shared = None
+    return view(declared, getattr(declared, "projection", None), shared, limits_of)
 
 
 # Type checkers then see each subclass's keyword-only, frozen constructor. ``param`` is not named a

@@ -12,9 +12,12 @@ and a rerun resumes where a killed one stopped. Configs are read and checked by 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import time
 from dataclasses import dataclass
+
+import torch
 
 from . import memory, problems
 from .analysis import analyze
@@ -25,7 +28,7 @@ from .record import Benchmark, Run
 from .samplers import train_minima
 from .store import _check_name
 
-__all__ = ["Job", "Plan", "Subjects", "check_subjects", "execute", "jobs", "load", "plan"]
+__all__ = ["Job", "Plan", "check_subjects", "execute", "jobs", "load", "plan"]
 log = logging.getLogger("lossatlas.harness")
 
 
@@ -64,33 +67,18 @@ def jobs(plan: Plan) -> list[Job]:
     return out
 
 
-class Subjects:
-    """The subjects of a plan, each built once -- on the plan's device, when first asked for -- and
-    checked then against every method; ``release`` drops one whose jobs are done."""
-
-    def __init__(self, plan: Plan):
-        self.plan = plan
-        self._built: dict[int, tuple] = {}
-
-    def get(self, index: int) -> tuple:
-        """(subject, the recipe that trains its minima) of ``plan.subjects[index]``."""
-        if index not in self._built:
-            self._built[index] = _build(self.plan, self.plan.subjects[index])
-        return self._built[index]
-
-    def release(self, index: int) -> None:
-        self._built.pop(index, None)
-
-
-def check_subjects(plan: Plan) -> Subjects:
+def check_subjects(plan: Plan) -> None:
     """Build every subject (a missing dataset fails here) and check every method against it, so
     what needs the subject (directions="axes" needs 2 parameters, the pyhessian backend a plain
-    criterion, the memory a method needs) is rejected before any minimum is trained. The run takes
-    the subjects as they are (``execute(..., subjects=...)``)."""
-    subjects = Subjects(plan)
-    for index in range(len(plan.subjects)):
-        subjects.get(index)
-    return subjects
+    criterion, the memory a method needs) is rejected before any minimum is trained.
+
+    One subject at a time, each released before the next is built: ``lossatlas run`` checks every
+    config before any work, and subjects kept for the run would hold their data (on a GPU, memory
+    that the later memory checks would read as taken) through all of it. So a subject is built
+    twice -- here, and by ``execute`` when its first job starts -- and never held twice at once."""
+    for params in plan.subjects:
+        _build(plan, params)
+        _release()
 
 
 def _build(plan: Plan, params: dict) -> tuple:
@@ -103,6 +91,15 @@ def _build(plan: Plan, params: dict) -> tuple:
         raise ConfigError(f"Problem {plan.problem!r} with {params}: {err}") from None
     _check_methods(plan, subject)
     return subject, recipe
+
+
+def _release() -> None:
+    """Return the memory of a subject just dropped: collected now (a model's reference cycles would
+    keep it until the collector runs), and on a GPU handed back by torch's caching allocator, whose
+    cached blocks the next memory check (free GPU memory) would otherwise count as taken."""
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _check_methods(plan: Plan, subject) -> None:
@@ -121,17 +118,18 @@ def _check_methods(plan: Plan, subject) -> None:
                               f"benchmark trains {len(plan.seeds)} (seeds {plan.seeds}). Add seeds.")
 
 
-def execute(plan: Plan, store, progress: bool = True, subjects: Subjects | None = None) -> Benchmark:
+def execute(plan: Plan, store, progress: bool = True) -> Benchmark:
     """Run every job of ``plan`` (``jobs``); returns the benchmark record, which is also written to
-    the store after each subject. ``subjects``: those ``check_subjects`` built (default: built here,
-    each when its first job starts). Independent work inside a job runs on the current executor
-    (``lossatlas.executor``)."""
-    subjects = Subjects(plan) if subjects is None else subjects
+    the store after each subject. A subject is built (and checked, as ``check_subjects`` does) when
+    its first job starts and released after its last: one subject is held at a time. Independent
+    work inside a job runs on the current executor (``lossatlas.executor``)."""
     todo = jobs(plan)
     record, runs = plan.to_record(), []
+    subject = recipe = None
     overall = progress_bar(total=len(todo), desc=plan.record_name, enabled=progress, leave=True, position=0)
     for number, job in enumerate(todo):
-        subject, recipe = subjects.get(job.subject)
+        if subject is None:  # the subject's first job (a subject's jobs are consecutive)
+            subject, recipe = _build(plan, plan.subjects[job.subject])
         stage = job.stage(subject.name)
         overall.set_postfix_str(stage)
         start = time.perf_counter()
@@ -149,7 +147,8 @@ def execute(plan: Plan, store, progress: bool = True, subjects: Subjects | None 
         if number + 1 == len(todo) or todo[number + 1].subject != job.subject:  # the subject's last job
             record = dataclasses.replace(record, runs=record.runs + tuple(runs))
             store.write_benchmark(plan.record_name, record.to_dict())
-            subjects.release(job.subject)
+            subject = recipe = None
+            _release()
     overall.close()
     return record
 

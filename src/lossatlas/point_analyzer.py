@@ -2,9 +2,11 @@
 
 The Hessian, its per-layer blocks, sharpness, the jump-and-retrain runs and the merge tree's grid
 all start the same way: parameters ``at`` ("minimum" or "theta0") and ``minimum`` (which stored
-minimum), declared as ``Point`` declares them; a ``Point`` request for them (alone, or inside the
-sample built around it); and a refusal, before any work is stored, of a point whose loss is not
-finite. ``PointAnalyzer`` declares that once.
+minimum), declared as ``Point`` declares them, and a ``Point`` request for them (alone, or inside
+the sample built around it: the grid and the jump-and-retrain runs override ``requests``). Those
+that differentiate the loss at the point (Hessian, per-layer Hessian, sharpness) refuse, before
+any work is stored, a point whose loss is not finite (``finite_loss``). ``PointAnalyzer``
+declares that once.
 """
 from __future__ import annotations
 

@@ -62,37 +62,31 @@ class Registry:
 
     def _load(self, name: str, strict: bool) -> object | None:
         """The object registered as ``name``: the first entry point of that name that loads and is
-        valid (later duplicates are ignored with a warning). ``strict``: a ConfigError, not a warning,
-        when none loads."""
+        valid (later duplicates are ignored with a warning, broken ones skipped). ``strict`` (the
+        user asked for this name): a ConfigError saying why when none is valid, else warnings."""
         if name in self._loaded:
             return self._loaded[name]
-        points = [point for point in self._points if point.name == name]
-        found, failures = None, []
-        for point in points:
+        found, errors = None, []
+        for point in (point for point in self._points if point.name == name):
             if found is not None:
                 warnings.warn(f"lossatlas: two {self._noun}s named {name!r}; keeping "
-                              f"{getattr(found, '__module__', '?')},"
-                              f" ignoring {point.value}.", stacklevel=3)
-                continue
-            if strict:  # the user asked for this one: why it cannot be had is an error
-                obj = _loaded(name, self._kind, point.load)
-                problem = self._accept(name, obj)
-                if problem is not None:
-                    raise ConfigError(f"{self._kind.capitalize()} {name!r} {problem}.")
-                found = obj
+                              f"{getattr(found, '__module__', '?')}, ignoring {point.value}.", stacklevel=3)
                 continue
             try:
-                obj = point.load()
-            except Exception as err:  # noqa: BLE001 - a broken plugin must not break the others
-                failures.append(f"{self._noun} {name!r} ({point.value}) failed to load: {err!r}")
+                obj = _loaded(name, self._kind, point.load)
+            except ConfigError as err:
+                errors.append((err, f"{self._noun} {name!r} ({point.value}) failed to load: {err.__cause__!r}"))
                 continue
             problem = self._accept(name, obj)
             if problem is not None:
-                failures.append(f"{self._noun} {name!r} ({point.value}) {problem}; skipped")
+                errors.append((ConfigError(f"{self._kind.capitalize()} {name!r} {problem}."),
+                               f"{self._noun} {name!r} ({point.value}) {problem}; skipped"))
                 continue
             found = obj
-        for failure in failures:
-            warnings.warn(f"lossatlas: {failure}", stacklevel=3)
+        if found is None and errors and strict:
+            raise errors[0][0]
+        for _, warning in errors:
+            warnings.warn(f"lossatlas: {warning}", stacklevel=3)
         if found is not None:
             self._loaded[name] = found
         return found
@@ -129,8 +123,27 @@ def _analyzer_problem(name: str, cls: object) -> str | None:
         return "is not an Analyzer"
     if cls.scope not in SCOPES or (cls.scope == "minimum" and "minimum" not in cls.defaults()):
         return (f"has scope {cls.scope!r}; it must be one of {SCOPES}, and 'minimum' needs a 'minimum' parameter")
-    if cls.name != name and ":" not in name:
+    if ":" in name:  # the user's own class: its name files its results in the store
+        return _own_name_problem(cls)
+    if cls.name != name:
         warnings.warn(f"lossatlas: entry point {name!r} loads an analyzer named {cls.name!r}.", stacklevel=4)
+    return None
+
+
+def _own_name_problem(cls: type) -> str | None:
+    """A user's class must have a name of its own: results are stored under it, and a name an
+    installed analyzer has would return that analyzer's stored results as this one's."""
+    from .errors import StoreError
+    from .store import _check_name
+
+    try:
+        _check_name(cls.name, "analyzer")
+    except StoreError as err:
+        return f"needs a name of its own (its class attribute `name`): {err}"
+    taken = default().find(cls.name) if cls.name in default().names() else None
+    if taken is not None and taken is not cls:
+        return (f"is named {cls.name!r}, as the installed analyzer {taken.__module__}.{taken.__name__} is: give it a "
+                "name of its own")
     return None
 
 

@@ -20,7 +20,6 @@ parameters (Hessian, sharpness, ...) refuse it with a ConfigError.
 """
 from __future__ import annotations
 
-import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,7 +187,7 @@ def load_surface(store, name: str) -> SurfaceSubject:
         raise StoreError(f"{store.path} holds no imported surface {name!r}; its subjects: {store.subjects()}.")
     path = f"subjects/{name}/surface"
     arrays = store.read_header(path)
-    source = json.loads(store.file[path].attrs["config"]).get("source", "")
+    source = store.sample_config(path).get("source", "")
     return SurfaceSubject(name, arrays["x"], arrays["y"], arrays["loss"], arrays.get("accuracy"),
                           source=source, quantity=config["quantity"])
 

@@ -13,12 +13,12 @@ import contextlib
 import csv
 import io
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from .. import plots, registry
-from ..errors import ConfigError
 from ..progress import bar as progress_bar
 from ..record import Method
 from ..store import Store
@@ -174,14 +174,15 @@ def _cell(value):
 
 
 def installed(method: Method) -> type | None:
-    """The analyzer class of a recorded method where it can be imported here (a registered name,
-    or the user's own ``package.module:Class``), else None: its figures are then skipped."""
+    """The analyzer class of a recorded method where it is at hand here, else None (its figures are
+    then skipped): a registered name, or the user's own ``package.module:Class`` when that module
+    is already imported. A report never imports a module because a store names it: reporting a
+    store someone else made must not run their code."""
     if method.reference is None:
         return registry.find(method.analyzer)
-    try:
-        return registry.get(method.reference)
-    except ConfigError:
-        return None
+    module, _, name = method.reference.partition(":")
+    cls = getattr(sys.modules.get(module), name, None)
+    return cls if isinstance(cls, type) and getattr(cls, "name", None) == method.analyzer else None
 
 
 def write_figures(study: Study, folder: Path) -> tuple[list[Path], list[str]]:
@@ -197,8 +198,11 @@ def write_figures(study: Study, folder: Path) -> tuple[list[Path], list[str]]:
                         {})
         if cls is None:
             if recorded:
+                why = (f"its module is not imported (a report does not import code a store names: import "
+                       f"{method.reference.partition(':')[0]} and call lossatlas.report.write_report)"
+                       if method.reference else "is not installed here")
                 notes.append(f"Figures of `{label}` ({', '.join(recorded)}) skipped: the analyzer "
-                             f"{method.reference or method.analyzer!r} is not installed here.")
+                             f"{method.reference or method.analyzer!r} {why}.")
             continue
         views += [(label, view, draw) for view, draw in cls.views.items()]
     paths = []

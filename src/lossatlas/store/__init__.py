@@ -15,11 +15,12 @@ Layout (schema_version 2; the full spec is in README.md, "The store"):
                                     metrics/ (one float attribute each), arrays/ (datasets)
     /benchmarks/<name>              encoding-type="benchmark": record (JSON: the plan and the result keys of every run)
 
-Every node carries ``encoding-type`` and ``encoding-version`` and is read by the reader registered
-for that pair; a store holding a node this lossatlas does not know is refused when opened
-(``encoding``). The layers: ``durability`` (locks, disk space, atomic creation), ``integrity``
-(checksums), ``encoding`` (the registry of node readers and writers), ``records`` (what the rest of
-lossatlas sees) and ``study`` (``Store``).
+Every node carries ``encoding-type`` and ``encoding-version`` and its content is read by the reader
+registered for that pair (only ``Store.tree`` and the raw ``Store.file`` bypass it); a store
+holding a node this lossatlas does not know is refused when opened (``encoding``), except read only
+with ``validate=False``, which ``lossatlas inspect`` uses to show it. The layers: ``durability``
+(locks, disk space, atomic creation), ``integrity`` (checksums), ``encoding`` (the registry of node
+readers and writers), ``records`` (what the rest of lossatlas sees) and ``study`` (``Store``).
 """
 from ..errors import StoreError
 from .durability import _HELD as _HELD  # the locks this process holds (tests read it)

@@ -5,7 +5,10 @@ current version of every type and a reader for every version this lossatlas read
 anndata's ``IOSpec`` registry): reading dispatches on the node's stamp, and a stamp it does not
 know -- a type, a version without a reader, a type where the layout has another -- is a StoreError
 naming the HDF5 path, what was found and what is read, never a guess. ``validate`` checks a whole
-file that way when it is opened, reading attributes only.
+file that way when it is opened, reading attributes only (``unreadable`` lists what it refuses).
+``Store`` reads a node's content only through here -- by the registered reader, its ``complete`` /
+``prepared`` flags by ``flag`` -- and reads stamps itself only to pick a reader or to refuse a group
+of another type; ``Store.tree`` shows raw attributes, for inspection.
 
 Version 2 of subjects, minima, parts, results and benchmarks is version 1 made strict. Version 1
 gained attributes during its life (``runtime`` of results and minima, results' ``shapes``,
@@ -103,7 +106,8 @@ def read(node: h5py.Group, encoding_type: str, **context):
 
 def write(parent: h5py.Group, name: str, encoding_type: str, *args, **context) -> h5py.Group:
     """A new ``encoding_type`` node ``parent/name`` (replacing one there), stamped with the current
-    version and written by its writer."""
+    version and written by its writer. The node there goes first: what may fail (serialising a
+    record) is done by the caller before, where the node replaced must survive a failure."""
     if name in parent:
         del parent[name]
     node = parent.create_group(name)
@@ -138,27 +142,41 @@ def _problem(found, version, expected: str | None, parent_type: str | None = Non
 
 
 def validate(file: h5py.File) -> None:
-    """Refuse a store that holds a node this lossatlas cannot read, before anything is read or
-    written: one walk over every group's stamp, in the layout's places, reading no dataset
-    (h5py's low-level visit: about twice as fast as ``visititems`` on stores of thousands of groups)."""
-    where = file.filename
+    """Refuse a store that holds a node this lossatlas cannot read (``unreadable``; the first is
+    named), before anything is read or written."""
+    problems = unreadable(file)
+    if problems:
+        path, problem = next(iter(problems.items()))
+        raise StoreError(f"{file.filename}:{path} {problem} The file was not modified.")
+
+
+def unreadable(file: h5py.File) -> dict[str, str]:
+    """Every group this lossatlas cannot read, by HDF5 path ("/": the root), with what is wrong;
+    the groups inside one are not looked at. One walk over every group's stamp, in the layout's
+    places, reading no dataset (h5py's low-level visit: about twice as fast as ``visititems`` on
+    stores of thousands of groups)."""
     problem = _problem(*(file.attrs.get(key) for key in STAMP), "store")
     if problem:
-        raise StoreError(f"{where}:/ {problem} The file was not modified.")
-    types = {b"": "store"}
+        return {"/": problem}
+    found: dict[str, str] = {}
+    types: dict[bytes, str | None] = {b"": "store"}  # None: inside an unreadable group
 
     def visit(name: bytes, info) -> None:
         if info.type != h5py.h5o.TYPE_GROUP:
             return
         parent, _, base = name.rpartition(b"/")
+        if types[parent] is None:
+            types[name] = None
+            return
         attrs = h5py.Group(h5py.h5o.open(file.id, name)).attrs
-        found, version = attrs.get("encoding-type"), attrs.get("encoding-version")
-        problem = _problem(found, version, expected_child(types[parent], base.decode()), types[parent])
+        kind, version = attrs.get("encoding-type"), attrs.get("encoding-version")
+        problem = _problem(kind, version, expected_child(types[parent], base.decode()), types[parent])
         if problem:
-            raise StoreError(f"{where}:/{name.decode()} {problem} The file was not modified.")
-        types[name] = found
+            found[f"/{name.decode()}"] = problem
+        types[name] = None if problem else kind
 
     h5py.h5o.visit(file.id, visit, info=True)
+    return found
 
 
 # -- flags ---------------------------------------------------------------------------------------
@@ -225,7 +243,11 @@ def _write_subject(node: h5py.Group, config: str, theta0, buffers0, put: Callabl
 
 
 def _subject_reader(strict: bool) -> Callable:
-    def read_subject(node: h5py.Group) -> SubjectRecord:
+    """``only``: "theta0" or "buffers0", the stored array (None where missing), which registration
+    compares whole with the subject's."""
+    def read_subject(node: h5py.Group, only: str | None = None) -> SubjectRecord | np.ndarray | None:
+        if only is not None:
+            return node[only][()] if only in node else None
         attrs = checked_attrs(node)
         record = SubjectRecord(json.loads(attrs["config"]), int(attrs["dim"]))
         verify(node, "checksum", strict, attrs=attrs)
@@ -249,8 +271,18 @@ def write_header(node: h5py.Group, arrays: dict, put: Callable) -> None:
     node.attrs["prepared"] = True
 
 
-def _read_header(node: h5py.Group) -> dict[str, np.ndarray]:
+def _read_header(node: h5py.Group, config: bool = False) -> dict:
+    """The header arrays; ``config``: the config the sample was created with instead ({} where none)."""
+    if config:
+        return json.loads(node.attrs["config"]) if "config" in node.attrs else {}
     return {name: node[name][()] for name in node if isinstance(node[name], h5py.Dataset)}
+
+
+def sample_type(node: h5py.Group) -> str:
+    """The type a group holding a sample's header is read as: its own where it is one of those
+    (``SAMPLES``), else "sample" (``read`` then names what it is)."""
+    found = node.attrs.get("encoding-type")
+    return found if found in SAMPLES else "sample"
 
 
 def _write_part(node: h5py.Group, part: Part, put: Callable) -> None:
@@ -379,9 +411,10 @@ def _result_reader(strict: bool) -> Callable:
 
 
 # -- benchmarks ----------------------------------------------------------------------------------
-def _write_benchmark(node: h5py.Group, record: dict, created: str) -> None:
+def _write_benchmark(node: h5py.Group, record: str, created: str) -> None:
+    """``record`` as canonical JSON: serialised by the caller before an earlier record is replaced."""
     node.attrs["created"] = created
-    node.attrs["record"] = canonical_json(record)
+    node.attrs["record"] = record
     node.attrs["checksum"] = checksum(node, attrs=checked_attrs(node))
 
 

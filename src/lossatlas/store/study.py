@@ -1,7 +1,11 @@
 """The store as the rest of lossatlas uses it: one study's subjects, minima, samples, results and
-benchmarks, read and written as records. Every node goes through its encoding (``encoding``);
-every write is made durable (``durability``); what is read is validated, so damaged or foreign
-content is a StoreError naming the file, never a raw KeyError or OSError."""
+benchmarks, read and written as records. Every node is written by the writer and its content read
+by the reader that ``encoding`` registers for its type, its ``complete`` / ``prepared`` flags by
+``encoding.flag``; stamps are read here only to pick a reader or refuse a group of another type,
+and only ``tree`` (inspection) and ``file`` (raw h5py access for callers who ask for it) see nodes
+as they are. Every write is made durable (``durability``); what is read is validated, so damaged or
+foreign content is a StoreError naming the file, never a raw KeyError or OSError.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -70,16 +74,20 @@ class Store:
 
     ``mode``: "r" read only, "a" read/write (created if missing), "x" create (fails if it exists).
     Opening a file that is not a lossatlas store of this schema version, or that holds a node this
-    lossatlas cannot read, fails without touching it.
+    lossatlas cannot read, fails without touching it. ``validate=False`` (read only) skips the
+    second check, so that ``lossatlas inspect`` shows the store it is asked to diagnose, its
+    unreadable nodes marked (``tree``).
     """
 
-    def __init__(self, path: str | os.PathLike, mode: str = "a"):
+    def __init__(self, path: str | os.PathLike, mode: str = "a", validate: bool = True):
         if mode not in _MODES:
             raise StoreError(f"Store mode must be one of {sorted(_MODES)}; got {mode!r}.")
+        if not validate and mode != "r":
+            raise StoreError(f"A store opened without validation is read only (mode 'r'); got mode {mode!r}.")
         self.path = Path(path)
         self.mode = mode
         self._failed = False
-        self._registered: dict[str, object] = {}  # name -> the subject object checked against it
+        self._registered = weakref.WeakValueDictionary()  # name -> the subject object checked against it
         if mode == "r" and not self.path.exists():
             raise StoreError(f"No store at {self.path}.")
         self._lock = durability.lock(self.path, shared=mode == "r")  # before creating: one creator wins
@@ -88,7 +96,7 @@ class Store:
             if self.path.exists():
                 if mode == "x":
                     raise StoreError(f"{self.path} already exists; open it with mode 'a' to add to it.")
-                _check_existing(self.path)
+                _check_existing(self.path, validate)
             else:
                 durability.create_atomically(self.path, encoding.initialize)
             self._file = durability.open_hdf5(self.path, "r" if mode == "r" else "a")
@@ -103,7 +111,7 @@ class Store:
         store.path = _MEMORY
         store.mode = "a"
         store._failed = False
-        store._registered = {}
+        store._registered = weakref.WeakValueDictionary()
         store._lock = None
         store._release = None
         store._file = h5py.File(io.BytesIO(), "w", libver=durability.LIBVER)
@@ -210,7 +218,7 @@ class Store:
         text = canonical_json(config)
         path = f"subjects/{name}"
         if path in self._file:
-            stored = self._file[path].attrs["config"]
+            stored = canonical_json(encoding.read(self._file[path], "subject").config)
             if stored != text:
                 raise StoreError(
                     f"{self.path} already holds a subject {name!r} with another config.\n"
@@ -236,7 +244,7 @@ class Store:
         group = self._file[f"subjects/{name}"]
         for label, given in (("theta0", theta0), ("buffers0", buffers0)):
             given = np.asarray(given)
-            stored = group[label][()] if label in group else None
+            stored = encoding.read(group, "subject", only=label)
             if stored is not None and stored.shape == given.shape and np.array_equal(stored, given, equal_nan=True):
                 continue
             if stored is None or stored.shape != given.shape:
@@ -265,12 +273,14 @@ class Store:
         """Record ``subject`` (its config, theta0 and buffers0); the same name with another config
         is refused, naming both. The check runs once per subject object and open store: a
         subject's config hashes its whole dataset (hundreds of MB for CIFAR-10), and the samplers
-        register before every write."""
+        register before every write. The store keeps no subject alive (a weak reference): a run
+        releases each subject after its last job."""
         if self._registered.get(subject.name) is subject:
             return
         self.add_subject(subject.name, subject.config(), subject.theta0.cpu().numpy(),
                          subject.buffers0.cpu().numpy())
-        self._registered[subject.name] = subject
+        with contextlib.suppress(TypeError):  # an object without weak references is checked every time
+            self._registered[subject.name] = subject
 
     # -- minima ----------------------------------------------------------------------------------
     def write_minimum(self, subject: str, minimum: Minimum) -> None:
@@ -344,8 +354,13 @@ class Store:
     @_reader
     def read_header(self, path: str) -> dict[str, np.ndarray]:
         node = self._file[path]
-        found = node.attrs.get("encoding-type")
-        return encoding.read(node, found if found in encoding.SAMPLES else "sample")
+        return encoding.read(node, encoding.sample_type(node))
+
+    @_reader
+    def sample_config(self, path: str) -> dict:
+        """The config a sample was created with ({} for a group whose parts say what they are)."""
+        node = self._file[path]
+        return encoding.read(node, encoding.sample_type(node), config=True)
 
     @_writer
     def write_part(self, root: h5py.Group, name: str, part: Part, encoding_type: str = "part") -> None:
@@ -408,13 +423,19 @@ class Store:
     @_writer
     def write_benchmark(self, name: str, record: dict) -> None:
         """Record (or update) what a benchmark run planned and which results it produced, so the
-        report can be rebuilt from the store alone."""
+        report can be rebuilt from the store alone. The record is serialised, and the earlier one's
+        creation time read, before the earlier record is replaced: a record that cannot be written
+        leaves the earlier one as it was."""
         _check_name(name, "benchmark")
+        text = canonical_json(record)
         group = self.node("benchmarks", "benchmarks")
         earlier = child(group, name)
-        created = now() if earlier is None else str(earlier.attrs["created"])
+        created = now() if earlier is None else earlier.attrs.get("created")
+        if not isinstance(created, str):
+            raise StoreError(f"{self.path}:/benchmarks/{name} is damaged: its created attribute is {created!r}, not "
+                             "a time. Nothing was modified; restore the file from a copy or rerun into a new store.")
         self._writable(f"benchmarks/{name}")
-        encoding.write(group, name, "benchmark", record, created=created)
+        encoding.write(group, name, "benchmark", text, created=created)
         self.flush()
 
     @_reader
@@ -430,8 +451,14 @@ class Store:
 
     # -- inspection ------------------------------------------------------------------------------
     def tree(self, max_attr_chars: int = 80) -> str:
-        """A readable tree of every group, dataset and attribute."""
-        lines = [f"{self.path}  " + _attrs_text(self._file.attrs, max_attr_chars)]
+        """A readable tree of every group, dataset and attribute; a group this lossatlas cannot read
+        (a store opened with ``validate=False``) is marked with what is wrong."""
+        unreadable = encoding.unreadable(self._file)
+
+        def mark(path: str) -> str:
+            return f"  <- NOT READABLE: {unreadable[path]}" if path in unreadable else ""
+
+        lines = [f"{self.path}  " + _attrs_text(self._file.attrs, max_attr_chars) + mark("/")]
 
         def visit(name, obj):
             depth = name.count("/") + 1
@@ -439,7 +466,7 @@ class Store:
             if isinstance(obj, h5py.Dataset):
                 lines.append(f"{'  ' * depth}{label}  {obj.dtype} {obj.shape}")
             else:
-                lines.append(f"{'  ' * depth}{label}/  " + _attrs_text(obj.attrs, max_attr_chars))
+                lines.append(f"{'  ' * depth}{label}/  " + _attrs_text(obj.attrs, max_attr_chars) + mark(f"/{name}"))
 
         self._file.visititems(visit)
         return "\n".join(lines)
@@ -510,9 +537,9 @@ def remove_if_empty(path: Path) -> bool:
         durability.unlock(key)
 
 
-def _check_existing(path: Path) -> None:
-    """Validate an existing file read-only -- its schema, then every node's stamp -- so a foreign,
-    damaged or newer file is never modified."""
+def _check_existing(path: Path, validate: bool = True) -> None:
+    """Validate an existing file read-only -- its schema, then (``validate``) every node's stamp --
+    so a foreign, damaged or newer file is never modified."""
     with durability.open_hdf5(path, "r") as file:
         try:
             schema, version = file.attrs.get("schema"), file.attrs.get("schema_version", -1)
@@ -534,6 +561,8 @@ def _check_existing(path: Path) -> None:
                 f"{path} has lossatlas schema_version {version}; this lossatlas reads version "
                 f"{SCHEMA_VERSION}. {hint} The file was not modified."
             )
+        if not validate:
+            return
         try:
             encoding.validate(file)
         except (KeyError, ValueError, TypeError, OSError, RuntimeError) as err:

@@ -13,6 +13,12 @@ vectors, the "Hessian directions" of 2-D grids.
 Extensions beyond PyHessian: the ``bottom_k`` (1) smallest eigenvalues (negative curvature: how much
 of a saddle the point is), and Hutch++ (Meyer et al. 2021) as ``trace_estimator`` with a fixed
 budget of ``trace_max_probes`` products. Per-layer spectra are the ``hessian-layers`` analyzer.
+
+``curvature``: the same outputs for the generalized Gauss-Newton matrix (``"ggn"``, Schraudolph
+2002: J^T H_L J, the Hessian without the outputs' own curvature, PSD for convex losses) or the
+empirical Fisher (``"ef"``: the mean of the per-example gradients' outer products; not the Fisher,
+Kunstner et al. 2019), on model + criterion subjects, by their matrix-vector products
+(``lossatlas.evaluation``). The metrics then describe that matrix where they say "Hessian".
 """
 from __future__ import annotations
 
@@ -24,8 +30,10 @@ import torch
 from lossatlas import memory
 from lossatlas.analyzer import diagnostic, measure, view
 from lossatlas.errors import ConfigError
-from lossatlas.hessian import (HessianOperator, checked_eigenpairs, density_from_spectrum, hutchinson_trace,
-                               hutchpp_trace, pyhessian_spectrum, residual_check, slq_density)
+from lossatlas.evaluation import EXAMPLE_CHUNK
+from lossatlas.hessian import (CURVATURES, HessianOperator, check_curvature, checked_eigenpairs,
+                               density_from_spectrum, hutchinson_trace, hutchpp_trace, pyhessian_spectrum,
+                               residual_check, slq_density)
 from lossatlas.memory import Memory
 from lossatlas.params import Boolean, Interval, Options, param
 from lossatlas.plots import finite_or_nan, metric, no_data
@@ -54,11 +62,14 @@ class Hessian(PointAnalyzer):
     description = "Top Hessian eigenvalues/eigenvectors, trace (deflated Hutchinson) and eigenvalue density (SLQ)."
     scope = "minimum"
     metrics = {
-        "top_eigenvalue": measure("largest Hessian eigenvalue (sharpness); NaN unless its residual ||Hv - lambda v|| "
-                                  "is at most tol ||H|| and below |lambda|", higher_is_better=False),
-        "trace": measure("Hessian trace (sum of eigenvalues)", higher_is_better=False),
-        "bottom_eigenvalue": measure("smallest Hessian eigenvalue (negative: a direction of descent, the point is "
-                                     "a saddle); NaN with bottom_k = 0, and NaN unless its residual ||Hv - lambda v|| "
+        "top_eigenvalue": measure("largest eigenvalue of the Hessian (the GGN or empirical Fisher by curvature; "
+                                  "sharpness); NaN unless its residual ||Hv - lambda v|| is at most tol ||H|| and "
+                                  "below |lambda|", higher_is_better=False),
+        "trace": measure("trace of the Hessian (the GGN or empirical Fisher by curvature; sum of eigenvalues)",
+                         higher_is_better=False),
+        "bottom_eigenvalue": measure("smallest eigenvalue of the Hessian (the GGN or empirical Fisher by curvature; "
+                                     "negative: a direction of descent, the point is a saddle); NaN with bottom_k = 0, "
+                                     "and NaN unless its residual ||Hv - lambda v|| "
                                      "is at most tol ||H|| and below |lambda| (its sign settled)"),
         "negative_curvature_ratio": measure("max(0, -smallest eigenvalue) / largest eigenvalue (0 at a true minimum); "
                                             "NaN with bottom_k = 0", higher_is_better=False),
@@ -70,12 +81,15 @@ class Hessian(PointAnalyzer):
         "trace_probes": diagnostic("Hessian-vector products averaged by the trace estimate (Rademacher probes, the "
                                    "pilot that chose their count not included; Hutch++: all "
                                    "its products; 0 when exact)"),
-        "hvp_count": diagnostic("Hessian-vector products computed"),
+        "hvp_count": diagnostic("Hessian-vector products computed (GGN or empirical Fisher ones by curvature)"),
     }
     views = {"density": view(draw_density, shared="xy")}
     smoke_params = {"at": "theta0", "density_bins": 200}
     version = 2
+    keyless_defaults = {"curvature": "hessian"}  # results stored before it existed keep their keys
 
+    curvature: str = param("hessian", Options(CURVATURES),
+                           "the matrix: Hessian, generalized Gauss-Newton, or empirical Fisher (model subjects)")
     backend: str = param("native", Options(("native", "pyhessian")))
     k: int = param(2, Interval(int, 1), "number of top eigenpairs")
     bottom_k: int = param(1, Interval(int, 0), "number of smallest eigenpairs (0: none)")
@@ -102,12 +116,16 @@ class Hessian(PointAnalyzer):
                               "trace.")
         if self.trace_estimator == "hutch++" and self.trace_max_probes < 3:
             raise ConfigError(f"Hutch++ splits trace_max_probes products in three; got {self.trace_max_probes}.")
+        if self.curvature != "hessian" and self.backend == "pyhessian":
+            raise ConfigError(f"curvature={self.curvature!r} is native: the pyhessian backend has the Hessian "
+                              "only.")
         if self.trace_min_probes > self.trace_max_probes:
             raise ConfigError(f"trace_min_probes ({self.trace_min_probes}) must not exceed trace_max_probes "
                               f"({self.trace_max_probes}).")
 
     def check_subject(self, subject):
         super().check_subject(subject)
+        check_curvature(self.curvature, subject)
         if self.backend == "pyhessian" and subject.dim > self.dense_limit and not subject.is_plain_criterion:
             raise ConfigError(f"backend='pyhessian' needs a plain model + criterion subject; {subject.name} is not "
                               "one (a function, or a custom loss such as a PINN's). Use backend='native'.")
@@ -123,11 +141,12 @@ class Hessian(PointAnalyzer):
         shifted operator, or the 20-step norm estimate); SLQ (k + b kept, the density_steps Lanczos
         basis, w, a temporary, a product, the probe). The dense path holds about six dim x dim
         matrices; pyhessian keeps its k vectors on the device too. Plus one Hessian-vector product
-        on the device."""
+        on the device (with curvature="ef", its per-example gradients too)."""
         d, k = subject.dim, min(self.k, subject.dim)
         b = min(self.bottom_k, d - 1)
         if d <= self.dense_limit or k >= d - 1:
-            return Memory(host=6 * 8 * d * d, lower="k" if k >= d - 1 else "dense_limit") + memory.hvp(subject)
+            return (Memory(host=6 * 8 * d * d, lower="k" if k >= d - 1 else "dense_limit") + memory.hvp(subject)
+                    + _curvature_memory(self.curvature, subject))
         top, bottom = min(d, max(2 * k + 2, 6)), min(d, max(2 * b + 2, 20))
         sketch = min(self.trace_max_probes // 3, d)
         phases = {"k": max(2 * top + 2 * k + 6, 5 * k + 1),
@@ -138,12 +157,12 @@ class Hessian(PointAnalyzer):
         need = Memory(host=memory.vectors(subject, phases[lower]), lower=lower) + memory.hvp(subject)
         if self.backend == "pyhessian":  # its float32 model copy and eigenvectors, a few work vectors
             need = need + Memory(device=memory.vectors(subject, k + 6, 4), lower="k")
-        return need + memory.requested(self, subject)
+        return need + _curvature_memory(self.curvature, subject) + memory.requested(self, subject)
 
     def compute(self, subject, samples):
         theta, buffers = samples["point"]["theta"], samples["point"]["buffers"]
         self.finite_loss(subject, theta, buffers, "the Hessian")
-        op = HessianOperator(subject, theta, buffers)
+        op = HessianOperator(subject, theta, buffers, self.curvature)
         k = min(self.k, subject.dim)
         bottom_k = min(self.bottom_k, subject.dim - 1)
         top_ok = bottom_ok = True
@@ -195,6 +214,12 @@ class Hessian(PointAnalyzer):
         arrays = {"eigenvalues": values, "eigenvectors": vectors, "bottom_eigenvalues": bottom,
                   "density_grid": grid, "density": density}
         return metrics, arrays
+
+
+def _curvature_memory(curvature: str, subject) -> Memory:
+    """What an empirical Fisher product holds beyond a Hessian-vector product: its per-example
+    gradients (the GGN's products hold no more than a Hessian-vector product)."""
+    return memory.example_gradients(subject, EXAMPLE_CHUNK) if curvature == "ef" else Memory()
 
 
 def _padded(values: np.ndarray, k: int) -> np.ndarray:

@@ -14,7 +14,9 @@ For each block B:
   variance (20 shared probes gave 0.83 +- 0.22 for an exact 0.49). Dense blocks have their exact
   trace.
 
-A function of a flat vector (no named tensors) is one block.
+A function of a flat vector (no named tensors) is one block. ``curvature`` ("ggn", "ef") puts the
+generalized Gauss-Newton matrix or the empirical Fisher in the Hessian's place (see the ``hessian``
+analyzer), block by block.
 """
 from __future__ import annotations
 
@@ -25,9 +27,10 @@ import torch
 
 from lossatlas import memory
 from lossatlas.analyzer import diagnostic, measure, view
-from lossatlas.hessian import HessianOperator, checked_eigenpairs, dense_matrix
+from lossatlas.evaluation import EXAMPLE_CHUNK
+from lossatlas.hessian import CURVATURES, HessianOperator, check_curvature, checked_eigenpairs, dense_matrix
 from lossatlas.memory import Memory
-from lossatlas.params import Interval, param
+from lossatlas.params import Interval, Options, param
 from lossatlas.plots import finite_or_nan, no_data
 from lossatlas.point_analyzer import PointAnalyzer
 
@@ -83,8 +86,9 @@ class HessianLayers(PointAnalyzer):
     description = "Block-diagonal (per-layer) Hessian: each layer's top eigenvalue and trace."
     scope = "minimum"
     metrics = {
-        "max_layer_eigenvalue": measure("largest top eigenvalue of any layer's Hessian block (NaN if a block's failed "
-                                        "the residual test)", higher_is_better=False),
+        "max_layer_eigenvalue": measure("largest top eigenvalue of any layer's Hessian block (GGN or empirical "
+                                        "Fisher block by curvature; NaN if a block's failed the residual test)",
+                                        higher_is_better=False),
         "top_layer_trace_share": measure("the largest |layer trace| over the sum of the |layer traces| (how "
                                          "concentrated the curvature is)"),
         "top_layer_trace_share_stderr": diagnostic("bootstrap standard error of top_layer_trace_share over the "
@@ -92,12 +96,15 @@ class HessianLayers(PointAnalyzer):
         "layers_unresolved": diagnostic("blocks whose top eigenvalue failed the residual test (NaN)"),
         "sum_layer_trace": diagnostic("sum of the layer traces (the Hessian's trace, estimated layer by layer)"),
         "n_layers": diagnostic("blocks"),
-        "hvp_count": diagnostic("Hessian-vector products computed"),
+        "hvp_count": diagnostic("Hessian-vector products computed (GGN or empirical Fisher ones by curvature)"),
     }
     views = {"layers": view(draw_layers)}
     smoke_params = {"at": "theta0"}
     version = 2
+    keyless_defaults = {"curvature": "hessian"}  # results stored before it existed keep their keys
 
+    curvature: str = param("hessian", Options(CURVATURES),
+                           "the matrix: Hessian, generalized Gauss-Newton, or empirical Fisher (model subjects)")
     depth: int | None = param(None, Interval(int, 1, allow_none=True),
                               "block = names sharing their first depth dotted parts; None: one block per module")
     tol: float = param(1e-3, Interval(float, 0, 1))
@@ -106,20 +113,26 @@ class HessianLayers(PointAnalyzer):
     dense_limit: int = param(8, Interval(int, 0), "blocks of at most this many parameters are formed exactly")
     seed: int = param(0, Interval(int, 0))
 
+    def check_subject(self, subject):
+        super().check_subject(subject)
+        check_curvature(self.curvature, subject)
+
     def memory(self, subject):
         """On the host: the blocks' indices (int64, one per parameter), and for the largest block the
         embedding of a block vector, the full product and its restriction (parameter-sized), and
         ARPACK for its top eigenpair (``checked_eigenpairs`` with k = 1: a 6-vector basis and scipy's
         copy of it, 3 work vectors, residual, start, product, old and new Ritz vectors: 20
-        block-sized vectors); on the device one Hessian-vector product."""
+        block-sized vectors); on the device one Hessian-vector product (with curvature="ef", its
+        per-example gradients too)."""
         largest = max(len(indices) for _, indices in layer_blocks(subject, self.depth))
         host = memory.vectors(subject, 3) + 20 * 8 * largest
-        return Memory(host=host) + memory.hvp(subject) + memory.requested(self, subject)
+        need = Memory(host=host) + memory.hvp(subject) + memory.requested(self, subject)
+        return need + memory.example_gradients(subject, EXAMPLE_CHUNK) if self.curvature == "ef" else need
 
     def compute(self, subject, samples):
         theta, buffers = samples["point"]["theta"], samples["point"]["buffers"]
         self.finite_loss(subject, theta, buffers, "the Hessian")
-        op = HessianOperator(subject, theta, buffers)
+        op = HessianOperator(subject, theta, buffers, self.curvature)
         blocks = layer_blocks(subject, self.depth)
         tops, traces, stderrs = np.empty(len(blocks)), np.empty(len(blocks)), np.zeros(len(blocks))
         estimated, reasons = [], []

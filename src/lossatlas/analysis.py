@@ -49,7 +49,7 @@ def analyze(store: Store, subject, method, progress: bool = True, **params) -> R
     # the key covers the parameters, what the samples are made from (which minima) and the
     # version of the analyzer's definitions: a result at a retrained or replaced minimum, or one
     # whose metrics meant something else, is never mistaken for the stored one
-    identity_of = {"params": full, "samples": {name: identity(store, subject, request)
+    identity_of = {"params": key_params(cls, full), "samples": {name: identity(store, subject, request)
                                                for name, request in requests.items()}}
     if cls.version != 1:  # results of version-1 analyzers keep their keys
         identity_of["version"] = cls.version
@@ -76,6 +76,14 @@ def analyze(store: Store, subject, method, progress: bool = True, **params) -> R
     )
     store.write_result(result)
     return result
+
+
+def key_params(cls, params: dict) -> dict:
+    """The parameters that enter the result's key: those the analyzer added after results were
+    stored (its ``keyless_defaults``, name -> default) are left out while at their default, so
+    those results keep their keys and are found again, not recomputed."""
+    added = getattr(cls, "keyless_defaults", {})
+    return {name: value for name, value in params.items() if not (name in added and value == added[name])}
 
 
 def stored_params(analyzer) -> tuple[dict, dict[str, np.ndarray]]:

@@ -1,4 +1,5 @@
-"""Evaluation: a subject's loss over its evaluation data, the gradient, Hessian-vector products,
+"""Evaluation: a subject's loss over its evaluation data, the gradient, Hessian-vector products
+(for model + criterion subjects also generalized Gauss-Newton and empirical Fisher products),
 and the loss (with accuracy for classifiers) at many parameter vectors at once.
 
 Every quantity here is a weighted sum over the evaluation data. The subject hands the data out
@@ -94,6 +95,87 @@ def hvp(subject, theta, vector, buffers=None) -> torch.Tensor:
                 yield {"hvp": torch.autograd.grad(g @ vector, leaf)[0]}
 
     return summed(pieces(), {"hvp": torch.zeros_like(theta)})["hvp"]
+
+
+# -- curvature beyond the Hessian: a model's outputs and per-example losses ------------------------
+def ggn_vp(subject, theta, vector, buffers=None) -> torch.Tensor:
+    """The generalized Gauss-Newton product G v (Schraudolph 2002) of a model + criterion subject.
+
+    G = sum_b w_b J_b^T H_b J_b over the evaluation batches (weights w_b as in ``eval_batches``):
+    J_b = d outputs / d theta on batch b, H_b the Hessian of the batch's mean loss as a function
+    of the outputs (cross-entropy: diag(p) - p p^T per example over the batch size). It drops the
+    Hessian's term with the outputs' own curvature, so it is PSD wherever the loss is convex in
+    the outputs. Per batch: J v by double backward (a vjp differentiated in its cotangent), H (J v)
+    by double backward through the loss alone, J^T (H J v) by one backward; generic in the loss.
+    """
+    theta = subject.as_theta(theta)
+    vector = subject.as_theta(vector)
+    buffers = subject.buffers_at(theta, buffers)
+    subject.model.eval()
+
+    def pieces():
+        for (inputs, targets), weight in subject.eval_batches():
+            leaf = theta.clone().requires_grad_(True)
+            outputs = subject._forward(leaf, buffers, inputs)
+            if not outputs.requires_grad:
+                continue
+            cotangent = torch.zeros_like(outputs, requires_grad=True)
+            (pulled,) = torch.autograd.grad(outputs, leaf, cotangent, create_graph=True)
+            (jv,) = torch.autograd.grad(pulled, cotangent, vector)
+            free = outputs.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(subject.loss_fn(free, targets), free, create_graph=True)
+            if g.requires_grad:  # otherwise the loss is linear in the outputs: this batch adds nothing
+                (hjv,) = torch.autograd.grad(g, free, jv)
+                yield {"ggn": weight * torch.autograd.grad(outputs, leaf, hjv)[0]}
+
+    return summed(pieces(), {"ggn": torch.zeros_like(theta)})["ggn"]
+
+
+EXAMPLE_CHUNK = 64  # per-example gradients held at once by ``ef_vp`` (memory.example_gradients)
+
+
+def ef_vp(subject, theta, vector, buffers=None, chunk: int = EXAMPLE_CHUNK) -> torch.Tensor:
+    """The empirical Fisher product F v = (1/N) sum_i g_i (g_i . v), g_i the gradient of example
+    i's own loss (the criterion on that example alone).
+
+    Not the Fisher: its outer products use the observed labels, not the model's, so it can differ
+    from the Fisher and the Hessian in scale and direction (Kunstner et al. 2019); it is what
+    "gradient outer product" preconditioners use. Per-example gradients come ``chunk`` examples at
+    a time from torch.func.vmap of grad (a loop of single backwards where the model does not vmap),
+    batch by batch in the evaluation order, each example weighted 1/N.
+    """
+    theta = subject.as_theta(theta)
+    vector = subject.as_theta(vector)
+    buffers = subject.buffers_at(theta, buffers)
+    subject.model.eval()
+    n = batches.count(subject.data[0])
+
+    def pieces():
+        for batch, _ in subject.eval_batches():
+            for start in range(0, batches.count(batch[0]), chunk):
+                g = example_grads(subject, theta, buffers, batches.take(batch, slice(start, start + chunk)))
+                yield {"ef": (g.T @ (g @ vector)) / n}
+
+    return summed(pieces(), {"ef": torch.zeros_like(theta)})["ef"]
+
+
+def example_grads(subject, theta, buffers, batch) -> torch.Tensor:
+    """The gradients of every example's own loss in ``batch`` (rows)."""
+    inputs, targets = batch
+
+    def example_loss(th, x, y):
+        one = batches.take((x, y), None)  # a batch of one
+        return subject.loss_fn(subject._forward(th, buffers, one[0]), one[1])
+
+    try:
+        return vmap(torch.func.grad(example_loss), in_dims=(None, 0, 0))(theta, inputs, targets)
+    except (RuntimeError, NotImplementedError, ValueError):  # an op without a batching rule
+        rows = []
+        for i in range(batches.count(inputs)):
+            leaf = theta.clone().requires_grad_(True)
+            one = batches.take(batch, slice(i, i + 1))
+            rows.append(torch.autograd.grad(subject.loss_fn(subject._forward(leaf, buffers, one[0]), one[1]), leaf)[0])
+        return torch.stack(rows)
 
 
 # -- a model's loss and accuracy over data ---------------------------------------------------------

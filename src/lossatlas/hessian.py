@@ -1,8 +1,11 @@
 """Hessian spectrum from Hessian-vector products: top eigenpairs, trace, eigenvalue density.
 
 Pure functions of an ``HessianOperator`` (a counted HVP), so the same code serves every
-subject. PyHessian (Yao et al. 2020) is the reference; ``pyhessian_spectrum`` runs the
-``pyhessian`` package itself, with its known defects worked around.
+subject, and every symmetric curvature with a matrix-vector product: the operator's ``curvature``
+is the Hessian, the generalized Gauss-Newton matrix (Schraudolph 2002) or the empirical Fisher
+(Kunstner et al. 2019 on how it differs from the Fisher), see ``lossatlas.evaluation``.
+PyHessian (Yao et al. 2020) is the reference; ``pyhessian_spectrum`` runs the ``pyhessian``
+package itself, with its known defects worked around.
 """
 from __future__ import annotations
 
@@ -19,27 +22,64 @@ from scipy.linalg import eigh_tridiagonal
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from threadpoolctl import threadpool_limits
 
+from . import evaluation
 from .errors import ConfigError
+
+CURVATURES = ("hessian", "ggn", "ef")
 
 
 class HessianOperator:
-    """H(theta) of a subject as a linear operator on float64 numpy vectors, counting products."""
+    """H(theta) of a subject as a linear operator on float64 numpy vectors, counting products;
+    with ``curvature`` "ggn" or "ef" the generalized Gauss-Newton matrix or the empirical Fisher
+    (model + criterion subjects only: ``check_curvature``) takes the Hessian's place."""
 
-    def __init__(self, subject, theta, buffers=None):
+    def __init__(self, subject, theta, buffers=None, curvature: str = "hessian"):
         self.subject = subject
         self.theta = subject.as_theta(theta)
         self.buffers = subject.buffers_at(self.theta, buffers)
         self.dim = subject.dim
         self.count = 0
+        self.curvature = curvature
 
     def __call__(self, vector: np.ndarray) -> np.ndarray:
         self.count += 1
         v = torch.as_tensor(np.asarray(vector, dtype=np.float64).reshape(-1), device=self.theta.device)
-        return self.subject.hvp(self.theta, v, self.buffers).double().cpu().numpy()  # one copy per product
+        if self.curvature == "ggn":
+            product = evaluation.ggn_vp(self.subject, self.theta, v, self.buffers)
+        elif self.curvature == "ef":
+            product = evaluation.ef_vp(self.subject, self.theta, v, self.buffers)
+        else:
+            product = self.subject.hvp(self.theta, v, self.buffers)
+        return product.double().cpu().numpy()  # one copy per product
 
     def dense(self) -> np.ndarray:
         """The full Hessian from ``dim`` products with the unit vectors (tiny subjects only)."""
         return dense_matrix(self, self.dim)
+
+
+def check_curvature(curvature: str, subject) -> None:
+    """Refuse the GGN and the empirical Fisher where they have no meaning here: they need a model's
+    outputs and a criterion on them (a ModuleSubject whose loss is ``loss_fn(model(x), y)``)."""
+    if curvature != "hessian" and not subject.is_plain_criterion:
+        raise ConfigError(f"curvature={curvature!r} needs a model, a loss function on its outputs and data (a "
+                          f"ModuleSubject); {subject.name} is not one (a function, a surface, or a composite "
+                          "loss such as a PINN's). Use curvature='hessian'.")
+    if curvature == "ef":
+        _check_examples_weigh_alike(subject)
+
+
+def _check_examples_weigh_alike(subject) -> None:
+    """The empirical Fisher weighs every example 1/N, as a plain mean loss does; a class-weighted
+    criterion divides by the summed weights and ignored targets count nothing, so its products
+    would be those of another loss."""
+    loss_fn, targets = subject.loss_fn, subject.data[1]
+    if getattr(loss_fn, "weight", None) is not None or getattr(loss_fn, "pos_weight", None) is not None:
+        raise ConfigError(f"curvature='ef' on {subject.name}: its loss weighs classes ({type(loss_fn).__name__} with "
+                          "weight), so its mean is not over examples alike; use curvature='ggn' or 'hessian'.")
+    ignore = getattr(loss_fn, "ignore_index", None)
+    if ignore is not None and isinstance(targets, torch.Tensor) and bool((targets == ignore).any()):
+        raise ConfigError(f"curvature='ef' on {subject.name}: some targets are the loss's ignore_index ({ignore}), "
+                          "which count nothing in its mean; use curvature='ggn' or 'hessian'.")
 
 
 def dense_matrix(apply, dim: int) -> np.ndarray:

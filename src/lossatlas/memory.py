@@ -109,6 +109,13 @@ def hvp(subject) -> Memory:
     return Memory(device=vectors(subject, 8, itemsize(subject)) + 4 * batch_bytes(subject) + extra)
 
 
+def example_gradients(subject, chunk: int) -> Memory:
+    """An empirical Fisher product (``evaluation.ef_vp``) on top of a Hessian-vector product's
+    bytes: ``chunk`` per-example gradients and their product, in the subject's dtype, and the
+    vmapped backward's activations, at most twice a batch's."""
+    return Memory(device=vectors(subject, chunk + 1, itemsize(subject)) + 2 * batch_bytes(subject))
+
+
 def evaluation(subject, points: int) -> Memory:
     """Evaluating ``points`` parameter vectors (``evaluate_many``): a forward pass each, a chunk of
     them at once where the subject vmaps."""

@@ -1,0 +1,187 @@
+"""The generalized Gauss-Newton matrix and the empirical Fisher (``curvature`` of the hessian
+analyzers) against explicit matrices built with torch.autograd on tiny float64 models."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from lossatlas import ConfigError, FunctionSubject, ModuleSubject, Store, analyze
+from lossatlas.analysis import key_params, resolve
+from lossatlas.hessian import HessianOperator
+from lossatlas.problems import pinn_convection
+from lossatlas.provenance import config_key
+from lossatlas.sampling import identity
+
+
+def _classifier():
+    """5 inputs, 4 hidden, 3 classes, 20 examples, cross-entropy (39 parameters)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.randn(20, 5, generator=generator, dtype=torch.float64)
+    targets = torch.randint(0, 3, (20,), generator=generator)
+    return model, nn.CrossEntropyLoss(), (inputs, targets)
+
+
+def _regression():
+    """5 inputs, 4 hidden, 2 outputs, 20 examples, mean squared error (34 parameters)."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    generator = torch.Generator().manual_seed(3)
+    inputs = torch.randn(20, 5, generator=generator, dtype=torch.float64)
+    targets = torch.randn(20, 2, generator=generator, dtype=torch.float64)
+    return model, nn.MSELoss(), (inputs, targets)
+
+
+def _functional(model):
+    """The model's outputs as a function of its flat parameter vector, and that vector."""
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def outputs(theta, inputs):
+        pieces = torch.split(theta, [s.numel() for s in shapes])
+        return functional_call(model, {n: p.view(s) for n, p, s in zip(names, pieces, shapes)}, (inputs,))
+
+    return outputs, flat
+
+
+def _explicit_ggn(model, loss_fn, data) -> np.ndarray:
+    """J^T H_L J over the whole data: J of all outputs, H_L of the mean loss in all outputs."""
+    inputs, targets = data
+    outputs, flat = _functional(model)
+    jacobian = torch.autograd.functional.jacobian(lambda t: outputs(t, inputs), flat)
+    out = outputs(flat, inputs).detach()
+    hessian = torch.autograd.functional.hessian(lambda o: loss_fn(o.view(out.shape), targets), out.reshape(-1))
+    jacobian = jacobian.reshape(out.numel(), -1)
+    return (jacobian.T @ hessian @ jacobian).numpy()
+
+
+def _explicit_ef(model, loss_fn, data) -> np.ndarray:
+    """(1/N) sum_i g_i g_i^T, g_i the gradient of example i's own loss."""
+    inputs, targets = data
+    outputs, flat = _functional(model)
+    rows = []
+    for i in range(len(inputs)):
+        leaf = flat.clone().requires_grad_(True)
+        rows.append(torch.autograd.grad(loss_fn(outputs(leaf, inputs[i : i + 1]), targets[i : i + 1]), leaf)[0])
+    g = torch.stack(rows)
+    return (g.T @ g / len(inputs)).numpy()
+
+
+EXPLICIT = {"ggn": _explicit_ggn, "ef": _explicit_ef}
+
+
+@pytest.mark.parametrize("curvature", ["ggn", "ef"])
+@pytest.mark.parametrize("problem", [_classifier, _regression])
+def test_products_equal_explicit_matrices(problem, curvature):
+    model, loss_fn, data = problem()
+    explicit = EXPLICIT[curvature](model, loss_fn, data)
+    subject = ModuleSubject(model, loss_fn, data, eval_batch_size=7)  # unequal batches: 7, 7, 6
+    op = HessianOperator(subject, subject.theta0, curvature=curvature)
+    rng = np.random.default_rng(0)
+    for vector in rng.normal(size=(3, subject.dim)):
+        np.testing.assert_allclose(op(vector), explicit @ vector, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(op.dense(), explicit, rtol=0, atol=1e-10)
+    assert op.count == 3 + subject.dim
+
+
+@pytest.mark.parametrize("problem", [_classifier, _regression])
+def test_ggn_is_psd_for_convex_losses(problem):
+    model, loss_fn, data = problem()
+    subject = ModuleSubject(model, loss_fn, data, eval_batch_size=7)
+    assert np.linalg.eigvalsh(HessianOperator(subject, subject.theta0, curvature="ggn").dense())[0] >= -1e-10
+
+
+@pytest.mark.parametrize("curvature", ["ggn", "ef"])
+def test_hessian_analyzer_spectrum_and_trace(curvature):
+    model, loss_fn, data = _classifier()
+    explicit = EXPLICIT[curvature](model, loss_fn, data)
+    values = np.linalg.eigvalsh(explicit)
+    subject = ModuleSubject(model, loss_fn, data, eval_batch_size=7, name="tiny")
+    with Store.memory() as store:
+        dense = analyze(store, subject, "hessian", at="theta0", curvature=curvature, progress=False)
+        iterative = analyze(store, subject, "hessian", at="theta0", curvature=curvature, dense_limit=0, tol=1e-10,
+                            bottom_k=0, density_steps=10, trace_max_probes=400, progress=False)
+    assert dense.params["curvature"] == iterative.params["curvature"] == curvature
+    np.testing.assert_allclose(dense.arrays["eigenvalues"], values[::-1][:2], rtol=1e-9)
+    assert dense.metrics["trace"] == pytest.approx(np.trace(explicit), rel=1e-9)
+    assert dense.metrics["bottom_eigenvalue"] == pytest.approx(values[0], abs=1e-10)
+    np.testing.assert_allclose(iterative.arrays["eigenvalues"], values[::-1][:2], rtol=1e-8)
+    stderr = iterative.metrics["trace_stderr"]
+    assert abs(iterative.metrics["trace"] - np.trace(explicit)) <= 4 * stderr + 1e-9 * np.trace(explicit)
+
+
+def test_hessian_layers_block_traces_with_ggn():
+    model, loss_fn, data = _classifier()
+    explicit = _explicit_ggn(model, loss_fn, data)
+    subject = ModuleSubject(model, loss_fn, data, eval_batch_size=7, name="tiny")
+    with Store.memory() as store:
+        result = analyze(store, subject, "hessian-layers", at="theta0", curvature="ggn", dense_limit=1000,
+                         progress=False)
+    blocks = {"0": np.arange(0, 24), "2": np.arange(24, 39)}
+    assert [n.decode() for n in result.arrays["layer_names"]] == list(blocks)
+    for index, indices in enumerate(blocks.values()):
+        block = explicit[np.ix_(indices, indices)]
+        assert result.arrays["layer_trace"][index] == pytest.approx(np.trace(block), rel=1e-9)
+        assert result.arrays["layer_top_eigenvalue"][index] == pytest.approx(np.linalg.eigvalsh(block)[-1], rel=1e-9)
+
+
+@pytest.mark.parametrize("method", ["hessian", "hessian-layers"])
+def test_default_curvature_keeps_the_stored_key(method):
+    """A result stored before ``curvature`` existed (params without it) is found again."""
+    model, loss_fn, data = _classifier()
+    subject = ModuleSubject(model, loss_fn, data, name="tiny")
+    cls = resolve(method)
+    with Store.memory() as store:
+        result = analyze(store, subject, method, at="theta0", progress=False)
+        assert result.params["curvature"] == "hessian"
+        old_params = {k: v for k, v in result.params.items() if k != "curvature"}
+        assert key_params(cls, result.params) == old_params
+        analyzer = cls.from_params({"at": "theta0"})
+        samples = {name: identity(store, subject, request) for name, request in analyzer.requests(subject).items()}
+        assert result.key == config_key({"params": old_params, "samples": samples, "version": cls.version})
+        assert analyze(store, subject, method, at="theta0", curvature="hessian", progress=False).key == result.key
+        assert analyze(store, subject, method, at="theta0", curvature="ggn", progress=False).key != result.key
+
+
+@pytest.mark.parametrize("method", ["hessian", "hessian-layers"])
+def test_refused_without_a_model_and_criterion(method):
+    function = FunctionSubject(lambda t: (t**2).sum(), torch.zeros(3, dtype=torch.float64), name="bowl")
+    with Store.memory() as store:
+        with pytest.raises(ConfigError, match="curvature='ggn' needs a model, a loss function"):
+            analyze(store, function, method, at="theta0", curvature="ggn")
+        with pytest.raises(ConfigError, match="composite loss such as a PINN's"):
+            analyze(store, pinn_convection(1.0, n_f=50), method, at="theta0", curvature="ef")
+
+
+def test_pyhessian_backend_has_the_hessian_only():
+    with pytest.raises(ConfigError, match="the pyhessian backend has the Hessian only"):
+        resolve("hessian").from_params({"backend": "pyhessian", "curvature": "ggn"})
+
+
+def test_ef_memory_counts_the_example_gradients():
+    model, loss_fn, data = _classifier()
+    subject = ModuleSubject(model, loss_fn, data, name="tiny")
+    for method in ("hessian", "hessian-layers"):
+        cls = resolve(method)
+        plain = cls.from_params({"at": "theta0"}).memory(subject).total
+        assert cls.from_params({"at": "theta0", "curvature": "ef"}).memory(subject).total > plain
+        assert cls.from_params({"at": "theta0", "curvature": "ggn"}).memory(subject).total == plain
+
+
+def test_ef_refuses_losses_that_do_not_weigh_examples_alike():
+    """A class-weighted mean divides by the summed weights and ignored targets count nothing: the
+    empirical Fisher's 1/N per example would be another loss's."""
+    model, _, (inputs, targets) = _classifier()
+    weighted = ModuleSubject(model, nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)),
+                             (inputs, targets), name="weighted")
+    ignored = ModuleSubject(model, nn.CrossEntropyLoss(ignore_index=2), (inputs, targets), name="ignored")
+    with Store.memory() as store:
+        with pytest.raises(ConfigError, match="weighs classes"):
+            analyze(store, weighted, "hessian", at="theta0", curvature="ef")
+        with pytest.raises(ConfigError, match="ignore_index"):
+            analyze(store, ignored, "hessian", at="theta0", curvature="ef")
+        assert analyze(store, weighted, "hessian", at="theta0", curvature="ggn", k=1, density_steps=5,
+                       progress=False).metrics["top_eigenvalue"] >= 0

@@ -101,7 +101,8 @@ class Hessian(PointAnalyzer):
     trace_deflate: bool = param(True, Boolean())
     trace_estimator: str = param("hutchinson", Options(("hutchinson", "hutch++")),
                                  "hutch++: Meyer et al. 2021 with trace_max_probes products (no stopping rule)")
-    density_runs: int = param(1, Interval(int, 1))
+    density_runs: int = param(1, Interval(int, 0), "SLQ runs for the eigenvalue density (0: no density, its "
+                              "density_steps products saved)")
     density_steps: int = param(80, Interval(int, 2), "Lanczos steps per SLQ run")
     density_bins: int | None = param(None, Interval(int, 10, allow_none=True),
                                      "density grid points; None: 4 per kernel sigma (1000 to 100000)")
@@ -152,7 +153,7 @@ class Hessian(PointAnalyzer):
         phases = {"k": max(2 * top + 2 * k + 6, 5 * k + 1),
                   "trace_max_probes": k + (4 * sketch + 4 if self.trace_estimator == "hutch++" else 5),
                   "bottom_k": k + max(25, 2 * bottom + 2 * b + 8, 5 * b + 1) if b else 0,
-                  "density_steps": k + b + min(self.density_steps, d) + 5}
+                  "density_steps": k + b + min(self.density_steps, d) + 5 if self.density_runs else 0}
         lower = max(phases, key=phases.get)
         need = Memory(host=memory.vectors(subject, phases[lower]), lower=lower) + memory.hvp(subject)
         if self.backend == "pyhessian":  # its float32 model copy and eigenvectors, a few work vectors
@@ -175,7 +176,8 @@ class Hessian(PointAnalyzer):
             values, vectors = spectrum[::-1][:k], vectors[:, ::-1][:, :k].T
             trace, stderr, probes = float(spectrum.sum()), 0.0, 0
             weights = np.full(len(spectrum), 1 / len(spectrum))
-            grid, density = density_from_spectrum(spectrum, weights, self.density_bins, sigma=self.density_sigma)
+            grid, density = (density_from_spectrum(spectrum, weights, self.density_bins, sigma=self.density_sigma)
+                             if self.density_runs else (np.zeros(0), np.zeros(0)))
         else:
             if self.backend == "pyhessian":
                 found = pyhessian_spectrum(subject, theta, buffers, k, self.tol, self.max_restarts,
@@ -202,8 +204,8 @@ class Hessian(PointAnalyzer):
                 bottom, bottom_ok = _padded(lowest.values, bottom_k), lowest.converged
                 bottom_residual = float(lowest.residuals[0]) if len(lowest.residuals) else float("nan")
                 _warn(subject, "bottom", lowest.reason)
-            grid, density = slq_density(op, self.seed, self.density_runs, self.density_steps, self.density_bins,
-                                        sigma=self.density_sigma)
+            grid, density = (slq_density(op, self.seed, self.density_runs, self.density_steps, self.density_bins,
+                                         sigma=self.density_sigma) if self.density_runs else (np.zeros(0), np.zeros(0)))
         smallest = float(bottom[0]) if len(bottom) else float("nan")
         ratio = max(0.0, -smallest) / values[0] if values[0] > 0 and np.isfinite(smallest) else float("nan")
         metrics = {"top_eigenvalue": values[0], "trace": trace, "bottom_eigenvalue": smallest,

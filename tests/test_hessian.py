@@ -424,3 +424,26 @@ def test_hutchinsons_stopping_rule_is_unbiased_where_a_running_rule_is_not():
                               (np.array([running(s) for s in range(3000)]), True)):
         z = (estimates.mean() - truth) / (estimates.std(ddof=1) / math.sqrt(len(estimates)))
         assert (abs(z) > 4) == biased, z
+
+
+def test_density_runs_zero_skips_the_density_and_nothing_else():
+    """Without a density the eigenvalues and trace are those of the same run with one (the SLQ comes
+    last), its Lanczos steps are saved, and the view says there is nothing to draw."""
+    import matplotlib.pyplot as plt
+
+    from lossatlas.methods.hessian import draw_density
+    from lossatlas.plots import NO_DATA
+
+    subject = _known_spectrum(np.linspace(-1.0, 10.0, 120))
+    with Store.memory() as store:
+        full = analyze(store, subject, "hessian", at="theta0", dense_limit=0, density_steps=40, progress=False)
+        bare = analyze(store, subject, "hessian", at="theta0", dense_limit=0, density_steps=40, density_runs=0,
+                       progress=False)
+    for name in ("top_eigenvalue", "trace", "bottom_eigenvalue"):
+        assert bare.metrics[name] == full.metrics[name]
+    assert full.metrics["hvp_count"] - bare.metrics["hvp_count"] >= 40
+    assert len(bare.arrays["density"]) == len(bare.arrays["density_grid"]) == 0 < len(full.arrays["density"])
+    figure, ax = plt.subplots()
+    draw_density(ax, bare)
+    assert NO_DATA in [text.get_text() for text in ax.texts]
+    plt.close(figure)

@@ -870,3 +870,25 @@ def test_nonfinite_curve_paths_are_counted_not_fatal():
         result = analyze(store, subject, "loss-barcode", path="polychain", minima=[[-1.0, 0.0], [1.0, 0.0]],
                          curve_epochs=2, n_eval=11)
     assert result.metrics["n_nonfinite"] > 0 and result.metrics["to_score"] == math.inf
+
+
+def test_progress_in_a_log_is_plain_lines(monkeypatch):
+    """A batch job's log (not a terminal) gets one readable line per update, at most every
+    LOG_INTERVAL seconds, and one when the work ends -- no carriage-return redraws."""
+    import io
+
+    from lossatlas import progress
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    import time
+
+    log = io.StringIO()
+    bar = progress.bar(total=6, desc="grid", file=log)
+    clock = iter(time.time() + 20.0 * step for step in range(1, 1000))  # 20 s between updates
+    bar._time = lambda: next(clock)
+    for _ in range(6):
+        bar.update(1)
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and all(line.startswith("grid: ") for line in lines)
+    assert 2 <= len(lines) <= 5 and lines[-1].startswith("grid: 6/6 (100%)")

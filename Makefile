@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 SCALE ?= cpu
 # the main job: the four studies a CPU can answer (~45 min at cpu scale on 2 cores); the PINN sweep
-# (~14 min) and the ResNet-20 skip study (~58 min): make demo BENCHMARKS="benchmarks/pinn_convection.toml ..."
+# (~14 min) and the ResNet-20 skip study (over an hour): make demo BENCHMARKS="benchmarks/pinn_convection.toml ..."
 BENCHMARKS ?= benchmarks/barcode_lowering.toml benchmarks/barcode_lowering_cnn.toml benchmarks/lr_schedule.toml \
 	benchmarks/generalization_grid.toml
 PY := $(VENV)/bin/python

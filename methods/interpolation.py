@@ -28,7 +28,7 @@ from lossatlas.analyzer import Analyzer, diagnostic, measure, view
 from lossatlas.errors import NonFiniteLossError
 from lossatlas.memory import Memory
 from lossatlas.params import Interval, param, same_as
-from lossatlas.plots import finite_or_nan, metric, no_data
+from lossatlas.plots import finite_or_nan, legend_or_no_data, metric
 from lossatlas.samplers import LineEnds
 
 
@@ -64,10 +64,7 @@ def draw_interpolation(ax, result) -> None:
         if values.shape == t.shape and np.isfinite(values).any():
             ax.plot(t, np.maximum(values, 1e-12), lw=1, marker=".", label=label)
             drawn = True
-    if drawn:
-        ax.legend(fontsize=6)
-    else:
-        no_data(ax)
+    legend_or_no_data(ax, drawn)
 
 
 class Interpolation(Analyzer):

@@ -18,7 +18,7 @@ import numpy as np
 from lossatlas import memory
 from lossatlas.analyzer import Analyzer, diagnostic, measure, view
 from lossatlas.params import Interval, Options, Vectors, param, same_as
-from lossatlas.plots import draw_barcode, finite_or_nan, metric, no_data
+from lossatlas.plots import draw_barcode, finite_or_nan, legend_or_no_data, metric, no_data
 from lossatlas.samplers import DescentMinima, GivenMinima, Paths, StoredMinima
 from lossatlas.subjects import FunctionSubject
 from lossatlas.topology.barcode import barcode_scores, minima_barcode
@@ -76,10 +76,7 @@ def draw_paths(ax, result) -> None:
         if np.isfinite(losses).any():
             ax.plot(t, losses, lw=1, label=f"{i}-{j}")
             drawn = True
-    if drawn:
-        ax.legend(fontsize=6, ncol=2)
-    else:
-        no_data(ax)
+    legend_or_no_data(ax, drawn, ncol=2)
 
 
 class LossBarcode(Analyzer):

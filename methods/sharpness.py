@@ -38,7 +38,7 @@ from lossatlas.ascent import apgd, random_start
 from lossatlas.errors import ConfigError
 from lossatlas.memory import Memory
 from lossatlas.params import Interval, param
-from lossatlas.plots import finite_or_nan, no_data
+from lossatlas.plots import finite_or_nan, legend_or_no_data
 from lossatlas.point_analyzer import PointAnalyzer
 
 NEIGHBOURHOODS = ("epsilon", "adaptive_l2", "adaptive_linf")
@@ -55,10 +55,7 @@ def draw_ascent(ax, result) -> None:
             ax.plot(np.arange(values.shape[-1]), np.nanmax(values.reshape(-1, values.shape[-1]), axis=0), lw=1,
                     label=name)
             drawn = True
-    if drawn:
-        ax.legend(fontsize=6)
-    else:
-        no_data(ax)
+    legend_or_no_data(ax, drawn)
 
 
 class Sharpness(PointAnalyzer):

@@ -13,15 +13,11 @@ import pytest
 from lossatlas import harness, problems
 from lossatlas.analyzer import Analyzer
 from lossatlas.cli import main
+from lossatlas.config import tomllib  # tomli before Python 3.11
 from lossatlas.errors import ConfigError
 from lossatlas.record import Method
 
 _PLUGIN = "plugins.gradient_norm:GradientNorm"  # tests/plugins, on the path (conftest.py)
-_CONFIG = {"name": "jobs", "problem": "three_hump_camel", "seeds": [0, 1], "variants": {"lr": [0.01, 0.02]},
-           "minima": {"momentum": 0.0, "epochs": 1, "steps_per_epoch": 20},
-           "methods": {"hessian": {"k": 1}, "loss-barcode": {"n_minima": 2, "curve_epochs": 1, "n_eval": 5},
-                       "gn": {"analyzer": _PLUGIN}},
-           "sensitivity": {"gn": {"scale": [1.0, 2.0]}}}  # scale 1.0 is the method's own: not rerun
 _TOML = f"""
 name = "jobs"
 problem = "three_hump_camel"
@@ -43,6 +39,7 @@ analyzer = "{_PLUGIN}"
 [sensitivity.gn]
 scale = [1.0, 2.0]
 """
+_CONFIG = tomllib.loads(_TOML)  # scale 1.0 is the method's own: not rerun
 
 
 def test_a_plan_expands_into_one_flat_list_of_jobs():

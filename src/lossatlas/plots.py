@@ -84,6 +84,15 @@ def no_data(ax, text: str = NO_DATA) -> None:
     place(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="gray")
 
 
+def legend_or_no_data(ax, drawn: bool, **legend) -> None:
+    """The legend of the lines a view drew, or the no-data text where it drew none (every value
+    non-finite or missing)."""
+    if drawn:
+        ax.legend(fontsize=6, **legend)
+    else:
+        no_data(ax)
+
+
 def prefix_title(ax, label: str, sep: str = ": ") -> None:
     """Put ``label`` (a subject, a variant) in front of the title a drawer set."""
     title = ax.get_title()

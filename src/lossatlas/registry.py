@@ -92,12 +92,12 @@ class Registry:
         return found
 
     @functools.cached_property
-    def analyzers(self) -> dict[str, object]:
+    def loaded(self) -> dict[str, object]:
         """Every name that loads, loaded (listing: broken plugins are warned about and skipped)."""
         return {name: obj for name in self.names() if (obj := self._load(name, strict=False)) is not None}
 
     def available(self) -> list[str]:
-        return sorted(self.analyzers)
+        return sorted(self.loaded)
 
     def get(self, name: str) -> object:
         """The object registered as ``name``, or the user's own ``"package.module:name"``."""

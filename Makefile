@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH)"
 	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install --no-deps "curvlinops-for-pytorch>=3"  # see pyproject: without backpack (and its torchvision)
 	touch $@
 
 venv: $(VENV)/.installed

@@ -31,6 +31,7 @@ from lossatlas.evaluation import EXAMPLE_CHUNK
 from lossatlas.hessian import CURVATURES, HessianOperator, check_curvature, checked_eigenpairs, dense_matrix
 from lossatlas.memory import Memory
 from lossatlas.params import Interval, Options, param
+from lossatlas.planning import lanczos_products
 from lossatlas.plots import finite_or_nan, no_data
 from lossatlas.point_analyzer import PointAnalyzer
 
@@ -129,6 +130,15 @@ class HessianLayers(PointAnalyzer):
         need = Memory(host=host) + memory.hvp(subject) + memory.requested(self, subject)
         return need + memory.example_gradients(subject, EXAMPLE_CHUNK) if self.curvature == "ef" else need
 
+    def work(self, subject):
+        """Its work (``lossatlas.planning``): the loss at the point and, per block, its dense
+        matrix (one product per parameter) or a Lanczos run for its top eigenpair and its trace
+        probes -- each a product of the whole curvature matrix."""
+        products = sum(len(indices) if len(indices) <= max(self.dense_limit, 2)
+                       else lanczos_products(1, 6) + self.trace_probes
+                       for _, indices in layer_blocks(subject, self.depth))
+        return {("product", self.curvature): products, ("loss",): 1}
+
     def compute(self, subject, samples):
         theta, buffers = samples["point"]["theta"], samples["point"]["buffers"]
         self.finite_loss(subject, theta, buffers, "the Hessian")
@@ -138,22 +148,26 @@ class HessianLayers(PointAnalyzer):
         estimated, reasons = [], []
         operators = [_Block(op, indices) for _, indices in blocks]
         eps = float(torch.finfo(subject.theta0.dtype).eps)
-        for index, ((name, _), block) in enumerate(zip(blocks, operators)):
-            if block.dim <= max(self.dense_limit, 2):  # ARPACK needs k < dim - 1
-                spectrum = np.linalg.eigvalsh(block.dense())
-                tops[index], traces[index] = spectrum[-1], spectrum.sum()
-            else:
-                top = checked_eigenpairs(block, 1, "top", self.tol, self.seed + index, self.max_restarts, eps=eps)
-                tops[index] = top.values[0] if len(top.values) else np.nan
-                reasons += [f"{name}: {top.reason}"] if top.reason else []
-                estimated.append(index)
+        with op.stage("top eigenvalue per block") as shown:  # one bar, the current block named on it
+            for index, ((name, _), block) in enumerate(zip(blocks, operators)):
+                if shown is not None:
+                    shown.set_postfix_str(name, refresh=False)
+                if block.dim <= max(self.dense_limit, 2):  # ARPACK needs k < dim - 1
+                    spectrum = np.linalg.eigvalsh(block.dense())
+                    tops[index], traces[index] = spectrum[-1], spectrum.sum()
+                else:
+                    top = checked_eigenpairs(block, 1, "top", self.tol, self.seed + index, self.max_restarts, eps=eps)
+                    tops[index] = top.values[0] if len(top.values) else np.nan
+                    reasons += [f"{name}: {top.reason}"] if top.reason else []
+                    estimated.append(index)
         rng = np.random.default_rng(self.seed)
         probes = np.empty((self.trace_probes, len(estimated)))
-        for column, index in enumerate(estimated):  # each block its own probes
-            block = operators[index]
-            for row in range(self.trace_probes):
-                probe = rng.choice([-1.0, 1.0], size=block.dim)
-                probes[row, column] = probe @ block(probe)
+        with op.stage("trace per block (Hutchinson)", self.trace_probes * len(estimated)):
+            for column, index in enumerate(estimated):  # each block its own probes
+                block = operators[index]
+                for row in range(self.trace_probes):
+                    probe = rng.choice([-1.0, 1.0], size=block.dim)
+                    probes[row, column] = probe @ block(probe)
         if estimated:
             traces[estimated] = probes.mean(axis=0)
             stderrs[estimated] = probes.std(axis=0, ddof=1) / np.sqrt(self.trace_probes)

@@ -113,6 +113,11 @@ class Interpolation(Analyzer):
                       lower="n_points")
         return line + memory.evaluation(subject, n) + memory.requested(self, subject)
 
+    def work(self, subject):
+        """Its work (``lossatlas.planning``): two lines of n_points, BatchNorm re-estimated at every
+        point, and the refinement's rounds (at most 12 points each; typically two rounds)."""
+        return {("points", True): 2 * self.n_points + 12 * min(self.refine, 2)}
+
     def compute(self, subject, samples):
         ends = samples["ends"]
         ts = np.linspace(0.0, 1.0, self.n_points)

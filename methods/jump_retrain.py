@@ -185,6 +185,17 @@ class JumpRetrain(PointAnalyzer):
         phate = memory.vectors(subject, n, size) + pca + 6 * 8 * n * min(n, self.n_landmark)
         return memory.requested(self, subject) + Memory(host=phate, lower="epochs, seeds or step_sizes")
 
+    def work(self, subject):
+        """Its work (``lossatlas.planning``) beyond its runs: PHATE on every recorded sample, timed on
+        as many random points (at most 100 coordinates each: its PCA's components)."""
+        n = len(self.seeds) * len(self.step_sizes) * (self.epochs + 1)
+
+        def embed():
+            points = np.random.default_rng(self.seed).normal(size=(n, min(subject.dim, 100)))
+            phate_embedding(points, self.phate_knn_k, self.phate_decay, self.n_landmark, self.seed)
+
+        return {("timed", f"PHATE of {n} samples", embed): 1}
+
     def compute(self, subject, samples):
         runs = samples["runs"]
         filtration = runs["test_losses"] if self.loss_split == "test" else runs["losses"]

@@ -131,6 +131,10 @@ class LossBarcode(Analyzer):
         """The paths between the minima (``Paths.memory``); the barcode itself is K x K."""
         return memory.requested(self, subject)
 
+    def work(self, subject):
+        """Its work (``lossatlas.planning``) is its samples': a barcode of K minima takes no measurable time."""
+        return {}
+
     def compute(self, subject, samples):
         paths = samples["paths"]
         minima, values = paths["minima"], paths["vertex_losses"]

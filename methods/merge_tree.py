@@ -1,8 +1,9 @@
 """The ``merge-tree`` analyzer (Xie, Geniesse et al. 2024): number of saddles and average
 persistence of the sublevel-set merge tree of a 2-D loss grid.
 
-The grid lies along random filter-normalized directions, the top-2 Hessian eigenvectors, or
-the coordinate axes of a 2-parameter subject, around a minimum or theta0. It is read as one
+The grid lies along random filter-normalized directions, the top-2 Hessian eigenvectors (of the
+generalized Gauss-Newton matrix or the empirical Fisher instead by ``curvature``, see the
+``hessian`` analyzer), or the coordinate axes of a 2-parameter subject, around a minimum or theta0. It is read as one
 of five representations (``triangulated_grid``, the default: the grid as TTK triangulates it,
 which is what the paper computed on; ``image``: pixels, 8-connected like a cubical complex;
 ``delaunay``, ``gabriel``, ``knn``: graphs over the sample coordinates). Pairs with persistence
@@ -58,6 +59,7 @@ class MergeTreeAnalyzer(PointAnalyzer):
              "merge_tree": view(draw_merge_tree, shared="y"), "persistence": view(draw_persistence, shared="xy")}
     smoke_params = {"directions": "axes", "at": "theta0", "span": 5.0, "resolution": 41}
     version = 2  # average persistence per Xie, Geniesse et al. (distance to the diagonal)
+    keyless_defaults = {"curvature": "hessian"}  # results stored before it existed keep their keys
 
     directions: str = same_as(Grid, "directions")
     resolution: int = same_as(Grid, "resolution")
@@ -72,8 +74,12 @@ class MergeTreeAnalyzer(PointAnalyzer):
     threshold: float = param(0.0, Interval(float, 0))
     relative_threshold: float = param(0.0, Interval(float, 0, 1))
     backend: str = param("native", Options(("native", "ttk")))
+    curvature: str = same_as(Grid, "curvature")
 
     def check(self):
+        if self.curvature != "hessian" and self.directions != "hessian":
+            raise ConfigError(f"curvature={self.curvature!r} chooses the matrix of Hessian directions; "
+                              f"directions={self.directions!r} has none. Use directions='hessian'.")
         if self.backend == "ttk" and self.representation != "triangulated_grid":
             raise ConfigError(f"The TTK backend computes on its own triangulation of the grid "
                               f"(representation='triangulated_grid'); {self.representation!r} needs backend='native'.")
@@ -87,7 +93,7 @@ class MergeTreeAnalyzer(PointAnalyzer):
         span_y = self.span if self.span_y is None else self.span_y
         return {"grid": Grid(point=self.point(), directions=self.directions,
                              resolution=self.resolution, span_x=float(self.span), span_y=float(span_y),
-                             seed=self.seed, include_bn=self.include_bn, bn=self.bn,
+                             seed=self.seed, include_bn=self.include_bn, bn=self.bn, curvature=self.curvature,
                              trajectory=Trajectory(minimum=self.minimum) if self.directions == "pca" else None)}
 
     def memory(self, subject):
@@ -98,6 +104,10 @@ class MergeTreeAnalyzer(PointAnalyzer):
             return Memory(host=1024 * subject.grid_loss.size)
         return self.requests(subject)["grid"].memory(subject) + Memory(host=1024 * self.resolution**2,
                                                                       lower="resolution")
+
+    def work(self, subject):
+        """Its work (``lossatlas.planning``) is its samples': the merge tree of a grid takes no measurable time."""
+        return {}
 
     def compute(self, subject, samples):
         grid = samples["grid"]

@@ -89,6 +89,10 @@ class MinimumBar(Analyzer):
         """The paths between the minima (``Paths.memory``); the barcode itself is K x K."""
         return memory.requested(self, subject)
 
+    def work(self, subject):
+        """Its work (``lossatlas.planning``) is its samples': a barcode of K minima takes no measurable time."""
+        return {}
+
     def compute(self, subject, samples):
         paths, theta = samples["paths"], np.asarray(samples["point"]["theta"], dtype=float)
         found = np.flatnonzero((np.asarray(paths["minima"], dtype=float) == theta).all(axis=1))

@@ -118,6 +118,12 @@ class Sharpness(PointAnalyzer):
             + int(batches * memory.batch_bytes(subject))
         return Memory(host=memory.vectors(subject, 4), device=device) + memory.requested(self, subject)
 
+    def work(self, subject):
+        """Its work (``lossatlas.planning``): the loss at the point, and at most steps + 1 gradient
+        evaluations per Auto-PGD start (restarts for l2, box_restarts for the box and l_inf), each a
+        pass over the evaluation set (with m, its batches of m examples together)."""
+        return {("gradient",): (self.restarts + 2 * self.box_restarts) * (self.steps + 1), ("loss",): 1}
+
     def compute(self, subject, samples):
         theta = subject.as_theta(samples["point"]["theta"])
         buffers = subject.buffers_at(theta, samples["point"]["buffers"])

@@ -185,3 +185,65 @@ def test_ef_refuses_losses_that_do_not_weigh_examples_alike():
             analyze(store, ignored, "hessian", at="theta0", curvature="ef")
         assert analyze(store, weighted, "hessian", at="theta0", curvature="ggn", k=1, density_steps=5,
                        progress=False).metrics["top_eigenvalue"] >= 0
+
+
+# -- curvlinops (Dangel et al.) as an oracle: another library's operators on the same batches ------
+def _curvlinops_matrix(subject, curvature: str) -> np.ndarray:
+    """The dense matrix of curvlinops' Hessian, GGN or EF operator on the subject's own model,
+    parameters and evaluation batches, in our convention.
+
+    Conventions (reduction="mean", both losses here): curvlinops weighs each batch by its size
+    over N, as our ``eval_batches`` do, so its Hessian and GGN are those of the same mean loss.
+    Its empirical Fisher is c sum_n grad(l_n) grad(l_n)^T over the loss's *terms*: the criterion
+    is read as c sum_n l_n with c = 1/N for cross-entropy but c = 1/(N C) for MSELoss on C outputs
+    per example, l_n = ||f_n - y_n||^2 being the example's summed squared error. Ours is
+    (1/N) sum_n g_n g_n^T with g_n the gradient of the criterion on example n alone, which for MSE
+    is l_n / C: curvlinops' EF is C x ours for MSE, equal for cross-entropy. The factor is undone
+    here (C from the targets' shape), so the comparison is of the same matrix.
+    """
+    curvlinops = pytest.importorskip("curvlinops")
+    operators = {"hessian": curvlinops.HessianLinearOperator, "ggn": curvlinops.GGNLinearOperator,
+                 "ef": curvlinops.EFLinearOperator}
+    params = [p for p in subject.model.parameters() if p.requires_grad]
+    data = [batch for batch, _ in subject.eval_batches()]
+    operator = operators[curvature](subject.model, subject.loss_fn, params, data)
+    matrix = (operator @ torch.eye(subject.dim, dtype=torch.float64)).numpy()
+    outputs = subject.data[1].shape[1] if subject.data[1].ndim == 2 else 1
+    return matrix / outputs if curvature == "ef" and isinstance(subject.loss_fn, nn.MSELoss) else matrix
+
+
+@pytest.mark.parametrize("curvature", ["hessian", "ggn", "ef"])
+@pytest.mark.parametrize("problem", [_classifier, _regression])
+def test_products_equal_curvlinops(problem, curvature):
+    model, loss_fn, data = problem()
+    subject = ModuleSubject(model, loss_fn, data, eval_batch_size=7)  # unequal batches: 7, 7, 6
+    reference = _curvlinops_matrix(subject, curvature)
+    op = HessianOperator(subject, subject.theta0, curvature=curvature)
+    for vector in np.random.default_rng(1).normal(size=(3, subject.dim)):
+        np.testing.assert_allclose(op(vector), reference @ vector, rtol=0, atol=1e-12 * np.abs(reference).max())
+    assert np.abs(reference).max() > 1e-3  # a matrix worth comparing
+
+
+@pytest.mark.parametrize("curvature", ["hessian", "ggn", "ef"])
+@pytest.mark.parametrize("problem", [_classifier, _regression])
+def test_analyzer_spectrum_and_trace_equal_curvlinops(problem, curvature):
+    """The top eigenvalues and the trace the ``hessian`` analyzer reports, exact (dense) and
+    iterative (Lanczos; Hutchinson within 4 standard errors; Hutch++ with 3 x dim products, whose
+    sketch then spans the whole space: exact), against the spectrum of curvlinops' matrix."""
+    model, loss_fn, data = problem()
+    subject = ModuleSubject(model, loss_fn, data, eval_batch_size=7, name="tiny")
+    reference = _curvlinops_matrix(subject, curvature)
+    values, trace = np.linalg.eigvalsh(reference)[::-1], float(np.trace(reference))
+    iterative = dict(at="theta0", curvature=curvature, dense_limit=0, bottom_k=0, density_runs=0, progress=False)
+    with Store.memory() as store:
+        dense = analyze(store, subject, "hessian", at="theta0", curvature=curvature, progress=False)
+        lanczos = analyze(store, subject, "hessian", tol=1e-10, trace_max_probes=400, **iterative)
+        hutchpp = analyze(store, subject, "hessian", trace_estimator="hutch++", trace_max_probes=3 * subject.dim,
+                          **iterative)
+    scale = values[0]
+    np.testing.assert_allclose(dense.arrays["eigenvalues"], values[:2], rtol=0, atol=1e-10 * scale)
+    assert dense.metrics["trace"] == pytest.approx(trace, abs=1e-10 * scale)
+    assert dense.metrics["bottom_eigenvalue"] == pytest.approx(values[-1], abs=1e-10 * scale)
+    np.testing.assert_allclose(lanczos.arrays["eigenvalues"], values[:2], rtol=0, atol=1e-8 * scale)
+    assert abs(lanczos.metrics["trace"] - trace) <= 4 * lanczos.metrics["trace_stderr"]
+    assert hutchpp.metrics["trace"] == pytest.approx(trace, abs=1e-9 * scale)

@@ -55,7 +55,8 @@ def test_cpu_device_changes_no_number_and_results_record_their_device(tmp_path):
     (first, first_result), (second, second_result) = found
     assert np.array_equal(first.theta, second.theta)
     assert first_result.metrics == second_result.metrics
-    assert second.runtime == {"device": "cpu", "dtype": "float64", "precision": "float32"} == second_result.runtime
+    assert second.runtime == {"device": "cpu", "dtype": "float64", "precision": "float32"}
+    assert second_result.runtime == {**second.runtime, "data": "memory", "hvp": "double backward (eager)"}
     with Store(tmp_path / "b.h5", "r") as store:  # and the store gives it back
         assert store.minima(on_cpu.name)[0].runtime["device"] == "cpu"
         assert store.results(on_cpu.name)[0].runtime["device"] == "cpu"

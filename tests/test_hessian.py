@@ -447,3 +447,35 @@ def test_density_runs_zero_skips_the_density_and_nothing_else():
     draw_density(ax, bare)
     assert NO_DATA in [text.get_text() for text in ax.texts]
     plt.close(figure)
+
+
+def _final_counts(log: str) -> dict[str, int]:
+    """Each bar's last count in a log of plain progress lines ("desc: n/total ..." or "desc: n products ...")."""
+    import re
+
+    counts = {}
+    for line in log.splitlines():
+        found = re.match(r"^(.*): (\d+)(?:/\d+ | products )", line)
+        if found:
+            counts[found.group(1)] = int(found.group(2))
+    return counts
+
+
+@pytest.mark.parametrize("method", ["hessian", "hessian-layers"])
+def test_every_product_of_every_solver_shows_as_progress(monkeypatch, capsys, method):
+    """In a log (not a terminal) each solver's bar ends on a line with its products; together they
+    are every product the result counts. With ``progress=False`` nothing is written."""
+    monkeypatch.delenv("TQDM_DISABLE")
+    model, data = _mlp_subject()
+    subject = ModuleSubject(model, nn.CrossEntropyLoss(), data, name="mlp")
+    params = {"hessian": dict(dense_limit=0, density_steps=10), "hessian-layers": dict(dense_limit=50)}[method]
+    with Store.memory() as store:
+        analyze(store, subject, method, at="theta0", seed=1, progress=False, **params)
+        assert capsys.readouterr().err == ""
+        result = analyze(store, subject, method, at="theta0", **params)
+    counts = _final_counts(capsys.readouterr().err)
+    assert sum(counts.values()) == result.metrics["hvp_count"] > 0
+    stages = {"hessian": ["top 2 eigenvalues (Lanczos)", "trace (Hutchinson)", "bottom eigenvalue (Lanczos)",
+                          "density (SLQ)"],
+              "hessian-layers": ["top eigenvalue per block", "trace per block (Hutchinson)"]}[method]
+    assert sorted(counts) == sorted(f"mlp: Hessian {stage}" for stage in stages)

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from lossatlas import ConfigError, FunctionSubject, Recipe, Store, analyze, train_minima
+from lossatlas import ConfigError, FunctionSubject, ModuleSubject, Recipe, Store, analyze, train_minima
+from lossatlas.directions import check as check_directions
 from lossatlas.directions import filter_normalize, hessian_directions
 from lossatlas.problems import himmelblau, resnet, three_hump_camel
 from lossatlas.samplers import loss_grid
@@ -100,6 +101,64 @@ def test_hessian_directions_are_the_top_eigenvectors():
     np.testing.assert_allclose(np.abs(dirs.numpy() @ basis[:, :2]), np.eye(2), atol=1e-6)
     with pytest.raises(ConfigError, match="directions='axes'"):
         hessian_directions(himmelblau(), himmelblau().theta0, None, seed=0)
+
+
+def test_ggn_directions_are_the_top_eigenvectors_of_the_explicit_ggn():
+    """curvature="ggn": the top-2 eigenvectors (up to sign) of J^T H_L J built with torch.autograd,
+    not the Hessian's (on this model they differ), each scaled to ||theta||."""
+    from test_curvature import _classifier, _explicit_ggn
+
+    model, loss_fn, data = _classifier()
+    subject = ModuleSubject(model, loss_fn, data, eval_batch_size=7, name="tiny")
+    _, vectors = np.linalg.eigh(_explicit_ggn(model, loss_fn, data))
+    dirs = hessian_directions(subject, subject.theta0, subject.buffers0, seed=0, tol=1e-10, curvature="ggn").numpy()
+    norm = float(subject.theta0.norm())
+    np.testing.assert_allclose(np.linalg.norm(dirs, axis=1), [norm, norm], rtol=1e-12)
+    np.testing.assert_allclose(np.abs(dirs / norm @ vectors[:, ::-1][:, :2]), np.eye(2), atol=1e-6)
+    hessian = hessian_directions(subject, subject.theta0, subject.buffers0, seed=0, tol=1e-10).numpy()
+    assert np.abs(np.sum(dirs * hessian, axis=1) / norm**2).min() < 0.9
+
+
+def test_a_curvature_needs_hessian_directions_and_a_model():
+    function = FunctionSubject(lambda t: (t**2).sum(), torch.zeros(3, dtype=torch.float64), name="bowl")
+    with pytest.raises(ConfigError, match="curvature='ggn' chooses the matrix of Hessian directions"):
+        check_directions(function, "random", "ggn")
+    with pytest.raises(ConfigError, match="curvature='ef' needs a model"):
+        hessian_directions(function, function.theta0, None, seed=0, curvature="ef")
+
+
+def test_merge_tree_grid_on_ggn_directions_and_the_default_key():
+    """merge-tree with curvature="ggn" grids along the explicit GGN's top eigenvectors; at the
+    default the parameter stays out of the analyzer's and the grid's keys (results stored before
+    it existed are found again)."""
+    from test_curvature import _classifier, _explicit_ggn
+
+    from lossatlas.analysis import resolve
+    from lossatlas.provenance import config_key
+    from lossatlas.samplers import Grid, Point
+    from lossatlas.sampling import identity, obtain
+
+    model, loss_fn, data = _classifier()
+    subject = ModuleSubject(model, loss_fn, data, eval_batch_size=7, name="tiny")
+    settings = dict(directions="hessian", at="theta0", resolution=5)
+    cls = resolve("merge-tree")
+    with Store.memory() as store:
+        default = analyze(store, subject, "merge-tree", progress=False, **settings)
+        ggn = analyze(store, subject, "merge-tree", curvature="ggn", progress=False, **settings)
+        grid = obtain(store, subject, Grid(point=Point(at="theta0"), directions="hessian", resolution=5,
+                                           curvature="ggn"), progress=False)
+        old_params = {k: v for k, v in default.params.items() if k != "curvature"}
+        samples = {name: identity(store, subject, request)
+                   for name, request in cls.from_params(settings).requests(subject).items()}
+    assert "curvature" not in samples["grid"]
+    assert default.key == config_key({"params": old_params, "samples": samples, "version": cls.version})
+    assert ggn.key != default.key and ggn.params["curvature"] == "ggn"
+    np.testing.assert_array_equal(ggn.arrays["loss_grid"], grid["loss"])
+    _, vectors = np.linalg.eigh(_explicit_ggn(model, loss_fn, data))
+    units = grid["directions"] / np.linalg.norm(grid["directions"], axis=1, keepdims=True)
+    np.testing.assert_allclose(np.abs(units @ vectors[:, ::-1][:, :2]), np.eye(2), atol=1e-6)
+    with pytest.raises(ConfigError, match="curvature='ggn' chooses the matrix of Hessian directions"):
+        cls.from_params({"directions": "random", "curvature": "ggn"})
 
 
 def test_resnet_grid_at_a_minimum_with_random_directions():

@@ -5,7 +5,9 @@
     python -m benchmarks.perf --only grid,hessian  # some sections, printed only (or --out FILE)
 
 Sections: grid (grid evaluation), merge_tree (merge tree + persistence vs gudhi and landscaper),
-hessian (native vs pyhessian), paths (path optimization vs one minimum), jump_retrain (jump and
+hessian (native vs pyhessian), hvp (Hessian-vector products: double backward vs forward-over-reverse,
+eager and compiled), streaming (peak memory of streamed vs in-memory data), paths (path optimization
+vs one minimum), jump_retrain (jump and
 retrain vs one minimum), batched (many small training runs at once vs one at a time), gpu (device
 throughput and the paper-scale projection; on a CPU with cut sizes). Run it on an otherwise idle
 machine: the load average before and after is recorded, and a busy one skews every ratio (see
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from . import common
 
-SECTIONS = ("grid", "merge_tree", "hessian", "paths", "jump_retrain", "batched", "gpu")
+SECTIONS = ("grid", "merge_tree", "hessian", "hvp", "streaming", "paths", "jump_retrain", "batched", "gpu")
 RESULTS = Path(__file__).with_name("results.md")
 
 
@@ -35,6 +37,12 @@ def _run_section(name: str, args) -> common.Section:
     if name == "hessian":
         from . import hessian
         return hessian.run(args.quick)
+    if name == "hvp":
+        from . import hvp
+        return hvp.run(args.quick)
+    if name == "streaming":
+        from . import streaming
+        return streaming.run(args.quick)
     if name == "paths":
         from . import paths
         return paths.run(args.quick)

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from . import devices, memory, registry
+from . import devices, evaluation, memory, progress as progress_module, registry
 from .analyzer import Analyzer
 from .errors import ConfigError
 from .params import Vectors
@@ -57,7 +57,8 @@ def analyze(store: Store, subject, method, progress: bool = True, **params) -> R
     if store.has_result(subject.name, cls.name, key):
         return store.read_result(subject.name, cls.name, key)
     start = time.perf_counter()
-    with devices.numerics("float32", subject.device):  # landscape measurements: no TF32 (devices.numerics)
+    # landscape measurements: no TF32 (devices.numerics); bars deep in compute (the Hessian's solvers) as asked
+    with devices.numerics("float32", subject.device), progress_module.shown(progress):
         samples = {name: obtain(store, subject, request, progress) for name, request in requests.items()}
         metrics, arrays = analyzer.compute(subject, samples)
     result = Result(
@@ -72,7 +73,8 @@ def analyze(store: Store, subject, method, progress: bool = True, **params) -> R
         wall_time_s=time.perf_counter() - start,
         key=key,
         analyzer=cls.info(),
-        runtime=devices.runtime(subject.device, subject.theta0.dtype),
+        runtime={**devices.runtime(subject.device, subject.theta0.dtype), "data": subject.data_source,
+                 "hvp": evaluation.HVP_METHOD},
     )
     store.write_result(result)
     return result

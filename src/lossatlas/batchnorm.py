@@ -12,8 +12,8 @@ import contextlib
 import torch
 from torch import nn
 
+from . import distributed, layout
 from . import inputs as batches
-from . import layout
 
 
 def batchnorm_modules(model: nn.Module) -> list[nn.Module]:
@@ -24,7 +24,12 @@ def batchnorm_modules(model: nn.Module) -> list[nn.Module]:
 def update_bn(subject, theta) -> torch.Tensor:
     """Re-estimate BatchNorm running statistics at ``theta`` with one pass over the subject's
     training data in train mode, each batch weighted by its size (Garipov et al. 2018,
-    ``update_bn``). Returns the flat buffer vector; the subject is not changed."""
+    ``update_bn``). Returns the flat buffer vector; the subject is not changed.
+
+    On several processes each reads its share of the batches (``eval_batches``); in train mode a
+    batch's statistics depend on that batch alone, so the whole pass's average is the ranks' own
+    cumulative averages weighted by the examples each saw, summed (``distributed``): every rank
+    gets the statistics of the one-process pass (up to rounding; alone, the weight is exactly 1)."""
     theta = subject.as_theta(theta)
     modules = subject._bn_modules
     if not modules:
@@ -34,8 +39,8 @@ def update_bn(subject, theta) -> torch.Tensor:
         tensor.fill_(1.0 if name.endswith("running_var") else 0.0)
     momenta = [m.momentum for m in modules]
     subject.model.train()
+    seen, failure = 0, None
     try:
-        seen = 0
         with torch.no_grad():
             for (inputs, _), _ in subject.eval_batches(subject.train_data):
                 size = batches.count(inputs)
@@ -43,11 +48,16 @@ def update_bn(subject, theta) -> torch.Tensor:
                     module.momentum = size / (seen + size)
                 subject._forward(theta, buffers, inputs)
                 seen += size
+    except Exception as error:  # raised below, on every rank, after the reduction it would have missed
+        failure = error
     finally:
         for module, momentum in zip(modules, momenta):
             module.momentum = momentum
         subject.model.eval()
-    return buffers
+    total = distributed.all_reduce_sum({"seen": seen}, failure)["seen"]
+    if not total:  # no batch anywhere (every label ignored): the fresh estimate, on every rank alike
+        return buffers
+    return distributed.all_reduce_sum({"buffers": buffers * (seen / total)})["buffers"]
 
 
 @contextlib.contextmanager

@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--store", help="HDF5 store (default: OUT/<name>_<scale>.h5; one config only)")
     run.add_argument("--out", default="results", help="output directory; each report goes to OUT/<name>_<scale>/")
     run.add_argument("--check", action="store_true", help="only validate the config(s)")
+    run.add_argument("--plan", action="store_true", help="only print each stage's jobs, estimated time and peak "
+                                                         "memory on this machine, measured on the subjects (nothing "
+                                                         "is written)")
     run.add_argument("--device", help="auto (a GPU when there is one), cpu, cuda or cuda:N; overrides the configs' "
                                       "'device' key (default: auto)")
     run.add_argument("--executor", default="local", choices=["local", "dask"],
@@ -50,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786); default with --executor dask: "
                                          "a LocalCluster with one worker per core")
     run.add_argument("--figures", default="full", choices=["full", "draft", "none"], help=FIGURES_HELP)
+    run.add_argument("--nproc", type=int, default=1,
+                     help="processes on this machine sharing the run through torch.distributed (gloo on the CPU, "
+                          "NCCL with one GPU each): data-parallel evaluation, independent tasks split, rank 0 "
+                          "writes the store; the same as torchrun --nproc-per-node N -m lossatlas run ...")
     run.add_argument("--threads", type=int, help="torch threads per process and per task (default: torch's; "
                                                  "1 with --executor dask)")
     report = commands.add_parser("report", help="rebuild the tables and figures of a benchmark from its store "
@@ -73,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                          help="merge-tree simplification, as a fraction of the loss range (default 0)")
     surface.add_argument("--no-analyze", action="store_true", help="only import the surface")
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return {"methods": _methods, "inspect": _inspect, "run": _run, "report": _report,
                 "export": _export, "import-surface": _import_surface}[args.command](args)
@@ -116,12 +124,26 @@ def _inspect(args) -> int:
 
 
 def _run(args) -> int:
-    from . import devices, executor, harness
+    from . import devices, executor, harness, ranks
     from .store import Store
 
+    if args.nproc != 1 and not ranks.launched():
+        if args.executor != "local":
+            raise ConfigError("--nproc runs the processes with torch.distributed; it does not combine with "
+                              "--executor dask (use one or the other).")
+        if args.plan or args.check:
+            raise ConfigError("--plan and --check run in one process; leave out --nproc.")
+        return ranks.relaunch(args.nproc, _without_nproc(args.argv))
     plans = [harness.load(config, args.scale) for config in args.config]  # every config checked before any work
     if args.device is not None:
         plans = [dataclasses.replace(plan, device=args.device) for plan in plans]
+    if ranks.launched():  # one of several processes (torchrun): join the group, each on its own device
+        device = ranks.init(plans[0].device if plans else "auto")
+        plans = [dataclasses.replace(plan, device=device) for plan in plans]
+        try:
+            return _run_ranks(args, plans)
+        finally:
+            ranks.finish()
     for plan in plans:
         devices.resolve(plan.device)  # a GPU asked for that is not there: refused now, before any work
     for plan in plans:  # every method checked against every subject (data, dimensions, memory), one at a time
@@ -146,6 +168,9 @@ def _run(args) -> int:
     if args.check:
         print("config OK")
         return 0
+    if args.plan:
+        _plan(plans, args)
+        return 0
     with executor.make(args.executor, args.scheduler, args.threads) as runner, executor.use(runner):
         reports = [_run_one(plan, out, path, args.figures) for plan, path in zip(plans, stores)]
     print("\nreports:")
@@ -154,7 +179,59 @@ def _run(args) -> int:
     return 0
 
 
-def _run_one(plan, out: Path, store_path: Path, figures: str = "full") -> Path:
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            out.append(item)
+    return out
+
+
+def _run_ranks(args, plans) -> int:
+    """This process's part of a run over several (torchrun): the same jobs on every rank, the
+    store opened and the report written by rank 0 alone (``lossatlas.ranks``)."""
+    from . import distributed, executor, harness, ranks
+
+    rank, size = distributed.world()
+    for plan in plans:
+        harness.check_subjects(plan)
+    out = Path(args.out)
+    stores = [Path(args.store) if args.store else out / f"{plan.record_name}.h5" for plan in plans]
+    if rank == 0:
+        print(f"{len(plans)} benchmark(s) over {size} processes (torch.distributed, {dist_backend()})")
+    with ranks.RankExecutor(args.threads) as runner, executor.use(runner):
+        executor.set_threads(args.threads)
+        for plan, path in zip(plans, stores):
+            if rank == 0:
+                _run_one(plan, out, path, args.figures, shared=ranks.Leader)
+            else:
+                harness.execute(plan, ranks.Follower())
+    return 0
+
+
+def dist_backend() -> str:
+    from torch import distributed as dist
+
+    return dist.get_backend() if dist.is_initialized() else "none"
+
+
+def _plan(plans, args) -> None:
+    """Every plan's stages, times and peak memory (``lossatlas.planning``), measured with the threads
+    the run would use; nothing is written."""
+    from . import executor, planning
+
+    executor.set_threads(args.threads)
+    for plan in plans:
+        print(f"\n{planning.report(planning.estimate(plan))}")
+    if args.executor != "local":
+        print("\n(estimated for the local executor: with Dask the independent tasks of a job spread over its workers)")
+
+
+def _run_one(plan, out: Path, store_path: Path, figures: str = "full", shared=None) -> Path:
     from . import harness
     from .report import write_report
     from .store import Store
@@ -167,7 +244,7 @@ def _run_one(plan, out: Path, store_path: Path, figures: str = "full") -> Path:
             folder.mkdir(parents=True, exist_ok=True)
             with _logging_to(folder / "run.log") as logger:
                 logger.info("run %s at scale %s into %s", plan.name, plan.scale, store_path)
-                harness.execute(plan, store)
+                harness.execute(plan, store if shared is None else shared(store))
                 logger.info("report -> %s", folder)
                 write_report(store, folder, plan.record_name, figures=figures)
                 logger.info("finished in %.1f s", time.perf_counter() - start)

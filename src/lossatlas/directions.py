@@ -1,5 +1,7 @@
 """Directions in parameter space for 2-D loss grids: random filter-normalized, Hessian, axes, and
-the principal components of a training trajectory."""
+the principal components of a training trajectory. "Hessian" directions are the top eigenvectors of
+a ``curvature`` (``lossatlas.hessian``): the Hessian by default, or the generalized Gauss-Newton
+matrix or the empirical Fisher of a model + criterion subject."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +9,7 @@ import torch
 
 from .errors import ConfigError
 from .params import Interval, NumberList, validate
-from .hessian import HessianOperator, top_eigenpairs
+from .hessian import CURVATURES, HessianOperator, check_curvature, top_eigenpairs
 
 KINDS = ("random", "hessian", "axes", "pca")
 
@@ -47,12 +49,14 @@ def random_directions(subject, center: torch.Tensor, seed: int, include_bn: bool
     return torch.stack(rows)
 
 
-def hessian_directions(subject, center: torch.Tensor, buffers, seed: int, tol: float = 1e-3) -> torch.Tensor:
-    """The top-2 Hessian eigenvectors at ``center`` (Yao et al. 2020), scaled to the norm of
-    ``center`` for modules (so a span of 1 is a move as large as the parameters themselves, as
-    with filter-normalized directions) and to unit norm for plain functions."""
-    check(subject, "hessian")
-    op = HessianOperator(subject, center, buffers)
+def hessian_directions(subject, center: torch.Tensor, buffers, seed: int, tol: float = 1e-3,
+                       curvature: str = "hessian") -> torch.Tensor:
+    """The top-2 Hessian eigenvectors at ``center`` (Yao et al. 2020), or those of the GGN or the
+    empirical Fisher by ``curvature``, scaled to the norm of ``center`` for modules (so a span of 1
+    is a move as large as the parameters themselves, as with filter-normalized directions) and to
+    unit norm for plain functions."""
+    check(subject, "hessian", curvature)
+    op = HessianOperator(subject, center, buffers, curvature)
     _, vectors = top_eigenpairs(op, 2, tol, seed, max_restarts=1000)
     scale = float(center.norm()) if subject.param_layout is not None else 1.0
     return torch.as_tensor(vectors, dtype=center.dtype, device=center.device) * (scale if scale > 0 else 1.0)
@@ -90,10 +94,16 @@ def cosine(directions: torch.Tensor) -> float:
     return float(a @ b) / denominator if denominator > 0 else float("nan")
 
 
-def check(subject, kind: str) -> None:
-    """Whether directions of ``kind`` exist for ``subject``: checked before any work."""
+def check(subject, kind: str, curvature: str = "hessian") -> None:
+    """Whether directions of ``kind`` (of ``curvature`` for "hessian") exist for ``subject``: checked
+    before any work."""
     if kind not in KINDS:
         raise ConfigError(f"Unknown directions {kind!r}; valid: {list(KINDS)}.")
+    if curvature not in CURVATURES:
+        raise ConfigError(f"Unknown curvature {curvature!r}; valid: {list(CURVATURES)}.")
+    if curvature != "hessian" and kind != "hessian":
+        raise ConfigError(f"curvature={curvature!r} chooses the matrix of Hessian directions; directions={kind!r} "
+                          "has none. Use directions='hessian', or leave curvature at 'hessian'.")
     if subject.dim < 2:  # two directions in one dimension are colinear: the "plane" is a line, read twice
         raise ConfigError(f"A 2-D loss grid needs two independent directions; {subject.name} has {subject.dim} "
                           "parameter(s). Use the interpolation analyzer for a 1-D landscape.")
@@ -105,14 +115,17 @@ def check(subject, kind: str) -> None:
                           "use directions='axes'.")
     if kind == "axes" and subject.dim != 2:
         raise ConfigError(f"directions='axes' needs a 2-parameter subject; {subject.name} has {subject.dim}.")
+    if kind == "hessian":
+        check_curvature(curvature, subject)
 
 
-def make(kind: str, subject, center, buffers, seed: int, include_bn: bool = False) -> torch.Tensor:
+def make(kind: str, subject, center, buffers, seed: int, include_bn: bool = False,
+         curvature: str = "hessian") -> torch.Tensor:
     """Two directions of ``kind`` (rows); "pca" needs a trajectory: see ``pca_directions``."""
     if kind == "random":
         return random_directions(subject, center, seed, include_bn)
     if kind == "hessian":
-        return hessian_directions(subject, center, buffers, seed)
+        return hessian_directions(subject, center, buffers, seed, curvature=curvature)
     if kind == "axes":
         return axis_directions(subject)
     if kind == "pca":

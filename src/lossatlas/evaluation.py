@@ -8,7 +8,12 @@ pure functions of theta, one per batch (``loss_terms``, so torch.func can transf
 ``summed`` adds the per-batch contributions up, in batch order. These are the two seams for
 scale: a streamed source (a Dataset or DataLoader read in a fixed order, one batch in memory at
 a time) is a subject's ``eval_batches``, and a data-parallel evaluation reduces the totals of
-``summed`` across processes.
+``summed`` across processes: on several processes (torch.distributed) a subject with data hands
+each its share of the batches, and every sum over them is all-reduced (``lossatlas.distributed``),
+so every rank gets the same global value. A function's ``loss_terms`` hold no data: every rank
+computes them whole, unreduced. A loss summed across processes is a value, not a differentiable
+tensor (an all-reduce passes no gradient back): gradients and curvature products differentiate
+each rank's share and reduce the products.
 
 Many points at once (``evaluate_many``): chunks of ``chunk_size`` parameter vectors go through
 the subject's vmapped metrics (``torch.func.vmap``) where its model allows it, else through a
@@ -22,24 +27,47 @@ import numpy as np
 import torch
 from torch.func import vmap
 
+from . import distributed, sources
 from . import inputs as batches
 from .progress import bar as progress_bar
 
 
-def summed(pieces: Iterable[dict], start: dict) -> dict:
+def summed(pieces: Iterable[dict], start: dict, reduce: bool = True) -> dict:
     """``start`` plus every per-batch contribution of ``pieces`` (dicts of tensors or floats, each
     already weighted by its batch's share), added key by key in batch order, so the same data give
-    the same bits. The one reduction over the evaluation data."""
+    the same bits. The one reduction over the evaluation data: with ``reduce`` (the pieces are this
+    process's share of the batches) the totals are then summed across processes, and an error
+    while summing is raised on every rank after that reduction, so no rank waits for ever in it.
+    ``start`` fixes each total's dtype and shape, also on a rank without batches."""
     totals = dict(start)
-    for piece in pieces:
-        for key, value in piece.items():
-            totals[key] = totals[key] + value
-    return totals
+    try:
+        for piece in pieces:
+            for key, value in piece.items():
+                totals[key] = totals[key] + value
+    except Exception as error:
+        if not reduce:
+            raise
+        return distributed.all_reduce_sum(totals, error)  # raises, on every rank
+    return distributed.all_reduce_sum(totals) if reduce else totals
+
+
+def _sharded(subject) -> bool:
+    """Whether ``loss_terms`` are this process's share of evaluation batches (a subject with data),
+    not a function's whole loss on every process."""
+    return subject.data_source != "none"
 
 
 def loss_tensor(subject, theta: torch.Tensor, buffers: torch.Tensor) -> torch.Tensor:
-    """The loss at ``theta`` with ``buffers`` as a tensor, differentiable where ``theta`` is."""
-    return summed(({"loss": term(theta)} for term in subject.loss_terms(buffers)), {"loss": 0})["loss"]
+    """The loss at ``theta`` with ``buffers`` as a tensor, differentiable where ``theta`` is (in one
+    process; across processes a ConfigError, see ``distributed.all_reduce_sum``)."""
+    return summed(({"loss": term(theta)} for term in subject.loss_terms(buffers)), {"loss": _zero(theta)},
+                  _sharded(subject))["loss"]
+
+
+def _zero(theta: torch.Tensor) -> torch.Tensor:
+    """A loss total's start: a tensor in theta's dtype (0 + x is x exactly), so a rank without
+    batches reduces a total of the same dtype as the others."""
+    return torch.zeros((), dtype=theta.dtype, device=theta.device)
 
 
 def loss(subject, theta, buffers=None) -> float:
@@ -59,7 +87,7 @@ def loss_and_grad(subject, theta, buffers=None) -> tuple[float, torch.Tensor]:
             (g,) = torch.autograd.grad(part, leaf) if part.requires_grad else (torch.zeros_like(leaf),)
             yield {"loss": part.detach(), "grad": g}
 
-    totals = summed(pieces(), {"loss": 0, "grad": torch.zeros_like(leaf)})
+    totals = summed(pieces(), {"loss": _zero(leaf.detach()), "grad": torch.zeros_like(leaf)}, _sharded(subject))
     return float(totals["loss"]), totals["grad"]  # one device sync
 
 
@@ -75,6 +103,14 @@ def batch_loss_and_grad(subject, theta, buffers, batch) -> tuple[float, torch.Te
 def grads(subject, thetas, buffers=None) -> torch.Tensor:
     """Gradients at many parameter vectors (rows), one ``grad`` each."""
     return torch.stack([subject.grad(theta, buffers) for theta in thetas])
+
+
+# How ``hvp`` computes its products, recorded with every result. benchmarks/perf (HVP variants)
+# measured on 2 CPU cores: eager double backward 3.0x a gradient on ResNet-20 and 2.3x on a tiny
+# GPT-2; forward-over-reverse 1.2-1.7x slower than it; a compiled double backward does not run
+# (aot_autograd has no double backward); compiled forward-over-reverse ties on ResNet-20 and wins
+# 1.4-2.9x on GPT-2 only after 21-230 s of compiling. No GPU has measured them yet.
+HVP_METHOD = "double backward (eager)"
 
 
 def hvp(subject, theta, vector, buffers=None) -> torch.Tensor:
@@ -94,7 +130,7 @@ def hvp(subject, theta, vector, buffers=None) -> torch.Tensor:
             if g.requires_grad:  # otherwise the loss is linear in theta: this term adds nothing
                 yield {"hvp": torch.autograd.grad(g @ vector, leaf)[0]}
 
-    return summed(pieces(), {"hvp": torch.zeros_like(theta)})["hvp"]
+    return summed(pieces(), {"hvp": torch.zeros_like(theta)}, _sharded(subject))["hvp"]
 
 
 # -- curvature beyond the Hessian: a model's outputs and per-example losses ------------------------
@@ -148,7 +184,7 @@ def ef_vp(subject, theta, vector, buffers=None, chunk: int = EXAMPLE_CHUNK) -> t
     vector = subject.as_theta(vector)
     buffers = subject.buffers_at(theta, buffers)
     subject.model.eval()
-    n = batches.count(subject.data[0])
+    n = sources.count(subject.data)
 
     def pieces():
         for batch, _ in subject.eval_batches():
@@ -187,7 +223,7 @@ def metrics(subject, theta: torch.Tensor, buffers: torch.Tensor, data) -> dict[s
         totals = summed(_batch_metrics(subject, theta, buffers, data, classification), {"loss": 0.0, "correct": 0.0})
     found = {"loss": totals["loss"]}
     if classification:
-        found["accuracy"] = totals["correct"] / batches.count(data[0])
+        found["accuracy"] = totals["correct"] / sources.count(data)
     return found
 
 
@@ -212,7 +248,7 @@ def vmapped_metrics(subject, chunk: torch.Tensor, buffers: torch.Tensor) -> dict
     totals = summed(_vmapped_batch_metrics(subject, chunk, buffers, classification), start)
     found = {"loss": totals["loss"]}
     if classification:
-        found["accuracy"] = totals["correct"] / batches.count(subject.data[0])
+        found["accuracy"] = totals["correct"] / sources.count(subject.data)
     return found
 
 
@@ -263,7 +299,43 @@ def _recomputed_chunk(subject, chunk: torch.Tensor) -> dict[str, np.ndarray]:
 
 
 def _looped_chunk(subject, chunk: torch.Tensor, buffers: list) -> dict[str, np.ndarray]:
+    if subject.data_source == "stream":
+        return _batch_major_chunk(subject, chunk, buffers)
     if subject._many_keys == ("loss",):  # evaluate() may add costly extras (a PINN's test error)
         return {"loss": np.array([subject.loss(theta, b) for theta, b in zip(chunk, buffers)])}
     rows = [subject.evaluate(theta, b) for theta, b in zip(chunk, buffers)]
     return {key: np.array([row[key] for row in rows]) for key in subject._many_keys}
+
+
+def _batch_major_chunk(subject, chunk: torch.Tensor, buffers: list) -> dict[str, np.ndarray]:
+    """The metrics of every point of ``chunk`` from one pass over streamed data: each batch is read
+    once and evaluated at every point, so a grid does not read the data once per point. Each point's
+    sum runs over the batches in the order ``loss`` uses, so the values are ``loss``'s."""
+    subject.model.eval()
+    classification = subject.classification
+    buffers = [subject.buffers_at(theta, b) for theta, b in zip(chunk, buffers)]
+
+    def pieces():
+        for batch, weight in subject.eval_batches():
+            losses, correct = [], []
+            for theta, b in zip(chunk, buffers):
+                if classification:
+                    outputs = subject._forward(theta, b, batch[0])
+                    losses.append(weight * subject.loss_fn(outputs, batch[1]))
+                    correct.append((outputs.argmax(dim=1) == batch[1]).sum().double())
+                else:
+                    losses.append(weight * subject._batch_loss(theta, b, batch))
+            yield {"loss": torch.stack(losses), **({"correct": torch.stack(correct)} if classification else {})}
+
+    start = {"loss": torch.zeros(len(chunk), dtype=chunk.dtype, device=chunk.device)}
+    if classification:
+        start["correct"] = torch.zeros(len(chunk), dtype=torch.float64, device=chunk.device)
+    with torch.no_grad():
+        totals = summed(pieces(), start)
+    found = {"loss": totals["loss"].double().cpu().numpy()}
+    if classification:
+        found["accuracy"] = (totals["correct"] / sources.count(subject.data)).cpu().numpy()
+    extra = [key for key in subject._many_keys if key not in found]  # a subclass's extras (a PINN's test error)
+    for key in extra:
+        found[key] = np.array([subject.evaluate(theta, b)[key] for theta, b in zip(chunk, buffers)])
+    return found

@@ -6,6 +6,10 @@ is the Hessian, the generalized Gauss-Newton matrix (Schraudolph 2002) or the em
 (Kunstner et al. 2019 on how it differs from the Fisher), see ``lossatlas.evaluation``.
 PyHessian (Yao et al. 2020) is the reference; ``pyhessian_spectrum`` runs the ``pyhessian``
 package itself, with its known defects worked around.
+
+Every solver runs inside a ``stage`` of the operator: a progress bar (``lossatlas.progress``)
+advanced by each product, shown as the caller of ``analyze`` asked, since one product of a large
+model over its data can take seconds and a solver hundreds of them.
 """
 from __future__ import annotations
 
@@ -22,8 +26,9 @@ from scipy.linalg import eigh_tridiagonal
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from threadpoolctl import threadpool_limits
 
-from . import evaluation
+from . import distributed, evaluation, sources
 from .errors import ConfigError
+from .progress import bar as progress_bar
 
 CURVATURES = ("hessian", "ggn", "ef")
 
@@ -40,9 +45,12 @@ class HessianOperator:
         self.dim = subject.dim
         self.count = 0
         self.curvature = curvature
+        self._bar = None
 
     def __call__(self, vector: np.ndarray) -> np.ndarray:
         self.count += 1
+        if self._bar is not None:
+            self._bar.update()
         v = torch.as_tensor(np.asarray(vector, dtype=np.float64).reshape(-1), device=self.theta.device)
         if self.curvature == "ggn":
             product = evaluation.ggn_vp(self.subject, self.theta, v, self.buffers)
@@ -52,9 +60,31 @@ class HessianOperator:
             product = self.subject.hvp(self.theta, v, self.buffers)
         return product.double().cpu().numpy()  # one copy per product
 
+    @contextlib.contextmanager
+    def stage(self, what: str, total: int | None = None):
+        """A progress bar over the products made inside (``total`` if known), yielded; a stage
+        opened inside another adds its products to the outer one's bar and yields None."""
+        if self._bar is not None:
+            yield None
+            return
+        name = "Hessian" if self.curvature == "hessian" else self.curvature.upper()
+        with progress_bar(total=total, desc=f"{self.subject.name}: {name} {what}", unit="products") as shown:
+            self._bar = shown
+            try:
+                yield shown
+            finally:
+                self._bar = None
+
     def dense(self) -> np.ndarray:
         """The full Hessian from ``dim`` products with the unit vectors (tiny subjects only)."""
-        return dense_matrix(self, self.dim)
+        with self.stage("dense matrix", self.dim):
+            return dense_matrix(self, self.dim)
+
+
+def stage(op, what: str, total: int | None = None):
+    """``op.stage`` where the operator has one (any callable with ``dim`` serves the solvers)."""
+    opened = getattr(op, "stage", None)
+    return opened(what, total) if opened is not None else contextlib.nullcontext()
 
 
 def check_curvature(curvature: str, subject) -> None:
@@ -72,12 +102,15 @@ def _check_examples_weigh_alike(subject) -> None:
     """The empirical Fisher weighs every example 1/N, as a plain mean loss does; a class-weighted
     criterion divides by the summed weights and ignored targets count nothing, so its products
     would be those of another loss."""
-    loss_fn, targets = subject.loss_fn, subject.data[1]
+    loss_fn = subject.loss_fn
+    if callable(getattr(loss_fn, "terms", None)):
+        raise ConfigError(f"curvature='ef' on {subject.name}: its loss averages over terms of its own (tokens, "
+                          "through loss_fn.terms), not over examples alike; use curvature='ggn' or 'hessian'.")
     if getattr(loss_fn, "weight", None) is not None or getattr(loss_fn, "pos_weight", None) is not None:
         raise ConfigError(f"curvature='ef' on {subject.name}: its loss weighs classes ({type(loss_fn).__name__} with "
                           "weight), so its mean is not over examples alike; use curvature='ggn' or 'hessian'.")
     ignore = getattr(loss_fn, "ignore_index", None)
-    if ignore is not None and isinstance(targets, torch.Tensor) and bool((targets == ignore).any()):
+    if ignore is not None and sources.holds_target(subject.data, ignore):
         raise ConfigError(f"curvature='ef' on {subject.name}: some targets are the loss's ignore_index ({ignore}), "
                           "which count nothing in its mean; use curvature='ggn' or 'hessian'.")
 
@@ -111,7 +144,8 @@ def top_eigenpairs(op: HessianOperator, k: int, tol: float, seed: int,
     ResNet-20 minimum it reached the top 2 to 1e-6 in 11 products (scipy's default ncv = 20: 21).
     Raises a ConfigError without convergence (``checked_eigenpairs`` reports it instead).
     """
-    found = _lanczos(op, k, "top", tol, _rademacher(op.dim, seed), max_restarts, shift=0.0)
+    with stage(op, f"top {_eigenvalues(k)} (Lanczos)"):
+        found = _lanczos(op, k, "top", tol, _rademacher(op.dim, seed), max_restarts, shift=0.0)
     if found is None or not found[2]:
         raise ConfigError(f"Lanczos did not converge to tol={tol} for the top {k} eigenvalues within {max_restarts} "
                           "restarts; raise max_restarts or tol.")
@@ -155,6 +189,11 @@ def checked_eigenpairs(op, k: int, end: str, tol: float, seed: int, max_restarts
     each round still lowers the residual; what stays unsettled is NaN with the reason. ``scale``:
     ||H|| if known (the bottom is found on ``scale`` I - H, whose top is H's bottom; without it a
     short Lanczos run estimates it)."""
+    with stage(op, f"{end} {_eigenvalues(k)} (Lanczos)"):
+        return _checked_eigenpairs(op, k, end, tol, seed, max_restarts, scale, eps)
+
+
+def _checked_eigenpairs(op, k, end, tol, seed, max_restarts, scale, eps) -> Eigenpairs:
     start = _rademacher(op.dim, seed)
     shift = 0.0 if end == "top" else float(scale if scale is not None else _norm_estimate(op, seed))
     norm = scale if scale is not None else (shift or None)
@@ -193,6 +232,10 @@ def checked_eigenpairs(op, k: int, end: str, tol: float, seed: int, max_restarts
     return checked
 
 
+def _eigenvalues(k: int) -> str:
+    return "eigenvalue" if k == 1 else f"{k} eigenvalues"
+
+
 def _rademacher(dim: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).choice([-1.0, 1.0], size=dim)
 
@@ -222,7 +265,8 @@ def _lanczos(op, k: int, end: str, tol: float, start: np.ndarray, max_restarts: 
 def residual_check(op, vectors: np.ndarray, tol: float, scale: float | None = None) -> Eigenpairs:
     """``checked_eigenpairs``'s acceptance rule applied to given unit vectors (rows), e.g. another
     solver's: one product each."""
-    products = np.stack([op(v) for v in vectors])
+    with stage(op, "residual check", len(vectors)):
+        products = np.stack([op(v) for v in vectors])
     rayleigh = np.einsum("ij,ij->i", vectors, products)
     residuals = np.linalg.norm(products - rayleigh[:, None] * vectors, axis=1)
     norm = max(float(scale or 0.0), float(np.max(np.abs(rayleigh))))
@@ -278,12 +322,15 @@ def hutchinson_trace(op: HessianOperator, seed: int, rtol: float, min_probes: in
         return values
 
     count = max_probes
-    if rtol > 0 and min_probes < max_probes:
-        pilot = probes(max(min_probes, 2))
-        spread, level = float(np.std(pilot, ddof=1)), abs(base + float(np.mean(pilot)))
-        wanted = math.ceil((spread / (rtol * level)) ** 2) if level > 0 else max_probes
-        count = int(np.clip(wanted, min_probes, max_probes))
-    samples = probes(count)
+    with stage(op, "trace (Hutchinson)", max_probes) as shown:
+        if rtol > 0 and min_probes < max_probes:
+            pilot = probes(max(min_probes, 2))
+            spread, level = float(np.std(pilot, ddof=1)), abs(base + float(np.mean(pilot)))
+            wanted = math.ceil((spread / (rtol * level)) ** 2) if level > 0 else max_probes
+            count = int(np.clip(wanted, min_probes, max_probes))
+            if shown is not None:  # the pilot's probes and the count it chose
+                shown.total = shown.n + count
+        samples = probes(count)
     return TraceEstimate(base + float(np.mean(samples)), _stderr(samples), count)
 
 
@@ -299,13 +346,14 @@ def hutchpp_trace(op: HessianOperator, seed: int, matvecs: int) -> TraceEstimate
     rng = np.random.default_rng(seed)
     sketch = min(matvecs // 3, op.dim)
     probes = matvecs - 2 * sketch
-    basis, _ = np.linalg.qr(np.stack([op(rng.choice([-1.0, 1.0], size=op.dim)) for _ in range(sketch)], axis=1))
-    top = float(sum(q @ op(q) for q in basis.T))
-    samples = []
-    for _ in range(probes):
-        probe = rng.choice([-1.0, 1.0], size=op.dim)
-        probe = probe - basis @ (basis.T @ probe)
-        samples.append(float(probe @ op(probe)))
+    with stage(op, "trace (Hutch++)", matvecs):
+        basis, _ = np.linalg.qr(np.stack([op(rng.choice([-1.0, 1.0], size=op.dim)) for _ in range(sketch)], axis=1))
+        top = float(sum(q @ op(q) for q in basis.T))
+        samples = []
+        for _ in range(probes):
+            probe = rng.choice([-1.0, 1.0], size=op.dim)
+            probe = probe - basis @ (basis.T @ probe)
+            samples.append(float(probe @ op(probe)))
     return TraceEstimate(top + float(np.mean(samples)), _stderr(samples), matvecs)
 
 
@@ -343,11 +391,12 @@ def slq_density(op: HessianOperator, seed: int, runs: int, steps: int, bins: int
     (see ``density_from_spectrum``). Returns (grid, density), integrating to 1."""
     rng = np.random.default_rng(seed)
     nodes, weights = [], []
-    for _ in range(runs):
-        alphas, betas = lanczos_tridiagonal(op, rng.choice([-1.0, 1.0], size=op.dim), min(steps, op.dim))
-        values, vectors = eigh_tridiagonal(alphas, betas)
-        nodes.append(values)
-        weights.append(vectors[0] ** 2 / runs)
+    with stage(op, "density (SLQ)", runs * min(steps, op.dim)):
+        for _ in range(runs):
+            alphas, betas = lanczos_tridiagonal(op, rng.choice([-1.0, 1.0], size=op.dim), min(steps, op.dim))
+            values, vectors = eigh_tridiagonal(alphas, betas)
+            nodes.append(values)
+            weights.append(vectors[0] ** 2 / runs)
     return density_from_spectrum(np.concatenate(nodes), np.concatenate(weights), bins, sigma_squared, overhead,
                                  sigma)
 
@@ -395,9 +444,11 @@ def pyhessian_spectrum(subject, theta, buffers, k: int, tol: float, max_iter: in
 
     from pyhessian import hessian as PyHessian
 
-    if not subject.is_plain_criterion or subject._user_forward is not None or not torch.is_tensor(subject.data[0]):
+    if not subject.is_plain_criterion or subject._user_forward is not None or subject.data_source != "memory" \
+            or not torch.is_tensor(subject.data[0]):
         raise ConfigError(f"The pyhessian backend needs a plain model + criterion subject (loss_fn(model(x), y) with "
-                          f"x a tensor); {subject.name} has a custom loss, forward or structured inputs.")
+                          f"x a tensor held in memory); {subject.name} has a custom loss, forward, structured inputs "
+                          "or streamed data.")
     model = copy.deepcopy(subject.model).float()
     theta = subject.as_theta(theta)
     with torch.no_grad():
@@ -405,16 +456,19 @@ def pyhessian_spectrum(subject, theta, buffers, k: int, tol: float, max_iter: in
         for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
             if name in state:  # integer buffers (num_batches_tracked) are not in the flat vectors
                 tensor.copy_(state[name])
-    batches = [(x.float() if x.is_floating_point() else x, y) for (x, y), _ in subject.eval_batches()]
+    with distributed.alone():  # the reference reads the whole data on every process
+        batches = [(x.float() if x.is_floating_point() else x, y) for (x, y), _ in subject.eval_batches()]
     on_device = torch.cuda.device(subject.device) if subject.device.type == "cuda" else contextlib.nullcontext()
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings(), on_device:  # pyhessian's .cuda(): this GPU
         # pyhessian calls backward(create_graph=True) on the model copy, which is discarded after
         warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
         torch.manual_seed(seed)
         engine = PyHessian(model, subject.loss_fn, dataloader=batches, cuda=subject.device.type == "cuda")
-        products = _count_calls(engine, "dataloader_hv_product")
-        values, vectors = engine.eigenvalues(maxIter=max_iter, tol=tol, top_n=k)
-        samples = engine.trace(maxIter=trace_probes, tol=trace_tol)
+        with progress_bar(desc=f"{subject.name}: Hessian top {k} eigenvalues and trace (pyhessian)",
+                          unit="products") as shown:
+            products = _count_calls(engine, "dataloader_hv_product", shown.update)
+            values, vectors = engine.eigenvalues(maxIter=max_iter, tol=tol, top_n=k)
+            samples = engine.trace(maxIter=trace_probes, tol=trace_tol)
     flat = np.stack([torch.cat([t.reshape(-1) for t in v]).double().cpu().numpy() for v in vectors])
     order = np.argsort(values)[::-1]
     stderr = _stderr(samples)
@@ -428,12 +482,14 @@ def pyhessian_spectrum(subject, theta, buffers, k: int, tol: float, max_iter: in
     }
 
 
-def _count_calls(obj, method: str) -> list[int]:
+def _count_calls(obj, method: str, on_call=None) -> list[int]:
     counter = [0]
     original = getattr(obj, method)
 
     def counted(*args, **kwargs):
         counter[0] += 1
+        if on_call is not None:
+            on_call()
         return original(*args, **kwargs)
 
     setattr(obj, method, counted)

@@ -2,13 +2,17 @@
 
 ``inputs`` (and ``targets``) may be a tensor or a tuple, list or dict of tensors with one leading
 example dimension (a model taking several inputs, or keyword inputs); the data may come as such a
-pair, a map-style or iterable ``torch.utils.data.Dataset``, or a ``DataLoader``. Everything is
-materialized once, in a fixed order, so a subject's loss is a deterministic mean over its data and
-its fingerprint does not depend on a loader's shuffling. How a batch of inputs reaches the model:
-``model(x)`` for a tensor, ``model(*x)`` for a tuple or list, ``model(**x)`` for a dict.
+pair, a map-style or iterable ``torch.utils.data.Dataset``, or a ``DataLoader``; a batch may also be
+a Hugging Face-style dict with a ``labels`` entry (inputs: the rest) or a tuple of k > 2 tensors
+(inputs: the first k - 1; ``split_batch``). Data that fits is materialized once, in a fixed order,
+so a subject's loss is a deterministic mean over its data and its fingerprint does not depend on a
+loader's shuffling; larger data streams the same way (``lossatlas.sources``). How a batch of
+inputs reaches the model: ``model(x)`` for a tensor, ``model(*x)`` for a tuple or list,
+``model(**x)`` for a dict.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Callable
 
 import numpy as np
@@ -75,13 +79,10 @@ def materialize(data, what: str) -> tuple[object, object]:
     if isinstance(data, DataLoader):
         inputs, targets = _from_loader(data, what)
     elif isinstance(data, Dataset):
-        inputs, targets = _from_loader(DataLoader(data, batch_size=256, shuffle=False, collate_fn=_collate), what)
-    elif isinstance(data, (tuple, list)) and len(data) == 2:
-        inputs, targets = data
+        inputs, targets = _from_loader(DataLoader(data, batch_size=256, shuffle=False, collate_fn=collate_items),
+                                       what)
     else:
-        got = f"a {type(data).__name__} of length {len(data)}" if isinstance(data, (tuple, list)) \
-            else type(data).__name__
-        raise ConfigError(f"{what} must be {_SHAPE_HINT}; got {got}.")
+        inputs, targets = split_batch(data, what)
     inputs, targets = (_as_tensor_tree(part, what, name) for part, name in ((inputs, "inputs"), (targets, "targets")))
     lengths = {len(t) if t.ndim else 0 for t in leaves(inputs) + leaves(targets)}
     if len(lengths) != 1 or 0 in lengths or not leaves(inputs):
@@ -119,15 +120,17 @@ def _from_loader(loader: DataLoader, what: str):
     loader's shuffled order), so the fingerprint is the same on every run."""
     if not isinstance(loader.dataset, IterableDataset):
         collate = loader.collate_fn if loader.batch_size is not None else default_collate  # None: per example
+        collate = collate_items if collate is default_collate else collate  # token-id lists as tensors
         loader = DataLoader(_chosen(loader, what), batch_size=loader.batch_size or 256, shuffle=False,
                             collate_fn=collate)
     batches = []
-    for batch in loader:
-        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-            kind = f"a dict with keys {sorted(batch)}" if isinstance(batch, dict) else type(batch).__name__
-            raise ConfigError(f"{what}: a batch of the DataLoader must be an (inputs, targets) pair; got {kind}. "
-                              f"Pass data=(inputs, targets) yourself, with inputs a tensor or a dict of tensors.")
-        batches.append(batch)
+    try:
+        for batch in loader:
+            batches.append(split_batch(batch, f"{what}: a batch of the DataLoader"))
+    except RuntimeError as err:  # default_collate stacking examples of different shapes
+        raise ConfigError(f"{what}: the examples cannot be stacked into batches ({' '.join(str(err).split())}); "
+                          "give every example the same shape (pad sequences to one length, with their "
+                          "attention_mask, e.g. padding='max_length').") from None
     if not batches:
         raise ConfigError(f"{what}: the DataLoader yielded no batches.")
     try:
@@ -169,3 +172,36 @@ def _as_tensor_tree(tree, what: str, name: str):
         raise ConfigError(f"{what}: the {name} must be tensors or numpy arrays (or tuples/lists/dicts of them); "
                           f"found a {type(leaf).__name__}. Expected {_SHAPE_HINT}.")
     return tree_map(convert, tree)
+
+
+def split_batch(batch, what: str) -> tuple[object, object]:
+    """A batch as users hand it over, as an ``(inputs, targets)`` pair: a pair as it is; a
+    Hugging Face-style dict with a ``labels`` entry as (the dict without it, the labels); a
+    tuple or list of k > 2 tensors as (the first k - 1, a tuple passed as ``model(*inputs)``, the
+    last)."""
+    if isinstance(batch, Mapping):
+        if "labels" not in batch:
+            raise ConfigError(f"{what} must be an (inputs, targets) pair; got a dict with keys {sorted(batch)} and no "
+                              "'labels': a dict batch needs its targets under 'labels' (as Hugging Face batches "
+                              "have them).")
+        return {key: value for key, value in batch.items() if key != "labels"}, batch["labels"]
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch[0], batch[1]
+    if isinstance(batch, (tuple, list)) and len(batch) > 2 and all(
+            torch.is_tensor(part) or isinstance(part, np.ndarray) for part in batch):
+        return tuple(batch[:-1]), batch[-1]
+    got = f"a {type(batch).__name__} of length {len(batch)}" if isinstance(batch, (tuple, list)) \
+        else type(batch).__name__
+    raise ConfigError(f"{what} must be {_SHAPE_HINT}, a dict with a 'labels' entry (the targets), or a tuple of "
+                      f"tensors whose last is the targets; got {got}.")
+
+
+def collate_items(items):
+    """``_collate``, with dict examples (Hugging Face datasets) whose values are lists of numbers
+    (token ids) taken as one tensor each."""
+    if items and isinstance(items[0], Mapping):
+        numbers = lambda v: isinstance(v, (list, tuple)) and all(  # noqa: E731
+            isinstance(x, (int, float, np.number)) for x in v)
+        return default_collate([{key: torch.as_tensor(np.asarray(value)) if numbers(value) else value
+                                 for key, value in item.items()} for item in items])
+    return _collate(items)

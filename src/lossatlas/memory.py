@@ -80,9 +80,12 @@ def _saved(subject) -> tuple[int, int]:
         sizes.append(tensor.numel() * tensor.element_size())
         return tensor
 
+    from .distributed import alone
+
     leaf = subject.theta0.detach().clone().requires_grad_(True)
     try:
-        term = next(iter(subject.loss_terms(subject.buffers0)), None)
+        with alone():  # the first batch on every process
+            term = next(iter(subject.loss_terms(subject.buffers0)), None)
     except NotImplementedError:  # no loss to evaluate (an imported surface)
         term = None
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from . import batchnorm, devices, evaluation, fingerprints, layout, training
+from . import batchnorm, devices, distributed, evaluation, fingerprints, layout, sources, training
 from . import inputs as batches
 from .errors import ConfigError
 from .params import Interval, Options, validate
@@ -34,7 +35,7 @@ __all__ = ["Subject", "FunctionSubject", "ModuleSubject", "PROTOCOL", "MODULE_PR
 PROTOCOL = (
     # what the landscape is
     "name", "dim", "theta0", "buffers0", "device", "to", "config", "splits", "has_batchnorm",
-    "is_plain_criterion", "chunk_size",
+    "is_plain_criterion", "chunk_size", "data_source",
     # flat vectors
     "as_theta", "as_thetas", "buffers_at", "param_layout", "buffer_layout", "unflatten",
     # evaluation, and the data it sums over
@@ -90,6 +91,7 @@ class Subject:
     buffer_layout: layout.Layout | None = None
     has_batchnorm = False
     is_plain_criterion = False  # see ModuleSubject.is_plain_criterion
+    data_source = "none"  # where the evaluation data lives: "none" (a function), "memory" or "stream"
 
     _vmap_ok = True
     _recomputes_buffers = False
@@ -205,8 +207,9 @@ class Subject:
 
     def eval_batches(self, data=None) -> Iterator[tuple[object, float]]:
         """(batch, weight) pairs over the evaluation data (default: the subject's ``data``); the
-        weights sum to 1, so weighted batch means sum to the mean over the data. Only subjects
-        with data (ModuleSubject) have it."""
+        weights sum to 1 (over all processes under torch.distributed, each of which gets its share
+        of the batches), so weighted batch means sum to the mean over the data. Only subjects with
+        data (ModuleSubject) have it."""
         raise NotImplementedError(f"{self.name} ({type(self).__name__}) has no evaluation data to batch; "
                                   "eval_batches needs a ModuleSubject.")
 
@@ -351,7 +354,8 @@ class ModuleSubject(Subject):
                  init: Callable[[nn.Module], None] | None = None, config: dict | None = None,
                  chunk_size: int = 16, vmap: bool | None = None,
                  forward: Callable[[nn.Module, object], torch.Tensor] | None = None,
-                 classification: bool | None = None, device: str | torch.device = "auto"):
+                 classification: bool | None = None, device: str | torch.device = "auto",
+                 stream: bool | None = None):
         validate("ModuleSubject", {"bn": bn, "eval_batch_size": eval_batch_size, "chunk_size": chunk_size},
                  _MODULE_CONSTRAINTS)
         self.model = copy.deepcopy(model).eval()
@@ -359,14 +363,16 @@ class ModuleSubject(Subject):
         self.name = name or type(model).__name__
         self.eval_batch_size = int(eval_batch_size)
         dtype = _model_dtype(self.model, self.name)
-        given = {"data": batches.materialize(data, "data")}
-        given["test_data"] = None if test_data is None else batches.materialize(test_data, "test_data")
-        given["train_data"] = given["data"] if train_data is None else batches.materialize(train_data, "train_data")
+        given = {"data": data, "test_data": test_data, "train_data": train_data}
+        held = {what: None if value is None else self._held(value, what, stream, dtype)
+                for what, value in given.items()}
         # the data's identity is what the user gave (stores made before inputs were cast stay valid)
-        self._described = {k: None if v is None else batches.describe(v) for k, v in given.items()}
-        self.data = batches.cast_inputs(given["data"], dtype)
-        self.test_data = None if test_data is None else batches.cast_inputs(given["test_data"], dtype)
-        self.train_data = self.data if train_data is None else batches.cast_inputs(given["train_data"], dtype)
+        self._described = {what: None if value is None else value[1] for what, value in held.items()}
+        self._described["train_data"] = self._described["train_data"] or self._described["data"]
+        self.data = held["data"][0]
+        self.test_data = None if test_data is None else held["test_data"][0]
+        self.train_data = self.data if train_data is None else held["train_data"][0]
+        self.data_source = "stream" if isinstance(self.data, sources.Stream) else "memory"
         self._user_forward = forward
         self._caller = self.model if forward is None else _Forward(self.model, forward)
         self._classification = classification
@@ -401,13 +407,50 @@ class ModuleSubject(Subject):
         if self.is_plain_criterion and single is not None:
             self._check_mean_reduction(single)
 
+    def _held(self, value, what: str, stream: bool | None, dtype: torch.dtype):
+        """(the data as held, its description): a ``sources.Stream`` where ``sources.choose`` says so
+        (a Dataset over the memory budget, or ``stream=True``), else in memory with floating inputs
+        in the model's dtype."""
+        if sources.choose(value, stream, what):
+            held = sources.Stream(value, self.eval_batch_size, what, dtype, terms=self._terms,
+                                  ignore=self._ignored_label())
+            if held.total_terms <= 0:
+                raise ConfigError(f"{what}: every target is ignored by the loss; nothing is left to average.")
+            return held, held.description
+        pair = batches.materialize(value, what)
+        return batches.cast_inputs(pair, dtype), batches.describe(pair)
+
+    def _ignored_label(self) -> int | None:
+        """The class label the loss ignores (cross-entropy's and NLL's ignore_index), if any."""
+        if isinstance(self.loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
+            return self.loss_fn.ignore_index
+        return -100 if self.loss_fn in (nn.functional.cross_entropy, nn.functional.nll_loss) else None
+
+    def _terms(self, targets):
+        """How many terms the loss averages over on a batch with ``targets``, so that batches weighted
+        by it sum to the mean over the whole data: the loss's own ``terms(targets)`` if it has one (a
+        token-level language-model loss), the non-ignored labels (or, with class weights, their
+        summed weights) of a cross-entropy or NLL loss, else the examples."""
+        own = getattr(self.loss_fn, "terms", None)
+        if callable(own):
+            return own(targets)
+        ignored = self._ignored_label()
+        if ignored is not None and torch.is_tensor(targets) and not targets.is_floating_point():
+            valid = targets != ignored
+            weight = getattr(self.loss_fn, "weight", None)
+            if weight is not None:
+                return float(weight.to(targets.device)[targets[valid]].sum())
+            return int(valid.sum()) if targets.ndim > 1 or not bool(valid.all()) else len(targets)
+        return batches.count(targets)
+
     def _probe(self) -> float | None:
         """The loss of the first two examples, or None when only a full evaluation batch runs (a model
         with a fixed batch size); a model that cannot be called on the data is a ConfigError now,
         not a torch traceback in the middle of a run."""
         self.model.eval()
-        first_batch = next(self.eval_batches())[0]
-        for batch in (batches.take(self.data, slice(0, 2)), first_batch):
+        with distributed.alone():  # every process probes the same first batch
+            first_batch = next(self.eval_batches())[0]
+        for batch in (sources.head(self.data, 2, self.device), first_batch):
             try:
                 with torch.no_grad():
                     loss = self._batch_loss(self.theta0, self.buffers0, batch)
@@ -442,6 +485,13 @@ class ModuleSubject(Subject):
         classes = outputs.shape[1]
         ignored = getattr(loss_fn, "ignore_index", -100)  # torch's default: such targets add nothing to the loss
         for split, data in (("data", self.data), ("test_data", self.test_data), ("train_data", self.train_data)):
+            if isinstance(data, sources.Stream):  # its one pass at construction found the range
+                low, high = data.label_range or (0, 0)
+                if low < 0 or high >= classes:
+                    raise ConfigError(f"{self.name}: {split} has labels in [{low}, {high}], outside [0, "
+                                      f"{classes - 1}]; the model gives {classes} class scores. Check the labels, "
+                                      "or the model's output size.")
+                continue
             labels = None if data is None else data[1]
             if not torch.is_tensor(labels) or labels.is_floating_point():
                 continue  # soft labels (class probabilities) have no range to check
@@ -455,7 +505,7 @@ class ModuleSubject(Subject):
         """Batches are averaged weighted by their size, which is right only for a loss that is a
         mean over its batch: a summed loss (reduction="sum") would come out N times too large.
         Probe: the loss of two examples given twice must equal their loss given once."""
-        two = batches.take(self.data, slice(0, 2))
+        two = sources.head(self.data, 2, self.device)
         twice = tuple(batches.concat([part, part]) for part in two)
         with torch.no_grad():
             double = float(self._batch_loss(self.theta0, self.buffers0, twice))
@@ -481,7 +531,7 @@ class ModuleSubject(Subject):
         (module or functional) with integer class targets (soft labels have no accuracy)."""
         if self._classification is not None:
             return self._classification
-        targets = self.data[1]
+        targets = sources.head(self.data, 1)[1] if isinstance(self.data, sources.Stream) else self.data[1]
         return (isinstance(self.loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss))
                 or self.loss_fn in (nn.functional.cross_entropy, nn.functional.nll_loss)) \
             and torch.is_tensor(targets) and not targets.is_floating_point()
@@ -503,11 +553,15 @@ class ModuleSubject(Subject):
 
     # -- functional model ------------------------------------------------------------------------
     def _forward(self, theta, buffers, inputs):
+        """The model's outputs at ``theta``. Attention runs on torch's math kernel: the fused ones
+        (flash, memory-efficient) have no double backward, which Hessian-vector products need; it is
+        the same attention up to rounding."""
         state = self.unflatten(theta, buffers)
-        if self._user_forward is not None:
-            return functional_call(self._caller, {f"model.{k}": v for k, v in state.items()}, (inputs,))
-        args, kwargs = batches.model_arguments(inputs)
-        return functional_call(self.model, state, args, kwargs)
+        with sdpa_kernel(SDPBackend.MATH):
+            if self._user_forward is not None:
+                return functional_call(self._caller, {f"model.{k}": v for k, v in state.items()}, (inputs,))
+            args, kwargs = batches.model_arguments(inputs)
+            return functional_call(self.model, state, args, kwargs)
 
     def _batch_loss(self, theta, buffers, batch) -> torch.Tensor:
         inputs, targets = batch
@@ -515,17 +569,34 @@ class ModuleSubject(Subject):
 
     def eval_batches(self, data=None) -> Iterator[tuple[object, float]]:
         """(batch, weight) pairs over ``data`` (default: the evaluation set ``data``) in slices of
-        ``eval_batch_size``, each weighted by its share of the examples."""
+        ``eval_batch_size`` in index order, each weighted by its share of the terms the loss averages
+        over (``_terms``: the examples, for most losses; a batch of ignored labels only is left out).
+        A streamed ``data`` is read as it goes. On several processes (torch.distributed) only this
+        process's share: batch i goes to rank i % size, weighted as in the whole, so the ranks' sums
+        add up to the whole (``lossatlas.distributed``); a stream reads only those batches."""
         data = self.data if data is None else data
-        n = batches.count(data[0])
-        for start in range(0, n, self.eval_batch_size):
-            stop = min(start + self.eval_batch_size, n)
-            yield batches.take(data, slice(start, stop)), (stop - start) / n
+        if isinstance(data, sources.Stream):
+            mine = distributed.share(data.num_batches)
+            pairs = ((batch, self._terms(batch[1])) for batch in data.batches(self.device, mine))
+            total = data.total_terms
+        else:
+            n, total = batches.count(data[0]), self._terms(data[1])
+            if not total:
+                raise ConfigError(f"{self.name}: every target of its data is ignored by the loss; nothing to average.")
+            size = self.eval_batch_size
+            pairs = ((batch, self._terms(batch[1])) for batch in
+                     (batches.take(data, slice(i * size, min((i + 1) * size, n)))
+                      for i in distributed.share(-(-n // size))))
+        for batch, terms in pairs:
+            if terms:  # a batch whose every label is ignored adds nothing (its own mean is 0/0)
+                yield batch, terms / total
 
     def example_batches(self, size: int) -> list:
         """The evaluation data in consecutive batches of ``size`` examples, in index order (the
         remainder, fewer than ``size``, left out): the batches of m-sharpness (Andriushchenko et
         al. 2023), each passed to ``batch_loss_and_grad``."""
+        if isinstance(self.data, sources.Stream):
+            return self.data.slices(size, self.device)
         n = batches.count(self.data[0])
         return [batches.take(self.data, slice(start, start + size)) for start in range(0, n - size + 1, size)]
 
@@ -595,6 +666,9 @@ class ModuleSubject(Subject):
         return found
 
     def train_batches(self, recipe, generator):
+        if isinstance(self.train_data, sources.Stream):
+            yield from self._streamed_train_batches(recipe, generator)
+            return
         inputs, targets = self.train_data
         if recipe.augment and not torch.is_tensor(inputs):
             raise ConfigError(f"{self.name}: augment=true crops and flips image tensors; these inputs are a "
@@ -608,6 +682,22 @@ class ModuleSubject(Subject):
             if recipe.augment:
                 batch_inputs = augment_images(batch_inputs, generator)
             yield batch_inputs, batches.take(targets, index)
+
+    def _streamed_train_batches(self, recipe, generator):
+        """An epoch over streamed training data: the same order and batches as in memory, read as
+        they are used."""
+        stream = self.train_data
+        if recipe.batch_size is None:
+            raise ConfigError(f"{self.name}: full-batch training (batch_size unset) would hold all the streamed "
+                              "training data at once; set the recipe's batch_size.")
+        order = torch.randperm(stream.count, generator=generator)  # drawn on the CPU, as in memory
+        for batch_inputs, batch_targets in stream.shuffled(recipe.batch_size, order, self.device):
+            if recipe.augment:
+                if not torch.is_tensor(batch_inputs):
+                    raise ConfigError(f"{self.name}: augment=true crops and flips image tensors; these inputs are "
+                                      f"a {type(batch_inputs).__name__} of tensors. Set augment=false.")
+                batch_inputs = augment_images(batch_inputs, generator)
+            yield batch_inputs, batch_targets
 
     def train_loss(self, theta, buffers, batch):
         self.model.train()

@@ -20,6 +20,7 @@ from ..params import check_known, from_annotation, validate
 from ..subjects import ModuleSubject, Subject
 from .analytic import himmelblau, quartic, three_hump_camel
 from .data import MNIST_FOLDERS, cifar10, digits, download_cifar10, mnist
+from .hf import hf_text
 from .pinn import ConvectionPINN, pinn_convection
 from .resnet import CifarResNet, resnet20
 from .small import MLP, SmallCNN
@@ -106,6 +107,7 @@ PROBLEMS: dict[str, Callable[..., Subject]] = {
     "himmelblau": himmelblau,
     "three_hump_camel": three_hump_camel,
     "quartic": quartic,
+    "hf": hf_text,
 }
 
 
@@ -182,4 +184,5 @@ __all__ = [
     "PROBLEMS", "build", "check_params", "parameters", "resnet", "resnet20", "CifarResNet", "mlp", "MLP", "cnn",
     "SmallCNN", "digits", "cifar10", "mnist",
     "download_cifar10", "pinn_convection", "ConvectionPINN", "himmelblau", "three_hump_camel", "quartic",
+    "hf_text",
 ]

@@ -15,6 +15,8 @@ import torch
 from .. import directions as directions_module
 from .. import memory
 from ..errors import ConfigError
+from ..evaluation import EXAMPLE_CHUNK
+from ..hessian import CURVATURES
 from ..memory import Memory
 from ..params import Boolean, Instance, Interval, Options, param
 from ..sampling import Sampler, obtain
@@ -29,7 +31,8 @@ class Grid(Sampler):
     ``directions="pca"`` takes the principal components of the minimum's recorded ``trajectory``,
     each scaled to the path's extent along it (span 1: the grid just covers the path; Li et al.
     2018 size their plots to it), and stores the path's coordinates (``path``, within [-1, 1])
-    and the explained variance ratios."""
+    and the explained variance ratios. ``curvature``: the matrix whose top eigenvectors
+    ``directions="hessian"`` takes (``lossatlas.hessian``: Hessian, GGN or empirical Fisher)."""
 
     kind = "grid"
     point: Point = param(Point(), Instance(Point))
@@ -41,14 +44,18 @@ class Grid(Sampler):
     include_bn: bool = param(False, Boolean())
     bn: str = param("fixed", Options(("fixed", "recompute")))
     trajectory: Trajectory | None = param(None, Instance(Trajectory, allow_none=True))
+    curvature: str = param("hessian", Options(CURVATURES), "the matrix of Hessian directions: Hessian, generalized "
+                           "Gauss-Newton or empirical Fisher (model subjects)")
 
     def own_config(self) -> dict:
         config = super().own_config()
         config.pop("trajectory", None)  # an input when set (its own config), absent otherwise: old keys stay
+        if config["curvature"] == "hessian":  # the default: grids stored before it existed keep their keys
+            config.pop("curvature")
         return config
 
     def check(self, subject):
-        directions_module.check(subject, self.directions)
+        directions_module.check(subject, self.directions, self.curvature)
         if self.directions == "pca" and self.point.at != "minimum":
             raise ConfigError("directions='pca' follows a minimum's training trajectory: it needs at='minimum'.")
         if (self.directions == "pca") != (self.trajectory is not None):
@@ -71,9 +78,19 @@ class Grid(Sampler):
                         lower="the subject's chunk_size") + memory.evaluation(subject, block)
         if self.directions == "hessian":
             making = Memory(host=memory.vectors(subject, 22)) + memory.hvp(subject)
+            if self.curvature == "ef":  # and its per-example gradients
+                making = making + memory.example_gradients(subject, EXAMPLE_CHUNK)
         else:
             making = Memory(device=memory.vectors(subject, 5, size))
         return grids + blocks + making + super().memory(subject)
+
+    def work(self, subject) -> dict:
+        """Its work (``lossatlas.planning``): the grid's points; Hessian directions first take the
+        top two eigenpairs by Lanczos."""
+        out = {("points", self.bn == "recompute"): self.resolution**2}
+        if self.directions == "hessian":
+            out[("product", self.curvature)] = 22  # planning.lanczos_products(k=2, ncv=6)
+        return out
 
     def prepare(self, subject, inputs):
         dtype = subject.theta0.dtype
@@ -86,7 +103,8 @@ class Grid(Sampler):
             dirs = dirs * torch.as_tensor(extent, dtype=dtype, device=subject.device)[:, None]
             extra = {"path": path / extent, "explained_variance": explained}
         else:
-            dirs = directions_module.make(self.directions, subject, theta, buffers, self.seed, self.include_bn)
+            dirs = directions_module.make(self.directions, subject, theta, buffers, self.seed, self.include_bn,
+                                          self.curvature)
         return {**extra, "directions": dirs.cpu().numpy(), "center": theta.cpu().numpy(),
                 "center_buffers": buffers.cpu().numpy(),
                 "x": np.linspace(-self.span_x, self.span_x, self.resolution),
@@ -128,10 +146,11 @@ def grid_points(sample) -> np.ndarray:
 
 
 def loss_grid(store, subject, directions: str = "random", resolution: int = 51, span=1.0, at: str = "theta0",
-              minimum: int = 0, seed: int = 0, include_bn: bool = False, bn: str = "fixed", progress: bool = True):
+              minimum: int = 0, seed: int = 0, include_bn: bool = False, bn: str = "fixed", progress: bool = True,
+              curvature: str = "hessian"):
     """The grid for these settings as a Sample (``sample["loss"]``), computing what the store lacks."""
     span_x, span_y = directions_module.span_pair(span)
     request = Grid(point=Point(at=at, minimum=minimum), directions=directions, resolution=resolution, span_x=span_x,
-                   span_y=span_y, seed=seed, include_bn=include_bn, bn=bn,
+                   span_y=span_y, seed=seed, include_bn=include_bn, bn=bn, curvature=curvature,
                    trajectory=Trajectory(minimum=minimum) if directions == "pca" else None)
     return obtain(store, subject, request, progress)

@@ -79,6 +79,20 @@ class JumpRetrainRuns(Sampler):
                          device=together * training, lower="epochs, seeds or step_sizes")
         return records + memory.evaluation(subject, together) + super().memory(subject)
 
+    def work(self, subject) -> dict:
+        """Its work (``lossatlas.planning``): every run's epochs, ``group_size`` runs trained at
+        once, and the loss (with ``record_test`` the test loss too) after the jump and every epoch:
+        the runs' points evaluated together where no BatchNorm statistics differ, else one by one."""
+        runs = len(self.seeds) * len(self.step_sizes)
+        together = self.group_size(subject, runs)
+        records = runs * (self.recipe.epochs + 1)
+        together_evaluated = together > 1 and subject.buffers0.numel() == 0
+        out = {("epoch", self.recipe, together): -(-runs // together) * self.recipe.epochs,
+               ("points", False) if together_evaluated else ("loss",): records}
+        if self.record_test:
+            out[("evaluate", "test")] = records
+        return out
+
     def prepare(self, subject, inputs):
         return {"center": inputs["point"]["theta"], "center_buffers": inputs["point"]["buffers"]}
 

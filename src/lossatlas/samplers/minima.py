@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import devices
+from .. import devices, memory
 from ..batched import or_one_at_a_time, runs_at_once, train_many
 from ..errors import ConfigError, DataError, NonFiniteLossError, StoreError
+from ..memory import Memory
 from ..params import Boolean, Instance, Interval, NumberList, Vectors, param
 from ..provenance import digest
 from ..sampling import Request, Sample, Sampler, obtain
@@ -69,6 +70,23 @@ class TrainedMinima(Sampler):
                     "trajectory, which PCA directions need (Li et al. 2018 §7). Train into another store or under "
                     "another subject name to record it."
                 )
+
+    def work(self, subject) -> dict:
+        """Its work (``lossatlas.planning``): every seed's epochs, ``group_size`` runs trained at
+        once, then each minimum evaluated on every split."""
+        runs = len(self.seeds)
+        together = self.group_size(subject, runs)
+        return {("epoch", self.recipe, together): -(-runs // together) * self.recipe.epochs,
+                **{("evaluate", split): runs for split in subject.splits}}
+
+    def memory(self, subject) -> Memory:
+        """The training of the runs trained together (``memory.training``), and with
+        ``record_trajectory`` every run's parameters after every epoch, kept on the host."""
+        runs = len(self.seeds)
+        recorded = memory.vectors(subject, runs * (self.recipe.epochs + 1), memory.itemsize(subject)) \
+            if self.record_trajectory else 0
+        training = memory.training(subject, self.recipe)
+        return Memory(host=recorded, device=self.group_size(subject, runs) * training.device, lower="seeds")
 
     def tasks(self, subject, header):
         return [(f"{index:03d}", (index, int(seed))) for index, seed in enumerate(self.seeds)]
@@ -272,6 +290,11 @@ class DescentMinima(Sampler):
         bounds = np.array(self.bounds, dtype=float)
         if bounds.shape != (subject.dim, 2) or np.any(bounds[:, 0] >= bounds[:, 1]):
             raise ConfigError(f"bounds must be {subject.dim} pairs (low, high) with low < high; got {self.bounds!r}.")
+
+    def work(self, subject) -> dict:
+        """Its work (``lossatlas.planning``): gd_steps batched gradients at the starts, then their
+        losses."""
+        return {("gradients", self.n_starts): self.gd_steps, ("points", False): self.n_starts}
 
     def prepare(self, subject, inputs):
         theta0 = subject.theta0.cpu().numpy()

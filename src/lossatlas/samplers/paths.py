@@ -325,6 +325,24 @@ class Paths(Sampler):
                       device=memory.vectors(subject, 2 * k, size), lower="n_minima")
         return held + work + evaluation + super().memory(subject)
 
+    def work(self, subject) -> dict:
+        """Its work (``lossatlas.planning``): the minima's losses; per pair a string's flow (at most
+        string_steps batched gradients of its images; it stops once settled) or a curve's epochs
+        (``group_size`` curves trained at once); then per pair its points and the straight line's
+        n_eval, BatchNorm re-estimated at each."""
+        k = _count(self.minima)
+        pairs = k * (k - 1) // 2
+        out = {("points", False): k}
+        if self.path_kind == "string":
+            out[("gradients", self.n_images - 2)] = pairs * self.string_steps
+            points = 2 * self.n_images - 1 + self.n_eval  # images, their midpoints, n_eval at equal arc length
+        else:
+            together = self.group_size(subject, max(pairs, 1))
+            out[("epoch", self._curve_recipe(), together)] = -(-pairs // together) * self.curve_epochs
+            points = self.n_eval
+        out[("points", True)] = pairs * (points + self.n_eval)
+        return out
+
     def prepare(self, subject, inputs):
         minima = np.asarray(inputs["minima"]["minima"], dtype=float)
         losses = subject.losses(minima)

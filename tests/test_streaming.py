@@ -184,3 +184,42 @@ def test_hostile_streams_get_clear_errors():
     streamed = ModuleSubject(_mlp(), nn.CrossEntropyLoss(), TensorDataset(x, y), stream=True)
     with pytest.raises(ConfigError, match="batch_size"):
         streamed.train(streamed.theta0, Recipe(epochs=1, lr=0.1, batch_size=None), seed=0, progress=False)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_accuracy_counts_the_labels_the_loss_counts(stream):
+    """Padding labels (ignore_index) are neither right nor wrong: accuracy over the counted labels,
+    computed by hand, from evaluate and from evaluate_many (vmapped and looped)."""
+    x, y = _classifier_data(n=60)
+    y[::2] = -100
+    subject = ModuleSubject(_mlp(), nn.CrossEntropyLoss(), TensorDataset(x, y), eval_batch_size=16, stream=stream)
+    with torch.no_grad():
+        predicted = subject.model(x).argmax(dim=1)
+    counted = y != -100
+    want = float((predicted[counted] == y[counted]).double().mean())
+    assert subject.evaluate(subject.theta0)["accuracy"] == pytest.approx(want, rel=1e-12)
+    for vmapped in (True, False):
+        subject._vmap_ok = vmapped
+        assert subject.evaluate_many(subject.theta0[None])["accuracy"][0] == pytest.approx(want, rel=1e-12)
+
+
+class _Noisy(Dataset):
+    def __len__(self):
+        return 20
+
+    def __getitem__(self, i):
+        return torch.randn(5, dtype=torch.float64), i % 3
+
+
+def test_streams_that_cannot_be_read_the_same_way_twice_are_refused():
+    x, y = _classifier_data(n=20)
+    with pytest.raises(ConfigError, match="random transform"):
+        ModuleSubject(_mlp(), nn.CrossEntropyLoss(), _Noisy(), stream=True)
+    with pytest.raises(ConfigError, match="worker processes"):
+        ModuleSubject(_mlp(), nn.CrossEntropyLoss(), DataLoader(_Counting(), batch_size=4, num_workers=2), stream=True)
+    ragged = items_dataset([(torch.randn(3 + i % 2, dtype=torch.float64), 0) for i in range(10)])
+    with pytest.raises(ConfigError, match="same structure and shapes"):
+        ModuleSubject(_mlp(), nn.CrossEntropyLoss(), ragged, stream=True)
+    one = ModuleSubject(_mlp(), nn.CrossEntropyLoss(), TensorDataset(x[:1], y[:1]), stream=True)
+    assert one.loss(one.theta0) == pytest.approx(
+        ModuleSubject(_mlp(), nn.CrossEntropyLoss(), (x[:1], y[:1])).loss(one.theta0), rel=1e-12)

@@ -137,7 +137,18 @@ def _run(args) -> int:
     plans = [harness.load(config, args.scale) for config in args.config]  # every config checked before any work
     if args.device is not None:
         plans = [dataclasses.replace(plan, device=args.device) for plan in plans]
+    names = [plan.record_name for plan in plans]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ConfigError(f"Two configs have the same name and scale ({twice}): their stores and reports would "
+                          "replace each other. Rename one.")
+    if args.store and len(plans) > 1:
+        raise ConfigError("--store names one store; give one config with it, or leave it out.")
+    executor.check_options(args.executor, args.scheduler, args.threads)
     if ranks.launched():  # one of several processes (torchrun): join the group, each on its own device
+        if args.plan or args.check or args.executor != "local":
+            raise ConfigError("Under torchrun, lossatlas run runs the jobs with torch.distributed: --plan, --check "
+                              "and --executor dask run in one process; start them without torchrun.")
         device = ranks.init(plans[0].device if plans else "auto")
         plans = [dataclasses.replace(plan, device=device) for plan in plans]
         try:
@@ -148,14 +159,6 @@ def _run(args) -> int:
         devices.resolve(plan.device)  # a GPU asked for that is not there: refused now, before any work
     for plan in plans:  # every method checked against every subject (data, dimensions, memory), one at a time
         harness.check_subjects(plan)
-    names = [plan.record_name for plan in plans]
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-        raise ConfigError(f"Two configs have the same name and scale ({twice}): their stores and reports would "
-                          "replace each other. Rename one.")
-    if args.store and len(plans) > 1:
-        raise ConfigError("--store names one store; give one config with it, or leave it out.")
-    executor.check_options(args.executor, args.scheduler, args.threads)
     out = Path(args.out)
     stores = [Path(args.store) if args.store else out / f"{plan.record_name}.h5" for plan in plans]
     for path in stores:

@@ -56,6 +56,16 @@ def share(count: int) -> range:
     return range(rank, count, size)
 
 
+def agreed(value):
+    """Rank 0's ``value`` on every rank: a choice that must be the same everywhere (how many training
+    runs go together, which depends on each process's free memory) but is made by each."""
+    if world()[1] == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def all_reduce_sum(totals: dict, failure: BaseException | None = None) -> dict:
     """``totals`` (tensors, Python floats or ints) summed key by key across the processes, the
     same on every rank: tensors keep their dtype, shape and device, numbers come back as Python

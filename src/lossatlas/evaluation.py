@@ -220,11 +220,20 @@ def metrics(subject, theta: torch.Tensor, buffers: torch.Tensor, data) -> dict[s
     subject.model.eval()
     classification = subject.classification
     with torch.no_grad():
-        totals = summed(_batch_metrics(subject, theta, buffers, data, classification), {"loss": 0.0, "correct": 0.0})
+        totals = summed(_batch_metrics(subject, theta, buffers, data, classification),
+                        {"loss": 0.0, "correct": 0.0, "labels": 0.0})
     found = {"loss": totals["loss"]}
     if classification:
-        found["accuracy"] = totals["correct"] / sources.count(data)
+        found["accuracy"] = totals["correct"] / totals["labels"]
     return found
+
+
+def _hits(subject, predicted: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(right, counted): the predictions that match their labels, and the labels that count; a label
+    the loss ignores (cross-entropy's ignore_index: padding) counts in neither, as in its mean."""
+    ignored = subject._ignored_label()
+    counted = targets != ignored if ignored is not None else torch.ones_like(targets, dtype=torch.bool)
+    return (predicted == targets) & counted, counted
 
 
 def _batch_metrics(subject, theta, buffers, data, classification: bool) -> Iterator[dict[str, float]]:
@@ -234,8 +243,9 @@ def _batch_metrics(subject, theta, buffers, data, classification: bool) -> Itera
             continue
         inputs, targets = batch
         outputs = subject._forward(theta, buffers, inputs)
-        yield {"loss": weight * float(subject.loss_fn(outputs, targets)),
-               "correct": float((outputs.argmax(dim=1) == targets).sum())}
+        right, counted = _hits(subject, outputs.argmax(dim=1), targets)
+        yield {"loss": weight * float(subject.loss_fn(outputs, targets)), "correct": float(right.sum()),
+               "labels": float(counted.sum())}
 
 
 def vmapped_metrics(subject, chunk: torch.Tensor, buffers: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -244,11 +254,11 @@ def vmapped_metrics(subject, chunk: torch.Tensor, buffers: torch.Tensor) -> dict
     subject.model.eval()
     classification = subject.classification
     start = {"loss": torch.zeros(len(chunk), dtype=chunk.dtype, device=chunk.device),
-             "correct": torch.zeros(len(chunk), dtype=torch.float64, device=chunk.device)}
+             "correct": torch.zeros(len(chunk), dtype=torch.float64, device=chunk.device), "labels": 0.0}
     totals = summed(_vmapped_batch_metrics(subject, chunk, buffers, classification), start)
     found = {"loss": totals["loss"]}
     if classification:
-        found["accuracy"] = totals["correct"] / sources.count(subject.data)
+        found["accuracy"] = totals["correct"] / totals["labels"]
     return found
 
 
@@ -259,8 +269,9 @@ def _vmapped_batch_metrics(subject, chunk, buffers, classification: bool) -> Ite
             continue
         inputs, targets = batch
         outputs = vmap(lambda th, inputs=inputs: subject._forward(th, buffers, inputs))(chunk)
+        right, counted = _hits(subject, outputs.argmax(dim=-1), targets)
         yield {"loss": weight * vmap(lambda out, targets=targets: subject.loss_fn(out, targets))(outputs),
-               "correct": (outputs.argmax(dim=-1) == targets).sum(dim=1).double()}
+               "correct": right.sum(dim=1).double(), "labels": float(counted.sum())}
 
 
 # -- many parameter vectors --------------------------------------------------------------------------
@@ -322,19 +333,21 @@ def _batch_major_chunk(subject, chunk: torch.Tensor, buffers: list) -> dict[str,
                 if classification:
                     outputs = subject._forward(theta, b, batch[0])
                     losses.append(weight * subject.loss_fn(outputs, batch[1]))
-                    correct.append((outputs.argmax(dim=1) == batch[1]).sum().double())
+                    right, counted = _hits(subject, outputs.argmax(dim=1), batch[1])
+                    correct.append(right.sum().double())
                 else:
                     losses.append(weight * subject._batch_loss(theta, b, batch))
-            yield {"loss": torch.stack(losses), **({"correct": torch.stack(correct)} if classification else {})}
+            yield {"loss": torch.stack(losses),
+                   **({"correct": torch.stack(correct), "labels": float(counted.sum())} if classification else {})}
 
     start = {"loss": torch.zeros(len(chunk), dtype=chunk.dtype, device=chunk.device)}
     if classification:
-        start["correct"] = torch.zeros(len(chunk), dtype=torch.float64, device=chunk.device)
+        start.update(correct=torch.zeros(len(chunk), dtype=torch.float64, device=chunk.device), labels=0.0)
     with torch.no_grad():
         totals = summed(pieces(), start)
     found = {"loss": totals["loss"].double().cpu().numpy()}
     if classification:
-        found["accuracy"] = (totals["correct"] / sources.count(subject.data)).cpu().numpy()
+        found["accuracy"] = (totals["correct"] / totals["labels"]).cpu().numpy()
     extra = [key for key in subject._many_keys if key not in found]  # a subclass's extras (a PINN's test error)
     for key in extra:
         found[key] = np.array([subject.evaluate(theta, b)[key] for theta, b in zip(chunk, buffers)])

@@ -102,9 +102,16 @@ def subject(model: nn.Module, data, task: str = "causal-lm", *, test_data=None, 
             if isinstance(value, tuple):
                 _check_token_labels(value, what, vocab)
     label = name or f"{getattr(getattr(model, 'config', None), 'model_type', type(model).__name__)}_{task}"
-    return ModuleSubject(model, loss_fn, prepared["data"], test_data=prepared["test_data"],
+    made = ModuleSubject(model, loss_fn, prepared["data"], test_data=prepared["test_data"],
                          train_data=prepared["train_data"], forward=forward or logits, init=init or init_weights,
                          name=label, config={"task": task, "attention": attention, **(config or {})}, **kwargs)
+    if task == "causal-lm" and vocab:  # streamed data: the range its one pass found
+        for what, held in (("data", made.data), ("test_data", made.test_data), ("train_data", made.train_data)):
+            bounds = getattr(held, "label_range", None)
+            if bounds and (bounds[0] < 0 or bounds[1] >= vocab):
+                raise ConfigError(f"{what}: token labels in [{bounds[0]}, {bounds[1]}], outside the vocabulary "
+                                  f"[0, {vocab - 1}] of the model; check the tokenizer and the model's vocab_size.")
+    return made
 
 
 # -- attention ------------------------------------------------------------------------------------

@@ -111,7 +111,7 @@ def sha1(*tensors: torch.Tensor) -> str:
 
     digest = hashlib.sha1()
     for tensor in tensors:
-        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+        digest.update(tensor.detach().contiguous().cpu().numpy().reshape(-1).view("u1"))  # the bytes, not a copy
     return digest.hexdigest()[:16]
 
 

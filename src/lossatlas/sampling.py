@@ -22,7 +22,7 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
-from . import devices, executor
+from . import devices, distributed, executor
 from .memory import Memory
 from .params import validate_fields
 from .progress import bar as progress_bar
@@ -167,7 +167,8 @@ def obtain(store: Store, subject, request: Request, progress: bool = True) -> Sa
     runner = executor.current()
     bar = progress_bar(total=len(missing), desc=f"{subject.name}: {request.kind}", enabled=progress and bool(missing))
     shared = (subject, header, progress and runner.local)
-    size = request.group_size(subject, len(missing)) if missing else 1
+    # the same groups on every process of a torch.distributed run (each sizes them by its own memory)
+    size = distributed.agreed(request.group_size(subject, len(missing)) if missing else 1)
     if size <= 1:
         for index, part in runner.map(_Float32(request.run), [task for _, task in missing], shared=shared):
             root().write_part(missing[index][0], part)

@@ -50,6 +50,13 @@ def choose(data, stream: bool | None, what: str) -> bool:
             raise ConfigError(f"{what}: stream=True reads a torch Dataset or DataLoader batch by batch; got "
                               f"{type(data).__name__}, which is already in memory. Pass the Dataset itself.")
         return False
+    unordered = _unordered(data, source)
+    if unordered and stream:
+        raise ConfigError(f"{what}: {unordered}, so a stream could not read it in one fixed order of examples and "
+                          "batches; pass the Dataset itself (a map-style one, or an iterable one read by one "
+                          "process), or leave stream unset to hold it in memory.")
+    if unordered:
+        return False
     if stream is not None:
         return bool(stream)
     if isinstance(source, IterableDataset) or not hasattr(source, "__len__"):
@@ -60,6 +67,19 @@ def choose(data, stream: bool | None, what: str) -> bool:
     example = sum(t.element_size() * t.numel() for t in batches.leaves(batches.tree_map(torch.as_tensor, first))) \
         if _tensors_only(first) else 0
     return example * len(source) > budget()
+
+
+def _unordered(data, source) -> str | None:
+    """Why a loader cannot be streamed in a fixed order, or None: an iterable dataset split over
+    worker processes interleaves their batches (each worker's last one short), and a loader whose
+    items are already batches (batch_size=None) has no examples to re-batch."""
+    if not isinstance(data, DataLoader):
+        return None
+    if isinstance(source, IterableDataset) and data.num_workers > 0:
+        return f"its iterable dataset is read by {data.num_workers} worker processes"
+    if isinstance(source, IterableDataset) and data.batch_size is None:
+        return "its items are batches already (an iterable dataset with batch_size=None)"
+    return None
 
 
 class Stream:
@@ -86,6 +106,10 @@ class Stream:
         if loader is not None and not isinstance(self.dataset, IterableDataset):
             self.dataset = batches._chosen(loader, what)  # the examples its sampler covers, in index order
         self.count, self.total_terms, self.label_range, self.description = self._scan(ignore)
+        if not _same(self.head(2), self.head(2)):
+            raise ConfigError(f"{what}: reading its first examples twice gave different values (a random transform "
+                              "or augmentation in the dataset?). A loss landscape is a fixed function of the "
+                              "parameters: evaluate on a dataset without random transforms.")
 
     # -- reading ---------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[tuple[object, object]]:
@@ -126,7 +150,8 @@ class Stream:
             yield _pair(batch, self.what)
 
     def head(self, k: int, device: torch.device | None = None):
-        """The first ``k`` examples as an in-memory (inputs, targets) pair."""
+        """The first ``k`` examples (all of them if fewer) as an in-memory (inputs, targets) pair."""
+        k = min(k, self.count)
         batch = next(iter(DataLoader(_First(self.dataset, k), batch_size=k, collate_fn=self._collate)))
         return self._ready(_pair(batch, self.what), device)
 
@@ -180,9 +205,9 @@ class Stream:
                 if len(lengths) != 1 or 0 in lengths:
                     raise ConfigError(f"{self.what}: the inputs and targets must have one common, non-zero number "
                                       f"of examples (leading dimension); got lengths {sorted(lengths)}.")
-                first_hash.update(leaves[0].numpy().tobytes())
+                first_hash.update(leaves[0].numpy().reshape(-1).view("u1"))
                 for spool, leaf in zip(spools, leaves[1:]):
-                    spool.write(leaf.numpy().tobytes())
+                    spool.write(leaf.numpy().reshape(-1).view("u1"))
                 count += lengths.pop()
                 terms += float(self._terms(targets)) if self._terms is not None else 0.0
                 if torch.is_tensor(targets) and not targets.is_floating_point() and targets.numel():
@@ -198,6 +223,12 @@ class Stream:
                 spool.seek(0)
                 while chunk := spool.read(_CHUNK):
                     digest.update(chunk)
+        except ConfigError:
+            raise
+        except (RuntimeError, TypeError, ValueError, IndexError, KeyError) as err:  # collating the examples
+            raise ConfigError(f"{self.what}: its examples cannot be read as batches of tensors ({type(err).__name__}: "
+                              f"{err}); every example must have the same structure and shapes (pad sequences to "
+                              "one length) and hold numbers.") from None
         finally:
             for spool in spools or []:
                 spool.close()
@@ -222,6 +253,11 @@ def count(data) -> int:
 def head(data, k: int, device=None):
     """The first ``k`` examples of in-memory data or a Stream, in memory."""
     return data.head(k, device) if isinstance(data, Stream) else batches.take(data, slice(0, k))
+
+
+def _same(first, second) -> bool:
+    """Bit for bit (NaN equals NaN)."""
+    return batches.sha1(*batches.leaves(first)) == batches.sha1(*batches.leaves(second))
 
 
 def _pair(batch, what: str):

@@ -421,10 +421,16 @@ class ModuleSubject(Subject):
         return batches.cast_inputs(pair, dtype), batches.describe(pair)
 
     def _ignored_label(self) -> int | None:
-        """The class label the loss ignores (cross-entropy's and NLL's ignore_index), if any."""
-        if isinstance(self.loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
-            return self.loss_fn.ignore_index
+        """The label the loss ignores (an ``ignore_index``: cross-entropy's, NLL's, a language
+        model's padding), if any."""
+        ignore = getattr(self.loss_fn, "ignore_index", None)
+        if isinstance(ignore, int):
+            return ignore
         return -100 if self.loss_fn in (nn.functional.cross_entropy, nn.functional.nll_loss) else None
+
+    def _criterion_counts_labels(self) -> bool:
+        return isinstance(self.loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) or self.loss_fn in (
+            nn.functional.cross_entropy, nn.functional.nll_loss)
 
     def _terms(self, targets):
         """How many terms the loss averages over on a batch with ``targets``, so that batches weighted
@@ -435,7 +441,8 @@ class ModuleSubject(Subject):
         if callable(own):
             return own(targets)
         ignored = self._ignored_label()
-        if ignored is not None and torch.is_tensor(targets) and not targets.is_floating_point():
+        if self._criterion_counts_labels() and ignored is not None and torch.is_tensor(targets) \
+                and not targets.is_floating_point():
             valid = targets != ignored
             weight = getattr(self.loss_fn, "weight", None)
             if weight is not None:
@@ -531,7 +538,12 @@ class ModuleSubject(Subject):
         (module or functional) with integer class targets (soft labels have no accuracy)."""
         if self._classification is not None:
             return self._classification
-        targets = sources.head(self.data, 1)[1] if isinstance(self.data, sources.Stream) else self.data[1]
+        if isinstance(self.data, sources.Stream):
+            if not hasattr(self, "_streamed_targets"):  # read once, not at every evaluation
+                self._streamed_targets = sources.head(self.data, 1)[1]
+            targets = self._streamed_targets
+        else:
+            targets = self.data[1]
         return (isinstance(self.loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss))
                 or self.loss_fn in (nn.functional.cross_entropy, nn.functional.nll_loss)) \
             and torch.is_tensor(targets) and not targets.is_floating_point()

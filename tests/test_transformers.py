@@ -331,3 +331,22 @@ def test_every_analyzer_runs_on_a_tiny_language_model_at_smoke_scale(transformer
         for column, value in row.items():
             if "." in column and not math.isfinite(float(value)):
                 assert f"seed {row['seed']}: `{column}`" in explained, column
+
+
+def test_streamed_token_labels_outside_the_vocabulary_are_refused(transformers):
+    """The streamed path checks the labels its one pass found, as the in-memory path checks its own."""
+    from lossatlas import hf
+
+    ids, mask, _ = _text()
+    bad = ids.clone()
+    bad[-1, 0] = VOCAB + 5  # a token id the model has no row for, late in the data
+    class Items(Dataset):
+        def __len__(self):
+            return len(bad)
+
+        def __getitem__(self, i):
+            return {"input_ids": bad[i], "attention_mask": mask[i]}
+
+    for stream in (False, True):
+        with pytest.raises(ConfigError, match="outside the vocabulary"):
+            hf.subject(_gpt2(transformers), Items(), stream=stream, eval_batch_size=3)

@@ -105,8 +105,10 @@ def subject(model: nn.Module, data, task: str = "causal-lm", *, test_data=None, 
     made = ModuleSubject(model, loss_fn, prepared["data"], test_data=prepared["test_data"],
                          train_data=prepared["train_data"], forward=forward or logits, init=init or init_weights,
                          name=label, config={"task": task, "attention": attention, **(config or {})}, **kwargs)
-    if task == "causal-lm" and vocab:  # streamed data: the range its one pass found
+    if task == "causal-lm" and vocab:  # a Dataset or DataLoader, now held or streamed
         for what, held in (("data", made.data), ("test_data", made.test_data), ("train_data", made.train_data)):
+            if isinstance(held, tuple) and not isinstance(prepared[what], tuple):
+                _check_token_labels(held, what, vocab)
             bounds = getattr(held, "label_range", None)
             if bounds and (bounds[0] < 0 or bounds[1] >= vocab):
                 raise ConfigError(f"{what}: token labels in [{bounds[0]}, {bounds[1]}], outside the vocabulary "

@@ -247,3 +247,51 @@ def test_analyzer_spectrum_and_trace_equal_curvlinops(problem, curvature):
     np.testing.assert_allclose(lanczos.arrays["eigenvalues"], values[:2], rtol=0, atol=1e-8 * scale)
     assert abs(lanczos.metrics["trace"] - trace) <= 4 * lanczos.metrics["trace_stderr"]
     assert hutchpp.metrics["trace"] == pytest.approx(trace, abs=1e-9 * scale)
+
+
+_APPROXIMATIONS = """
+name = "curv"
+problem = "mlp"
+seeds = [0, 1]
+[params]
+dataset = "digits"
+n_train = 120
+[variants]
+width = [8, 12]
+[minima]
+lr = 0.05
+epochs = 2
+[methods.hessian]
+dense_limit = 0
+density_runs = 0
+tol = 1e-4
+trace_max_probes = 10
+[sensitivity.hessian]
+curvature = ["ggn", "ef"]
+"""
+
+
+def test_report_sets_each_approximation_against_the_hessian(tmp_path):
+    """The report's curvature table holds, per variant, the median over its minima of the stored GGN
+    (and EF) top eigenvalue and trace divided by the Hessian's at the same minimum."""
+    import statistics
+
+    from lossatlas.cli import main
+
+    config = tmp_path / "curv.toml"
+    config.write_text(_APPROXIMATIONS)
+    assert main(["run", str(config), "--scale", "cpu", "--out", str(tmp_path), "--figures", "none"]) == 0
+    report = (tmp_path / "curv_cpu" / "report.md").read_text()
+    assert "Curvature approximations against the Hessian" in report
+    with Store(tmp_path / "curv_cpu.h5", "r") as store:
+        for width in (8, 12):
+            subject = next(name for name in store.subjects() if f"x{width}_" in name)
+            by = {}
+            for result in store.results(subject, "hessian"):
+                by.setdefault(result.params["curvature"], {})[result.params["minimum"]] = result.metrics
+            for curvature in ("ggn", "ef"):
+                ratios = [by[curvature][at]["top_eigenvalue"] / by["hessian"][at]["top_eigenvalue"]
+                          for at in by["hessian"]]
+                row = next(line for line in report.splitlines()
+                           if line.startswith(f"| hessian | width={width} | {curvature} |"))
+                assert row.split(" | ")[4] == f"{statistics.median(ratios):.3g}×"

@@ -23,7 +23,7 @@ from ..progress import bar as progress_bar
 from ..record import Method
 from ..store import Store
 from .collect import Study, collect
-from . import agreement, sensitivity
+from . import agreement, curvature, sensitivity
 from .comparison import compare, comparison_csv, factors, variant_means, variants_csv
 from .document import index_html, markdown, sections, title
 from .tables import Table, comparison_table, evaluate_claims, ranking_table, variant_table
@@ -56,6 +56,7 @@ def _write(study: Study, store: Store, out: Path, figures: bool) -> dict[str, Pa
         stable = sensitivity.verdicts(stabilities)  # the comparison marks the unstable measures
         texts["sensitivity.csv"], table, drawn = _sensitivity(study, per_setting, stabilities, out, figures, drawn)
         extra_tables.append(table)
+    approximations = curvature.table(study)
     means = variant_means(study)
     texts["comparison.csv"], texts["variants.csv"] = comparison_csv(found, stable), variants_csv(study, means)
     if figures and factors(study):
@@ -63,6 +64,9 @@ def _write(study: Study, store: Store, out: Path, figures: bool) -> dict[str, Pa
     agreeing, drawn = _agreement(study, texts, out, figures, drawn)
     tables = [variant_table(study), comparison_table(study, evaluated, found, stable), *extra_tables]
     after = [("Agreement between methods", agreeing)] + [("Sensitivity to nuisance choices", t) for t in extra_tables]
+    if approximations is not None:
+        tables.append(approximations)
+        after.append(("Curvature approximations against the Hessian", approximations))
     ranked = ranking_table(study, found)
     before = [] if ranked is None else [(f"Which measure tracks {study.record.report.error}", ranked)]
     tables += [] if ranked is None else [ranked]

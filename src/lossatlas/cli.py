@@ -145,6 +145,10 @@ def _run(args) -> int:
     if args.store and len(plans) > 1:
         raise ConfigError("--store names one store; give one config with it, or leave it out.")
     executor.check_options(args.executor, args.scheduler, args.threads)
+    for plan in plans:
+        devices.resolve(plan.device)  # a GPU asked for that is not there: refused now, before any work
+    out = Path(args.out)
+    stores = [Path(args.store) if args.store else out / f"{plan.record_name}.h5" for plan in plans]
     if ranks.launched():  # one of several processes (torchrun): join the group, each on its own device
         if args.plan or args.check or args.executor != "local":
             raise ConfigError("Under torchrun, lossatlas run runs the jobs with torch.distributed: --plan, --check "
@@ -152,15 +156,11 @@ def _run(args) -> int:
         device = ranks.init(plans[0].device if plans else "auto")
         plans = [dataclasses.replace(plan, device=device) for plan in plans]
         try:
-            return _run_ranks(args, plans)
+            return _run_ranks(args, plans, out, stores)
         finally:
             ranks.finish()
-    for plan in plans:
-        devices.resolve(plan.device)  # a GPU asked for that is not there: refused now, before any work
     for plan in plans:  # every method checked against every subject (data, dimensions, memory), one at a time
         harness.check_subjects(plan)
-    out = Path(args.out)
-    stores = [Path(args.store) if args.store else out / f"{plan.record_name}.h5" for plan in plans]
     for path in stores:
         if path.exists():  # a store of another schema, or locked, is refused now, not after the work
             Store(path, "r").close()
@@ -194,16 +194,14 @@ def _without_nproc(argv: list[str]) -> list[str]:
     return out
 
 
-def _run_ranks(args, plans) -> int:
+def _run_ranks(args, plans, out: Path, stores: list[Path]) -> int:
     """This process's part of a run over several (torchrun): the same jobs on every rank, the
     store opened and the report written by rank 0 alone (``lossatlas.ranks``)."""
     from . import distributed, executor, harness, ranks
 
     rank, size = distributed.world()
-    for plan in plans:
+    for plan in plans:  # on the device of this rank
         harness.check_subjects(plan)
-    out = Path(args.out)
-    stores = [Path(args.store) if args.store else out / f"{plan.record_name}.h5" for plan in plans]
     if rank == 0:
         print(f"{len(plans)} benchmark(s) over {size} processes (torch.distributed, {dist_backend()})")
     with ranks.RankExecutor(args.threads) as runner, executor.use(runner):

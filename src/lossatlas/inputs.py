@@ -119,10 +119,8 @@ def _from_loader(loader: DataLoader, what: str):
     """Every batch of the loader, concatenated; a map-style dataset is read in index order (not the
     loader's shuffled order), so the fingerprint is the same on every run."""
     if not isinstance(loader.dataset, IterableDataset):
-        collate = loader.collate_fn if loader.batch_size is not None else default_collate  # None: per example
-        collate = collate_items if collate is default_collate else collate  # token-id lists as tensors
         loader = DataLoader(_chosen(loader, what), batch_size=loader.batch_size or 256, shuffle=False,
-                            collate_fn=collate)
+                            collate_fn=loader_collate(loader))
     batches = []
     try:
         for batch in loader:
@@ -139,6 +137,15 @@ def _from_loader(loader: DataLoader, what: str):
         raise ConfigError(f"{what}: the DataLoader's batches cannot be joined into one dataset ({err}); every batch "
                           "must have the same structure and the same shape except the first dimension (pad sequences "
                           "to one length).") from None
+
+
+def loader_collate(loader: DataLoader | None) -> Callable:
+    """How the examples of a loader's dataset (or of a plain Dataset: None) are joined into batches
+    when lossatlas re-batches them: the loader's own collate_fn, except torch's default (and the
+    per-example conversion of batch_size=None), which become ``collate_items`` (token-id lists as
+    tensors)."""
+    collate = default_collate if loader is None or loader.batch_size is None else loader.collate_fn
+    return collate_items if collate is default_collate else collate
 
 
 def _chosen(loader: DataLoader, what: str) -> Dataset:

@@ -86,11 +86,10 @@ def _is_handle(value) -> bool:
 
 
 def _broadcast(value=None):
+    """Rank 0's (kind, value) on every rank; ``value`` is rank 0's (the others pass nothing)."""
     if value is not None and value[0] == "error":
         value = ("error", _portable(value[1]))
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+    return distributed.agreed(value)
 
 
 def _portable(error: BaseException) -> BaseException:
@@ -151,34 +150,26 @@ class Follower:
     """Another rank's view of the store: each answer is rank 0's."""
 
     def __getattr__(self, name: str):
-        return self._receive(lambda: self._call)
+        return self._receive()
 
     def _call(self, *args, **kwargs):
-        return self._receive(None)
+        return self._receive()
 
-    @staticmethod
-    def _receive(on_call):
+    def _receive(self):
+        """Rank 0's answer: a value, a handle (followed the same way), a method (called next: its
+        answer comes then) or an error, raised here too."""
         kind, value = _broadcast()
         if kind == "error":
             raise value
         if kind == "handle":
             return Follower()
-        if kind == "call":
-            return on_call() if on_call is not None else Follower()._call
-        return value
+        return self._call if kind == "call" else value
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         return False
-
-
-def shared_store(open_store: Callable[[], Any]):
-    """The store as every rank sees it: ``open_store()`` on rank 0 (wrapped in ``Leader``), a
-    ``Follower`` elsewhere."""
-    rank, _ = distributed.world()
-    return Leader(open_store()) if rank == 0 else Follower()
 
 
 # -- independent tasks: split over the ranks ------------------------------------------------------------

@@ -20,7 +20,7 @@ import tempfile
 from typing import Callable, Iterator, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, default_collate
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from . import inputs as batches
 from .errors import ConfigError
@@ -100,8 +100,7 @@ class Stream:
         self.batch_size = int(batch_size)
         self.dtype = dtype
         self.num_workers = loader.num_workers if loader is not None else 0
-        collate = default_collate if loader is None or loader.batch_size is None else loader.collate_fn
-        self._collate = batches.collate_items if collate is default_collate else collate  # as inputs.materialize
+        self._collate = batches.loader_collate(loader)  # as inputs.materialize
         self._terms = terms
         if loader is not None and not isinstance(self.dataset, IterableDataset):
             self.dataset = batches._chosen(loader, what)  # the examples its sampler covers, in index order
@@ -158,13 +157,15 @@ class Stream:
     def shuffled(self, size: int, order: torch.Tensor, device=None) -> Iterator[tuple[object, object]]:
         """Batches of ``size`` examples in ``order`` (a permutation of the example indices): a
         training epoch, read as it goes."""
+        for index in order.split(size):
+            yield self.examples(index.tolist(), device, "training shuffles examples by index")
+
+    def examples(self, indices: Sequence[int], device=None, why: str = "reading examples by index"):
+        """The examples ``indices`` of a map-style dataset as one batch, cast and moved to ``device``."""
         if isinstance(self.dataset, IterableDataset):
-            raise ConfigError(f"{self.what}: training shuffles examples by index, and an iterable dataset has no "
-                              "index; pass a map-style Dataset (with __getitem__ and __len__) to train on streamed "
-                              "data.")
-        for start in range(0, self.count, size):
-            index = order[start : start + size].tolist()
-            yield self._ready(_pair(self._collate([self.dataset[i] for i in index]), self.what), device)
+            raise ConfigError(f"{self.what}: {why}, and an iterable dataset has no index; pass a map-style Dataset "
+                              "(with __getitem__ and __len__).")
+        return self._ready(_pair(self._collate([self.dataset[i] for i in indices]), self.what), device)
 
     def slices(self, size: int, device=None) -> Sequence:
         """The data in consecutive batches of ``size`` examples, the remainder left out, read when
@@ -196,6 +197,7 @@ class Stream:
                           batches.leaves(inputs) + batches.leaves(targets)]
                 if structure is None:
                     structure = (batches.tree_map(lambda t: None, inputs), len(leaves))
+                    self.integer_targets = torch.is_tensor(targets) and not targets.is_floating_point()
                     shapes = batches.tree_map(lambda t: list(t.shape[1:]), inputs)
                     spools = [tempfile.TemporaryFile() for _ in leaves[1:]]
                 elif len(leaves) != structure[1]:
@@ -243,6 +245,13 @@ def holds_target(data, value: int) -> bool:
         return value in data.targets_seen
     targets = data[1]
     return torch.is_tensor(targets) and bool((targets == value).any())
+
+
+def integer_targets(data) -> bool:
+    """Whether the targets of in-memory data or a Stream are a tensor of integers (class labels)."""
+    if isinstance(data, Stream):
+        return data.integer_targets
+    return torch.is_tensor(data[1]) and not data[1].is_floating_point()
 
 
 def count(data) -> int:
@@ -315,9 +324,5 @@ class _Slices(Sequence):
     def __getitem__(self, i):
         if not 0 <= i < len(self):
             raise IndexError(i)
-        stream = self.stream
-        if isinstance(stream.dataset, IterableDataset):
-            raise ConfigError(f"{stream.what}: m-sharpness reads batches by index; an iterable dataset has none.")
-        part = Subset(stream.dataset, range(i * self.size, (i + 1) * self.size))
-        batch = stream._collate([part[j] for j in range(len(part))])
-        return stream._ready(_pair(batch, stream.what), self.device)
+        return self.stream.examples(range(i * self.size, (i + 1) * self.size), self.device,
+                                    "m-sharpness reads batches by index")

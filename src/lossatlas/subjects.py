@@ -414,11 +414,13 @@ class ModuleSubject(Subject):
         if sources.choose(value, stream, what):
             held = sources.Stream(value, self.eval_batch_size, what, dtype, terms=self._terms,
                                   ignore=self._ignored_label())
-            if held.total_terms <= 0:
-                raise ConfigError(f"{what}: every target is ignored by the loss; nothing is left to average.")
-            return held, held.description
-        pair = batches.materialize(value, what)
-        return batches.cast_inputs(pair, dtype), batches.describe(pair)
+            description, total = held.description, held.total_terms
+        else:
+            pair = batches.materialize(value, what)
+            held, description, total = batches.cast_inputs(pair, dtype), batches.describe(pair), self._terms(pair[1])
+        if total <= 0:  # the weights of eval_batches divide by it
+            raise ConfigError(f"{what}: every target is ignored by the loss; nothing is left to average.")
+        return held, description
 
     def _ignored_label(self) -> int | None:
         """The label the loss ignores (an ``ignore_index``: cross-entropy's, NLL's, a language
@@ -429,6 +431,8 @@ class ModuleSubject(Subject):
         return -100 if self.loss_fn in (nn.functional.cross_entropy, nn.functional.nll_loss) else None
 
     def _criterion_counts_labels(self) -> bool:
+        """Whether the loss is a cross-entropy or NLL loss (module or functional): a mean over class
+        labels, which it may weigh or ignore."""
         return isinstance(self.loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) or self.loss_fn in (
             nn.functional.cross_entropy, nn.functional.nll_loss)
 
@@ -447,7 +451,7 @@ class ModuleSubject(Subject):
             weight = getattr(self.loss_fn, "weight", None)
             if weight is not None:
                 return float(weight.to(targets.device)[targets[valid]].sum())
-            return int(valid.sum()) if targets.ndim > 1 or not bool(valid.all()) else len(targets)
+            return int(valid.sum())
         return batches.count(targets)
 
     def _probe(self) -> float | None:
@@ -481,16 +485,14 @@ class ModuleSubject(Subject):
     def _check_labels(self, batch) -> None:
         """Class labels must index the model's outputs: cross-entropy refuses one out of range only when
         a batch holding it is evaluated, minutes into a run (on a GPU as a device-side assert)."""
-        loss_fn = self.loss_fn
-        if not (self.is_plain_criterion and (isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss))
-                                             or loss_fn in (nn.functional.cross_entropy, nn.functional.nll_loss))):
+        if not (self.is_plain_criterion and self._criterion_counts_labels()):
             return
         with torch.no_grad():
             outputs = self._forward(self.theta0, self.buffers0, batch[0])
         if not torch.is_tensor(outputs) or outputs.ndim < 2:
             return
         classes = outputs.shape[1]
-        ignored = getattr(loss_fn, "ignore_index", -100)  # torch's default: such targets add nothing to the loss
+        ignored = self._ignored_label()  # such targets add nothing to the loss
         for split, data in (("data", self.data), ("test_data", self.test_data), ("train_data", self.train_data)):
             if isinstance(data, sources.Stream):  # its one pass at construction found the range
                 low, high = data.label_range or (0, 0)
@@ -538,15 +540,7 @@ class ModuleSubject(Subject):
         (module or functional) with integer class targets (soft labels have no accuracy)."""
         if self._classification is not None:
             return self._classification
-        if isinstance(self.data, sources.Stream):
-            if not hasattr(self, "_streamed_targets"):  # read once, not at every evaluation
-                self._streamed_targets = sources.head(self.data, 1)[1]
-            targets = self._streamed_targets
-        else:
-            targets = self.data[1]
-        return (isinstance(self.loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss))
-                or self.loss_fn in (nn.functional.cross_entropy, nn.functional.nll_loss)) \
-            and torch.is_tensor(targets) and not targets.is_floating_point()
+        return self._criterion_counts_labels() and sources.integer_targets(self.data)
 
     def config(self) -> dict:
         identity = fingerprints.function_identity
@@ -592,9 +586,7 @@ class ModuleSubject(Subject):
             pairs = ((batch, self._terms(batch[1])) for batch in data.batches(self.device, mine))
             total = data.total_terms
         else:
-            n, total = batches.count(data[0]), self._terms(data[1])
-            if not total:
-                raise ConfigError(f"{self.name}: every target of its data is ignored by the loss; nothing to average.")
+            n, total = batches.count(data[0]), self._terms(data[1])  # not 0: refused when the data was held
             size = self.eval_batch_size
             pairs = ((batch, self._terms(batch[1])) for batch in
                      (batches.take(data, slice(i * size, min((i + 1) * size, n)))
@@ -678,32 +670,20 @@ class ModuleSubject(Subject):
         return found
 
     def train_batches(self, recipe, generator):
-        if isinstance(self.train_data, sources.Stream):
-            yield from self._streamed_train_batches(recipe, generator)
-            return
-        inputs, targets = self.train_data
-        if recipe.augment and not torch.is_tensor(inputs):
-            raise ConfigError(f"{self.name}: augment=true crops and flips image tensors; these inputs are a "
-                              f"{type(inputs).__name__} of tensors. Set augment=false.")
-        n = batches.count(inputs)
-        size = n if recipe.batch_size is None else recipe.batch_size
-        order = torch.randperm(n, generator=generator).to(self.device)  # drawn on the CPU: one order per seed
-        for start in range(0, n, size):
-            index = order[start : start + size]
-            batch_inputs = batches.take(inputs, index)
-            if recipe.augment:
-                batch_inputs = augment_images(batch_inputs, generator)
-            yield batch_inputs, batches.take(targets, index)
-
-    def _streamed_train_batches(self, recipe, generator):
-        """An epoch over streamed training data: the same order and batches as in memory, read as
-        they are used."""
-        stream = self.train_data
-        if recipe.batch_size is None:
+        """One epoch: the training data in the order ``generator`` draws (on the CPU: one order per
+        seed on every device), in batches of the recipe's size, augmented as it asks; streamed data
+        is read as the batches are used, the same batches as in memory."""
+        data = self.train_data
+        streamed = isinstance(data, sources.Stream)
+        if streamed and recipe.batch_size is None:
             raise ConfigError(f"{self.name}: full-batch training (batch_size unset) would hold all the streamed "
                               "training data at once; set the recipe's batch_size.")
-        order = torch.randperm(stream.count, generator=generator)  # drawn on the CPU, as in memory
-        for batch_inputs, batch_targets in stream.shuffled(recipe.batch_size, order, self.device):
+        n = sources.count(data)
+        size = n if recipe.batch_size is None else recipe.batch_size
+        order = torch.randperm(n, generator=generator)
+        chosen = data.shuffled(size, order, self.device) if streamed else (
+            batches.take(data, index) for index in order.to(self.device).split(size))
+        for batch_inputs, batch_targets in chosen:
             if recipe.augment:
                 if not torch.is_tensor(batch_inputs):
                     raise ConfigError(f"{self.name}: augment=true crops and flips image tensors; these inputs are "

@@ -3,14 +3,21 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
-SCALE ?= cpu
-# the main job: the four studies a CPU can answer (~45 min at cpu scale on 2 cores); the PINN sweep
-# (~14 min) and the ResNet-20 skip study (over an hour): make demo BENCHMARKS="benchmarks/pinn_convection.toml ..."
-BENCHMARKS ?= benchmarks/barcode_lowering.toml benchmarks/barcode_lowering_cnn.toml benchmarks/lr_schedule.toml \
+SCALE ?= demo
+# the main job: the headline comparison -- ResNet-20 with and without skip connections and the PINN convection beta
+# sweep, every method, with reports -- in minutes at the demo scale (7 min 38 s on 2 idle cores, two processes);
+# the same at the cpu scale: make demo SCALE=cpu (about 75 min on 2 cores)
+BENCHMARKS ?= benchmarks/resnet_skip.toml benchmarks/pinn_convection.toml
+# two processes on the CPU share each job (torch.distributed, gloo): ResNet stages 1.4-1.5x one process with one
+# thread, where two threads gave a Hessian-vector product 1.33x;
+# on a GPU: make demo DEMO_FLAGS="--device cuda"
+DEMO_FLAGS ?= --nproc 2 --device cpu
+# the four studies a CPU can answer (~45 min at the cpu scale on 2 cores): make studies
+STUDIES ?= benchmarks/barcode_lowering.toml benchmarks/barcode_lowering_cnn.toml benchmarks/lr_schedule.toml \
 	benchmarks/generalization_grid.toml
 PY := $(VENV)/bin/python
 
-.PHONY: venv demo test clean
+.PHONY: venv demo studies test docs docs-serve clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,11 +29,21 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	$(VENV)/bin/lossatlas run $(BENCHMARKS) --scale $(SCALE) --out results
+	$(VENV)/bin/lossatlas run $(BENCHMARKS) --scale $(SCALE) --out results $(DEMO_FLAGS)
+
+studies: venv
+	$(VENV)/bin/lossatlas run $(STUDIES) --scale cpu --out results
 
 test: venv
 	$(VENV)/bin/ruff check .
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist loadfile  # one process a core, one thread each (tests/conftest.py)
 
+# the documentation site into site/, every tutorial executed (--strict: a warning or a failing tutorial fails it)
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs-serve: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
 clean:
-	rm -rf $(VENV) results .pytest_cache
+	rm -rf $(VENV) results site .pytest_cache

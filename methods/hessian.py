@@ -46,25 +46,31 @@ from lossatlas.hessian import (CURVATURES, HessianOperator, check_curvature, che
 from lossatlas.memory import Memory
 from lossatlas.params import Boolean, Interval, Options, param
 from lossatlas.planning import lanczos_products
-from lossatlas.plots import finite_or_nan, metric, no_data
+from lossatlas.plots import OKABE_ITO, finite_or_nan, metric, no_data
 from lossatlas.point_analyzer import PointAnalyzer
 
 
 def draw_density(ax, result) -> None:
-    """Eigenvalue density on a log axis, the top eigenvalues as dashed red lines."""
-    ax.set(xlabel="eigenvalue", ylabel="density (log)",
+    """Eigenvalue density on a log axis, the top eigenvalues as dashed vermillion lines."""
+    curvature = {"ggn": "GGN", "ef": "Fisher"}.get((getattr(result, "params", None) or {}).get("curvature"), "Hessian")
+    ax.set(xlabel=f"{curvature} eigenvalue (loss / parameter²)", ylabel="spectral density (log scale)",
            title=f"density: top {metric(result, 'top_eigenvalue'):.3g}, trace {metric(result, 'trace'):.3g}")
     grid = finite_or_nan(result.arrays.get("density_grid", []))
     density = finite_or_nan(result.arrays.get("density", []))
     eigenvalues = finite_or_nan(result.arrays.get("eigenvalues", [])).ravel()
     shown = np.isfinite(grid) & np.isfinite(density) & (density > 0) if grid.shape == density.shape else [False]
     if np.any(shown):
-        ax.semilogy(grid, np.maximum(density, 1e-12), lw=1)  # the floor shows empty bins as drops, not gaps
+        ax.semilogy(grid, np.maximum(density, 1e-12), lw=1, c=OKABE_ITO["blue"],  # the floor: empty bins drop
+                    label="density (SLQ)")
+        ax.set_ylim(bottom=max(1e-12, 1e-7 * float(np.max(density[shown]))))  # 7 decades: the spectrum's shape
     else:
         ax.set_yscale("log")
         no_data(ax)
-    for value in eigenvalues[np.isfinite(eigenvalues)]:
-        ax.axvline(value, color="tab:red", lw=0.8, ls="--")
+    for index, value in enumerate(eigenvalues[np.isfinite(eigenvalues)]):
+        ax.axvline(value, color=OKABE_ITO["vermillion"], lw=0.8, ls="--",
+                   label="top eigenvalues" if index == 0 else None)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right")
 
 
 class Hessian(PointAnalyzer):
@@ -96,6 +102,8 @@ class Hessian(PointAnalyzer):
     views = {"density": view(draw_density, shared="xy")}
     smoke_params = {"at": "theta0", "density_bins": 200}
     version = 2
+    references = ("Yao et al. 2020, PyHessian", "Xie, Geniesse et al. 2024", "Meyer et al. 2021, Hutch++",
+                  "Schraudolph 2002, generalized Gauss-Newton", "Kunstner et al. 2019, empirical Fisher")
     keyless_defaults = {"curvature": "hessian"}  # results stored before it existed keep their keys
 
     curvature: str = param("hessian", Options(CURVATURES),

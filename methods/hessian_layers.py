@@ -70,7 +70,8 @@ def draw_layers(ax, result) -> None:
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in result.arrays.get("layer_names", [])]
     tops = finite_or_nan(result.arrays.get("layer_top_eigenvalue", []))
     traces = finite_or_nan(result.arrays.get("layer_trace", []))
-    ax.set(ylabel="value (symlog)", title="Hessian per layer block")
+    ax.set(xlabel="layer block", ylabel="curvature (loss / parameter², symlog)",
+           title="Hessian per layer block")
     if not names or len(tops) != len(names) or not np.isfinite(np.concatenate([tops, traces])).any():
         no_data(ax)
         return
@@ -78,8 +79,8 @@ def draw_layers(ax, result) -> None:
     ax.bar(x - 0.2, tops, width=0.4, label="top eigenvalue")
     ax.bar(x + 0.2, traces, width=0.4, label="trace")
     ax.set_yscale("symlog", linthresh=1e-3)
-    ax.set_xticks(x, names, rotation=90, fontsize=5)
-    ax.legend(fontsize=6)
+    ax.set_xticks(x, names, rotation=90, fontsize=5 if len(names) > 12 else 6)
+    ax.legend(loc="best")
 
 
 class HessianLayers(PointAnalyzer):
@@ -102,6 +103,7 @@ class HessianLayers(PointAnalyzer):
     views = {"layers": view(draw_layers)}
     smoke_params = {"at": "theta0"}
     version = 2
+    references = ("Yao et al. 2020, PyHessian",)
     keyless_defaults = {"curvature": "hessian"}  # results stored before it existed keep their keys
 
     curvature: str = param("hessian", Options(CURVATURES),

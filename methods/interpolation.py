@@ -28,7 +28,7 @@ from lossatlas.analyzer import Analyzer, diagnostic, measure, view
 from lossatlas.errors import NonFiniteLossError
 from lossatlas.memory import Memory
 from lossatlas.params import Interval, param, same_as
-from lossatlas.plots import finite_or_nan, legend_or_no_data, metric
+from lossatlas.plots import finite_or_nan, legend_or_no_data, loss_label, metric, plain_log_labels
 from lossatlas.samplers import LineEnds
 
 
@@ -54,12 +54,14 @@ def _rise_candidates(values: np.ndarray, count: int = 3) -> set[int]:
 
 
 def draw_interpolation(ax, result) -> None:
-    """Loss along the line from the initialisation and to the partner minimum."""
-    ax.set(xlabel="t (0: start, 1: end)", ylabel="loss (log)", yscale="log",
+    """Loss along the line from the initialisation and to the partner minimum (log axis; plain
+    numbers where it spans less than a decade)."""
+    ax.set(xlabel="interpolation coefficient t", ylabel=loss_label(), yscale="log",
            title=f"lines: barrier {metric(result, 'barrier'):.3g}")
+    plain_log_labels(ax.yaxis)
     t = finite_or_nan(result.arrays.get("t", []))
     drawn = False
-    for name, label in (("init_loss", "initialisation -> minimum"), ("partner_loss", "minimum -> partner")):
+    for name, label in (("init_loss", "initialisation → minimum"), ("partner_loss", "minimum → partner")):
         values = finite_or_nan(result.arrays.get(name, []))
         if values.shape == t.shape and np.isfinite(values).any():
             ax.plot(t, np.maximum(values, 1e-12), lw=1, marker=".", label=label)
@@ -90,6 +92,7 @@ class Interpolation(Analyzer):
     views = {"lines": view(draw_interpolation, shared="y")}
     smoke_params = {"at": "theta0", "n_points": 9, "refine": 1}
     version = 2
+    references = ("Goodfellow et al. 2015", "Frankle et al. 2020", "Lucas et al. 2021", "Garipov et al. 2018")
 
     at: str = same_as(LineEnds, "at")
     minimum: int = same_as(LineEnds, "minimum")

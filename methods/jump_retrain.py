@@ -28,6 +28,8 @@ reference, not embedded. Samples with non-finite loss are left out of the embedd
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
 
 import numpy as np
@@ -37,7 +39,7 @@ from lossatlas.analyzer import diagnostic, measure, view
 from lossatlas.errors import ConfigError, NonFiniteLossError
 from lossatlas.memory import Memory
 from lossatlas.params import Boolean, Interval, Options, param, same_as
-from lossatlas.plots import draw_diagram, finite_or_nan, metric, no_data, rows
+from lossatlas.plots import colorbar, draw_diagram, finite_or_nan, finite_range, loss_label, metric, no_data, rows
 from lossatlas.point_analyzer import PointAnalyzer
 from lossatlas.samplers import JumpRetrainRuns, reference_recipe
 from lossatlas.topology.graph_persistence import closed, graph_diagrams, n_essential, total_persistence
@@ -46,11 +48,20 @@ from lossatlas.training import RECIPE_CONSTRAINTS
 
 
 MIN_SAMPLES = 4  # PHATE divides by zero below 4 points
+log = logging.getLogger(__name__)  # "lossatlas.methods.jump_retrain": what PHATE reported, in one line per result
 
 
-def draw_phate(ax, result) -> None:
-    """PHATE embedding coloured by log10 loss, each run a line, jumps as stars (size ~ step)."""
-    ax.set(xticks=[], yticks=[], xlabel="PHATE 1", ylabel="PHATE 2",
+def log_loss_limits(result) -> tuple[float, float] | None:
+    """The (low, high) of log10 of the filtering losses: the colour scale side-by-side panels share."""
+    losses = np.asarray(result.arrays.get("filtration", result.arrays.get("losses", [])), dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return finite_range(np.log10(np.maximum(losses, 1e-12)))
+
+
+def draw_phate(ax, result, limits: tuple | None = None) -> None:
+    """PHATE embedding coloured by log10 loss (on ``limits`` where panels share one scale), each run
+    a line, jumps as stars (size ~ step)."""
+    ax.set(xticks=[], yticks=[], xlabel="PHATE 1 (arbitrary units)", ylabel="PHATE 2 (arbitrary units)",
            title=f"PHATE: TP0 {metric(result, 'total_persistence_0_finite'):.3g}, "
                                        f"TP1 {metric(result, 'total_persistence_1_finite'):.3g} (finite)")
     embedding = rows(result.arrays.get("embedding"), 2)
@@ -59,13 +70,14 @@ def draw_phate(ax, result) -> None:
         return
     n = len(embedding)
     losses = np.asarray(result.arrays.get("filtration", result.arrays["losses"]), dtype=float)
-    split = (getattr(result, "params", None) or {}).get("loss_split", "train")
+    split = _split(result)
     with np.errstate(invalid="ignore", divide="ignore"):
         colors = finite_or_nan(np.log10(np.maximum(losses, 1e-12)))
     if np.isfinite(colors).any():
+        low, high = limits if limits is not None else (None, None)
         points = ax.scatter(embedding[:, 0], embedding[:, 1], c=colors, s=8, cmap="viridis", zorder=2,
-                            plotnonfinite=True)
-        ax.figure.colorbar(points, ax=ax, label=f"log10 {split} loss (the filtration)")
+                            plotnonfinite=True, vmin=low, vmax=high)
+        colorbar(ax, points, f"log₁₀ {loss_label(split + ' loss')}")
     else:
         ax.scatter(embedding[:, 0], embedding[:, 1], c="gray", s=8, zorder=2)
     seeds = np.asarray(result.arrays.get("seeds", np.zeros(n)))
@@ -74,25 +86,31 @@ def draw_phate(ax, result) -> None:
     for seed in np.unique(seeds):
         for step in np.unique(steps):
             run = (seeds == seed) & (steps == step)
-            ax.plot(embedding[run, 0], embedding[run, 1], lw=0.6, c=f"C{int(seed) % 10}", zorder=1)
+            ax.plot(embedding[run, 0], embedding[run, 1], lw=0.6, c=f"C{int(seed) % 8}", zorder=1,
+                    label="a retraining run (colour: seed)" if seed == seeds[0] and step == steps[0] else None)
     jumps = epochs == 0
     if jumps.any():
-        sizes = 40 + 120 * np.nan_to_num(steps[jumps], nan=0.0, posinf=1.0, neginf=0.0)
+        sizes = 20 + 60 * np.nan_to_num(steps[jumps], nan=0.0, posinf=1.0, neginf=0.0)
         ax.scatter(embedding[jumps, 0], embedding[jumps, 1], marker="*", s=sizes, c="k", zorder=3,
-                   label="jumps (size ~ step)")
-        ax.legend(fontsize=7)
+                   label="jump (size ∝ step)")
+    ax.legend(loc="best", frameon=True, framealpha=0.8)  # framed: the cloud may run under it
+
+
+def _split(result) -> str:
+    """The split whose loss filters the graph (and colours the embedding)."""
+    return (getattr(result, "params", None) or {}).get("loss_split", "train")
 
 
 def draw_diagram_0(ax, result) -> None:
     """The diagram D0 of the loss-filtered kNN graph."""
     draw_diagram(ax, result.arrays.get("diagram_0"))
-    ax.set_title(f"D0: total persistence {metric(result, 'total_persistence_0_finite'):.3g} (finite pairs)")
+    ax.set_title(f"D0 of the {_split(result)} loss: TP {metric(result, 'total_persistence_0_finite'):.3g} (finite)")
 
 
 def draw_diagram_1(ax, result) -> None:
     """The diagram D1 of the loss-filtered kNN graph."""
     draw_diagram(ax, result.arrays.get("diagram_1"))
-    ax.set_title(f"D1: total persistence {metric(result, 'total_persistence_1_finite'):.3g} (finite pairs)")
+    ax.set_title(f"D1 of the {_split(result)} loss: TP {metric(result, 'total_persistence_1_finite'):.3g} (finite)")
 
 
 class JumpRetrain(PointAnalyzer):
@@ -121,6 +139,10 @@ class JumpRetrain(PointAnalyzer):
         "n_points_1": diagnostic("finite points in D1"),
         "n_points": diagnostic("samples embedded (finite loss)"),
         "n_nonfinite": diagnostic("samples with a NaN/inf loss (diverged runs), left out"),
+        "phate_components": diagnostic("connected components of PHATE's own kNN kernel graph; above 1 the embedding "
+                                       "(the figure) places the pieces arbitrarily relative to each other"),
+        "phate_mds_converged": diagnostic("0 where PHATE's SGD-MDS stopped with its stress still changing: the 2-D "
+                                          "embedding (the figure only; no measure reads it) may be unsettled"),
         "final_loss_mean": measure("mean evaluation loss at the last epoch of the retraining runs (NaN: every "
                                    "run diverged)", higher_is_better=False),
         "final_loss_max": measure("largest evaluation loss at the last epoch of the retraining runs (NaN: every "
@@ -128,11 +150,12 @@ class JumpRetrain(PointAnalyzer):
         "final_loss_min": measure("smallest evaluation loss at the last epoch of the retraining runs (NaN: every "
                                   "run diverged)", higher_is_better=False),
     }
-    views = {"phate": view(draw_phate), "diagram_0": view(draw_diagram_0, shared="xy"),
-             "diagram_1": view(draw_diagram_1, shared="xy")}
+    views = {"phate": view(draw_phate, shared="colour", limits_of=log_loss_limits),
+             "diagram_0": view(draw_diagram_0, shared="xy"), "diagram_1": view(draw_diagram_1, shared="xy")}
     smoke_params = {"at": "theta0", "seeds": [0, 1], "step_sizes": [0.5, 1.0], "epochs": 8, "steps_per_epoch": 5,
                     "knn_k": 5}
     version = 3  # the kNN graph's components joined (connect='nearest'), and counted
+    references = ("Horoi et al. 2022, Exploring the Geometry and Topology of NN Loss Landscapes",)
 
     seeds: list = same_as(JumpRetrainRuns, "seeds")
     step_sizes: list = same_as(JumpRetrainRuns, "step_sizes")
@@ -192,7 +215,8 @@ class JumpRetrain(PointAnalyzer):
 
         def embed():
             points = np.random.default_rng(self.seed).normal(size=(n, min(subject.dim, 100)))
-            phate_embedding(points, self.phate_knn_k, self.phate_decay, self.n_landmark, self.seed)
+            with quiet_phate():
+                phate_embedding(points, self.phate_knn_k, self.phate_decay, self.n_landmark, self.seed)
 
         return {("timed", f"PHATE of {n} samples", embed): 1}
 
@@ -205,18 +229,22 @@ class JumpRetrain(PointAnalyzer):
                                      f"{subject.name} have a finite loss; PHATE needs at least {MIN_SAMPLES}. The "
                                      "jumps diverged: use smaller step_sizes or a smaller lr.")
         thetas, losses = runs["thetas"][finite], runs["losses"][finite]
-        embedding, potential = phate_embedding(thetas, self.phate_knn_k, self.phate_decay, self.n_landmark, self.seed)
+        phate_info = {}
+        with quiet_phate() as said:
+            embedding, potential = phate_embedding(thetas, self.phate_knn_k, self.phate_decay, self.n_landmark,
+                                                   self.seed, info=phate_info)
         edges = potential_knn_edges(potential, self.knn_k)
         pieces = n_components(len(potential), edges)
         bridges = connecting_edges(potential, edges) if self.connect == "nearest" else np.zeros((0, 2), dtype=int)
-        if pieces > 1:
-            warnings.warn(f"{subject.name}: the jump-and-retrain kNN graph (k={self.knn_k}) has {pieces} components; "
-                          + (f"joined by their {len(bridges)} shortest potential distances (connect='nearest')."
-                             if len(bridges) else "left apart (connect='none'): its persistence sees pieces."),
-                          stacklevel=2)
         edges = np.unique(np.sort(np.concatenate([edges, bridges]), axis=1), axis=0)
         metrics, diagrams = persistence_metrics(filtration[finite], edges, self.flag, self.p)
-        metrics.update(knn_components=float(pieces), connecting_edges=float(len(bridges)))
+        unsettled = any("may not have converged" in text for text in said)
+        metrics.update(knn_components=float(pieces), connecting_edges=float(len(bridges)),
+                       phate_components=float(phate_info.get("components", -1)) if phate_info.get(
+                           "components", -1) >= 0 else float("nan"),
+                       phate_mds_converged=0.0 if unsettled else 1.0)
+        where = f"{subject.name} minimum {self.minimum}" if self.at == "minimum" else f"{subject.name} at {self.at}"
+        _report_phate(where, self, pieces, len(bridges), phate_info, unsettled, thetas.shape, said)
         last = runs["epochs"][finite] == runs["epochs"].max()
         metrics.update({
             "n_points": float(len(losses)),
@@ -251,14 +279,70 @@ def persistence_metrics(values: np.ndarray, edges: np.ndarray, flag: bool, p: fl
     return metrics, {"diagram_0": d0, "diagram_1": d1}
 
 
-def phate_embedding(thetas: np.ndarray, knn: int, decay: float, n_landmark: int, seed: int):
-    """2-D PHATE with cosine distances for the kNN graph and MDS; returns (embedding, potential)."""
+def phate_embedding(thetas: np.ndarray, knn: int, decay: float, n_landmark: int, seed: int,
+                    info: dict | None = None):
+    """2-D PHATE with cosine distances for the kNN graph and MDS; returns (embedding, potential).
+    ``info``, when given, receives ``components``: the connected components of PHATE's kernel graph."""
     import phate
 
     operator = phate.PHATE(n_components=2, knn=min(knn, len(thetas) - 1), decay=decay, n_landmark=n_landmark,
                            knn_dist="cosine", mds_dist="cosine", random_state=seed, n_jobs=1, verbose=0)
     embedding = operator.fit_transform(thetas)
+    if info is not None:
+        info["components"] = int(getattr(operator.graph, "n_connected_components", -1))
     return np.asarray(embedding), np.asarray(operator.diff_potential)
+
+
+_PHATE_KNOWN = ("Graph is disconnected", "may not have converged", "is expensive")
+
+
+@contextlib.contextmanager
+def quiet_phate():
+    """What PHATE and graphtools print while embedding, caught and yielded as a list of messages
+    (filled when the block ends): PHATE warns through ``warnings`` (a disconnected graph),
+    graphtools too (a kNN graph on raw coordinates, "expensive"), and SGD-MDS logs through
+    graphtools' own logger, which writes to stdout. ``compute`` turns them into diagnostics and one
+    line of the lossatlas log, so nothing raw reaches the console."""
+    said: list[str] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        said.append(record.getMessage().strip())
+        return False  # dropped: graphtools' handler never prints it
+
+    graphtools = logging.getLogger("graphtools")
+    graphtools.addFilter(keep)
+    try:
+        with warnings.catch_warnings(record=True) as raised:
+            warnings.simplefilter("always")
+            yield said
+    finally:
+        graphtools.removeFilter(keep)
+    said.extend(str(w.message).strip() for w in raised)
+
+
+def _report_phate(where: str, analyzer: JumpRetrain, pieces: int, bridges: int, info: dict, unsettled: bool,
+                  shape: tuple, said: list[str]) -> None:
+    """One line of the lossatlas log for what the kNN graphs and PHATE did (``quiet_phate``); what
+    PHATE said that lossatlas does not recognise is kept, at debug level."""
+    notes = []
+    if pieces > 1:
+        notes.append(f"the kNN graph (k={analyzer.knn_k}) fell into {pieces} pieces (knn_components), "
+                     + (f"joined by {bridges} shortest potential distances" if bridges else
+                        "left apart (connect='none'): its persistence sees pieces"))
+    if info.get("components", 1) > 1:
+        notes.append(f"PHATE's kernel graph (phate_knn_k={analyzer.phate_knn_k}) has {info['components']} components "
+                     "(phate_components): the figure places them arbitrarily")
+    if unsettled:
+        notes.append("the 2-D embedding (figure only) had not settled (phate_mds_converged = 0)")
+    level = logging.WARNING if notes else logging.INFO
+    if any("is expensive" in text for text in said):
+        notes.append(f"PHATE built its neighbour graph on all {shape[1]} coordinates of the {shape[0]} samples (fine "
+                     "here; slow for many samples)")
+    if notes:
+        log.log(level, "jump-retrain on %s: %s.", where, "; ".join(notes))
+    for text in said:
+        if not any(known in text for known in _PHATE_KNOWN):
+            log.debug("jump-retrain on %s: PHATE said: %s", where, text)
 
 
 def n_components(n: int, edges: np.ndarray) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 from lossatlas import memory
 from lossatlas.analyzer import Analyzer, diagnostic, measure, view
 from lossatlas.params import Interval, Options, Vectors, param, same_as
-from lossatlas.plots import draw_barcode, finite_or_nan, legend_or_no_data, metric, no_data
+from lossatlas.plots import draw_barcode, finite_or_nan, legend_or_no_data, loss_label, metric, no_data
 from lossatlas.samplers import DescentMinima, GivenMinima, Paths, StoredMinima
 from lossatlas.subjects import FunctionSubject
 from lossatlas.topology.barcode import barcode_scores, minima_barcode
@@ -66,7 +66,8 @@ def draw_barcode_view(ax, result) -> None:
 
 def draw_paths(ax, result) -> None:
     """The loss along each optimized path between two minima."""
-    ax.set(xlabel="t along the path", ylabel="loss", title="loss along the optimized paths")
+    ax.set(xlabel="position t along the path", ylabel=loss_label(),
+           title="loss along the optimized paths")
     if "path_t" not in result.arrays:
         no_data(ax, "no paths (one minimum)")
         return
@@ -74,7 +75,7 @@ def draw_paths(ax, result) -> None:
     for (i, j), t, losses in zip(result.arrays["pairs"], result.arrays["path_t"], result.arrays["path_losses"]):
         losses = finite_or_nan(losses)
         if np.isfinite(losses).any():
-            ax.plot(t, losses, lw=1, label=f"{i}-{j}")
+            ax.plot(t, losses, lw=1, label=f"minima {i}–{j}")
             drawn = True
     legend_or_no_data(ax, drawn, ncol=2)
 
@@ -92,6 +93,7 @@ class LossBarcode(Analyzer):
     }
     views = {"barcode": view(draw_barcode_view, shared="y"), "paths": view(draw_paths, shared="y")}  # one loss axis
     version = 3  # 3: the saddle losses (upper ends of the bars, zero-length ones included) are reported
+    references = ("Barannikov et al. 2025, Loss Barcode", "Garipov et al. 2018, curves between minima")
     smoke_params = {"n_starts": 6, "gd_steps": 300, "n_images": 11, "string_steps": 150}
 
     path: str = param("auto", Options(("auto", "string", "polychain", "bezier")),

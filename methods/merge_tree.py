@@ -59,6 +59,7 @@ class MergeTreeAnalyzer(PointAnalyzer):
              "merge_tree": view(draw_merge_tree, shared="y"), "persistence": view(draw_persistence, shared="xy")}
     smoke_params = {"directions": "axes", "at": "theta0", "span": 5.0, "resolution": 41}
     version = 2  # average persistence per Xie, Geniesse et al. (distance to the diagonal)
+    references = ("Xie, Geniesse et al. 2024, Evaluating Loss Landscapes from a Topology Perspective",)
     keyless_defaults = {"curvature": "hessian"}  # results stored before it existed keep their keys
 
     directions: str = same_as(Grid, "directions")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lossatlas.plots import clipped, contour_levels, draw_diagram, finite_or_nan, finite_range, metric, no_data, rows
+from lossatlas.plots import (OKABE_ITO, clipped, colorbar, contour_levels, draw_diagram, finite_or_nan, finite_range,
+                             loss_label, metric, no_data, rows)
 
 MAX_DRAWN_MINIMA = 300  # a tree or a map with more branches than this is ink, not information
 MAX_DRAWN_GRID = 400  # grid points per axis drawn in a contour (a panel is a few hundred pixels wide)
@@ -18,6 +19,25 @@ MAX_DRAWN_GRID = 400  # grid points per axis drawn in a contour (a panel is a fe
 def loss_limits(result) -> tuple[float, float] | None:
     """The (low, high) of the grid's finite losses: the colour scale panels of several variants share."""
     return finite_range(result.arrays["loss_grid"]) if "loss_grid" in result.arrays else None
+
+
+def _directions(result) -> tuple[str, str, str | None]:
+    """(axis 1, axis 2, unit) of the grid, from the directions it was drawn along: random ones are
+    filter-normalized (Li et al. 2018: a step of 1 moves each filter by its own norm), Hessian
+    eigenvectors scaled to the parameters' norm, a function's own axes are its parameters."""
+    kind = (getattr(result, "params", None) or {}).get("directions")
+    if kind == "axes":
+        return "θ₁", "θ₂", None
+    if kind == "hessian":
+        curvature = {"ggn": "GGN", "ef": "Fisher"}.get(result.params.get("curvature"), "Hessian")
+        return f"{curvature} eigenvector 1", f"{curvature} eigenvector 2", "× ‖θ‖"
+    return "direction 1", "direction 2", "filter-normalized units" if kind == "random" else None
+
+
+def direction_labels(result) -> tuple[str, str]:
+    """The grid's axis labels with their unit (``_directions``)."""
+    first, second, unit = _directions(result)
+    return tuple(f"{name} ({unit})" if unit else name for name in (first, second))
 
 
 def _grid(result, clip_quantile):
@@ -42,8 +62,12 @@ def draw_contour(ax, result, clip_quantile: float | None = None, limits: tuple |
     """Filled contour of the loss grid, minima (white) and saddles (red x). ``limits`` (low, high):
     one colour scale shared with other panels (``comparison_figure``), logarithmic where it spans
     more than ``lossatlas.plots.LOG_RANGE``."""
-    ax.set(xlabel="direction 1", ylabel="direction 2",
+    from matplotlib.ticker import MaxNLocator
+
+    xlabel, ylabel = direction_labels(result)
+    ax.set(xlabel=xlabel, ylabel=ylabel,
            title=f"contour: {metric(result, 'n_minima'):g} minima, {metric(result, 'n_saddles'):g} saddles")
+    ax.xaxis.set_major_locator(MaxNLocator(3))  # tick labels that do not run into each other in a narrow panel
     grid = _grid_or_no_data(ax, result, clip_quantile)
     if grid is None:
         return
@@ -52,14 +76,14 @@ def draw_contour(ax, result, clip_quantile: float | None = None, limits: tuple |
     step = max(1, -(-max(shown.shape) // MAX_DRAWN_GRID))  # finer than the figure's pixels: drawn every step-th
     contour = ax.contourf(x[::step], y[::step], np.clip(shown[::step, ::step], levels[0], levels[-1]).T,
                           levels=levels, norm=norm, cmap="viridis")
-    ax.figure.colorbar(contour, ax=ax, label="loss")
+    colorbar(ax, contour, loss_label())
     values = np.asarray(result.arrays["loss_grid"], dtype=float).ravel()
     pairs = rows(result.arrays.get("pair_vertices"), 2, np.int64)
     merges = rows(result.arrays.get("saddles"), 3, np.int64)
     pair_vertices, saddle_rows, n_minima = _most_persistent(values, pairs, merges)
     minima, saddles = pair_vertices[:, 0], saddle_rows[:, 0]
     for vertices, style in ((minima, dict(c="white", edgecolors="k", label="minima")),
-                            (saddles, dict(c="red", marker="x", label="saddles"))):
+                            (saddles, dict(c=OKABE_ITO["vermillion"], marker="x", label="saddles"))):
         if len(vertices):
             i, j = np.unravel_index(vertices, shown.shape)
             ax.scatter(x[i], y[j], s=30 if len(vertices) < 100 else 8, zorder=3, **style)
@@ -70,11 +94,13 @@ def draw_contour(ax, result, clip_quantile: float | None = None, limits: tuple |
     path = rows(result.arrays.get("path_xy"), 2)
     if len(path):  # PCA directions: the training path, initialisation (star) to the minimum (Li et al. 2018 §7)
         explained = finite_or_nan(result.arrays.get("explained_variance", [np.nan, np.nan]))
-        ax.plot(path[:, 0], path[:, 1], color="tab:red", lw=1, marker=".", ms=3, zorder=4, label="training path")
-        ax.scatter(path[:1, 0], path[:1, 1], marker="*", s=60, c="tab:red", zorder=5)
-        ax.set(xlabel=f"PC 1 ({100 * explained[0]:.1f}%)", ylabel=f"PC 2 ({100 * explained[1]:.1f}%)")
+        ax.plot(path[:, 0], path[:, 1], color=OKABE_ITO["orange"], lw=1, marker=".", ms=3, zorder=4,
+                label="training path")
+        ax.scatter(path[:1, 0], path[:1, 1], marker="*", s=60, c=OKABE_ITO["orange"], zorder=5)
+        ax.set(xlabel=f"PC 1 ({100 * explained[0]:.1f}% of variance; × path extent)",
+               ylabel=f"PC 2 ({100 * explained[1]:.1f}%; × path extent)")
     if len(minima) or len(saddles) or len(path):
-        ax.legend(loc="upper right", fontsize=7)
+        ax.legend(loc="upper right")
 
 
 def draw_surface(ax3d, result, clip_quantile: float | None = None, limits: tuple | None = None) -> None:
@@ -82,19 +108,25 @@ def draw_surface(ax3d, result, clip_quantile: float | None = None, limits: tuple
     they do not run into each other; ``limits`` as for ``draw_contour``."""
     from matplotlib.ticker import MaxNLocator
 
-    ax3d.set(xlabel="direction 1", ylabel="direction 2", zlabel="loss",
-             title=f"surface: loss {metric(result, 'loss_min'):.3g} to {metric(result, 'loss_max'):.3g}")
+    first, second, unit = _directions(result)
+    ax3d.set(xlabel=first.replace("eigenvector", "eigvec."), ylabel=second.replace("eigenvector", "eigvec."),
+             zlabel="loss",
+             title=f"surface, loss {metric(result, 'loss_min'):.3g} to {metric(result, 'loss_max'):.3g}"
+                   + (f"\n(axes in {unit})" if unit else ""))  # the loss and its unit: on the colour bar
     for axis in (ax3d.xaxis, ax3d.yaxis, ax3d.zaxis):
         axis.set_major_locator(MaxNLocator(4))
-    ax3d.tick_params(labelsize=7, pad=1)
-    ax3d.set_box_aspect(None, zoom=0.8)  # room for the axis labels inside the panel
+    ax3d.tick_params(labelsize=6, pad=0)
+    ax3d.xaxis.labelpad = ax3d.yaxis.labelpad = 0
+    ax3d.zaxis.labelpad = 4  # clear of the z tick labels
+    ax3d.set_box_aspect(None, zoom=0.85)  # room for the axis labels inside the panel
     grid = _grid_or_no_data(ax3d, result, clip_quantile)
     if grid is None:
         return
     shown, x, y = grid
     xx, yy = np.meshgrid(x, y, indexing="ij")
     levels, norm = contour_levels(shown if limits is None else limits)
-    ax3d.plot_surface(xx, yy, np.ma.masked_invalid(shown), cmap="viridis", norm=norm, linewidth=0)
+    surface = ax3d.plot_surface(xx, yy, np.ma.masked_invalid(shown), cmap="viridis", norm=norm, linewidth=0)
+    colorbar(ax3d, surface, loss_label(), shrink=0.6, pad=0.15)
     if limits is not None:
         ax3d.set_zlim(levels[0], levels[-1])
 
@@ -134,13 +166,13 @@ def _draw_tree(ax, values: np.ndarray, pair_vertices: np.ndarray, saddles: np.nd
     """Leaves at their loss, each saddle joining two branches at its loss; x by merge order."""
     from matplotlib.collections import LineCollection
 
-    ax.set(xticks=[], xlabel="minima (in merge order)", ylabel="loss")
+    ax.set(xticks=[], xlabel="minima (in merge order)", ylabel=loss_label())
     values = finite_or_nan(values)
     top = {int(m): (float(i), float(values[m])) for i, m in enumerate(_leaf_order(pair_vertices, saddles))}
     if not top or not np.isfinite([p[1] for p in top.values()]).any():
         no_data(ax)
         return
-    ax.scatter([p[0] for p in top.values()], [p[1] for p in top.values()], c="tab:blue", s=12, zorder=3,
+    ax.scatter([p[0] for p in top.values()], [p[1] for p in top.values()], c=OKABE_ITO["blue"], s=12, zorder=3,
                label="minima")
     joints, branches = [], []
     for saddle, survivor, dying in saddles.tolist():
@@ -154,7 +186,8 @@ def _draw_tree(ax, values: np.ndarray, pair_vertices: np.ndarray, saddles: np.nd
         top[survivor] = (xs, height)
     if joints:
         ax.add_collection(LineCollection(branches, colors="k", linewidths=0.8))
-        ax.scatter(*np.array(joints).T, c="tab:red", s=10, zorder=3, label="saddles")
+        ax.scatter(*np.array(joints).T, c=OKABE_ITO["vermillion"], s=10, zorder=3, label="saddles")
+    ax.legend(loc="best")
 
 
 def _leaf_order(pair_vertices: np.ndarray, saddles: np.ndarray) -> list[int]:

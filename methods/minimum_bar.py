@@ -19,7 +19,7 @@ from lossatlas import memory
 from lossatlas.analyzer import Analyzer, diagnostic, measure, view
 from lossatlas.errors import ConfigError
 from lossatlas.params import Interval, param, same_as
-from lossatlas.plots import draw_barcode, metric, no_data
+from lossatlas.plots import OKABE_ITO, draw_barcode, metric, no_data
 from lossatlas.samplers import StoredMinima
 from lossatlas.samplers.points import Point
 from lossatlas.topology.barcode import minima_barcode
@@ -28,7 +28,7 @@ from .loss_barcode import LossBarcode, paths_request
 
 
 def draw_minimum_bar(ax, result) -> None:
-    """The bar of every joined minimum (lowest first), this minimum's in orange."""
+    """The bar of every joined minimum (lowest first), this minimum's in orange (Okabe-Ito)."""
     losses, deaths = result.arrays.get("minima_losses"), result.arrays.get("deaths")
     if losses is None or deaths is None:
         no_data(ax)
@@ -36,7 +36,10 @@ def draw_minimum_bar(ax, result) -> None:
     draw_barcode(ax, np.stack([losses, deaths], axis=1))
     rank = int(metric(result, "rank")) if np.isfinite(metric(result, "rank")) else -1
     if 0 <= rank < len(losses) and np.isfinite(deaths[rank]):
-        ax.plot([rank, rank], [losses[rank], deaths[rank]], lw=4, solid_capstyle="butt", c="tab:orange")
+        own = ax.plot([rank, rank], [losses[rank], deaths[rank]], lw=4, solid_capstyle="butt",
+                      c=OKABE_ITO["orange"], label="this minimum's bar")
+        legend = ax.get_legend()  # the barcode's own entries, and this one
+        ax.legend(handles=[*(legend.legend_handles if legend else []), *own], loc="upper center")
     ax.set_title(f"this minimum's bar: {metric(result, 'bar'):.3g}")
 
 
@@ -58,6 +61,7 @@ class MinimumBar(Analyzer):
     smoke_params = {"n_minima": 2, "curve_epochs": 1, "n_eval": 5, "path": "polychain"}
     smoke_minima = 2
     version = 2  # 2: the rank in the barcode's order (BatchNorm re-estimated), inf where only NaN paths lead lower
+    references = ("Barannikov et al. 2025, Loss Barcode",)
 
     minimum: int = param(0, Interval(int, 0), "the stored minimum to report (one of the first n_minima)")
     path: str = same_as(LossBarcode, "path")

@@ -38,7 +38,7 @@ from lossatlas.ascent import apgd, random_start
 from lossatlas.errors import ConfigError
 from lossatlas.memory import Memory
 from lossatlas.params import Interval, param
-from lossatlas.plots import finite_or_nan, legend_or_no_data
+from lossatlas.plots import finite_or_nan, legend_or_no_data, loss_label
 from lossatlas.point_analyzer import PointAnalyzer
 
 NEIGHBOURHOODS = ("epsilon", "adaptive_l2", "adaptive_linf")
@@ -47,13 +47,21 @@ LOWER_BOUND = " (a lower bound of the maximum: the best of the Auto-PGD restarts
 
 def draw_ascent(ax, result) -> None:
     """The loss increase reached at each ascent step, per neighbourhood."""
-    ax.set(xlabel="ascent step", ylabel="loss increase", title="worst-case neighbours (projected ascent)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set(xlabel="ascent step (iteration)", ylabel=loss_label("loss increase"),
+           title="worst-case neighbours (projected ascent)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    params = getattr(result, "params", None) or {}
+    labels = {"epsilon": f"ε-box, ε = {params.get('epsilon', '?')}",
+              "adaptive_l2": f"adaptive ℓ₂, ρ = {params.get('rho_l2', '?')}",
+              "adaptive_linf": f"adaptive ℓ∞, ρ = {params.get('rho_linf', '?')}"}
     drawn = False
     for name in NEIGHBOURHOODS:
         values = finite_or_nan(result.arrays.get(f"{name}_ascent", []))
         if values.size and np.isfinite(values).any():
             ax.plot(np.arange(values.shape[-1]), np.nanmax(values.reshape(-1, values.shape[-1]), axis=0), lw=1,
-                    label=name)
+                    label=labels[name])
             drawn = True
     legend_or_no_data(ax, drawn)
 
@@ -64,6 +72,8 @@ class Sharpness(PointAnalyzer):
                    "al. 2017) and adaptive sharpness in l2 and l_inf (Kwon et al. 2021; Andriushchenko et al. 2023).")
     scope = "minimum"
     version = 2
+    references = ("Keskar et al. 2017", "Kwon et al. 2021, ASAM", "Andriushchenko et al. 2023",
+                  "Croce & Hein 2020, Auto-PGD")
     metrics = {
         "epsilon_sharpness": measure("Keskar et al. 2017: 100 (max L(w+d) - L(w)) / (1 + L(w)) over the box "
                                      "|d_i| <= epsilon (|w_i| + 1), in a random subspace of `subspace` dimensions "

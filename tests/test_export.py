@@ -6,6 +6,7 @@ import xarray as xr
 
 from lossatlas import Recipe, Store, analyze, train_minima
 from lossatlas.cli import main
+from lossatlas.export import results_frame
 from lossatlas.problems import himmelblau
 
 
@@ -21,9 +22,9 @@ def store_path(tmp_path_factory):
     return path
 
 
-def test_to_dataframe_has_one_row_per_result_with_its_parameters_and_metrics(store_path):
+def test_results_frame_has_one_row_per_result_with_its_parameters_and_metrics(store_path):
     with Store(store_path, "r") as store:
-        frame = store.to_dataframe()
+        frame = results_frame(store)
         results = {r.key: r for r in store.results("himmelblau")}
     assert len(frame) == 3 and set(frame["key"]) == set(results)
     for _, row in frame.iterrows():
@@ -38,7 +39,7 @@ def test_to_dataframe_has_one_row_per_result_with_its_parameters_and_metrics(sto
 def test_export_writes_parquet_tables_and_netcdf_grids_that_read_back(store_path, tmp_path):
     assert main(["export", str(store_path), "--out", str(tmp_path)]) == 0
     with Store(store_path, "r") as store:
-        frame = store.to_dataframe()
+        frame = results_frame(store)
         grid = next(r for r in store.results("himmelblau", "merge-tree"))
         n_minima = len(store.minima("himmelblau"))
     back = pd.read_parquet(tmp_path / "results.parquet")

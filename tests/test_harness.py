@@ -13,6 +13,7 @@ import pytest
 from lossatlas import harness, problems
 from lossatlas.analyzer import Analyzer
 from lossatlas.cli import main
+from lossatlas.progress import Forecast
 from lossatlas.config import tomllib  # tomli before Python 3.11
 from lossatlas.errors import ConfigError
 from lossatlas.record import Method
@@ -78,7 +79,7 @@ def test_a_run_builds_each_subject_once_checks_each_method_once_and_counts_one_s
             self.steps += n
 
         def set_postfix_str(self, text):
-            pass
+            self.postfixes = getattr(self, "postfixes", []) + [text]
 
         def close(self):
             pass
@@ -96,6 +97,8 @@ def test_a_run_builds_each_subject_once_checks_each_method_once_and_counts_one_s
     assert [device for device, _ in built] == ["cpu"] * 4 and alive == [0] * 4
     assert sorted(checked) == ["gradient-norm"] * 3 + ["hessian", "loss-barcode"]  # the tables, scale 1.0 and 2.0
     assert [(bar.total, bar.steps) for bar in bars] == [(16, 16)]
+    assert bars[0].postfixes[0].startswith("time left: estimated after the first job")
+    assert bars[0].postfixes[-1] == "about 0 s left" and "left; " in bars[0].postfixes[2]
     folder = tmp_path / "out" / "jobs_smoke"
     with open(folder / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -155,3 +158,16 @@ def test_every_scale_of_a_config_is_checked_against_its_declaration():
         harness.plan({**_CONFIG, "scales": {"paper": {"seeds": [1, 1]}}}, "smoke")
     with pytest.raises(ConfigError, match="config needs a top-level 'problem' key"):
         harness.plan({"name": "x"}, "smoke")
+
+
+def test_the_time_left_counts_each_job_at_what_its_kind_took_so_far():
+    forecast = Forecast(["train", "hessian", "grid", "train", "hessian", "grid"])
+    assert forecast.left(-1) is None
+    forecast.done(0, 30.0)  # nothing else seen yet: every job as long as the average one
+    assert forecast.left(0) == 5 * 30.0
+    forecast.done(1, 10.0)  # the grid, not seen, at the mean of the jobs run (20 s)
+    assert forecast.left(1) == 20.0 + 30.0 + 10.0 + 20.0
+    forecast.done(2, 2.0)
+    assert forecast.left(2) == 30.0 + 10.0 + 2.0 and forecast.text(2) == "about 42 s left"
+    forecast.done(3, 50.0)  # a kind seen twice: its mean
+    assert forecast.left(3) == 10.0 + 2.0

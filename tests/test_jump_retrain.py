@@ -126,12 +126,15 @@ def test_connecting_edges_join_the_components_as_a_minimum_spanning_tree_does():
     assert len(connecting_edges(points, np.concatenate([edges, bridges]))) == 0
 
 
-def test_a_graph_of_separate_runs_is_joined_and_counted():
+def test_a_graph_of_separate_runs_is_joined_and_counted(caplog):
     settings = {**_SETTINGS, "knn_k": 1}  # one neighbour: the runs fall apart
-    with Store.memory() as store, pytest.warns(UserWarning, match="components"):
+    with Store.memory() as store, caplog.at_level("WARNING", logger="lossatlas"):
         apart = analyze(store, _double_well(), "jump-retrain", connect="none", **settings)
-    with Store.memory() as store, pytest.warns(UserWarning, match="joined"):
+    assert "pieces (knn_components), left apart" in caplog.text
+    caplog.clear()
+    with Store.memory() as store, caplog.at_level("WARNING", logger="lossatlas"):
         joined = analyze(store, _double_well(), "jump-retrain", **settings)
+    assert "pieces (knn_components), joined by" in caplog.text
     assert apart.metrics["knn_components"] > 1 and apart.metrics["connecting_edges"] == 0
     assert apart.metrics["n_essential_0"] == apart.metrics["knn_components"]
     assert joined.metrics["knn_components"] == apart.metrics["knn_components"]

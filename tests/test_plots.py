@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgba
 
-from lossatlas import Store, analyze, plots
+from lossatlas import Recipe, Store, analyze, plots, train_minima
 from lossatlas import registry as registry_module
 from lossatlas.analyzer import Analyzer, View, as_view, measure, view
 from lossatlas.methods import merge_tree_views
@@ -19,6 +19,7 @@ from plugins.loss_profile import LossProfile
 
 _SETTINGS = {"merge-tree": dict(directions="axes", at="theta0", span=5.0, resolution=15)}
 _VIEWS = {name: get(name).views for name in ("merge-tree", "loss-barcode", "jump-retrain", "hessian")}
+_INSTALLED = registry_module.available()  # every analyzer lossatlas ships (and any installed plugin)
 CONTOUR, SURFACE, TREE = (_VIEWS["merge-tree"][name] for name in ("contour", "surface", "merge_tree"))
 BARCODE, PHATE = _VIEWS["loss-barcode"]["barcode"], _VIEWS["jump-retrain"]["phate"]
 DENSITY = _VIEWS["hessian"]["density"]
@@ -26,12 +27,18 @@ DENSITY = _VIEWS["hessian"]["density"]
 
 @pytest.fixture(scope="module")
 def results():
-    """One real result per analyzer on Himmelblau, with fast settings (as the conformance suite)."""
+    """One real result per installed analyzer on Himmelblau, with fast settings (as the conformance
+    suite: two short descents first for those that read stored minima)."""
     with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings(), Store.memory() as store:
         patch.setenv("TQDM_DISABLE", "1")
         warnings.simplefilter("ignore", RuntimeWarning)  # PHATE's SGD-MDS convergence note
-        return {name: analyze(store, himmelblau(), name, **_SETTINGS.get(name, get(name).smoke_params))
-                for name in _VIEWS}
+        subject = himmelblau()
+        minima = max(get(name).smoke_minima for name in _INSTALLED)
+        if minima:
+            train_minima(store, subject, Recipe(lr=0.005, momentum=0.0, epochs=2, batch_size=None),
+                         seeds=range(minima), progress=False)
+        return {name: analyze(store, subject, name, progress=False, **_SETTINGS.get(name, get(name).smoke_params))
+                for name in _INSTALLED}
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +78,7 @@ def test_analyzers_declare_their_views():
         "merge-tree": {"contour": (None, "colour"), "surface": ("3d", "colour"), "merge_tree": (None, "y"),
                        "persistence": (None, "xy")},
         "loss-barcode": {"barcode": (None, "y"), "paths": (None, "y")},
-        "jump-retrain": {"phate": (None, None), "diagram_0": (None, "xy"), "diagram_1": (None, "xy")},
+        "jump-retrain": {"phate": (None, "colour"), "diagram_0": (None, "xy"), "diagram_1": (None, "xy")},
         "hessian": {"density": (None, "xy")}}
     assert get("merge-tree").info()["views"] == {"contour": False, "surface": True, "merge_tree": False,
                                                  "persistence": False}  # recorded with every result
@@ -97,7 +104,7 @@ def test_merge_tree_draws_one_red_saddle_per_saddle_at_its_loss(results):
     ax = _draw(TREE, result)
     saddles = _collection(ax, "saddles")
     assert len(saddles.get_offsets()) == len(result.arrays["saddles"]) == result.metrics["n_saddles"]
-    np.testing.assert_allclose(saddles.get_facecolor()[0], to_rgba("tab:red"))
+    np.testing.assert_allclose(saddles.get_facecolor()[0], to_rgba(plots.OKABE_ITO["vermillion"]))
     loss = result.arrays["loss_grid"].ravel()
     np.testing.assert_allclose(sorted(np.asarray(saddles.get_offsets())[:, 1]),
                                sorted(loss[result.arrays["saddles"][:, 0]]))
@@ -149,7 +156,7 @@ def test_every_view_draws_nonfinite_and_empty_results(results):
 
 
 def test_analyzer_plots_are_built_from_the_drawers(results):
-    for name, result in results.items():
+    for name, result in ((name, results[name]) for name in _VIEWS):
         figure = get(name).from_params({}).plot(result)
         title = figure.axes[0].get_title().lower()
         assert title.startswith(next(iter(_VIEWS[name])).replace("_", " ")), title
@@ -161,7 +168,7 @@ def test_analyzer_plots_are_built_from_the_drawers(results):
     ax = plt.figure().add_subplot()
     assert get("hessian")().plot(results["hessian"], ax=ax) is ax.figure and ax.lines
     surface = get("merge-tree")().plot(results["merge-tree"], view="surface")
-    assert [a.name for a in surface.axes] == ["3d"]
+    assert [a.name for a in surface.axes] == ["3d", "rectilinear"]  # the surface and its colour bar
 
 
 def test_comparison_figure_puts_variants_side_by_side(results):
@@ -171,10 +178,11 @@ def test_comparison_figure_puts_variants_side_by_side(results):
     assert len(figure.axes) == 3
     assert [ax.get_title().split("\n")[0] for ax in figure.axes] == ["skip", "no skip", "wide"]
     assert _texts(figure.axes[1]) == ["not computed"]
-    assert figure.get_figwidth() == pytest.approx(3 * 3.6)
+    assert figure.get_figwidth() == pytest.approx(plots.PAGE)  # two paper columns
     assert figure.get_suptitle() == "skip vs no skip"
     surfaces = plots.comparison_figure("s", SURFACE, [("a", result), ("b", None)])
-    assert [ax.name for ax in surfaces.axes] == ["3d", "3d"] and _texts(surfaces.axes[1]) == ["not computed"]
+    panels = [ax for ax in surfaces.axes if ax.get_label() != "<colorbar>"]
+    assert [ax.name for ax in panels] == ["3d", "3d"] and _texts(panels[1]) == ["not computed"]
 
 
 def _panels(results):
@@ -192,15 +200,17 @@ def test_panel_figure_grid_and_3d_axes(results):
     assert figure.get_suptitle() == "variant"
 
 
-def test_save_figure_is_reproducible(results, tmp_path):
+def test_save_figure_is_reproducible(results, tmp_path, monkeypatch):
+    monkeypatch.setattr(plots, "VECTOR_FORMATS", ("pdf", "svg"))  # SVG is optional: checked here too
     written = [plots.save_figure(plots.panel_figure("v", _panels(results)), tmp_path / run / "beta=1.5")
                for run in ("first", "second")]
-    assert [p.name for p in written[0]] == ["beta=1.5.png", "beta=1.5.pdf"]
+    assert [p.name for p in written[0]] == ["beta=1.5.png", "beta=1.5.pdf", "beta=1.5.svg"]
     assert not plt.get_fignums()  # closed
     for first, second in zip(*written):
         data = first.read_bytes()
         assert len(data) > 1000 and data == second.read_bytes(), first.name
     assert written[0][0].read_bytes().startswith(b"\x89PNG") and written[0][1].read_bytes().startswith(b"%PDF")
+    assert b"<svg" in written[0][2].read_bytes()[:1000]
     assert b"CreationDate" not in written[0][1].read_bytes() and b"Software" not in written[0][0].read_bytes()
 
 
@@ -244,7 +254,7 @@ def test_figures_are_saved_at_300_dpi_under_the_style_file(results, tmp_path):
         assert plt.rcParams["pdf.fonttype"] == 42
         figure = plots.panel_figure("v", _panels(results)[:1])
         width = figure.get_figwidth()
-        png, _ = plots.save_figure(figure, tmp_path / "one")
+        png, *_ = plots.save_figure(figure, tmp_path / "one")
     assert plt.imread(png).shape[1] == pytest.approx(300 * width, abs=2)
 
 
@@ -347,3 +357,142 @@ def test_an_older_drawer_asking_for_a_shared_colour_scale_still_defines_its_anal
     with pytest.warns(DeprecationWarning, match="limits_of"):
         cls = type("OldStyle", (Analyzer,), {"name": "old-style", "scope": "subject", "views": {"grid": draw}})
     assert cls.views["grid"].shared is None and cls.views["grid"].draw is draw
+
+
+# -- figures a paper can use ---------------------------------------------------------------------------
+
+def _grey(colour) -> bool:
+    red, green, blue, _ = to_rgba(colour)
+    return max(red, green, blue) - min(red, green, blue) < 0.02
+
+
+def _plain_colours(ax) -> list:
+    """The colours of the lines and of the markers and bars not coloured by a colour map."""
+    colours = [line.get_color() for line in ax.lines]
+    for collection in ax.collections:
+        if collection.get_array() is None:
+            colours += [tuple(c) for c in collection.get_facecolor()] + [tuple(c) for c in collection.get_edgecolor()]
+    return colours + [patch.get_facecolor() for patch in ax.patches]
+
+
+def test_every_view_of_every_installed_analyzer_labels_its_axes_with_units_in_okabe_ito_colours(results):
+    """The report sets the loss's name and unit; every view of every analyzer labels both axes (and
+    a 3-D view its three), every loss axis carries the unit, and every colour not read from a
+    colour map is one of the Okabe-Ito colours, or a grey."""
+    palette = {to_rgba(c) for c in plots.OKABE_ITO.values()}
+    assert set(_INSTALLED) >= {"merge-tree", "loss-barcode", "minimum-bar", "jump-retrain", "hessian",
+                               "hessian-layers", "interpolation", "sharpness"}
+    with plots.style(), plots.losses_named("cross-entropy", "nats"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a 3-D tight-layout note
+        for name in _INSTALLED:
+            for view_name, declared in get(name).views.items():
+                ax = _draw(declared, results[name])
+                where = f"{name} view {view_name!r}"
+                labels = [ax.get_xlabel(), ax.get_ylabel()] + ([ax.get_zlabel()] if ax.name == "3d" else [])
+                assert all(label.strip() for label in labels) and ax.get_title(), (where, labels)
+                for label in labels[:2] if ax.name != "3d" else []:
+                    assert not label.startswith("loss") or "nats" in label, (where, label)
+                for colour in _plain_colours(ax):
+                    assert _grey(colour) or to_rgba(colour)[:3] in {c[:3] for c in palette}, (where, colour)
+                plt.close(ax.figure)
+
+
+def test_the_style_cycles_the_okabe_ito_colours_and_draws_surfaces_in_viridis():
+    with plots.style():
+        cycle = [to_rgba(c) for c in plt.rcParams["axes.prop_cycle"].by_key()["color"]]
+        assert plt.rcParams["image.cmap"] == "viridis" and plt.rcParams["svg.fonttype"] == "none"
+    assert set(cycle) == {to_rgba(c) for c in plots.OKABE_ITO.values()}
+    assert cycle[:3] == [to_rgba(plots.OKABE_ITO[c]) for c in ("blue", "vermillion", "green")]  # no red/green pair
+
+
+def test_the_loss_is_named_from_the_subjects_config():
+    assert plots.loss_quantity({"kind": "module", "loss_fn": "CrossEntropyLoss()"}) == ("cross-entropy", "nats")
+    assert plots.loss_quantity({"kind": "module", "loss_fn": "torch.nn.functional.nll_loss"})[1] == "nats"
+    assert plots.loss_quantity({"kind": "module", "loss_fn": "MSELoss()", "problem": "pinn_convection"}) == \
+        ("PINN MSE", None)
+    assert plots.loss_quantity({"kind": "module", "loss_fn": "MSELoss()"})[0] == "MSE"
+    assert plots.loss_quantity({"kind": "function"}) == ("f(θ)", None)
+    assert plots.loss_quantity(None) == ("loss", None) == plots.loss_quantity({"loss_fn": "my_loss"})
+    assert plots.loss_label() == "loss"  # outside a report: plain
+    with plots.losses_named("cross-entropy", "nats"):
+        assert plots.loss_label() == "loss (cross-entropy, nats)"
+        assert plots.loss_label("birth") == "birth (cross-entropy, nats)"
+        with plots.losses_named("f(θ)"):
+            assert plots.loss_label() == "loss (f(θ))"
+        assert plots.loss_label("death") == "death (cross-entropy, nats)"
+    assert plots.loss_label("birth") == "birth (loss)"
+
+
+def test_comparison_figures_fit_a_page_and_share_one_colour_bar(results):
+    result = results["merge-tree"]
+    one = plots.comparison_figure("c", CONTOUR, [("a", result)])
+    assert one.get_figwidth() == pytest.approx(plots.COLUMN) and len(one.axes) == 2  # its own colour bar
+    seven = [(f"v{i}", _with(result, loss_grid=result.arrays["loss_grid"] + i)) for i in range(7)]
+    figure = plots.comparison_figure("c", CONTOUR, seven)
+    panels = [ax for ax in figure.axes if getattr(ax, "_colorbar", None) is None]
+    bars = [ax for ax in figure.axes if getattr(ax, "_colorbar", None) is not None]
+    assert len(panels) == 7 and len(bars) == 1  # one colour scale, said once
+    assert bars[0]._colorbar.norm.vmax == pytest.approx(float(np.nanmax(seven[-1][1].arrays["loss_grid"])))
+    assert figure.get_figwidth() == pytest.approx(plots.PAGE)
+    spans = [(ax.get_subplotspec().rowspan.start, ax.get_subplotspec().colspan.start) for ax in panels]
+    assert max(row for row, _ in spans) == 1 and max(col for _, col in spans) == 3  # two rows of four
+    assert [bool(ax.get_ylabel()) for ax in panels] == [True, False, False, False, True, False, False]
+    assert all(ax.get_xlabel() for ax in panels)
+    lines = get("interpolation").views["lines"]
+    three = plots.comparison_figure("i", lines, [(f"v{i}", results["interpolation"]) for i in range(3)])
+    assert not any(ax.get_legend() for ax in three.axes) and len(three.legends) == 1  # one legend, said once
+    assert [t.get_text() for t in three.legends[0].get_texts()] == [
+        line.get_label() for line in three.axes[0].lines if not line.get_label().startswith("_")]
+
+
+def test_pages_split_many_panels_evenly():
+    assert [len(page) for page in plots.pages(list(range(17)), 8)] == [6, 6, 5]
+    assert [len(page) for page in plots.pages(list(range(45)))] == [12, 12, 12, 9]
+    assert plots.pages(list(range(3))) == [[0, 1, 2]] and plots.pages([]) == [[]]
+
+
+def test_save_figure_writes_vector_files_with_text_as_text(results, tmp_path, monkeypatch):
+    monkeypatch.setattr(plots, "VECTOR_FORMATS", ("pdf", "svg"))
+    with plots.style():
+        png, pdf, svg = plots.save_figure(plots.panel_figure("v", _panels(results)[:1]), tmp_path / "f")
+    assert png.suffix == ".png" and pdf.read_bytes().startswith(b"%PDF")
+    text = svg.read_text()
+    assert "<svg" in text and "minima, 3 saddles</text>" in text  # the title as text: searchable, editable
+
+
+def _summary_study(n_measures: int, factor_levels, claimed: str):
+    """A study-like object with what ``summary_figures`` reads: measures, an error, one claim."""
+    from types import SimpleNamespace
+
+    measures = [f"m.measure_{i:02d}" for i in range(n_measures)]
+    claim = SimpleNamespace(metric=claimed, direction="increasing", factor=None)
+    report = SimpleNamespace(error="test_error", claims=(claim,), claim_factor=lambda c: "width", names={})
+    record = SimpleNamespace(name="grid", scale="smoke", report=report)
+    means = [{"width": w, "depth": d, "measure": m, "mean": float(i + w), "ci_low": float(i + w) - 1,
+              "ci_high": float(i + w) + 1} for i, m in enumerate(["test_error", *measures])
+             for w in factor_levels for d in (2, 4)]
+    study = SimpleNamespace(record=record, model_columns=["test_error"], measure_columns=measures,
+                            variant_keys=["width", "depth"], display=lambda c: c)
+    return study, means
+
+
+def test_summary_figures_draw_multiplicative_levels_on_a_log_axis_and_split_many_measures():
+    from lossatlas.report import log_levels, summary_figures
+
+    assert log_levels([16, 64, 256]) and log_levels([1, 5, 10, 20, 30, 40, 50]) and log_levels([0.01, 0.1])
+    assert not log_levels([16, 64]) and not log_levels([1, 2, 3]) and not log_levels([0, 1])
+    assert not log_levels([-1, 10]) and not log_levels([2, 4, 8, 10])
+    study, means = _summary_study(30, [16, 64, 256], claimed="m.measure_29")
+    figures = summary_figures(study, means, "width")
+    shown = [[ax for ax in f.axes if ax.get_visible()] for f in figures]
+    assert [len(axes) for axes in shown] == [11, 11, 9]  # 31 panels, at most 12 a figure
+    first = shown[0]
+    assert [ax.get_ylabel().replace("\n", "") for ax in first[:2]] == ["test_error", "m.measure_29"]
+    assert "↑" in first[1].get_title(loc="right")  # the claimed measure, second, marked
+    assert all(ax.get_xscale() == "log" and ax.get_ylabel() for axes in shown for ax in axes)
+    assert all(f.get_figwidth() <= plots.PAGE + 1e-9 for f in figures)
+    legend = figures[0].legends[0]  # one line per level of the other variant key
+    assert [t.get_text() for t in legend.get_texts()] == ["depth=2", "depth=4"]
+    linear, _ = _summary_study(2, [16, 64], claimed="m.measure_00")
+    (figure,) = summary_figures(linear, _summary_study(2, [16, 64], "m.measure_00")[1], "width")
+    assert {ax.get_xscale() for ax in figure.axes if ax.get_visible()} == {"linear"}

@@ -141,6 +141,7 @@ class Analyzer:
     smoke_params: ClassVar[dict] = {}  # fast settings for conformance checks and smoke runs
     smoke_minima: ClassVar[int] = 0  # trained minima the conformance checks store first (for analyzers that read them)
     version: ClassVar[int] = 1  # raise it when a metric's definition changes: stored results are then recomputed
+    references: ClassVar[tuple[str, ...]] = ()  # the papers it follows, as short citations (the docs list them)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -210,8 +211,16 @@ class Analyzer:
                 "metrics": {name: metric.to_dict() for name, metric in cls.metrics.items()}}
 
     def plot(self, result, ax=None, view: str | None = None):
-        """Draw ``view`` (default: the first) on ``ax``, or every view side by side in a new
-        figure when no ``ax`` is given; returns the Figure."""
+        """Draw a stored ``result`` of this analyzer with its declared views (``views``).
+
+        With ``ax`` (a matplotlib Axes): ``view`` (default: the first declared) is drawn on it, and
+        its Figure returned; a 3-D view (``projection="3d"``) needs a 3-D Axes. Without ``ax``: a new
+        Figure with ``view``, or every view side by side, titled with the subject. An unknown
+        ``view`` is a ConfigError naming the views there are::
+
+            result = lossatlas.analyze(store, subject, "merge-tree")
+            MergeTreeAnalyzer().plot(result, ax=ax, view="contour")
+        """
         if not self.views:
             raise NotImplementedError(f"{type(self).__name__} declares no views.")
         if view is not None and view not in self.views:

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import errno
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,15 +31,23 @@ _INTERRUPTED = {  # what an interrupted command leaves behind, and what to do
 FIGURES_HELP = "full: 300-dpi PNG and vector PDF (default); draft: 100-dpi PNG only (fast); none: tables only"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line's parser, built without running anything (the docs render it)."""
     parser = argparse.ArgumentParser(prog="lossatlas", description="Compare loss-landscape analysis methods.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("methods", help="list the installed analyzers and their parameters")
-    inspect = commands.add_parser("inspect", help="print the tree of a store with its attributes")
+    inspect = commands.add_parser("inspect", help="print the tree of a store with its attributes (also while a run "
+                                                  "writes it)")
     inspect.add_argument("store")
+    inspect.add_argument("--summary", action="store_true", help="a few lines instead: format, subjects (parameters, "
+                         "device, minima and seeds), results per analyzer and minimum, benchmarks, size")
+    inspect.add_argument("--full", action="store_true", help="attributes in full (default: long ones cut, but "
+                         "never a result's params)")
     run = commands.add_parser("run", help="validate benchmark configs, then produce -> analyze -> report")
     run.add_argument("config", nargs="+", help="benchmark TOML file(s), e.g. benchmarks/resnet_skip.toml")
-    run.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"])
+    run.add_argument("--scale", default="cpu", choices=["smoke", "demo", "cpu", "paper"],
+                     help="smoke: seconds (the tests); demo: the headline in minutes; cpu: the studies on a CPU; "
+                          "paper: the papers' settings (default: cpu)")
     run.add_argument("--store", help="HDF5 store (default: OUT/<name>_<scale>.h5; one config only)")
     run.add_argument("--out", default="results", help="output directory; each report goes to OUT/<name>_<scale>/")
     run.add_argument("--check", action="store_true", help="only validate the config(s)")
@@ -79,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     surface.add_argument("--relative-threshold", type=float, default=0.0,
                          help="merge-tree simplification, as a fraction of the loss range (default 0)")
     surface.add_argument("--no-analyze", action="store_true", help="only import the surface")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return {"methods": _methods, "inspect": _inspect, "run": _run, "report": _report,
@@ -87,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     except LossatlasError as err:
         print(f"lossatlas: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `lossatlas inspect STORE | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0 if args.command in ("inspect", "methods") else 141  # a run cut short is no success
     except OSError as err:  # an output folder that cannot be written, a path that is a file, ...
         if err.errno not in _FILESYSTEM_ERRORS:
             raise
@@ -116,10 +132,15 @@ def _methods(args) -> int:
 
 
 def _inspect(args) -> int:
-    from .store import Store
+    from .store import read_while_written
 
-    with Store(args.store, "r", validate=False) as store:  # the store to diagnose: its unreadable nodes marked
-        print(store.tree())
+    def render(store):  # the store to diagnose: read unvalidated, its unreadable nodes marked
+        return store.summary() if args.summary else store.tree(None if args.full else 80)
+
+    text, written = read_while_written(args.store, render)
+    print(text)
+    if written:
+        print("(another process is writing this store: shown as last flushed; unfinished results are being written)")
     return 0
 
 
@@ -197,7 +218,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 def _run_ranks(args, plans, out: Path, stores: list[Path]) -> int:
     """This process's part of a run over several (torchrun): the same jobs on every rank, the
     store opened and the report written by rank 0 alone (``lossatlas.ranks``)."""
-    from . import distributed, executor, harness, ranks
+    from . import distributed, executor, harness, progress, ranks
 
     rank, size = distributed.world()
     for plan in plans:  # on the device of this rank
@@ -209,8 +230,9 @@ def _run_ranks(args, plans, out: Path, stores: list[Path]) -> int:
         for plan, path in zip(plans, stores):
             if rank == 0:
                 _run_one(plan, out, path, args.figures, shared=ranks.Leader)
-            else:
-                harness.execute(plan, ranks.Follower())
+            else:  # rank 0 alone shows progress
+                with progress.shown(False):
+                    harness.execute(plan, ranks.Follower(), progress=False)
     return 0
 
 

@@ -21,10 +21,11 @@
                                     # factor (default: [report] factor; any problem parameter);
                                     # correction = "holm" (default) | "bh", permutations = 10000 (Monte
                                     # Carlo p-values where n > 8), names = {"<label>.<metric>" = "display
-                                    # name"} for tables and figures
+                                    # name"} for tables and figures, table = ["<label>.<metric>", ...]
+                                    # for the per-variant table and table.tex (default: the measures)
     [sensitivity.<label>]           # nuisance settings of a method, each rerun one at a time and reported
                                     # in sensitivity.csv: e.g. seed = [1, 2, 3, 4] (direction seeds)
-    [scales.<smoke|cpu|paper>]      # per-scale overrides of seeds, params, variants, minima, methods,
+    [scales.<smoke|demo|cpu|paper>]      # per-scale overrides of seeds, params, variants, minima, methods,
                                     # sensitivity
 
 The tables are declared as dataclasses whose fields carry their constraints (``Config``,
@@ -53,7 +54,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-SCALES = ("smoke", "cpu", "paper")
+SCALES = ("smoke", "demo", "cpu", "paper")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 SEEDS = NumberList(Interval(int, 0), unique=True)  # a repeated seed inflates n
 
@@ -336,7 +337,21 @@ def _report(values: dict, variants: dict, params: dict, methods: dict[str, Metho
         if metric and (label not in methods or metric not in metrics[label]):
             raise ConfigError(f"{where} names: {column!r} is no metric of this benchmark's methods "
                               f"({sorted(methods)}).")
-    return dataclasses.replace(report, claims=claims)
+    return dataclasses.replace(report, claims=claims, table=_table_metrics(report.table, metrics, where))
+
+
+def _table_metrics(chosen, metrics: dict[str, dict], where: str) -> tuple[str, ...]:
+    """``[report] table``: "<label>.<metric>" names of this benchmark's methods, each once."""
+    valid = [f"{label}.{name}" for label, declared in metrics.items() for name in declared]
+    unknown = [c for c in chosen if not isinstance(c, str) or c not in valid]
+    if unknown:
+        raise ConfigError(f"{where} table: {unknown} {'is' if len(unknown) == 1 else 'are'} not a metric of this "
+                          f"benchmark's methods; valid: {', '.join(valid)}. (The model's own columns, e.g. "
+                          "train_loss, are always shown.)")
+    twice = sorted({c for c in chosen if list(chosen).count(c) > 1})
+    if twice:
+        raise ConfigError(f"{where} table lists {twice} more than once.")
+    return tuple(chosen)
 
 
 def _claim(values, at: str, report: ReportSettings, params: dict, methods: dict[str, Method],

@@ -1,7 +1,8 @@
-"""Tidy exports of a store, for analysis outside lossatlas (pandas, xarray, R):
-one row per result with its parameters and metrics (``Store.to_dataframe``; Parquet), one row per
-minimum, every 2-D loss grid as a netCDF file with its coordinates, and a manifest written last. Needs the ``export``
-extra (pandas, pyarrow, xarray, h5netcdf), imported only here."""
+"""Tidy exports of a store, for analysis outside lossatlas (pandas, xarray, R): one row per
+metric of every result (``Store.to_dataframe``, ``metrics_frame``), one row per result with its
+parameters and metrics (``results_frame``; Parquet), one row per minimum, every 2-D loss grid as a
+netCDF file with its coordinates, and a manifest written last. Needs the ``export`` extra (pandas,
+pyarrow, xarray, h5netcdf), imported only here."""
 from __future__ import annotations
 
 import hashlib
@@ -34,6 +35,124 @@ def results_frame(store):
             row.update({f"metric.{k}": float(v) for k, v in sorted(result.metrics.items())})
             rows.append(row)
     return _uniform(pd.DataFrame(rows))
+
+
+METRIC_COLUMNS = ["subject", "analyzer", "label", "minimum", "at", "metric", "value", "kind", "key"]
+
+
+def metrics_frame(store, wide: bool = False, metrics=None):
+    """Every stored metric as a tidy pandas frame: one row per (subject, label, minimum, metric),
+    sorted by subject, analyzer, label, minimum and metric, with columns ``subject``, ``analyzer``
+    (the registered name the store files results under), ``label`` (the method's label in a
+    benchmark, e.g. "merge-tree-hessian"; without one the analyzer, "-2", "-3" added for a second
+    and third parameter set), ``minimum`` (an int; NA for a result at theta0 or one per subject),
+    ``at`` ("minimum", "theta0" or "subject"), ``metric``, ``value``, ``kind`` ("measure" or
+    "diagnostic", as the analyzer declared it) and ``key`` (the result in the store:
+    ``store.read_result(subject, analyzer, key)``).
+
+    ``wide=True``: one row per (subject, minimum), a column per ``label.metric`` (the report's
+    column names); a per-subject result's values fill every row of its subject. ``metrics``: the
+    ones to keep, as "label.metric", "analyzer.metric" or a bare metric name; a name that matches
+    nothing is a ConfigError listing those there are."""
+    pd = _need("pandas")
+    rows = _metric_rows(store)
+    if metrics is not None:
+        rows = _selected(rows, [metrics] if isinstance(metrics, str) else list(metrics))
+    frame = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    frame["minimum"] = frame["minimum"].astype("Int64")
+    frame["value"] = frame["value"].astype(float)
+    frame = frame.sort_values(["subject", "analyzer", "label", "minimum", "metric"], na_position="last",
+                              kind="stable")
+    frame = frame.reset_index(drop=True)
+    return _wide(pd, frame) if wide else frame
+
+
+def _metric_rows(store) -> list[dict]:
+    labels = _benchmark_labels(store)
+    # a result outside every benchmark never takes the label of a stored result of one
+    taken = {label for (subject, analyzer, key), label in labels.items() if store.has_result(subject, analyzer, key)}
+    rows = []
+    for subject in store.subjects():
+        numbered: dict[str, dict[str, str]] = {}  # analyzer -> parameters (minimum aside) -> label
+        for result in store.results(subject):
+            label = labels.get((subject, result.method, result.key))
+            if label is None:
+                params = json.dumps({k: v for k, v in result.params.items() if k != "minimum"}, sort_keys=True,
+                                    default=str)
+                sets = numbered.setdefault(result.method, {})
+                if params not in sets:
+                    number = len(sets) + 1
+                    while (name := result.method + (f"-{number}" if number > 1 else "")) in taken:
+                        number += 1
+                    sets[params] = name
+                label = sets[params]
+            scope = result.analyzer.get("scope", "minimum")
+            at = "subject" if scope == "subject" else str(result.params.get("at", "minimum"))
+            minimum = result.params.get("minimum") if at == "minimum" else None
+            declared = result.analyzer.get("metrics", {})
+            for name, value in result.metrics.items():
+                rows.append({"subject": subject, "analyzer": result.method, "label": label,
+                             "minimum": None if minimum is None else int(minimum), "at": at, "metric": name,
+                             "value": float(value), "kind": declared.get(name, {}).get("kind", "measure"),
+                             "key": result.key})
+    return rows
+
+
+def _benchmark_labels(store) -> dict[tuple[str, str, str], str]:
+    """(subject, analyzer, key) -> the label a benchmark run filed the result under ("label
+    [setting]" for a [sensitivity] setting); the first benchmark that names a result wins."""
+    labels = {}
+    for name in store.benchmarks():
+        record = store.read_benchmark(name)
+        methods = {label: m.get("analyzer", label) for label, m in (record.get("methods") or {}).items()}
+        for run in record.get("runs") or []:
+            for label, key in (run.get("results") or {}).items():
+                labels.setdefault((run["subject"], methods.get(label, label), key), label)
+            for label, settings in (run.get("sensitivity") or {}).items():
+                for setting, key in settings.items():
+                    labels.setdefault((run["subject"], methods.get(label, label), key), f"{label} [{setting}]")
+    return labels
+
+
+def _selected(rows: list[dict], wanted: list[str]) -> list[dict]:
+    """The rows of each wanted name: a "label.metric" where one is so named, else an
+    "analyzer.metric" (every label of the analyzer: its [sensitivity] settings too), else a bare
+    metric name."""
+    keep, unknown = set(), []
+    for name in wanted:
+        for spelled in (lambda r: f"{r['label']}.{r['metric']}", lambda r: f"{r['analyzer']}.{r['metric']}",
+                        lambda r: r["metric"]):
+            found = {i for i, r in enumerate(rows) if spelled(r) == name}
+            if found:
+                keep |= found
+                break
+        else:
+            unknown.append(name)
+    if unknown:
+        valid = sorted({f"{r['label']}.{r['metric']}" for r in rows})
+        raise ConfigError(f"No stored metric is named {unknown}; the store holds: {', '.join(valid) or 'none'} "
+                          "(a bare metric name, or analyzer.metric, works too).")
+    return [r for i, r in enumerate(rows) if i in keep]
+
+
+def _wide(pd, frame):
+    """One row per (subject, minimum): a column per label.metric; per-subject values on every row
+    of their subject."""
+    frame = frame.assign(column=frame["label"] + "." + frame["metric"])
+    once = frame["at"] == "subject"
+    index = ["subject", "minimum"]
+    table = frame[~once].pivot(index=index, columns="column", values="value") if (~once).any() else \
+        pd.DataFrame(index=pd.MultiIndex.from_frame(frame[index].drop_duplicates()))
+    table = table.reset_index()
+    for subject in frame.loc[once, "subject"].unique():
+        if not (table["subject"] == subject).any():  # only per-subject results: one row, minimum NA
+            table = pd.concat([table, pd.DataFrame({"subject": [subject], "minimum": [pd.NA]})], ignore_index=True)
+        for _, row in frame[once & (frame["subject"] == subject)].iterrows():
+            table.loc[table["subject"] == subject, row["column"]] = row["value"]
+    table["minimum"] = table["minimum"].astype("Int64")
+    table.columns.name = None
+    columns = index + sorted(c for c in table.columns if c not in index)
+    return table[columns].sort_values(index, na_position="last", kind="stable").reset_index(drop=True)
 
 
 def minima_frame(store):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from . import memory, problems
 from .analysis import analyze
 from .config import Plan, load, plan
 from .errors import ConfigError, StoreError
+from .progress import Forecast
 from .progress import bar as progress_bar
 from .record import Benchmark, Run
 from .samplers import train_minima
@@ -126,12 +128,14 @@ def execute(plan: Plan, store, progress: bool = True) -> Benchmark:
     todo = jobs(plan)
     record, runs = plan.to_record(), []
     subject = recipe = None
-    overall = progress_bar(total=len(todo), desc=plan.record_name, enabled=progress, leave=True, position=0)
+    overall = progress_bar(total=len(todo), desc=plan.record_name, enabled=progress, leave=True, position=0,
+                           own_forecast=True)
+    forecast = Forecast([(job.label, job.setting) for job in todo])
     for number, job in enumerate(todo):
         if subject is None:  # the subject's first job (a subject's jobs are consecutive)
             subject, recipe = _build(plan, plan.subjects[job.subject])
         stage = job.stage(subject.name)
-        overall.set_postfix_str(stage)
+        overall.set_postfix_str(f"{forecast.text(number - 1)}; {stage}")
         start = time.perf_counter()
         log.info("start %s", stage)
         if job.label is None:
@@ -139,10 +143,16 @@ def execute(plan: Plan, store, progress: bool = True) -> Benchmark:
                                   record_trajectory=_needs_trajectory(plan))
             runs = [Run(subject=subject.name, variant={key: plan.subjects[job.subject][key] for key in plan.variants},
                         seed=m.seed, minimum=m.index) for m in minima]
+            took = sum(m.wall_time_s for m in minima)
         else:
-            key = analyze(store, subject, plan.analyzer(job.label, job.setting, job.minimum), progress).key
-            _file(job, key, runs)
+            result = analyze(store, subject, plan.analyzer(job.label, job.setting, job.minimum), progress)
+            _file(job, result.key, runs)
+            took = result.wall_time_s
         log.info("done  %s (%.1f s)", stage, time.perf_counter() - start)
+        # what the job cost when it was computed: a result a resumed run reads back took no time now,
+        # and would otherwise make the jobs still to run look free
+        forecast.done(number, took if math.isfinite(took) else time.perf_counter() - start)
+        overall.set_postfix_str(forecast.text(number))
         overall.update(1)
         if number + 1 == len(todo) or todo[number + 1].subject != job.subject:  # the subject's last job
             record = dataclasses.replace(record, runs=record.runs + tuple(runs))

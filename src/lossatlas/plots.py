@@ -12,8 +12,13 @@ those drawers and the reports share, and knows no analyzer's arrays:
   ``draw_barcode``;
 * composers, which lay out any analyzer's views without knowing them, from what each ``View``
   declares (its projection, what panels share): ``panel_figure`` (many views, e.g. one variant),
-  ``comparison_figure`` (one view, variants side by side); ``save_figure`` (reproducible PNG +
-  PDF) under ``style``; ``file_stem(s)`` for figure file names.
+  ``comparison_figure`` (one view, variants side by side); ``save_figure`` (reproducible PNG
+  and PDF; SVG too where ``VECTOR_FORMATS`` asks) under ``style``; ``file_stem(s)`` for figure file names;
+* what makes a figure printable: one-column and two-column widths (``COLUMN``, ``PAGE``), the
+  Okabe-Ito colours (``OKABE_ITO``, the style's colour cycle: told apart with every common colour
+  vision deficiency), ``colorbar`` (readable ticks on a log scale), and the loss's name and unit
+  (``loss_label``), which a report sets from its subjects (``losses_named``) so that every loss axis
+  says what it measures.
 """
 from __future__ import annotations
 
@@ -28,6 +33,12 @@ NO_DATA = "no finite values"
 STYLE = Path(__file__).with_name("lossatlas.mplstyle")
 LOG_RANGE = 100.0  # a shared loss scale spanning more than this factor is drawn on a log colour scale
 
+
+COLUMN, PAGE = 3.5, 7.1  # inches: one column and the full width of a two-column paper
+MAX_PANELS = 12  # panels a figure holds at most: more go to further figures (legible at print size)
+# Okabe & Ito 2008: eight colours told apart with every common colour vision deficiency, the style's cycle
+OKABE_ITO = {"blue": "#0072B2", "vermillion": "#D55E00", "green": "#009E73", "orange": "#E69F00",
+             "sky": "#56B4E9", "purple": "#CC79A7", "yellow": "#F0E442", "black": "#000000"}
 
 FIGURE_QUALITIES = ("full", "draft", "none")
 _draft = False  # set by style("draft"): save_figure then writes a 100-dpi PNG and no PDF
@@ -47,6 +58,51 @@ def style(quality: str = "full"):
             yield
         finally:
             _draft = before
+
+
+_loss = ("loss", None)  # (name, unit) of the loss being drawn: set by losses_named
+
+
+@contextlib.contextmanager
+def losses_named(name: str = "loss", unit: str | None = None):
+    """Draw with the loss called ``name`` in ``unit`` (``loss_quantity``): the report sets it per
+    figure from the subjects' loss functions, so drawers label loss axes without knowing them."""
+    global _loss
+    before, _loss = _loss, (name, unit)
+    try:
+        yield
+    finally:
+        _loss = before
+
+
+def loss_label(what: str = "loss") -> str:
+    """An axis label for a loss value: "loss (cross-entropy, nats)", "birth (MSE)"; ``what`` names
+    what the value is (a loss, a birth, a saddle's loss)."""
+    name, unit = _loss
+    if name == what:
+        return f"{what} ({unit})" if unit else what
+    return f"{what} ({name}, {unit})" if unit else f"{what} ({name})"
+
+
+def loss_quantity(config: dict | None) -> tuple[str, str | None]:
+    """(name, unit) of a subject's loss from its stored config (``Store.subject_config``): a
+    cross-entropy is in nats (torch's natural log); a squared error's unit is its targets' squared,
+    which the config does not say; a plain function's value is f(θ). Unknown losses: plain "loss"."""
+    config = config or {}
+    loss, problem = str(config.get("loss_fn", "")).lower(), str(config.get("problem", "")).lower()
+    if config.get("kind") == "function":
+        return "f(θ)", None
+    if "pinn" in problem:
+        return "PINN MSE", None  # residual, initial and boundary terms
+    if any(key in loss for key in ("crossentropy", "cross_entropy", "causallm", "sequenceclassification")):
+        return "cross-entropy", "nats"
+    if "nll" in loss:
+        return "negative log-likelihood", "nats"
+    if "mse" in loss:
+        return "MSE", None
+    if "l1loss" in loss or "l1_loss" in loss:
+        return "mean absolute error", None
+    return "loss", None
 
 
 # -- NaN-safe pieces for drawers ---------------------------------------------------------------------
@@ -88,7 +144,7 @@ def legend_or_no_data(ax, drawn: bool, **legend) -> None:
     """The legend of the lines a view drew, or the no-data text where it drew none (every value
     non-finite or missing)."""
     if drawn:
-        ax.legend(fontsize=6, **legend)
+        ax.legend(**legend)
     else:
         no_data(ax)
 
@@ -127,9 +183,10 @@ def contour_levels(values) -> tuple[np.ndarray, object]:
 # -- primitives several analyzers draw -----------------------------------------------------------------
 
 def draw_diagram(ax, points: np.ndarray) -> None:
-    """A persistence diagram of (birth, death) ``points``; essential pairs (death +inf) as red
-    triangles above the rest. Points with a non-finite birth or a NaN death are left out."""
-    ax.set(xlabel="birth (minimum)", ylabel="death (saddle)")
+    """A persistence diagram of (birth, death) ``points``, losses both; essential pairs (death
+    +inf) as vermillion triangles above the rest. Points with a non-finite birth or a NaN death are
+    left out."""
+    ax.set(xlabel=loss_label("birth"), ylabel=loss_label("death"))
     points = rows(points, 2)
     points = points[np.isfinite(points[:, 0]) & (np.isfinite(points[:, 1]) | (points[:, 1] == np.inf))]
     if not len(points):
@@ -138,19 +195,19 @@ def draw_diagram(ax, points: np.ndarray) -> None:
     finite = np.isfinite(points[:, 1])
     low = points[:, 0].min()
     top = points[finite, 1].max() if finite.any() else points[:, 0].max() + 1
-    ax.scatter(points[finite, 0], points[finite, 1], s=14 if finite.sum() < 1000 else 4, label="pairs",
-               rasterized=bool(finite.sum() > 5000))  # a vector file of 10^5 markers is megabytes, no clearer
+    ax.scatter(points[finite, 0], points[finite, 1], s=12 if finite.sum() < 1000 else 4, label="pairs",
+               c=OKABE_ITO["blue"], rasterized=bool(finite.sum() > 5000))  # 10^5 vector markers: megabytes
     ax.scatter(points[~finite, 0], np.full((~finite).sum(), top * 1.05 if top > 0 else top + 1), marker="^",
-               c="tab:red", s=20, label="essential (inf)")
+               c=OKABE_ITO["vermillion"], s=18, label="essential (death = ∞)")
     ax.plot([low, top], [low, top], c="gray", lw=0.8)
-    ax.legend(fontsize=7)
+    ax.legend(loc="lower right")
 
 
 def draw_barcode(ax, intervals: np.ndarray) -> None:
     """A barcode of minima: one vertical segment per (loss, death) interval (Barannikov et al.
-    2025, Figs 2, 4, 7); an infinite death is a red bar with an arrow. Intervals with a NaN end are
-    left out."""
-    ax.set(xlabel="minimum", ylabel="loss")
+    2025, Figs 2, 4, 7); an infinite death is a vermillion bar with an arrow. Intervals with a NaN
+    end are left out."""
+    ax.set(xlabel="minimum (index)", ylabel=loss_label())
     intervals = rows(intervals, 2)
     intervals = intervals[np.isfinite(intervals[:, 0]) & ~np.isnan(intervals[:, 1])]
     if not len(intervals):
@@ -161,52 +218,111 @@ def draw_barcode(ax, intervals: np.ndarray) -> None:
     span = (top - intervals[:, 0].min()) or 1.0
     for index, (birth, death) in enumerate(intervals):
         end = death if np.isfinite(death) else top + 0.15 * span
-        color = "tab:blue" if np.isfinite(death) else "tab:red"
+        color = OKABE_ITO["blue"] if np.isfinite(death) else OKABE_ITO["vermillion"]
         ax.plot([index, index], [birth, end], lw=4, solid_capstyle="butt", c=color)
         if not np.isfinite(death):
             ax.annotate("", (index, end + 0.05 * span), (index, end),
-                        arrowprops={"arrowstyle": "->", "color": "tab:red"})
-    ax.set(xticks=range(len(intervals)))
+                        arrowprops={"arrowstyle": "->", "color": OKABE_ITO["vermillion"]})
+    step = max(1, len(intervals) // 10)  # at most ~10 tick labels
+    ax.set(xticks=range(0, len(intervals), step), xlim=(-0.6, len(intervals) - 0.4))
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high + 0.3 * (high - low))  # headroom: the legend above the bars
+    ax.legend(handles=_bar_handles(finite), loc="upper center")
+
+
+def _bar_handles(finite: np.ndarray) -> list:
+    """Legend entries for the kinds of bar a barcode drew."""
+    from matplotlib.lines import Line2D
+
+    kinds = [("minimum to its saddle", OKABE_ITO["blue"], finite.any()),
+             ("lowest minimum (never merges)", OKABE_ITO["vermillion"], (~finite).any())]
+    return [Line2D([], [], c=colour, lw=4, label=label) for label, colour, drawn in kinds if drawn]
+
+
+def plain_log_labels(axis) -> None:
+    """Plain numbers (0.2, 0.5, 30) on a log ``axis`` (``ax.yaxis``), at the ticks matplotlib would
+    label: a loss between 0.1 and 0.6 reads as such, not as 2e-01 or 10^-1 alone."""
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        def __call__(self, x, pos=None):
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    axis.set_major_formatter(Plain())
+    axis.set_minor_formatter(Plain(labelOnlyBase=False))
+
+
+def colorbar(ax, mappable, label: str, **options):
+    """A colour bar beside ``ax`` (an axes, or a list of them sharing it); on a log scale with
+    ticks at powers of ten (matplotlib labels a contour's log bar at its odd level values otherwise)."""
+    from matplotlib.colors import LogNorm
+    from matplotlib.ticker import LogFormatterSciNotation, LogLocator, MaxNLocator
+
+    figure = (ax[0] if isinstance(ax, list) else ax).figure
+    bar = figure.colorbar(mappable, ax=ax, label=label, **options)
+    if isinstance(mappable.norm, LogNorm):
+        bar.ax.yaxis.set_major_locator(LogLocator())
+        bar.ax.yaxis.set_major_formatter(LogFormatterSciNotation())
+        bar.ax.yaxis.set_minor_locator(LogLocator(subs="auto"))
+    else:
+        bar.ax.yaxis.set_major_locator(MaxNLocator(6))  # not a tick at each of a contour's 31 levels
+    return bar
 
 
 # -- figures -------------------------------------------------------------------------------------------
 
-def panel_figure(title: str, panels: list, ncols: int = 4):
-    """One figure, one subplot per ``(panel_title, view, result)`` in rows of ``ncols``; each
-    subplot's title starts with its panel title. For e.g. every view of one benchmark variant.
-    ``view``: an analyzer's ``View`` (a 3-D one gets a 3-D axes) or a bare ``draw(ax, result)``."""
+def _grid(n: int, ncols: int) -> tuple[int, int, float]:
+    """(rows, columns, width in inches) of ``n`` panels in rows of at most ``ncols``: one panel
+    is one paper column wide, more share the two-column width."""
+    ncols = max(1, min(ncols, n))
+    return max(1, math.ceil(n / ncols)), ncols, COLUMN if ncols == 1 else PAGE
+
+
+def panel_figure(title: str, panels: list, ncols: int = 2):
+    """One figure, one subplot per ``(panel_title, view, result)`` in rows of ``ncols``, two paper
+    columns wide; each subplot's title starts with its panel title. For e.g. every view of one
+    benchmark variant (``pages`` splits many views over several figures). ``view``: an analyzer's
+    ``View`` (a 3-D one gets a 3-D axes) or a bare ``draw(ax, result)``."""
     import matplotlib.pyplot as plt
 
-    ncols = max(1, min(ncols, len(panels)))
-    nrows = max(1, math.ceil(len(panels) / ncols))
-    figure = plt.figure(figsize=(3.6 * ncols, 3.2 * nrows + 0.4), layout="constrained")
+    nrows, ncols, width = _grid(len(panels), ncols)
+    figure = plt.figure(figsize=(width, 2.25 * nrows + 0.3), layout="constrained")
     for index, (label, view, result) in enumerate(panels):
         ax = figure.add_subplot(nrows, ncols, index + 1, projection=getattr(view, "projection", None))
         view(ax, result)
         prefix_title(ax, label, "\n")
-        ax.title.set_fontsize(9)
     figure.suptitle(title)
     return figure
 
 
-def comparison_figure(title: str, view, columns: list):
-    """One row, one column per ``(column_label, result)``: the same view of several variants side
-    by side (skip vs no-skip, beta = 1..50). A None result (not computed yet) shows so in its
-    column. Panels share the scales the view declares, so that they can be compared: ``shared =
-    "colour"`` one colour scale over every panel's ``limits_of(result)``, handed to the drawer as
-    ``limits`` (logarithmic over a wide range, see ``contour_levels``); ``"y"`` one y range,
-    ``"xy"`` one x and y range, the union of the panels' own."""
+def pages(items: list, size: int = MAX_PANELS) -> list[list]:
+    """``items`` in runs of at most ``size``, as even as can be (17 as 6, 6, 5, not 8, 8, 1): the
+    panels of one figure each."""
+    count = max(1, math.ceil(len(items) / size))
+    step = math.ceil(len(items) / count) if items else 1
+    return [items[i:i + step] for i in range(0, len(items), step)] or [[]]
+
+
+def comparison_figure(title: str, view, columns: list, ncols: int = 4):
+    """The same view of several variants side by side (skip vs no-skip, beta = 1..50), in rows of
+    at most ``ncols``, one or two paper columns wide; one panel per ``(column_label, result)``. A
+    None result (not computed yet) shows so in its panel. Panels share the scales the view
+    declares, so that they can be compared: ``shared = "colour"`` one colour scale over every
+    panel's ``limits_of(result)``, handed to the drawer as ``limits`` (logarithmic over a wide
+    range, see ``contour_levels``) and shown by one colour bar; ``"y"`` one y range, ``"xy"`` one x
+    and y range, the union of the panels' own."""
     import matplotlib.pyplot as plt
 
-    n = max(1, len(columns))
+    nrows, ncols, width = _grid(max(1, len(columns)), ncols)
     shared, limits_of = getattr(view, "shared", None), getattr(view, "limits_of", None)
     limits = None
     if shared == "colour" and limits_of is not None:
         limits = _union([limits_of(r) for _, r in columns if r is not None])
-    figure = plt.figure(figsize=(3.6 * n, 3.6), layout="constrained")
+    height = (2.6 if ncols > 1 else 2.8) * nrows + 0.35
+    figure = plt.figure(figsize=(width, height), layout="constrained")
     drawn = []
     for index, (label, result) in enumerate(columns):
-        ax = figure.add_subplot(1, n, index + 1, projection=getattr(view, "projection", None))
+        ax = figure.add_subplot(nrows, ncols, index + 1, projection=getattr(view, "projection", None))
         if result is None:
             ax.set_title(label)
             ax.set(xticks=[], yticks=[])
@@ -215,13 +331,68 @@ def comparison_figure(title: str, view, columns: list):
             view(ax, result, limits=limits) if limits is not None else view(ax, result)
             prefix_title(ax, label, "\n")
             drawn.append(ax)
-        ax.title.set_fontsize(9)
     if shared in ("y", "xy"):
         _share_limits(drawn, "y")
     if shared == "xy":
         _share_limits(drawn, "x")
+    if limits is not None:
+        _one_colorbar(figure, drawn)
+    if ncols > 2:  # narrow panels: what they all say, said once
+        _outer_labels(drawn, ncols)
+        _one_legend(figure, drawn)
+        for ax in figure.axes:
+            _wrap_title(ax, 28)
     figure.suptitle(title)
     return figure
+
+
+def _outer_labels(axes: list, ncols: int) -> None:
+    """In a grid of narrow panels of one view: a y label said once on the first column where every
+    panel has the same one, and x labels broken over lines to the panel's width."""
+    import textwrap
+
+    flat = [ax for ax in axes if ax.name != "3d"]
+    if len({ax.get_ylabel() for ax in flat}) == 1:
+        for ax in flat:
+            if ax.get_subplotspec().colspan.start > 0:
+                ax.set_ylabel("")
+    for ax in flat:
+        ax.set_xlabel("\n".join(textwrap.wrap(ax.get_xlabel(), 26)))
+
+
+def _one_legend(figure, axes: list) -> None:
+    """Panels whose legends name the same entries: one legend under the figure instead."""
+    legends = [ax.get_legend() for ax in axes]
+    if len(axes) < 2 or any(legend is None for legend in legends):
+        return
+    if len({tuple(t.get_text() for t in legend.get_texts()) for legend in legends}) != 1:
+        return
+    handles, labels = legends[0].legend_handles, [t.get_text() for t in legends[0].get_texts()]
+    for legend in legends:
+        legend.remove()
+    figure.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
+
+
+def _wrap_title(ax, width: int) -> None:
+    """A title's lines broken to ``width`` characters, at 7 pt: a narrow panel's title must not run
+    into its neighbour's."""
+    import textwrap
+
+    title = ax.get_title()
+    if title:
+        ax.set_title("\n".join(part for line in title.split("\n") for part in textwrap.wrap(line, width) or [""]),
+                     fontsize=7)
+
+
+def _one_colorbar(figure, axes: list) -> None:
+    """Panels on one colour scale: the drawers' colour bars, all alike, become one beside them all."""
+    bars = [cax._colorbar for cax in figure.axes if getattr(cax, "_colorbar", None) is not None]
+    if len(axes) < 2 or not bars:
+        return
+    mappable, label = bars[0].mappable, bars[0].ax.get_ylabel()
+    for bar in bars:
+        bar.remove()
+    colorbar(axes, mappable, label, shrink=0.9)
 
 
 def _union(ranges: list) -> tuple[float, float] | None:
@@ -271,19 +442,25 @@ def file_stems(labels) -> dict[str, str]:
     return stems
 
 
+VECTOR_FORMATS = ("pdf",)  # beside a full-quality PNG; add "svg" for editing and the web (~30% more saving time)
+
+
 def save_figure(figure, path_without_suffix) -> list[Path]:
-    """Write ``<path>.png`` (300 dpi) and ``<path>.pdf`` (vector) and close the figure; under
-    ``style("draft")`` a 100-dpi PNG only. Timestamps and the PNG's Software tag are left out so the
-    same figure gives the same bytes (diffable reports)."""
+    """Write ``<path>.png`` (300 dpi) and the vector files of ``VECTOR_FORMATS`` (``<path>.pdf`` for
+    a paper, ``<path>.svg`` for editing and the web) and close the figure; under ``style("draft")``
+    a 100-dpi PNG only. Timestamps, the PNG's Software tag and the SVG's random ids are left out so
+    the same figure gives the same bytes (diffable reports)."""
     import matplotlib.pyplot as plt
 
     base = Path(path_without_suffix)
     base.parent.mkdir(parents=True, exist_ok=True)
-    png, pdf = base.with_name(base.name + ".png"), base.with_name(base.name + ".pdf")
+    paths = [base.with_name(f"{base.name}.{suffix}") for suffix in ("png", *([] if _draft else VECTOR_FORMATS))]
+    metadata = {"png": {"Software": None}, "pdf": {"CreationDate": None, "ModDate": None}, "svg": {"Date": None}}
     try:
-        figure.savefig(png, dpi=100 if _draft else 300, metadata={"Software": None})
-        if not _draft:
-            figure.savefig(pdf, metadata={"CreationDate": None, "ModDate": None})
+        with plt.rc_context({"svg.hashsalt": "lossatlas"}):
+            for path in paths:
+                suffix = path.suffix[1:]
+                figure.savefig(path, dpi=100 if _draft else 300, metadata=metadata.get(suffix))
     finally:
         plt.close(figure)
-    return [png] if _draft else [png, pdf]
+    return paths

@@ -65,7 +65,8 @@ def relaunch(nproc: int, argv: Sequence[str]) -> int:
         raise ConfigError(f"--nproc must be at least 1; got {nproc}.")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "lossatlas", *argv]
-    return subprocess.call(command)
+    # torchrun's own default (one thread a process), set here so that it does not print a banner about it
+    return subprocess.call(command, env={"OMP_NUM_THREADS": "1", **os.environ})
 
 
 # -- the store: rank 0 answers, every rank asks ------------------------------------------------------

@@ -44,6 +44,9 @@ class ReportSettings:
     correction: str = param("holm", Options(("holm", "bh")), "multiple-testing correction across the comparison")
     permutations: int = param(PERMUTATIONS, Interval(int, 1000), "Monte Carlo orders where n > 8")
     names: dict = table('"<label>.<metric>" -> the name tables and figures show')
+    table: tuple = param((), Array('"<label>.<metric>" names'), "the metrics of the per-variant table and "
+                         "table.tex, in order (default: every measure; diagnostics stay in metrics.csv); the "
+                         "comparison table also keeps every measure a claim is about")
 
     def claim_factor(self, claim: Claim) -> str | None:
         return self.factor if claim.factor is None else claim.factor
@@ -113,7 +116,7 @@ class Benchmark:
                               for label, method in _table(data.get("methods", {}), f"{where} methods").items()},
                   "report": dataclasses.replace(report, claims=tuple(
                       _typed(Claim, claim, f"{where} report claims[{index}]")
-                      for index, claim in enumerate(report.claims))),
+                      for index, claim in enumerate(report.claims)), table=tuple(report.table)),
                   "runs": tuple(_typed(Run, run, f"{where} runs[{index}]")
                                 for index, run in enumerate(data.get("runs", [])))}
         return _typed(cls, values, where)

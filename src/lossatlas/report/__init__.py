@@ -2,10 +2,10 @@
 
 Writes to ``out``: ``metrics.csv`` (one row per trained minimum), ``comparison.csv`` (every
 measure against the error and each factor: Kendall's tau, Spearman's rho, permutation and adjusted
-p-values, bootstrap interval), ``variants.csv`` (per-variant means with bootstrap intervals),
-``table.md`` and ``table.tex`` (per-variant mean ± std, method comparison), ``figures/`` (PNG
-and PDF), ``report.md`` and ``index.html``. The text files are a function of the store's contents only, so regenerating
-them gives the same bytes.
+p-values, Fisher-z interval), ``variants.csv`` (per-variant means with Student-t intervals),
+``table.md`` and ``table.tex`` (per-variant mean ± std, method comparison), ``figures/`` (PNG,
+PDF), ``report.md`` and ``index.html``. The text files are a function of the store's
+contents only, so regenerating them gives the same bytes.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def write_report(store: Store, out: str | Path, name: str | None = None, figures
 
 
 def _write(study: Study, store: Store, out: Path, figures: bool) -> dict[str, Path]:
-    drawn, notes = write_figures(study, out / "figures") if figures else ([], [])
+    drawn, notes = write_figures(study, out / "figures", loss_quantities(study, store)) if figures else ([], [])
     evaluated = evaluate_claims(study)
     found = compare(study)
     texts = {"metrics.csv": metrics_csv(study)}
@@ -60,7 +60,9 @@ def _write(study: Study, store: Store, out: Path, figures: bool) -> dict[str, Pa
     means = variant_means(study)
     texts["comparison.csv"], texts["variants.csv"] = comparison_csv(found, stable), variants_csv(study, means)
     if figures and factors(study):
-        drawn = drawn + plots.save_figure(summary_figure(study, means, factors(study)[0]), out / "figures" / "summary")
+        for index, figure in enumerate(summary_figures(study, means, factors(study)[0])):
+            name = "summary" + (f"_{index + 1}" if index else "")
+            drawn = drawn + plots.save_figure(figure, out / "figures" / name)
     agreeing, drawn = _agreement(study, texts, out, figures, drawn)
     tables = [variant_table(study), comparison_table(study, evaluated, found, stable), *extra_tables]
     after = [("Agreement between methods", agreeing)] + [("Sensitivity to nuisance choices", t) for t in extra_tables]
@@ -125,41 +127,111 @@ def _sensitivity(study: Study, per_setting: list, stabilities: list, out: Path, 
     return sensitivity.sensitivity_csv(per_setting), table, drawn
 
 
-def summary_figure(study: Study, means: list[dict], factor: str):
-    """Every measure against the factor: per-variant means with their bootstrap 95% intervals, one
-    small panel per measure (the error first), variants at their factor levels."""
+def summary_figures(study: Study, means: list[dict], factor: str) -> list:
+    """Every measure against the factor: per-variant means with their 95% intervals, one small
+    panel per measure, the error first, then the measures a claim is about, then the rest; at most
+    ``plots.MAX_PANELS`` panels a figure (legible in print), so many measures give several figures.
+    Variants at their factor levels (a log axis where the levels are multiplicative, ``log_levels``),
+    one line per combination of the other variant keys."""
+    error = study.record.report.error
+    claimed = {c.metric: c.direction for c in study.record.report.claims
+               if study.record.report.claim_factor(c) == factor}
+    measures = study.measure_columns
+    columns = list(dict.fromkeys(([error] if error in study.model_columns else [])
+                                 + [c.metric for c in study.record.report.claims if c.metric in measures]
+                                 + measures))
+    chunks = plots.pages(columns)
+    return [_summary_page(study, means, factor, chunk, claimed, f" ({index + 1} of {len(chunks)})"
+                          if len(chunks) > 1 else "") for index, chunk in enumerate(chunks)]
+
+
+def log_levels(levels) -> bool:
+    """Whether factor levels are multiplicative, drawn on a log axis: all positive, and spanning a
+    factor of 8 or more, or three or more in a geometric progression (width 16, 32, 64)."""
+    levels = np.unique(np.asarray([v for v in levels if v is not None and np.isfinite(v)], dtype=float))
+    if len(levels) < 2 or levels[0] <= 0:
+        return False
+    ratios = levels[1:] / levels[:-1]
+    return bool(levels[-1] / levels[0] >= 8 or (len(levels) >= 3 and np.allclose(ratios, ratios[0], rtol=0.05)))
+
+
+_CLAIM_MARKS = {"increasing": "claim: ↑", "decreasing": "claim: ↓"}
+
+
+def _summary_page(study: Study, means: list[dict], factor: str, columns: list[str], claimed: dict, page: str):
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
     from .comparison import code
 
-    error = study.record.report.error
-    columns = ([error] if error in study.model_columns else []) + study.measure_columns
-    ncols = 5
+    others = [k for k in study.variant_keys if k != factor and len({str(m.get(k)) for m in means}) > 1]
+    groups = list(dict.fromkeys(tuple(m.get(k) for k in others) for m in means))
+    styles = {group: (f"C{i % 8}", "osD^v<>p"[(i // 8) % 8]) for i, group in enumerate(groups)}
+    ncols = min(4, max(1, len(columns)))
     nrows = max(1, math.ceil(len(columns) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.1 * nrows + 0.5), squeeze=False,
-                             layout="constrained")
+    legend_rows = math.ceil(len(groups) / 3) if len(groups) > 1 else 0
+    fig, axes = plt.subplots(nrows, ncols, figsize=(plots.PAGE if ncols > 1 else plots.COLUMN,
+                                                    1.75 * nrows + 0.45 + 0.14 * legend_rows),
+                             squeeze=False, layout="constrained")
+    levels = sorted({code(m.get(factor)) for m in means} - {None})
+    logarithmic = log_levels(levels)
+    boolean = all(isinstance(m.get(factor), bool) for m in means if m.get(factor) is not None)
+    dodge = 0.03 * (max(levels) - min(levels) if len(levels) > 1 else 1.0)  # groups side by side, not on top
     for ax, column in zip(axes.flat, columns):
-        rows = [m for m in means if m["measure"] == column and code(m.get(factor)) is not None]
-        x = np.array([code(m[factor]) for m in rows])
-        y = np.array([m["mean"] for m in rows])
-        low = np.array([m["ci_low"] for m in rows])
-        high = np.array([m["ci_high"] for m in rows])
-        interval = np.isfinite(low) & np.isfinite(high)
-        ax.errorbar(x[interval], y[interval], yerr=[y[interval] - low[interval], high[interval] - y[interval]],
-                    fmt="o", ms=3, capsize=2, lw=0.8)
-        ax.plot(x[~interval], y[~interval], "o", ms=3, color="tab:blue")
-        ax.plot(x[np.argsort(x)], y[np.argsort(x)], lw=0.6, color="grey", zorder=0)
-        ax.set_title(study.display(column), fontsize=7)
-        ax.set_xlabel(factor, fontsize=7)
-        ax.tick_params(labelsize=6)
-        levels = sorted(set(x))
-        if all(isinstance(m.get(factor), bool) for m in rows):
+        for index, group in enumerate(groups):
+            rows = [m for m in means if m["measure"] == column and code(m.get(factor)) is not None
+                    and tuple(m.get(k) for k in others) == group]
+            if not rows:
+                continue
+            rows.sort(key=lambda m: code(m[factor]))
+            offset = index - (len(groups) - 1) / 2
+            x = np.array([code(m[factor]) for m in rows])
+            x = x * 1.04 ** offset if logarithmic else x + offset * dodge
+            y = np.array([m["mean"] for m in rows], dtype=float)
+            low, high = (np.array([m[k] for m in rows], dtype=float) for k in ("ci_low", "ci_high"))
+            colour, marker = styles[group]
+            interval = np.isfinite(low) & np.isfinite(high)
+            ax.errorbar(x[interval], y[interval], yerr=[y[interval] - low[interval], high[interval] - y[interval]],
+                        fmt="none", ecolor=colour, elinewidth=0.8, capsize=1.5)
+            ax.plot(x, y, marker=marker, ms=3, lw=0.8, color=colour, label=_group_label(others, group))
+        ax.set_ylabel(_wrapped(study.display(column)), fontsize=7)
+        ax.set_xlabel(f"{factor} (log scale)" if logarithmic else factor)
+        ax.margins(x=0.12)
+        if logarithmic:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_locator(NullLocator())
+        if boolean:
             ax.set_xticks(levels, [str(bool(level)) for level in levels])
+        elif len(levels) <= 8:
+            ax.set_xticks(levels, [f"{level:g}" for level in levels])
+        if column in claimed:
+            ax.set_title(_CLAIM_MARKS.get(claimed[column], "claim"), loc="right", fontsize=6.5, color="0.3")
     for ax in list(axes.flat)[len(columns):]:
         ax.set_visible(False)
-    fig.suptitle(f"{study.record.name} ({study.record.scale} scale): each measure against {factor} "
-                 "(per-variant mean, bootstrap 95% interval over seeds)")
+    if len(groups) > 1:
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(groups)))
+    marked = "; claim ↑/↓: how a paper says it moves" if any(c in claimed for c in columns) else ""
+    fig.suptitle(f"{study.record.name} ({study.record.scale} scale): each measure against {factor}{page}\n"
+                 f"per-variant mean over seeds, Student-t 95% interval{marked}", fontsize=8)
     return fig
+
+
+def _wrapped(name: str, width: int = 24) -> str:
+    """A measure's name on at most two lines: broken after its method's label ("hessian." /
+    "top_eigenvalue"), else at spaces."""
+    import textwrap
+
+    if len(name) <= width:
+        return name
+    label, dot, rest = name.partition(".")
+    if dot and rest:
+        return f"{label}.\n{rest}"
+    return "\n".join(textwrap.wrap(name, width, max_lines=2, placeholder="…"))
+
+
+def _group_label(keys: list[str], values: tuple) -> str:
+    return ", ".join(f"{k}={v}" for k, v in zip(keys, values)) or "all variants"
 
 
 def metrics_csv(study: Study) -> str:
@@ -189,11 +261,40 @@ def installed(method: Method) -> type | None:
     return cls if isinstance(cls, type) and getattr(cls, "name", None) == method.analyzer else None
 
 
-def write_figures(study: Study, folder: Path) -> tuple[list[Path], list[str]]:
-    """Per variant one panel of every view of every method (at its first minimum); per view one
+def _panel_labels(study: Study) -> dict[str, str]:
+    """Each variant's label in a comparison panel: only the variant keys whose levels differ (the
+    others are alike in every panel), on lines short enough for a panel's width."""
+    import textwrap
+
+    first = {}
+    for row in study.rows:
+        first.setdefault(row["subject"], row)
+    varying = [k for k in study.variant_keys if len({str(r.get(k)) for r in first.values()}) > 1]
+    return {subject: "\n".join(textwrap.wrap(", ".join(f"{k}={row.get(k)}" for k in varying), 30))
+            or study.variant_label(row) for subject, row in first.items()}
+
+
+def loss_quantities(study: Study, store: Store) -> dict[str, tuple[str, str | None]]:
+    """Each subject's loss as (name, unit) from its stored config (``plots.loss_quantity``), for
+    the figures' loss axes; a subject the store does not describe has a plain "loss"."""
+    from ..errors import StoreError
+
+    out = {}
+    for subject, _ in study.variants():
+        try:
+            out[subject] = plots.loss_quantity(store.subject_config(subject))
+        except (StoreError, KeyError):
+            out[subject] = ("loss", None)
+    return out
+
+
+def write_figures(study: Study, folder: Path, losses: dict | None = None) -> tuple[list[Path], list[str]]:
+    """Per variant one panel of every view of every method (at its first minimum; eight a figure,
+    two columns by four rows of a page, more views go to ``variant_<v>_2`` and on); per view one
     side-by-side comparison across variants (skip vs no-skip, the beta sweep). Views come from
     the analyzers' own declarations (recorded in the store); an analyzer that is not installed
-    here has its figures skipped, with a note. Returns (files, notes)."""
+    here has its figures skipped, with a note. ``losses``: subject -> (loss name, unit) for the
+    loss axes (``loss_quantities``). Returns (files, notes)."""
     methods = study.record.methods
     views, notes = [], []
     for label, method in methods.items():
@@ -213,16 +314,23 @@ def write_figures(study: Study, folder: Path) -> tuple[list[Path], list[str]]:
     variant_stems = plots.file_stems(variant for _, variant in study.variants())
     label_stems = plots.file_stems(label for label, _, _ in views)
     bar = progress_bar(total=len(study.variants()) + len(views), desc=f"{study.record.name}: figures")
+    losses = losses or {}
+    common = set(losses.values())
+    common = common.pop() if len(common) == 1 else ("loss", None)  # variants of one benchmark share a loss
     for subject, variant in study.variants():
         panels = [(f"{label}", draw, study.first_results[(subject, label)]) for label, _, draw in views
                   if (subject, label) in study.first_results]
-        if panels:
-            figure = plots.panel_figure(f"{study.record.name}: {variant}", panels)
-            paths += plots.save_figure(figure, folder / f"variant_{variant_stems[variant]}")
+        with plots.losses_named(*losses.get(subject, common)):
+            for index, page in enumerate(plots.pages(panels, 8) if panels else []):  # 2 x 4: a page
+                figure = plots.panel_figure(f"{study.record.name}: {variant}", page)
+                paths += plots.save_figure(figure, folder / (f"variant_{variant_stems[variant]}"
+                                                             + (f"_{index + 1}" if index else "")))
         bar.update(1)
+    short = _panel_labels(study)
     for label, view, draw in views:
-        columns = [(variant, study.first_results.get((subject, label))) for subject, variant in study.variants()]
-        figure = plots.comparison_figure(f"{label}: {view}", draw, columns)
+        columns = [(short[subject], study.first_results.get((subject, label))) for subject, _ in study.variants()]
+        with plots.losses_named(*common):
+            figure = plots.comparison_figure(f"{label}: {view}", draw, columns)
         paths += plots.save_figure(figure, folder / f"compare_{label_stems[label]}_{view}")
         bar.update(1)
     bar.close()

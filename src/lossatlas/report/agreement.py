@@ -101,20 +101,32 @@ def summary(study: Study, names: list[str], taus: np.ndarray, n: int, across: st
 
 
 def figure(names: list[str], taus: np.ndarray, title: str):
-    """The clustered heatmap, one diverging colour scale fixed at [-1, 1]."""
+    """The clustered heatmap, one diverging colour scale fixed at [-1, 1] (red-blue: no red/green
+    pair), one paper column wide for a few measures, two for more; tau written in the cells while
+    they are large enough to read."""
     import matplotlib.pyplot as plt
+
+    from .. import plots
 
     order, _ = cluster_order(taus)
     ordered = taus[np.ix_(order, order)]
-    size = max(4.0, 0.32 * len(names) + 2.5)
-    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    n = len(names)
+    width = plots.COLUMN if n <= 8 else plots.PAGE
+    cell = 72 * (width - 2.6) / max(n, 1)  # points a row gets, the labels and colour bar taking ~2.6 in
+    fontsize = float(np.clip(0.55 * cell, 4.5, 7))
+    fig, ax = plt.subplots(figsize=(width, width - 0.6 if n > 8 else width + 0.4), layout="constrained")
     image = ax.imshow(ordered, cmap="RdBu_r", vmin=-1, vmax=1)
     labels = [names[i] for i in order]
-    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, label="Kendall's τ", shrink=0.8)
-    fig.tight_layout()
+    ax.set_xticks(range(n), labels, rotation=90, fontsize=fontsize)
+    ax.set_yticks(range(n), labels, fontsize=fontsize)
+    ax.set(xlabel="measure", ylabel="measure")
+    if cell >= 16:
+        for (i, j), tau in np.ndenumerate(ordered):
+            if np.isfinite(tau):
+                ax.text(j, i, f"{tau:.2f}", ha="center", va="center", fontsize=min(fontsize, 6),
+                        color="white" if abs(tau) > 0.6 else "black")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="Kendall's τ (rank correlation, −1 to 1)", shrink=0.8)
     return fig
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections import Counter
 
 from ..record import Benchmark
@@ -65,6 +66,7 @@ def sections(study: Study, store_name: str, evaluated: list[dict], per_variant: 
                   f"This is the `{record.scale}` scale: smaller data, shorter training and coarser sampling than "
                   "the papers (see the settings above and the config's [scales.paper] for theirs), so an effect "
                   "that does not show here is not refuted by it." if record.scale in ("smoke", "cpu") else
+                  DEMO_NOTE if record.scale == "demo" else
                   "No benchmark config: no factor and no claims; the measures are compared with each other and "
                   "with the error where the minima recorded one (each minimum's recipe is in the store).")
     overview = (f"{record.description}\n\n"
@@ -72,7 +74,7 @@ def sections(study: Study, store_name: str, evaluated: list[dict], per_variant: 
                 f"- Variants ({len(study.variants())}): {variants}; shared parameters "
                 f"{json.dumps(_shared(record), sort_keys=True)}\n"
                 f"- {_minima_line(record, len(study.rows))}\n"
-                f"- Training recipe: {json.dumps(record.recipe, sort_keys=True)}{_varied(record)}\n"
+                f"- {_recipe_line(record)}\n"
                 f"- Methods:\n{methods}\n- Versions: {versions}\n\n{scale_note}")
     bad = non_finite(study)
     bad_text = ("Every metric is finite." if not bad else
@@ -96,6 +98,16 @@ def sections(study: Study, store_name: str, evaluated: list[dict], per_variant: 
         ("Stage timings", timing_table(study)),
         ("Non-finite values", bad_text),
     ]
+
+
+DEMO_NOTE = (
+    "This is the `demo` scale: every method on the study in minutes on a CPU. The minima are trained to "
+    "convergence on small data, with enough seeds per variant that a factor's claim can reach significance "
+    "(each verdict says the smallest p its design allows); the grids, paths, jump-and-retrain runs and Hessian "
+    "budgets are coarse. It shows what each method says and how the report reads; it cannot establish an effect "
+    "that needs the papers' data and sampling (see the config's [scales.paper]) -- nor refute one -- and a "
+    "per-subject measure (the loss barcode, one value per variant) cannot reach significance with two variants. "
+    "`--scale cpu` runs the fuller CPU study.")
 
 
 HOW_TO_READ = """\
@@ -164,7 +176,8 @@ def index_html(title: str, parts: list[tuple[str, object]], figures: list[str]) 
             body.append(f"<h2>{html.escape(heading)}</h2>")
         body.append(content.html() if isinstance(content, Table) else _paragraphs(content))
     body.append("<h2>Figures</h2>")
-    body += [_figure(n, f"{n[:-4]}.pdf" in figures) for n in figures if n.endswith(".png")]
+    body += [_figure(n, [f"{n[:-4]}.{ext}" for ext in ("pdf", "svg") if f"{n[:-4]}.{ext}" in figures])
+             for n in figures if n.endswith(".png")]
     style = ("body{font-family:sans-serif;max-width:1400px;margin:auto;padding:1em}table{border-collapse:collapse;"
              "font-size:13px}td,th{border-bottom:1px solid #ccc;padding:2px 8px;text-align:right}"
              "td:first-child,th:first-child{text-align:left}img{max-width:100%}.note{font-size:12px;color:#555}")
@@ -172,18 +185,60 @@ def index_html(title: str, parts: list[tuple[str, object]], figures: list[str]) 
             f"<style>{style}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def _varied(record: Benchmark) -> str:
-    """The recipe fields that training variants set per subject (each level trains its own minima)."""
-    varied = sorted({key for subject in record.subjects for key in subject if key in record.recipe})
-    return f"; per variant: {', '.join(varied)} (see the variants)" if varied else ""
+def variant_recipes(record: Benchmark) -> list[tuple[str, dict]]:
+    """(variant label, the recipe its minima were trained with) per planned subject: the base
+    recipe with what the variant's level sets (lr, and what a level carries, e.g. its schedule)."""
+    keys = list(record.variants)
+    return [(", ".join(f"{key}={subject.get(key)}" for key in keys) or "(the only variant)",
+             {**record.recipe, **{k: v for k, v in subject.items() if k in record.recipe}})
+            for subject in record.subjects]
 
 
-def _figure(png: str, has_pdf: bool) -> str:
-    """The PNG, linked to its vector PDF when there is one (draft reports have none)."""
-    image = f"<img src=\"{html.escape(png)}\" alt=\"{html.escape(png)}\">"
-    if has_pdf:
-        image = f"<a href=\"{html.escape(png[:-4])}.pdf\">{image}</a>"
-    return f"<figure>{image}<figcaption>{html.escape(png)}</figcaption></figure>"
+def _recipe_line(record: Benchmark) -> str:
+    """The training recipe as the minima used it: what every variant shares, then per variant the
+    values that differ between variants (never a base value that no variant trained with)."""
+    if not record.recipe:
+        return "Training recipe: not recorded (each minimum's own is in the store)"
+    recipes = variant_recipes(record)
+    differ = sorted({key for _, recipe in recipes for key in recipe
+                     if any(other.get(key) != recipe.get(key) for _, other in recipes)})
+    shared = {k: v for k, v in record.recipe.items() if k not in differ}
+    line = f"Training recipe{' (every variant)' if differ else ''}: {json.dumps(shared, sort_keys=True)}"
+    if differ:
+        line += "; per variant: " + "; ".join(
+            f"{label}: {json.dumps({k: recipe.get(k) for k in differ}, sort_keys=True)}" for label, recipe in recipes)
+    return line
+
+
+def _figure(png: str, vectors: list[str]) -> str:
+    """The PNG shown in the page, with a caption that says what it is and links to its vector
+    files (PDF, SVG) where they were drawn (draft reports have none)."""
+    image = f"<img src=\"{html.escape(png)}\" alt=\"{html.escape(caption(png))}\" loading=\"lazy\">"
+    if vectors:
+        image = f"<a href=\"{html.escape(vectors[0])}\">{image}</a>"
+    links = "".join(f" <a href=\"{html.escape(v)}\">{html.escape(v.rsplit('.', 1)[1].upper())}</a>" for v in vectors)
+    return (f"<figure>{image}<figcaption>{html.escape(caption(png))} (<code>{html.escape(png)}</code>)"
+            f"{' ·' + links if links else ''}</figcaption></figure>")
+
+
+def caption(path: str) -> str:
+    """What a report figure shows, from its file name (``report.write_figures`` and the report's
+    own figures name them so)."""
+    stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    paged = re.fullmatch(r"(.+)_(\d+)", stem) if stem.startswith(("variant_", "summary")) else None
+    stem, page = (paged.group(1), f" (page {paged.group(2)})") if paged else (stem, "")
+    kind, _, rest = stem.partition("_")
+    if kind == "variant":
+        return f"Every method's views at the first minimum of variant {rest}{page}"
+    if kind == "compare":
+        return f"{rest.replace('_', ' ')}: the variants side by side"
+    if kind == "agreement":
+        return f"Agreement between the measures across the {rest} (Kendall's τ)"
+    if kind == "summary":
+        return f"Each measure against the factor: per-variant means with 95% intervals{page}"
+    if kind == "sensitivity":
+        return "Sensitivity of the measures to nuisance settings"
+    return stem.replace("_", " ")
 
 
 def _paragraphs(text: str) -> str:

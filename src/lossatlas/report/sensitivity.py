@@ -114,33 +114,47 @@ def stability_rows(stabilities: list[Stability]) -> tuple[list[str], list[list[s
 
 
 def figure(found: list[tuple[str, Association]], title: str, display=str):
-    """Kendall's tau of each measure at each setting (base in black), one panel per target, with
-    the bootstrap intervals; one x-axis [-1, 1] for all panels."""
+    """Kendall's tau of each measure at each setting (the base in black, every other setting its
+    own colour and marker, named in the legend), one panel per target, with the 95% intervals;
+    one x-axis [-1, 1] for all panels; two paper columns wide."""
     import matplotlib.pyplot as plt
+
+    from .. import plots
 
     targets = list(dict.fromkeys(a.against for _, a in found))
     measures = list(dict.fromkeys(a.measure for _, a in found))
     settings = list(dict.fromkeys(setting for setting, _ in found))
     offset = {s: 0.5 * (i - (len(settings) - 1) / 2) / max(len(settings), 1) for i, s in enumerate(settings)}
-    fig, axes = plt.subplots(1, len(targets), figsize=(4.2 * len(targets) + 2.5, 0.45 * len(measures) + 1.6),
-                             sharey=True, squeeze=False)
+    others = [s for s in settings if s != BASE]
+    style = {BASE: ("black", "o")} | {s: (f"C{i % 6}", "sD^v<>"[i % 6]) for i, s in enumerate(others)}
+    names = [display(m) for m in measures]
+    label_in = max((len(n) for n in names), default=10) * 0.055  # inches the measure names take at 7 pt
+    width = plots.PAGE if len(targets) > 1 or label_in > 1.2 else plots.COLUMN
+    fig, axes = plt.subplots(1, len(targets), figsize=(width, 0.28 * len(measures) + 1.3), sharey=True,
+                             squeeze=False, layout="constrained")
     for ax, target in zip(axes[0], targets):
         for setting, a in found:
             if a.against != target or math.isnan(a.kendall_tau):
                 continue
             y = measures.index(a.measure) + offset[setting]  # settings side by side, not on top of each other
-            colour = "black" if setting == BASE else "tab:blue"
+            colour, marker = style[setting]
             if not math.isnan(a.ci_low):
-                ax.plot([a.ci_low, a.ci_high], [y, y], color=colour, alpha=0.25, lw=3)
-            ax.plot(a.kendall_tau, y, "o", color=colour, ms=5 if setting == BASE else 4,
-                    alpha=1.0 if setting == BASE else 0.7)
+                ax.plot([a.ci_low, a.ci_high], [y, y], color=colour, alpha=0.3, lw=2.5, solid_capstyle="butt")
+            ax.plot(a.kendall_tau, y, marker, color=colour, ms=4 if setting == BASE else 3.5,
+                    label=f"{setting} (the method's own)" if setting == BASE else setting)
+        if not ax.lines:
+            plots.no_data(ax, "no τ defined (constant or too few observations)")
         ax.axvline(0, color="grey", lw=0.8)
         ax.set_xlim(-1.05, 1.05)
         ax.set_xlabel(f"Kendall's τ vs {target}")
-        ax.set_yticks(range(len(measures)), [display(m) for m in measures], fontsize=8)
+        ax.set_yticks(range(len(measures)), names, fontsize=7)
         ax.invert_yaxis()
-    fig.suptitle(title + " (black: the method's own setting; blue: the others)", fontsize=9)
-    fig.tight_layout()
+    axes[0][0].set_ylabel("measure")
+    handles = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels())}
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(4, len(handles)),
+                   title="setting")
+    fig.suptitle(title)
     return fig
 
 

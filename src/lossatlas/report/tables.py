@@ -138,11 +138,20 @@ def _level_text(study: Study, factor: str, level: float) -> str:
 
 
 # -- the tables -------------------------------------------------------------------------------------
+def table_columns(study: Study) -> list[str]:
+    """The metric columns the tables show: ``[report] table`` in its order, else every measure
+    (diagnostics -- Hessian-vector counts, thresholds -- and times stay in metrics.csv)."""
+    chosen = study.record.report.table
+    if chosen:
+        return [c for c in chosen if c in study.metric_columns]
+    return study.measure_columns
+
+
 def variant_table(study: Study) -> Table:
     variants = study.variants()
     header = ["metric"] + [label for _, label in variants]
     rows = []
-    for column in study.model_columns + study.metric_columns + study.time_columns:
+    for column in study.model_columns + table_columns(study):
         label = column.split(".", 1)[0]
         once = column in study.metric_columns and study.scopes.get(label) == "subject"
         cells = [study.display(column) + (" †" if once else "")]
@@ -154,8 +163,9 @@ def variant_table(study: Study) -> Table:
     per = f"{counts[0]}–{counts[-1]}" if len(counts) > 1 else str(counts[0] if counts else 0)
     notes = [f"Mean ± sample std over the {per} minima of each variant (trained from seeds or added as checkpoints).",
              "† one value per variant: computed from all its minima together (the barcode of minima).",
-             "train_* = the landscape's own data (the training set or the PINN's collocation points); "
-             "time.* = wall-clock seconds per minimum or per run, as stored."]
+             "train_* = the landscape's own data (the training set or the PINN's collocation points).",
+             ("The metrics of [report] table." if study.record.report.table else "The measures only: diagnostics "
+              "(counts, thresholds) are in metrics.csv, with every time; [report] table = [...] chooses others.")]
     return Table(f"{study.record.name} ({study.record.scale} scale): metrics per variant", header, rows, notes)
 
 
@@ -189,7 +199,9 @@ def comparison_table(study: Study, evaluated: list[dict], found: list[Associatio
         ["paper claim", "verdict"]
     rows = []
     unstable = {measure for measure, holds in (stable or {}).items() if holds == "no"}
-    for column in measures(study):
+    shown = set(study.model_columns) | set(table_columns(study)) | set(claims)  # [report] table, and every
+    # measure a claim is about; comparison.csv holds all
+    for column in (c for c in measures(study) if c in shown):
         row = [study.display(column) + (" (unstable)" if column in unstable else "")]
         row += [cells[(column, t)].text() for t in targets]
         row += [_delta(cells.get((column, t))) for t in two_level]

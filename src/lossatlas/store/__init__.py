@@ -1,6 +1,6 @@
 """The landscape store: one HDF5 file per study, readable with plain h5py.
 
-Layout (schema_version 2; the full spec is in README.md, "The store"):
+Layout (schema_version 2; the full specification is docs/store-spec.md):
 
     /                               schema="lossatlas", schema_version=2, encoding-type="store"
     /subjects/<subject>             encoding-type="subject", config (JSON), dim
@@ -20,15 +20,17 @@ registered for that pair (only ``Store.tree`` and the raw ``Store.file`` bypass 
 holding a node this lossatlas does not know is refused when opened (``encoding``), except read only
 with ``validate=False``, which ``lossatlas inspect`` uses to show it. The layers: ``durability``
 (locks, disk space, atomic creation), ``integrity`` (checksums), ``encoding`` (the registry of node
-readers and writers), ``records`` (what the rest of lossatlas sees) and ``study`` (``Store``).
+readers and writers), ``records`` (what the rest of lossatlas sees), ``inspection`` (a store at a
+glance, ``Store.summary``) and ``study`` (``Store``).
 """
 from ..errors import StoreError
 from .durability import _HELD as _HELD  # the locks this process holds (tests read it)
 from .durability import fcntl as fcntl  # the module taking them (tests patch it)
 from .encoding import SCHEMA, SCHEMA_VERSION
 from .records import Minimum, Part, Result, SubjectRecord, minimum_part
-from .study import SampleHandle, Store, remove_if_empty
+from .durability import StoreLocked
+from .study import SampleHandle, Store, read_while_written, remove_if_empty
 from .study import _check_name as _check_name  # the harness checks subject names before a run writes them
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "Minimum", "Part", "Result", "SampleHandle", "Store", "StoreError",
-           "SubjectRecord", "minimum_part", "remove_if_empty"]
+           "StoreLocked", "SubjectRecord", "minimum_part", "read_while_written", "remove_if_empty"]

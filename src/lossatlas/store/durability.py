@@ -35,6 +35,11 @@ try:
 except (OSError, AttributeError, TypeError):  # pragma: no cover - not Linux: the free-space check only
     _fallocate = None
 
+class StoreLocked(StoreError):
+    """Another process holds the store (a writer while this one reads, or any holder while this one
+    writes): ``lossatlas inspect`` then reads it without locks (``Store(..., concurrent=True)``)."""
+
+
 # HDF5's 1.8 file format (readable by any HDF5 since 2008) for what is written: HDF5 then checksums its own
 # metadata (object headers, links), so a flipped byte there is an error rather than a result gone missing
 LIBVER = ("v108", "latest")
@@ -116,10 +121,13 @@ def create_atomically(path: Path, initialize: Callable[[h5py.File], None]) -> No
         partial.unlink(missing_ok=True)
 
 
-def open_hdf5(path: Path, mode: str) -> h5py.File:
+def open_hdf5(path: Path, mode: str, locking: bool = True) -> h5py.File:
     """``path`` opened read-only ("r") or for appending ("a"); what goes wrong is a StoreError that
-    says why (permissions, another process's lock, a file that is not HDF5)."""
+    says why (permissions, another process's lock, a file that is not HDF5). ``locking=False`` (read
+    only): without HDF5's file lock, so that a file another process writes can be read."""
     try:
+        if not locking:
+            return h5py.File(path, "r", locking=False)
         return h5py.File(path, mode) if mode == "r" else h5py.File(path, mode, libver=LIBVER)
     except (OSError, ValueError, RuntimeError) as err:
         text = str(err).lower()
@@ -130,7 +138,7 @@ def open_hdf5(path: Path, mode: str) -> h5py.File:
                              "report` only read it.") from err
         if "unable to lock" in text:
             holder = "for writing" if mode == "r" else "(a writer, or a reader while you want to write)"
-            raise StoreError(
+            raise StoreLocked(
                 f"The store {path} is locked: another process has it open {holder}. "
                 "Wait for it to finish, or open a copy."
             ) from err
@@ -204,8 +212,8 @@ def _take(handle, path: Path, shared: bool) -> bool:
                           "locking. Run one writer per store.", stacklevel=3)
             return False
         holder = "for writing" if shared else "(a writer, or a reader while you want to write)"
-        raise StoreError(f"The store {path} is locked: another process has it open {holder}. "
-                         "Wait for it to finish, or open a copy.") from err
+        raise StoreLocked(f"The store {path} is locked: another process has it open {holder}. "
+                          "Wait for it to finish, or open a copy.") from err
     return True
 
 

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import io
 import os
+import time
 import weakref
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from ..errors import StoreError
 from ..provenance import canonical_json, now
-from . import durability, encoding
+from . import durability, encoding, inspection
 from .encoding import READ_ALONE, SCHEMA, SCHEMA_VERSION
 from .integrity import child
 from .records import Minimum, Part, Result, minimum_part, part_minimum
@@ -76,40 +77,56 @@ class Store:
     Opening a file that is not a lossatlas store of this schema version, or that holds a node this
     lossatlas cannot read, fails without touching it. ``validate=False`` (read only) skips the
     second check, so that ``lossatlas inspect`` shows the store it is asked to diagnose, its
-    unreadable nodes marked (``tree``).
+    unreadable nodes marked (``tree``). ``concurrent=True`` (read only) takes no lock, neither
+    lossatlas's nor HDF5's, so that a store another process is writing (a running ``lossatlas
+    run``) can be read: what is read is the file as last flushed, a result or minimum still being
+    written reads as unfinished, and a read that meets a write half-done fails (``read_while_written``
+    retries it).
     """
 
-    def __init__(self, path: str | os.PathLike, mode: str = "a", validate: bool = True):
+    def __init__(self, path: str | os.PathLike, mode: str = "a", validate: bool = True, concurrent: bool = False):
         if mode not in _MODES:
             raise StoreError(f"Store mode must be one of {sorted(_MODES)}; got {mode!r}.")
         if not validate and mode != "r":
             raise StoreError(f"A store opened without validation is read only (mode 'r'); got mode {mode!r}.")
+        if concurrent and mode != "r":
+            raise StoreError(f"A store opened without locks is read only (mode 'r'); got mode {mode!r}.")
         self.path = Path(path)
         self.mode = mode
+        self.concurrent = concurrent
         self._failed = False
         self._registered = weakref.WeakValueDictionary()  # name -> the subject object checked against it
         if mode == "r" and not self.path.exists():
             raise StoreError(f"No store at {self.path}.")
-        self._lock = durability.lock(self.path, shared=mode == "r")  # before creating: one creator wins
+        # before creating: one creator wins; a concurrent reader takes none (it never writes)
+        self._lock = None if concurrent else durability.lock(self.path, shared=mode == "r")
         self._release = weakref.finalize(self, durability.unlock, self._lock)  # also when dropped unclosed
         try:
             if self.path.exists():
                 if mode == "x":
                     raise StoreError(f"{self.path} already exists; open it with mode 'a' to add to it.")
-                _check_existing(self.path, validate)
+                _check_existing(self.path, validate, locking=not concurrent)
             else:
                 durability.create_atomically(self.path, encoding.initialize)
-            self._file = durability.open_hdf5(self.path, "r" if mode == "r" else "a")
+            self._file = durability.open_hdf5(self.path, "r" if mode == "r" else "a", locking=not concurrent)
         except BaseException:
             self._release()
             raise
 
     @classmethod
     def memory(cls) -> "Store":
-        """A throwaway store held in memory (nothing is written to disk)."""
+        """A throwaway store held in memory: read/write, no file, no lock, gone when closed.
+
+        For trying a method or testing one without leaving files behind::
+
+            with Store.memory() as store:
+                result = lossatlas.analyze(store, subject, "hessian", at="theta0")
+
+        Everything a file store does works on it (``path`` is ":memory:"); nothing is written to disk."""
         store = cls.__new__(cls)
         store.path = _MEMORY
         store.mode = "a"
+        store.concurrent = False
         store._failed = False
         store._registered = weakref.WeakValueDictionary()
         store._lock = None
@@ -394,7 +411,11 @@ class Store:
 
     @_reader
     def read_result(self, subject: str, method: str, key: str) -> Result:
-        """A finished result, checked against its checksum."""
+        """The stored ``Result`` of analyzer ``method`` (its registered name, e.g. "hessian") on
+        ``subject`` under ``key`` (``Result.key``, as ``analyze`` returned it, ``results`` lists
+        it, or the ``key`` column of ``to_dataframe``), with its metrics, arrays, parameters and
+        provenance. Its content is checked against the checksum written with it. A missing result, one
+        whose write was interrupted, or damaged content is a StoreError that says which."""
         path = f"subjects/{subject}/results/{method}/{key}"
         if path not in self._file:
             raise StoreError(f"{self.path} has no result at {path}.")
@@ -413,11 +434,17 @@ class Store:
         return [self.read_result(subject, m, k) for m in methods for k in encoding.read(keys[m], "method-results")
                 if encoding.flag(child(keys[m], k), "complete")]
 
-    def to_dataframe(self):
-        """One row per result with its parameters and metrics (pandas; the ``export`` extra)."""
-        from ..export import results_frame
+    def to_dataframe(self, wide: bool = False, metrics=None):
+        """Every stored metric as a tidy pandas frame (the ``export`` extra): one row per (subject,
+        label, minimum, metric) with columns subject, analyzer, label, minimum (NA for a result at
+        theta0 or per subject), at, metric, value, kind ("measure" / "diagnostic") and key.
+        ``wide=True``: one row per (subject, minimum), a column per "label.metric". ``metrics``:
+        the ones to keep ("label.metric", "analyzer.metric" or a bare name). See
+        ``lossatlas.export.metrics_frame``; one row per result with its parameters is
+        ``lossatlas.export.results_frame``."""
+        from ..export import metrics_frame
 
-        return results_frame(self)
+        return metrics_frame(self, wide=wide, metrics=metrics)
 
     # -- benchmarks ------------------------------------------------------------------------------
     @_writer
@@ -450,13 +477,30 @@ class Store:
         return encoding.read(self._file[f"benchmarks/{name}"], "benchmark")
 
     # -- inspection ------------------------------------------------------------------------------
-    def tree(self, max_attr_chars: int = 80) -> str:
+    def overview(self) -> dict:
+        """What the store holds, as plain values: format version, size on disk, per subject its
+        parameter count, device and dtype, minima (index, seed, finished), results per analyzer
+        (at which minima, per subject, unfinished) and samples; per benchmark whether it is complete.
+        Attributes are read as they are (``inspection``), so a store being written or one with
+        unreadable nodes is described, not refused."""
+        return inspection.overview(self._file, self.path)
+
+    def summary(self) -> str:
+        """``overview`` in a few readable lines (``lossatlas inspect STORE --summary``)."""
+        return inspection.summary(self.overview())
+
+    def tree(self, max_attr_chars: int | None = 80) -> str:
         """A readable tree of every group, dataset and attribute; a group this lossatlas cannot read
-        (a store opened with ``validate=False``) is marked with what is wrong."""
+        (a store opened with ``validate=False``) is marked with what is wrong. Attributes longer than
+        ``max_attr_chars`` are cut (None: none is), except a result's ``params`` and a minimum's
+        ``seed``, which say what it is (which minimum, which settings)."""
         unreadable = encoding.unreadable(self._file)
 
         def mark(path: str) -> str:
-            return f"  <- NOT READABLE: {unreadable[path]}" if path in unreadable else ""
+            if path not in unreadable:
+                return ""
+            live = " (or half-written: another process is writing the store)" if self.concurrent else ""
+            return f"  <- NOT READABLE{live}: {unreadable[path]}"
 
         lines = [f"{self.path}  " + _attrs_text(self._file.attrs, max_attr_chars) + mark("/")]
 
@@ -537,10 +581,10 @@ def remove_if_empty(path: Path) -> bool:
         durability.unlock(key)
 
 
-def _check_existing(path: Path, validate: bool = True) -> None:
+def _check_existing(path: Path, validate: bool = True, locking: bool = True) -> None:
     """Validate an existing file read-only -- its schema, then (``validate``) every node's stamp --
     so a foreign, damaged or newer file is never modified."""
-    with durability.open_hdf5(path, "r") as file:
+    with durability.open_hdf5(path, "r", locking) as file:
         try:
             schema, version = file.attrs.get("schema"), file.attrs.get("schema_version", -1)
         except (KeyError, ValueError, TypeError, OSError, RuntimeError) as err:
@@ -569,9 +613,36 @@ def _check_existing(path: Path, validate: bool = True) -> None:
             raise StoreError(f"{path} is not a readable HDF5 file (corrupt?): {err}. It was not modified.") from err
 
 
-def _attrs_text(attrs, limit: int) -> str:
+_UNCUT = ("params", "seed", "method")  # what a result or a minimum is: never cut in the tree
+
+
+def _attrs_text(attrs, limit: int | None) -> str:
     parts = []
     for key, value in attrs.items():
         text = value.decode() if isinstance(value, bytes) else str(value)
-        parts.append(f"{key}={text if len(text) <= limit else text[: limit - 3] + '...'}")
+        whole = limit is None or key in _UNCUT or len(text) <= limit
+        parts.append(f"{key}={text if whole else text[: limit - 3] + '...'}")
     return "  ".join(parts)
+
+
+def read_while_written(path: str | os.PathLike, render, attempts: int = 5, pause: float = 0.3):
+    """``render(store)`` of the store at ``path``, opened read only and unvalidated (``lossatlas
+    inspect``); returns (its output, whether another process was writing the store). A store that a
+    writer holds (a running ``lossatlas run``) is read without locks (``concurrent=True``) as last
+    flushed; a read that meets a write half-done fails (HDF5 gives readers no snapshot outside SWMR,
+    which the store's file format does not use), so it is retried ``attempts`` times."""
+    try:
+        with Store(path, "r", validate=False) as store:
+            return render(store), False
+    except durability.StoreLocked:
+        pass
+    last: Exception | None = None
+    for attempt in range(attempts):
+        try:
+            with Store(path, "r", validate=False, concurrent=True) as store:
+                return render(store), True
+        except (StoreError, OSError, KeyError, ValueError, TypeError, RuntimeError) as err:
+            last = err
+            time.sleep(pause * (attempt + 1))
+    raise StoreError(f"{path} is being written by another process, and each of {attempts} reads met a write "
+                     f"half-done (last: {type(last).__name__}: {last}). Try again, or wait for the run to finish.")

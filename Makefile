@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 SCALE ?= demo
 # the main job: the headline comparison -- ResNet-20 with and without skip connections and the PINN convection beta
-# sweep, every method, with reports -- in minutes at the demo scale (7 min 38 s on 2 idle cores, two processes);
+# sweep, every method, with reports -- in minutes at the demo scale (8 min 44 s on 2 idle cores from a fresh clone, install included);
 # the same at the cpu scale: make demo SCALE=cpu (about 75 min on 2 cores)
 BENCHMARKS ?= benchmarks/resnet_skip.toml benchmarks/pinn_convection.toml
 # two processes on the CPU share each job (torch.distributed, gloo): ResNet stages 1.4-1.5x one process with one

@@ -496,3 +496,13 @@ def test_summary_figures_draw_multiplicative_levels_on_a_log_axis_and_split_many
     linear, _ = _summary_study(2, [16, 64], claimed="m.measure_00")
     (figure,) = summary_figures(linear, _summary_study(2, [16, 64], "m.measure_00")[1], "width")
     assert {ax.get_xscale() for ax in figure.axes if ax.get_visible()} == {"linear"}
+
+
+def test_a_summary_with_nothing_to_draw_is_no_figure():
+    from lossatlas.report import summary_figures
+
+    study, means = _summary_study(0, [16, 64], claimed="m.none")
+    study.model_columns = []  # no error recorded either
+    assert summary_figures(study, means, "width") == []
+    study.model_columns = ["test_error"]
+    assert len(summary_figures(study, means, "width")) == 1  # the error alone still gets its panel

@@ -39,9 +39,10 @@ def parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="print the tree of a store with its attributes (also while a run "
                                                   "writes it)")
     inspect.add_argument("store")
-    inspect.add_argument("--summary", action="store_true", help="a few lines instead: format, subjects (parameters, "
+    amount = inspect.add_mutually_exclusive_group()
+    amount.add_argument("--summary", action="store_true", help="a few lines instead: format, subjects (parameters, "
                          "device, minima and seeds), results per analyzer and minimum, benchmarks, size")
-    inspect.add_argument("--full", action="store_true", help="attributes in full (default: long ones cut, but "
+    amount.add_argument("--full", action="store_true", help="attributes in full (default: long ones cut, but "
                          "never a result's params)")
     run = commands.add_parser("run", help="validate benchmark configs, then produce -> analyze -> report")
     run.add_argument("config", nargs="+", help="benchmark TOML file(s), e.g. benchmarks/resnet_skip.toml")

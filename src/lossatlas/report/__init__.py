@@ -140,6 +140,8 @@ def summary_figures(study: Study, means: list[dict], factor: str) -> list:
     columns = list(dict.fromkeys(([error] if error in study.model_columns else [])
                                  + [c.metric for c in study.record.report.claims if c.metric in measures]
                                  + measures))
+    if not columns:  # nothing to draw against the factor: no empty figure
+        return []
     chunks = plots.pages(columns)
     return [_summary_page(study, means, factor, chunk, claimed, f" ({index + 1} of {len(chunks)})"
                           if len(chunks) > 1 else "") for index, chunk in enumerate(chunks)]

@@ -239,9 +239,9 @@ class JumpRetrain(PointAnalyzer):
         edges = np.unique(np.sort(np.concatenate([edges, bridges]), axis=1), axis=0)
         metrics, diagrams = persistence_metrics(filtration[finite], edges, self.flag, self.p)
         unsettled = any("may not have converged" in text for text in said)
+        components = phate_info.get("components", -1)  # -1: this PHATE does not say
         metrics.update(knn_components=float(pieces), connecting_edges=float(len(bridges)),
-                       phate_components=float(phate_info.get("components", -1)) if phate_info.get(
-                           "components", -1) >= 0 else float("nan"),
+                       phate_components=float(components) if components >= 0 else float("nan"),
                        phate_mds_converged=0.0 if unsettled else 1.0)
         where = f"{subject.name} minimum {self.minimum}" if self.at == "minimum" else f"{subject.name} at {self.at}"
         _report_phate(where, self, pieces, len(bridges), phate_info, unsettled, thetas.shape, said)

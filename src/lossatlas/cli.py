@@ -136,7 +136,7 @@ def _inspect(args) -> int:
     from .store import read_while_written
 
     def render(store):  # the store to diagnose: read unvalidated, its unreadable nodes marked
-        return store.summary() if args.summary else store.tree(None if args.full else 80)
+        return store.summary() if args.summary else store.tree(None) if args.full else store.tree()
 
     text, written = read_while_written(args.store, render)
     print(text)

@@ -25,7 +25,7 @@
                                     # for the per-variant table and table.tex (default: the measures)
     [sensitivity.<label>]           # nuisance settings of a method, each rerun one at a time and reported
                                     # in sensitivity.csv: e.g. seed = [1, 2, 3, 4] (direction seeds)
-    [scales.<smoke|demo|cpu|paper>]      # per-scale overrides of seeds, params, variants, minima, methods,
+    [scales.<smoke|demo|cpu|paper>] # per-scale overrides of seeds, params, variants, minima, methods,
                                     # sensitivity
 
 The tables are declared as dataclasses whose fields carry their constraints (``Config``,

@@ -464,3 +464,14 @@ def save_figure(figure, path_without_suffix) -> list[Path]:
     finally:
         plt.close(figure)
     return paths
+
+
+def save_pages(figures, path_without_suffix) -> list[Path]:
+    """``save_figure`` of each page of one figure split by ``pages``: the first at the path, the
+    next at ``<path>_2``, ``<path>_3`` (the names the report's captions read as pages). ``figures``
+    may be a generator, so that one page is held at a time."""
+    base = Path(path_without_suffix)
+    paths = []
+    for index, figure in enumerate(figures):
+        paths += save_figure(figure, base.with_name(base.name + (f"_{index + 1}" if index else "")))
+    return paths

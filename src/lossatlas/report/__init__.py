@@ -60,9 +60,7 @@ def _write(study: Study, store: Store, out: Path, figures: bool) -> dict[str, Pa
     means = variant_means(study)
     texts["comparison.csv"], texts["variants.csv"] = comparison_csv(found, stable), variants_csv(study, means)
     if figures and factors(study):
-        for index, figure in enumerate(summary_figures(study, means, factors(study)[0])):
-            name = "summary" + (f"_{index + 1}" if index else "")
-            drawn = drawn + plots.save_figure(figure, out / "figures" / name)
+        drawn = drawn + plots.save_pages(summary_figures(study, means, factors(study)[0]), out / "figures" / "summary")
     agreeing, drawn = _agreement(study, texts, out, figures, drawn)
     tables = [variant_table(study), comparison_table(study, evaluated, found, stable), *extra_tables]
     after = [("Agreement between methods", agreeing)] + [("Sensitivity to nuisance choices", t) for t in extra_tables]
@@ -323,10 +321,9 @@ def write_figures(study: Study, folder: Path, losses: dict | None = None) -> tup
         panels = [(f"{label}", draw, study.first_results[(subject, label)]) for label, _, draw in views
                   if (subject, label) in study.first_results]
         with plots.losses_named(*losses.get(subject, common)):
-            for index, page in enumerate(plots.pages(panels, 8) if panels else []):  # 2 x 4: a page
-                figure = plots.panel_figure(f"{study.record.name}: {variant}", page)
-                paths += plots.save_figure(figure, folder / (f"variant_{variant_stems[variant]}"
-                                                             + (f"_{index + 1}" if index else "")))
+            paths += plots.save_pages((plots.panel_figure(f"{study.record.name}: {variant}", page)  # 2 x 4: a page
+                                       for page in (plots.pages(panels, 8) if panels else [])),
+                                      folder / f"variant_{variant_stems[variant]}")
         bar.update(1)
     short = _panel_labels(study)
     for label, view, draw in views:

@@ -146,9 +146,13 @@ def missing_variants(record: Benchmark) -> list[str]:
     """The planned variants without a finished run (a run killed half-way), as "key=value" labels."""
     keys = list(record.variants)
     done = {json.dumps({key: run.variant[key] for key in keys}, sort_keys=True) for run in record.runs}
-    planned = [{key: subject[key] for key in keys} for subject in record.subjects]
-    return [", ".join(f"{key}={variant[key]}" for key in keys) or "(the only variant)" for variant in planned
-            if json.dumps(variant, sort_keys=True) not in done]
+    return [_variant_text(keys, subject) for subject in record.subjects
+            if json.dumps({key: subject[key] for key in keys}, sort_keys=True) not in done]
+
+
+def _variant_text(keys: list[str], subject: dict) -> str:
+    """A planned subject as its variant: "lr=0.04, schedule=multistep"."""
+    return ", ".join(f"{key}={subject.get(key)}" for key in keys) or "(the only variant)"
 
 
 def title(study: Study) -> str:
@@ -188,8 +192,7 @@ def index_html(title: str, parts: list[tuple[str, object]], figures: list[str]) 
 def variant_recipes(record: Benchmark) -> list[tuple[str, dict]]:
     """(variant label, the recipe its minima were trained with) per planned subject: the base
     recipe with what the variant's level sets (lr, and what a level carries, e.g. its schedule)."""
-    keys = list(record.variants)
-    return [(", ".join(f"{key}={subject.get(key)}" for key in keys) or "(the only variant)",
+    return [(_variant_text(list(record.variants), subject),
              {**record.recipe, **{k: v for k, v in subject.items() if k in record.recipe}})
             for subject in record.subjects]
 

@@ -235,6 +235,9 @@ def test_generalization_grid_ranks_the_measures_by_granulated_tau(studies):
                                                                  float(row["test_accuracy"]))
     report = (folder / "report.md").read_text()
     assert report.index("## Which measure tracks generalization_gap") < report.index("## Method comparison")
+    assert report.index("## Method comparison") < report.index("## Robustness across environments")  # Dziugaite
+    with open(folder / "robustness.csv", newline="") as handle:  # et al. 2020: one row per measure, ranked
+        assert len(list(csv.DictReader(handle))) >= 10
     table = report.split("## Which measure tracks generalization_gap", 1)[1].split("\n## ", 1)[0]
     taus = [abs(float(line.split("|")[3].split()[0])) for line in table.splitlines()
             if re.match(r"\| \d+ \|", line)]

@@ -31,6 +31,8 @@ NODES = {  # every kind of node a store holds, where it holds it
     "subjects/f/results/m/k/arrays": "arrays",
     "benchmarks": "benchmarks",
     "benchmarks/study": "benchmark",
+    "audits": "audits",
+    "audits/study": "audit",
 }
 
 
@@ -50,6 +52,7 @@ def _write(store: Store) -> None:
                               created="now", wall_time_s=0.5, key="k", analyzer={"scope": "subject"},
                               runtime={"device": "cpu"}))
     store.write_benchmark("study", {"keys": ["k"]})
+    store.write_audit("study", {"rows": [{"measure": "m.x", "relative_change": 0.5}]})
 
 
 def _read(store: Store) -> tuple:
@@ -59,7 +62,7 @@ def _read(store: Store) -> tuple:
             result.seed, result.analyzer, result.runtime, minimum.theta.tolist(), minimum.recipe, minimum.runtime,
             minimum.wall_time_s, store.trajectory("f", 0).tolist(), _lists(store.read_header(f"{SAMPLE}")),
             store.read_part(f"{SAMPLE}/0").attrs, _lists(store.read_header("subjects/f/surface")),
-            store.benchmarks(), store.read_benchmark("study"))
+            store.benchmarks(), store.read_benchmark("study"), store.audits(), store.read_audit("study"))
 
 
 def _lists(arrays: dict) -> dict:
@@ -98,7 +101,7 @@ def test_every_node_kind_is_written_at_its_current_version_and_reads_back(good):
     with Store(good, "r") as store:
         back = _read(store)
     assert back[1] == {"kind": "function"} and back[3] == {"x": 1.5} and back[6] == {"scope": "subject"}
-    assert back[11] == 2.5 and back[-1] == {"keys": ["k"]}
+    assert back[11] == 2.5 and back[-3] == {"keys": ["k"]} and back[-1]["rows"][0]["relative_change"] == 0.5
 
 
 def _refused(path, *patterns):

@@ -201,6 +201,7 @@ def config_page() -> str:
               "`sensitivity.csv`.", ""]
     lines += section("[report]", record.ReportSettings)
     lines += section("[[report.claims]]", record.Claim)
+    lines += section("[audit]", record.AuditSettings)
     lines += ["## `problem` and `[params]`", "", "The built-in problems and their parameters with defaults (a "
               "registered problem or `\"package.module:factory\"` declares its own):", "",
               table(["problem", "parameters"], problem_rows), ""]

@@ -26,6 +26,7 @@ _INTERRUPTED = {  # what an interrupted command leaves behind, and what to do
     "export": "nothing in the output folder was replaced (an earlier export there is intact): export again.",
     "report": "the report folder may be partly rewritten: run the report again (the store is unchanged).",
     "import-surface": "an imported surface is stored whole or not at all: run the import again.",
+    "audit-invariance": "what finished is kept in the scratch stores under --out: rerun the same command to resume.",
 }
 
 FIGURES_HELP = "full: 300-dpi PNG and vector PDF (default); draft: 100-dpi PNG only (fast); none: tables only"
@@ -79,6 +80,22 @@ def parser() -> argparse.ArgumentParser:
                                                 "minimum) and its loss grids as netCDF, for pandas / xarray / R")
     export.add_argument("store")
     export.add_argument("--out", required=True, help="output directory")
+    audit = commands.add_parser("audit-invariance", help="rerun a benchmark's measures on function-preserving "
+                                "transformations of its minima (Dinh et al. 2017: layer rescaling, scaling before "
+                                "BatchNorm, unit and head permutations) and report which measures move")
+    audit.add_argument("store")
+    audit.add_argument("--out", required=True, help="output directory: the CSV tables, the figure and the scratch "
+                                                    "stores of the transformed minima (a rerun resumes)")
+    audit.add_argument("--benchmark", help="which benchmark of the store (default: its only one)")
+    audit.add_argument("--transforms", nargs="+", choices=["rescale", "scale_before_norm", "permute", "permute_heads"],
+                       help="default: the benchmark's [audit] transforms, else all")
+    audit.add_argument("--alphas", nargs="+", type=float, help="rescaling factors (default: [audit] alphas, else "
+                                                               "0.5 2 10)")
+    audit.add_argument("--minima", type=int, help="the first N minima of every variant (default: [audit], else 1)")
+    audit.add_argument("--methods", nargs="+", help="method labels to rerun (default: every method)")
+    audit.add_argument("--no-control", action="store_true", help="skip the control (seeded methods rerun with "
+                                                                 "shifted seeds at the untransformed minimum)")
+    audit.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the benchmark's)")
     surface = commands.add_parser("import-surface", help="read a 2-D loss surface computed elsewhere (a "
                                   "tomgoldstein/loss-landscape .h5 file, or .npy/.npz) into a store and compute its "
                                   "merge tree (Xie, Geniesse et al. 2024)")
@@ -97,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return {"methods": _methods, "inspect": _inspect, "run": _run, "report": _report,
-                "export": _export, "import-surface": _import_surface}[args.command](args)
+                "export": _export, "audit-invariance": _audit,
+                "import-surface": _import_surface}[args.command](args)
     except LossatlasError as err:
         print(f"lossatlas: error: {err}", file=sys.stderr)
         return 2
@@ -269,6 +287,15 @@ def _run_one(plan, out: Path, store_path: Path, figures: str = "full", shared=No
             with _logging_to(folder / "run.log") as logger:
                 logger.info("run %s at scale %s into %s", plan.name, plan.scale, store_path)
                 harness.execute(plan, store if shared is None else shared(store))
+                if plan.audit is not None and plan.audit.enabled:
+                    if shared is None:
+                        logger.info("invariance audit -> %s", folder / "audit")
+                        from .audit import audit
+
+                        audit(store, folder / "audit", plan.record_name, plan.audit, device=plan.device)
+                    else:  # the audit's scratch stores are one process's
+                        logger.info("invariance audit skipped under several processes: run `lossatlas "
+                                    "audit-invariance %s --out %s` after the run", store_path, folder / "audit")
                 logger.info("report -> %s", folder)
                 write_report(store, folder, plan.record_name, figures=figures)
                 logger.info("finished in %.1f s", time.perf_counter() - start)
@@ -312,6 +339,29 @@ def _report(args) -> int:
     with Store(args.store, "r") as store:
         written = write_report(store, args.out, args.benchmark, figures=args.figures)
     print(f"report: {written['report.md']}  {written['index.html']}")
+    return 0
+
+
+def _audit(args) -> int:
+    from .audit import audit
+    from .params import validate_fields
+    from .record import AuditSettings, Benchmark
+    from .report.collect import benchmark_name
+    from .store import Store
+
+    with Store(args.store, "a") as store:
+        name = benchmark_name(store, args.benchmark)
+        recorded = Benchmark.from_dict(store.read_benchmark(name)).audit if name is not None else None
+        given = {"transforms": args.transforms, "alphas": args.alphas, "minima": args.minima,
+                 "methods": args.methods, "control": False if args.no_control else None}
+        settings = dataclasses.replace(recorded or AuditSettings(), enabled=True,
+                                       **{k: tuple(v) if isinstance(v, list) else v
+                                          for k, v in given.items() if v is not None})
+        validate_fields(settings, "audit-invariance")
+        found = audit(store, args.out, name, settings, device=args.device)
+    moved = {row["measure"] for row in found["rows"] if row["kind"] != "control"}
+    print(f"audit: {len(found['checks'])} transformed minima, {len(moved)} measures; tables and figure in {args.out} "
+          f"(invariance_summary.csv); the report of {args.store} now has a section on it")
     return 0
 
 

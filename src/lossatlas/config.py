@@ -25,11 +25,13 @@
                                     # for the per-variant table and table.tex (default: the measures)
     [sensitivity.<label>]           # nuisance settings of a method, each rerun one at a time and reported
                                     # in sensitivity.csv: e.g. seed = [1, 2, 3, 4] (direction seeds)
+    [audit]                         # the reparameterization-invariance audit (lossatlas.audit): transforms,
+                                    # alphas, minima (per variant), methods, control, enabled
     [scales.<smoke|demo|cpu|paper>] # per-scale overrides of seeds, params, variants, minima, methods,
-                                    # sensitivity
+                                    # sensitivity, audit
 
 The tables are declared as dataclasses whose fields carry their constraints (``Config``,
-``ScaleOverrides``, and ``lossatlas.record.ReportSettings`` and ``Claim``), checked with the
+``ScaleOverrides``, and ``lossatlas.record.ReportSettings``, ``Claim`` and ``AuditSettings``), checked with the
 messages analyzer parameters get; each method's parameters are checked once, here, into the
 analyzer that runs (``Plan.analyzer``).
 """
@@ -46,7 +48,7 @@ from . import devices, problems, registry
 from .analyzer import Analyzer
 from .errors import ConfigError
 from .params import Interval, NumberList, OfType, check_known, check_table, from_table, param, required, table
-from .record import Benchmark, Claim, Method, ReportSettings
+from .record import AUDIT_TRANSFORMS, AuditSettings, Benchmark, Claim, Method, ReportSettings
 from .training import Recipe
 
 if sys.version_info >= (3, 11):
@@ -75,6 +77,7 @@ class Config:
     scales: dict = table("scale -> what it overrides (ScaleOverrides)")
     device: str = param("auto", OfType(str), "auto, cpu, cuda or cuda:N; `lossatlas run --device` overrides it")
     sensitivity: dict = table("label -> parameter -> values, each rerun one at a time")
+    audit: dict = table("the reparameterization-invariance audit (lossatlas.record.AuditSettings)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +91,7 @@ class ScaleOverrides:
     minima: dict = table()
     methods: dict = table()
     sensitivity: dict = table()
+    audit: dict = table()
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,7 @@ class Plan:
     report: ReportSettings = field(default_factory=ReportSettings)
     device: str = "auto"  # where the subjects live and the work runs; `lossatlas run --device` overrides it
     sensitivity: dict[str, dict[str, dict]] = field(default_factory=dict)  # label -> setting name -> params
+    audit: AuditSettings | None = None  # [audit], where the config has one
     analyzers: dict[tuple[str, str | None], Analyzer] = field(default_factory=dict, repr=False)
     # (label, None) -> the method's analyzer; (label, setting) -> the analyzer at a [sensitivity] setting
 
@@ -135,7 +140,7 @@ class Plan:
         return Benchmark(name=self.name, scale=self.scale, description=self.description, problem=self.problem,
                          seeds=list(self.seeds), variants=self.variants, subjects=self.subjects,
                          recipe=self.recipe.to_dict(), methods=self.methods, report=self.report, device=self.device,
-                         sensitivity=self.sensitivity)
+                         sensitivity=self.sensitivity, audit=self.audit)
 
 
 def load(path: str | Path, scale: str = "cpu") -> Plan:
@@ -187,8 +192,9 @@ def plan(config: dict, scale: str = "cpu", source: str = "config") -> Plan:
                      {**problems.parameters(problem), **merged.params, **variants}, methods, metrics, source)
     devices.parse(merged.device)  # spelled right; whether the GPU is there is checked where the run starts
     sensitivity = _sensitivity(merged.sensitivity, methods, analyzers, source)
+    audit = _audit(merged.audit, methods, source) if merged.audit else None
     return Plan(merged.name, merged.description, scale, problem, list(merged.seeds), variants, subjects, recipe,
-                methods, report, merged.device, sensitivity, analyzers)
+                methods, report, merged.device, sensitivity, audit, analyzers)
 
 
 def _at_scale(config: dict, scale: str, source: str) -> Config:
@@ -265,6 +271,21 @@ def _method(label: str, table: dict) -> tuple[Method, Analyzer]:
     if ":" in name:  # the store files results under the analyzer's own name
         return Method(cls.name, params, reference=name), analyzer
     return Method(name, params), analyzer
+
+
+def _audit(values: dict, methods: dict[str, Method], source: str) -> AuditSettings:
+    """``[audit]``: known transformations, the benchmark's own method labels."""
+    where = f"{source} [audit]"
+    audit = from_table(AuditSettings, values, where)
+    unknown = [t for t in audit.transforms if t not in AUDIT_TRANSFORMS]
+    if unknown or not audit.transforms:
+        raise ConfigError(f"{where} transforms {list(audit.transforms)}: each must be one of {list(AUDIT_TRANSFORMS)}, "
+                          "at least one.")
+    missing = [label for label in audit.methods if label not in methods]
+    if missing:
+        raise ConfigError(f"{where} methods {missing} are not methods of this benchmark; methods: {sorted(methods)}.")
+    return dataclasses.replace(audit, transforms=tuple(audit.transforms), alphas=tuple(audit.alphas),
+                               methods=tuple(audit.methods))
 
 
 def _sensitivity(table: dict, methods: dict[str, Method], analyzers: dict, source: str) -> dict[str, dict[str, dict]]:

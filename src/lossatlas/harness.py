@@ -79,11 +79,11 @@ def check_subjects(plan: Plan) -> None:
     that the later memory checks would read as taken) through all of it. So a subject is built
     twice -- here, and by ``execute`` when its first job starts -- and never held twice at once."""
     for params in plan.subjects:
-        _build(plan, params)
+        build_subject(plan, params)
         _release()
 
 
-def _build(plan: Plan, params: dict) -> tuple:
+def build_subject(plan: Plan, params: dict) -> tuple:
     problem_params, recipe, suffix = plan.setup(params)
     subject = problems.build(plan.problem, device=plan.device, **problem_params)
     subject.name += suffix
@@ -133,7 +133,7 @@ def execute(plan: Plan, store, progress: bool = True) -> Benchmark:
     forecast = Forecast([(job.label, job.setting) for job in todo])
     for number, job in enumerate(todo):
         if subject is None:  # the subject's first job (a subject's jobs are consecutive)
-            subject, recipe = _build(plan, plan.subjects[job.subject])
+            subject, recipe = build_subject(plan, plan.subjects[job.subject])
         stage = job.stage(subject.name)
         overall.set_postfix_str(f"{forecast.text(number - 1)}; {stage}")
         start = time.perf_counter()

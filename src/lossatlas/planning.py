@@ -121,7 +121,7 @@ def estimate(plan) -> Estimate:
     todo = harness.jobs(plan)
     for index, params in enumerate(plan.subjects):
         built = time.perf_counter()
-        subject, recipe = harness._build(plan, params)
+        subject, recipe = harness.build_subject(plan, params)
         built = time.perf_counter() - built  # the run builds it too, when its first job starts
         probe = Probe(subject, len(plan.seeds))
         seen: set[str] = set()  # the samples this subject's jobs have produced so far
@@ -136,12 +136,43 @@ def estimate(plan) -> Estimate:
             stage.memory = max(stage.memory, need, key=lambda m: m.total)
             stage.declared &= declared
             built = 0.0
+        for job in _audit_jobs(plan, index, subject):
+            stage = stages.setdefault("invariance audit", Stage("invariance audit"))
+            steps, need, declared = _job(plan, job, subject, recipe, set())  # transformed minima: samples anew
+            stage.count += 1
+            stage.steps += steps
+            stage.seconds += sum(probe.seconds(unit) * count for unit, count in steps.items() if count)
+            stage.memory = max(stage.memory, need, key=lambda m: m.total)
+            stage.declared &= declared
         del subject, probe
         released = time.perf_counter()
         harness._release()  # as the run releases it after its last job (a full garbage collection)
         stage.seconds += time.perf_counter() - released
     device = str(devices.resolve(plan.device))
     return Estimate(plan.record_name, device, list(stages.values()), time.perf_counter() - start)
+
+
+def _audit_jobs(plan, index: int, subject) -> list:
+    """The method runs the invariance audit (``[audit]``) makes on subject ``index``: each
+    applicable transformation and the control (seeded methods only) reruns the audited methods at
+    the first ``minima`` minima, those of scope "subject" once."""
+    if plan.audit is None or not plan.audit.enabled:
+        return []
+    from . import harness, invariance
+    from .audit import reseeded, transforms
+
+    reasons = invariance.applicable(subject)
+    labels = list(plan.audit.methods or plan.methods)
+    out = []
+    for transform in transforms(plan.audit):
+        if transform.kind != "control" and reasons.get(transform.kind) is not None:
+            continue
+        for label in labels:
+            if transform.kind == "control" and reseeded(plan.analyzer(label)) is None:
+                continue
+            at = range(min(plan.audit.minima, len(plan.seeds))) if plan.scope(label) == "minimum" else [None]
+            out += [harness.Job(index, label, minimum) for minimum in at]
+    return out
 
 
 def _job(plan, job, subject, recipe, seen: set[str]) -> tuple[Counter, Memory, bool]:

@@ -15,11 +15,12 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from .errors import StoreError
-from .params import Array, Interval, OfType, Options, param, required, table
+from .params import Array, Boolean, Interval, NumberList, OfType, Options, param, required, table
 from .stats import PERMUTATIONS
 
 RECORD_VERSION = 1
 DIRECTIONS = ("increasing", "decreasing")
+AUDIT_TRANSFORMS = ("rescale", "scale_before_norm", "permute", "permute_heads")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +51,23 @@ class ReportSettings:
 
     def claim_factor(self, claim: Claim) -> str | None:
         return self.factor if claim.factor is None else claim.factor
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditSettings:
+    """The reparameterization-invariance audit (``[audit]``, ``lossatlas.audit``): which
+    function-preserving transformations are applied to which minima, and which methods rerun."""
+
+    enabled: bool = param(True, Boolean(), "run the audit after the benchmark (a scale can set it false)")
+    transforms: tuple = param(AUDIT_TRANSFORMS, Array(f"names, each one of {list(AUDIT_TRANSFORMS)}"),
+                              "the transformations; those a model does not have are reported as not applicable")
+    alphas: tuple = param((0.5, 2.0, 10.0), NumberList(Interval(float, 0, None, closed="neither")),
+                          "the factors of the layer rescaling (and of the scaling before BatchNorm)")
+    minima: int = param(1, Interval(int, 1), "the first N minima of every variant are audited")
+    methods: tuple = param((), Array("method labels"), "the methods rerun (default: every method of the benchmark)")
+    control: bool = param(True, Boolean(), "also rerun every seeded method at the untransformed minimum with its "
+                          "seeds shifted: the change an estimator's own randomness makes, beside the transformations'")
+    seed: int = param(0, Interval(int, 0), "seed of the permutations")
 
 
 @dataclass(frozen=True)
@@ -93,6 +111,7 @@ class Benchmark:
     device: str = "auto"
     sensitivity: dict[str, dict[str, dict]] = field(default_factory=dict)  # label -> setting -> parameters
     checkpoints: int = 0  # minima added from checkpoints (no training seed)
+    audit: AuditSettings | None = None  # [audit], where the config has one
     runs: tuple[Run, ...] = ()
 
     def to_dict(self) -> dict:
@@ -117,9 +136,16 @@ class Benchmark:
                   "report": dataclasses.replace(report, claims=tuple(
                       _typed(Claim, claim, f"{where} report claims[{index}]")
                       for index, claim in enumerate(report.claims)), table=tuple(report.table)),
+                  "audit": None if data.get("audit") is None else _audit(data["audit"], f"{where} audit"),
                   "runs": tuple(_typed(Run, run, f"{where} runs[{index}]")
                                 for index, run in enumerate(data.get("runs", [])))}
         return _typed(cls, values, where)
+
+
+def _audit(values, where: str) -> AuditSettings:
+    audit = _typed(AuditSettings, values, where)
+    return dataclasses.replace(audit, transforms=tuple(audit.transforms), alphas=tuple(audit.alphas),
+                               methods=tuple(audit.methods))
 
 
 def _typed(cls, values, where: str):

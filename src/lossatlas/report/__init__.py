@@ -22,8 +22,8 @@ from .. import plots, registry
 from ..progress import bar as progress_bar
 from ..record import Method
 from ..store import Store
-from .collect import Study, collect
-from . import agreement, curvature, sensitivity
+from .collect import Study, benchmark_name, collect
+from . import agreement, curvature, invariance, robustness, sensitivity
 from .comparison import compare, comparison_csv, factors, variant_means, variants_csv
 from .document import index_html, markdown, sections, title
 from .tables import Table, comparison_table, evaluate_claims, ranking_table, variant_table
@@ -39,13 +39,15 @@ def write_report(store: Store, out: str | Path, name: str | None = None, figures
     if quality not in plots.FIGURE_QUALITIES:
         raise ValueError(f"figures must be one of {plots.FIGURE_QUALITIES}, not {figures!r}")
     study = collect(store, name)
+    key = benchmark_name(store, name)
+    audited = store.read_audit(key) if key is not None else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with plots.style(quality) if quality != "none" else contextlib.nullcontext():
-        return _write(study, store, out, quality != "none")
+        return _write(study, store, out, quality != "none", audited)
 
 
-def _write(study: Study, store: Store, out: Path, figures: bool) -> dict[str, Path]:
+def _write(study: Study, store: Store, out: Path, figures: bool, audited: dict | None = None) -> dict[str, Path]:
     drawn, notes = write_figures(study, out / "figures", loss_quantities(study, store)) if figures else ([], [])
     evaluated = evaluate_claims(study)
     found = compare(study)
@@ -67,6 +69,14 @@ def _write(study: Study, store: Store, out: Path, figures: bool) -> dict[str, Pa
     if approximations is not None:
         tables.append(approximations)
         after.append(("Curvature approximations against the Hessian", approximations))
+    if audited is not None and audited["rows"]:
+        audit_table, drawn = _invariance(study, audited, texts, out, figures, drawn)
+        tables.append(audit_table)
+        after += [("Reparameterization invariance", invariance.summary(audited)), ("", audit_table)]
+    robust, drawn = _robustness(study, found, texts, out, figures, drawn)
+    if robust is not None:
+        tables.append(robust[1])
+        after[:0] = [("Robustness across environments", robust[0]), ("", robust[1])]
     ranked = ranking_table(study, found)
     before = [] if ranked is None else [(f"Which measure tracks {study.record.report.error}", ranked)]
     tables += [] if ranked is None else [ranked]
@@ -101,6 +111,32 @@ def _agreement(study: Study, texts: dict, out: Path, figures: bool, drawn: list)
             drawn = drawn + plots.save_figure(agreement.figure([study.display(m) for m in measures], taus, title_),
                                               out / "figures" / f"agreement_{across}")
     return "\n\n".join(paragraphs), drawn
+
+
+def _robustness(study: Study, found: list, texts: dict, out: Path, figures: bool, drawn: list):
+    """Dziugaite et al. 2020's robust evaluation and Jiang et al. 2019's conditional mutual
+    information (``robustness``): (summary, table) and its files, or None without environments."""
+    ranked = robustness.analyse(study, compared=found)
+    if not any(r.environments for r in ranked):
+        return None, drawn
+    texts["robustness.csv"] = robustness.robustness_csv(ranked)
+    texts["robustness_environments.csv"] = robustness.environments_csv(ranked)
+    if figures:
+        drawn = drawn + plots.save_figure(robustness.figure(ranked, f"{study.record.name}: robustness", study.display),
+                                          out / "figures" / "robustness")
+    return (robustness.summary(study, ranked), robustness.table(study, ranked)), drawn
+
+
+def _invariance(study: Study, audited: dict, texts: dict, out: Path, figures: bool, drawn: list):
+    """The invariance audit's files, table and figure (``lossatlas.audit``)."""
+    texts.update(invariance.csv_texts(audited))
+    title_ = f"{study.record.name} ({study.record.scale} scale): reparameterization invariance (Dinh et al. 2017)"
+    table = invariance.table(audited, title_, study.display)
+    if figures:
+        figure = invariance.figure(audited, f"{study.record.name}: invariance audit", study.display)
+        if figure is not None:
+            drawn = drawn + plots.save_figure(figure, out / "figures" / "invariance")
+    return table, drawn
 
 
 def _sensitivity(study: Study, per_setting: list, stabilities: list, out: Path, figures: bool, drawn: list):

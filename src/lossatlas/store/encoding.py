@@ -36,7 +36,7 @@ SAMPLES = ("sample", "minima", "surface")  # groups holding a sample's header (a
 
 # The layout: which group a node of each type holds, by name, or one type for every child group.
 CHILDREN: dict[str, dict[str, str] | str] = {
-    "store": {"subjects": "subjects", "benchmarks": "benchmarks"},
+    "store": {"subjects": "subjects", "benchmarks": "benchmarks", "audits": "audits"},
     "subjects": "subject",
     "subject": {"minima": "minima", "samples": "samples", "results": "results", "surface": "surface"},
     "minima": "minimum",
@@ -47,6 +47,7 @@ CHILDREN: dict[str, dict[str, str] | str] = {
     "method-results": "result",
     "result": {"metrics": "metrics", "arrays": "arrays"},
     "benchmarks": "benchmark",
+    "audits": "audit",
 }
 
 
@@ -429,7 +430,7 @@ def _benchmark_reader(strict: bool) -> Callable:
 
 # -- the registry ----------------------------------------------------------------------------------
 register(Encoding("store", "1", _names, _write_root))
-for _type in ("subjects", "samples", "sample-kind", "results", "method-results", "benchmarks"):
+for _type in ("subjects", "samples", "sample-kind", "results", "method-results", "benchmarks", "audits"):
     register(Encoding(_type, "1", _names, _nothing))
 for _type in SAMPLES:
     register(Encoding(_type, "1", _read_header, _write_sample))
@@ -445,3 +446,4 @@ register(Encoding("metrics", "1", _read_metrics, _write_metrics))
 register(Encoding("arrays", "1", _read_arrays, _write_arrays))
 register(Encoding("benchmark", "1", _benchmark_reader(strict=False)))
 register(Encoding("benchmark", "2", _benchmark_reader(strict=True), _write_benchmark))
+register(Encoding("audit", "1", _benchmark_reader(strict=True), _write_benchmark))  # a JSON record too

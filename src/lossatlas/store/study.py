@@ -476,6 +476,28 @@ class Store:
             raise StoreError(f"{self.path} has no benchmark {name!r}; it has {self.benchmarks()}.")
         return encoding.read(self._file[f"benchmarks/{name}"], "benchmark")
 
+    # -- invariance audits (lossatlas.audit) ------------------------------------------------------
+    @_writer
+    def write_audit(self, name: str, audit: dict) -> None:
+        """Record (or replace) the invariance audit of benchmark ``name``: what it applied and
+        every value it measured, so the report shows it from the store alone."""
+        _check_name(name, "audit")
+        text = canonical_json(audit)
+        group = self.node("audits", "audits")
+        self._writable(f"audits/{name}")
+        encoding.write(group, name, "audit", text, created=now())
+        self.flush()
+
+    @_reader
+    def audits(self) -> list[str]:
+        group = child(self._file, "audits")
+        return [] if group is None else encoding.read(group, "audits")
+
+    @_reader
+    def read_audit(self, name: str) -> dict | None:
+        """The invariance audit of benchmark ``name``, or None where none was run."""
+        return encoding.read(self._file[f"audits/{name}"], "audit") if f"audits/{name}" in self._file else None
+
     # -- inspection ------------------------------------------------------------------------------
     def overview(self) -> dict:
         """What the store holds, as plain values: format version, size on disk, per subject its

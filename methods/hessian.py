@@ -45,7 +45,7 @@ from lossatlas.hessian import (CURVATURES, HessianOperator, check_curvature, che
                                residual_check, slq_density)
 from lossatlas.memory import Memory
 from lossatlas.params import Boolean, Interval, Options, param
-from lossatlas.planning import lanczos_products
+from lossatlas.hessian import lanczos_products
 from lossatlas.plots import OKABE_ITO, finite_or_nan, metric, no_data
 from lossatlas.point_analyzer import PointAnalyzer
 

@@ -31,7 +31,7 @@ from lossatlas.evaluation import EXAMPLE_CHUNK
 from lossatlas.hessian import CURVATURES, HessianOperator, check_curvature, checked_eigenpairs, dense_matrix
 from lossatlas.memory import Memory
 from lossatlas.params import Interval, Options, param
-from lossatlas.planning import lanczos_products
+from lossatlas.hessian import lanczos_products
 from lossatlas.plots import finite_or_nan, no_data
 from lossatlas.point_analyzer import PointAnalyzer
 

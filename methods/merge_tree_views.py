@@ -1,5 +1,7 @@
 """The ``merge-tree`` analyzer's views: the loss grid as a contour and a surface, its merge tree
-and its persistence diagram (Xie, Geniesse et al. 2024, Fig. 1).
+and its persistence diagram (Xie, Geniesse et al. 2024, Fig. 1). A 3-D or 4-D grid is drawn as its
+central slice, the plane of the first two directions through the grid's center, with the minima
+and saddles that lie on it; its merge tree and diagram are the whole grid's.
 
 Drawn bounded: a noisy imported surface has 10^5 minima and a 1500 x 1500 grid, and a panel is a
 few hundred pixels wide, so the contour is drawn at figure resolution and only the most
@@ -40,14 +42,53 @@ def direction_labels(result) -> tuple[str, str]:
     return tuple(f"{name} ({unit})" if unit else name for name in (first, second))
 
 
+EXTRA_AXES = ("z", "w")  # the coordinates past the second of a 3-D or 4-D grid
+
+
+def central_slice(result) -> tuple[tuple[int, ...], str]:
+    """The indices along the grid's axes past the second of its central slice (the points nearest
+    0; the middle index where the coordinates do not fit the grid) and its name ("z = 0"), or
+    ((), "") for a 2-D grid."""
+    shape = np.shape(result.arrays.get("loss_grid", []))
+    index, names = [], []
+    for axis, size in zip(EXTRA_AXES, shape[2:]):
+        values = np.asarray(result.arrays.get(axis, []), dtype=float).ravel()
+        if len(values) == size and size and np.isfinite(values).all():
+            index.append(int(np.argmin(np.abs(values))))
+            names.append(f"{axis} = {values[index[-1]]:.3g}")
+        else:
+            index.append(size // 2)
+            names.append(f"{axis} index {size // 2}")
+    return tuple(index), ", ".join(names)
+
+
+def _slice_title(result) -> str:
+    """The panel title's note on a 3-D or 4-D grid's slice ("" for a 2-D grid)."""
+    _, name = central_slice(result)
+    return f"\ncentral slice {name} of the {np.ndim(result.arrays['loss_grid'])}-D grid" if name else ""
+
+
 def _grid(result, clip_quantile):
-    """(shown loss, x, y), or None where no 2x2 patch of the grid could be drawn."""
+    """(shown loss, x, y), or None where no 2x2 patch of the grid could be drawn; of a 3-D or 4-D
+    grid its central slice."""
     loss = np.asarray(result.arrays["loss_grid"], dtype=float)
     x, y = np.asarray(result.arrays["x"], dtype=float), np.asarray(result.arrays["y"], dtype=float)
+    if loss.ndim > 2 and min(loss.shape[2:]) > 0:
+        loss = loss[(slice(None), slice(None), *central_slice(result)[0])]
     if loss.ndim != 2 or min(loss.shape) < 2 or loss.shape != (len(x), len(y)):
         return None
     shown = clipped(loss, clip_quantile)
     return (shown, x, y) if np.isfinite(shown).any() else None
+
+
+def _on_slice(result, vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (i, j) grid indices of those flat ``vertices`` that lie on the drawn slice."""
+    shape = np.shape(result.arrays["loss_grid"])
+    index = np.unravel_index(vertices, shape)
+    keep = np.ones(len(vertices), dtype=bool)
+    for axis_index, at in zip(index[2:], central_slice(result)[0]):
+        keep &= axis_index == at
+    return index[0][keep], index[1][keep]
 
 
 def _grid_or_no_data(ax, result, clip_quantile):
@@ -66,7 +107,8 @@ def draw_contour(ax, result, clip_quantile: float | None = None, limits: tuple |
 
     xlabel, ylabel = direction_labels(result)
     ax.set(xlabel=xlabel, ylabel=ylabel,
-           title=f"contour: {metric(result, 'n_minima'):g} minima, {metric(result, 'n_saddles'):g} saddles")
+           title=f"contour: {metric(result, 'n_minima'):g} minima, {metric(result, 'n_saddles'):g} saddles"
+                 + _slice_title(result))
     ax.xaxis.set_major_locator(MaxNLocator(3))  # tick labels that do not run into each other in a narrow panel
     grid = _grid_or_no_data(ax, result, clip_quantile)
     if grid is None:
@@ -82,16 +124,19 @@ def draw_contour(ax, result, clip_quantile: float | None = None, limits: tuple |
     merges = rows(result.arrays.get("saddles"), 3, np.int64)
     pair_vertices, saddle_rows, n_minima = _most_persistent(values, pairs, merges)
     minima, saddles = pair_vertices[:, 0], saddle_rows[:, 0]
+    marked = False
     for vertices, style in ((minima, dict(c="white", edgecolors="k", label="minima")),
                             (saddles, dict(c=OKABE_ITO["vermillion"], marker="x", label="saddles"))):
-        if len(vertices):
-            i, j = np.unravel_index(vertices, shown.shape)
-            ax.scatter(x[i], y[j], s=30 if len(vertices) < 100 else 8, zorder=3, **style)
+        i, j = _on_slice(result, vertices)
+        if len(i):
+            ax.scatter(x[i], y[j], s=30 if len(i) < 100 else 8, zorder=3, **style)
+            marked = True
     notes = ([f"grid drawn at 1 of every {step} points an axis"] if step > 1 else []) + \
         ([f"the {len(minima)} most persistent of {n_minima} minima marked"] if len(minima) < n_minima else [])
     if notes:
         ax.text(0.01, 0.01, "; ".join(notes), transform=ax.transAxes, fontsize=6, color="white", va="bottom")
-    path = rows(result.arrays.get("path_xy"), 2)
+    name = next((k for k in ("path_xy", "path_xyz", "path_xyzw") if k in result.arrays), None)
+    path = rows(result.arrays.get(name), len(name) - 5 if name else 2)[:, :2]  # 3-D, 4-D: on the plane of PC 1, 2
     if len(path):  # PCA directions: the training path, initialisation (star) to the minimum (Li et al. 2018 §7)
         explained = finite_or_nan(result.arrays.get("explained_variance", [np.nan, np.nan]))
         ax.plot(path[:, 0], path[:, 1], color=OKABE_ITO["orange"], lw=1, marker=".", ms=3, zorder=4,
@@ -99,7 +144,7 @@ def draw_contour(ax, result, clip_quantile: float | None = None, limits: tuple |
         ax.scatter(path[:1, 0], path[:1, 1], marker="*", s=60, c=OKABE_ITO["orange"], zorder=5)
         ax.set(xlabel=f"PC 1 ({100 * explained[0]:.1f}% of variance; × path extent)",
                ylabel=f"PC 2 ({100 * explained[1]:.1f}%; × path extent)")
-    if len(minima) or len(saddles) or len(path):
+    if marked or len(path):
         ax.legend(loc="upper right")
 
 
@@ -112,7 +157,8 @@ def draw_surface(ax3d, result, clip_quantile: float | None = None, limits: tuple
     ax3d.set(xlabel=first.replace("eigenvector", "eigvec."), ylabel=second.replace("eigenvector", "eigvec."),
              zlabel="loss",
              title=f"surface, loss {metric(result, 'loss_min'):.3g} to {metric(result, 'loss_max'):.3g}"
-                   + (f"\n(axes in {unit})" if unit else ""))  # the loss and its unit: on the colour bar
+                   + (f"\n(axes in {unit})" if unit else "")  # the loss and its unit: on the colour bar
+                   + _slice_title(result))
     for axis in (ax3d.xaxis, ax3d.yaxis, ax3d.zaxis):
         axis.set_major_locator(MaxNLocator(4))
     ax3d.tick_params(labelsize=6, pad=0)

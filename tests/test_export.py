@@ -222,3 +222,18 @@ def test_a_kill_between_the_two_renames_puts_the_earlier_export_back(earlier, st
     _clean_leftovers(out)
     assert _digests(out) == files and _leftovers(out) == []
     assert main(["export", str(store_path), "--out", str(out)]) == 0
+
+
+def test_a_3d_grid_exports_with_its_third_axis(tmp_path):
+    """A merge tree on a 3-D grid (dimensions = 3) exports as netCDF with x, y and z."""
+    from lossatlas import FunctionSubject
+
+    subject = FunctionSubject(lambda t: ((t**2 - 1) ** 2).sum(), np.zeros(3), name="wells3")
+    with Store(tmp_path / "s.h5") as store:
+        found = analyze(store, subject, "merge-tree", progress=False, directions="axes", at="theta0", span=1.5,
+                        resolution=5, dimensions=3)
+    assert main(["export", str(tmp_path / "s.h5"), "--out", str(tmp_path / "out")]) == 0
+    (path,) = (tmp_path / "out" / "grids").glob("*.nc")
+    with xr.open_dataset(path, engine="h5netcdf") as data:
+        assert data["loss"].dims == ("x", "y", "z") and np.array_equal(data["z"].values, found.arrays["z"])
+        assert np.array_equal(data["loss"].values, found.arrays["loss_grid"])

@@ -147,7 +147,7 @@ def test_merge_tree_grid_on_ggn_directions_and_the_default_key():
         ggn = analyze(store, subject, "merge-tree", curvature="ggn", progress=False, **settings)
         grid = obtain(store, subject, Grid(point=Point(at="theta0"), directions="hessian", resolution=5,
                                            curvature="ggn"), progress=False)
-        old_params = {k: v for k, v in default.params.items() if k != "curvature"}
+        old_params = {k: v for k, v in default.params.items() if k not in ("curvature", "dimensions")}
         samples = {name: identity(store, subject, request)
                    for name, request in cls.from_params(settings).requests(subject).items()}
     assert "curvature" not in samples["grid"]

@@ -22,6 +22,7 @@ transformation), ``function_checks.csv`` and ``figures/invariance.{png,pdf}``.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -33,9 +34,9 @@ from . import devices, invariance
 from .analysis import analyze
 from .errors import ConfigError
 from .progress import bar as progress_bar
-from .provenance import now, versions
+from .provenance import digest, now, versions
 from .record import AuditSettings, Benchmark
-from .report.invariance import CONTROL, NOISE_FACTOR, UNCHANGED
+from .report.invariance import CONTROL, NOISE_FACTOR, UNCHANGED, record_digest
 from .samplers.minima import minimum_metrics
 from .store import Store
 
@@ -81,10 +82,11 @@ def transforms(settings: AuditSettings) -> list[Transform]:
 
 
 def audit(store: Store, out: str | Path, name: str | None = None, settings: AuditSettings | None = None,
-          device: str | None = None, progress: bool = True) -> dict:
+          device: str | None = None, progress: bool = True, figures: str = "full") -> dict:
     """Audit benchmark ``name`` (default: the store's only one) of ``store``; returns the audit as
     stored (settings, rows, function checks, notes). ``settings``: default the benchmark's
-    ``[audit]``, else ``AuditSettings()``; ``device``: default the benchmark's."""
+    ``[audit]``, else ``AuditSettings()``; ``device``: default the benchmark's; ``figures``:
+    "full", "draft" or "none" for ``DIR/figures``."""
     from . import harness
     from .report.collect import benchmark_name, collect
 
@@ -95,51 +97,45 @@ def audit(store: Store, out: str | Path, name: str | None = None, settings: Audi
     study = collect(store, benchmark)
     record = study.record
     settings = settings or record.audit or AuditSettings()
-    plan, skipped = _plan(record, settings, device)
+    plan, notes = _plan(record, settings, device)
     if not plan.methods:
         raise ConfigError(f"None of the methods {list(record.methods)} of {benchmark!r} is installed here; the audit "
                           "reruns them.")
     out = Path(out)
-    (out / "scratch").mkdir(parents=True, exist_ok=True)
+    scratch_folder = out / "scratch" / benchmark
+    scratch_folder.mkdir(parents=True, exist_ok=True)
     values = {(row["subject"], row["minimum"]): row for row in study.rows}
     subjects = [s for s in plan.subjects if any(r.variant == {k: s[k] for k in record.variants} for r in record.runs)]
-    rows, checks, notes = [], [], [f"method {label!r} is not installed here: not rerun" for label in skipped]
+    rows, checks = [], []
     todo = transforms(settings)
     bar = progress_bar(total=len(subjects) * len(todo), desc=f"{benchmark}: invariance audit", enabled=progress,
                        leave=True)
     for params in subjects:
         subject, _ = harness.build_subject(plan, params)
-        runs = sorted((r for r in record.runs if r.subject == subject.name and r.minimum is not None),
-                      key=lambda r: r.minimum)
-        audited = [r.minimum for r in runs][:settings.minima]
-        every = [r.minimum for r in runs]
+        every = sorted(r.minimum for r in record.runs if r.subject == subject.name and r.minimum is not None)
+        audited = every[:settings.minima]
         reasons = invariance.applicable(subject)
+        if all(reasons.get(t.kind) is not None for t in todo if t.kind != "control"):
+            notes.append(f"{subject.name}: no transformation applies ({'; '.join(sorted(set(reasons.values())))})")
+            bar.update(len(todo))
+            continue
         for transform in todo:
             reason = None if transform.kind == "control" else reasons.get(transform.kind)
             if reason is not None:
                 notes.append(f"{transform.label} on {subject.name}: not applicable ({reason})")
                 bar.update(1)
                 continue
-            scratch_path = out / "scratch" / f"{transform.stem}.h5"
-            with Store(scratch_path, "a") as scratch:
-                subject_scope = any(plan.scope(label) == "subject" for label in plan.methods)
-                stored = _transformed_minima(scratch, store, subject, every if subject_scope else audited,
-                                             transform, settings.seed, checks)
-                for label in plan.methods:
-                    analyzer = plan.analyzer(label)
-                    if transform.kind == "control":
-                        analyzer = reseeded(analyzer)
-                        if analyzer is None:
-                            continue  # no seed: the control would repeat the study's own numbers
-                    at = audited if plan.scope(label) == "minimum" else [None]
-                    for minimum in at:
-                        if minimum is not None and minimum not in stored:
-                            continue
-                        run = analyzer if minimum is None else dataclasses.replace(analyzer, minimum=minimum)
-                        result = analyze(scratch, subject, run, progress=False)
-                        for index in (audited if minimum is None else [minimum]):
-                            original = values.get((subject.name, index), {})
-                            rows += _rows(study, label, result.metrics, original, subject.name, index, transform)
+            runs = [(label, analyzer) for label, analyzer in _analyzers(plan, transform)]
+            if runs:
+                with _scratch(scratch_folder / f"{transform.stem}.h5", store, subject, every, transform,
+                              settings.seed, checks) as scratch:
+                    for label, analyzer in runs:
+                        scoped = plan.scope(label) == "minimum"
+                        for minimum in (audited if scoped else [None]):
+                            run = analyzer if minimum is None else dataclasses.replace(analyzer, minimum=minimum)
+                            result = analyze(scratch, subject, run, progress=False)
+                            original = values.get((subject.name, audited[0] if minimum is None else minimum), {})
+                            rows += _rows(study, label, result.metrics, original, subject.name, minimum, transform)
             bar.update(1)
         del subject
         harness._release()
@@ -147,65 +143,111 @@ def audit(store: Store, out: str | Path, name: str | None = None, settings: Audi
     found = {"benchmark": benchmark, "settings": dataclasses.asdict(settings), "rows": rows, "checks": checks,
              "notes": notes, "thresholds": {"unchanged": UNCHANGED, "noise_factor": NOISE_FACTOR,
                                             "seed_shift": SEED_SHIFT},
-             "versions": versions(), "created": now()}
+             "record_sha1": record_digest(record), "versions": versions(), "created": now()}
     store.write_audit(benchmark, found)
-    write_files(found, out)
+    write_files(found, out, figures)
     return found
 
 
+def _analyzers(plan, transform: Transform) -> list:
+    """(label, analyzer) the transformation reruns: every method (seeded ones only for the control),
+    in the plan's order."""
+    out = []
+    for label in plan.methods:
+        analyzer = plan.analyzer(label)
+        if transform.kind == "control":
+            analyzer = reseeded(analyzer)
+            if analyzer is None:
+                continue  # no seed: the control would repeat the study's own numbers
+        out.append((label, analyzer))
+    return out
+
+
 def _plan(record: Benchmark, settings: AuditSettings, device: str | None):
-    """A Plan of the recorded benchmark holding the methods to rerun (installed ones only) and
-    the labels left out."""
+    """A Plan of the recorded benchmark holding the methods to rerun (installed ones that look at
+    minima), and notes on those left out."""
     from .config import Plan
     from .report import installed
     from .training import Recipe
 
     wanted = settings.methods or tuple(record.methods)
-    methods, analyzers, skipped = {}, {}, []
+    methods, analyzers, notes = {}, {}, []
     for label in wanted:
         if label not in record.methods:
             raise ConfigError(f"[audit] methods: {label!r} is not a method of {record.name!r}; methods: "
                               f"{sorted(record.methods)}.")
-        cls = installed(record.methods[label])
+        method = record.methods[label]
+        cls = installed(method)
         if cls is None:
-            skipped.append(label)
+            notes.append(f"method {label!r}: not rerun, its analyzer {method.reference or method.analyzer!r} is not "
+                         "installed here" + (" (import its module and call lossatlas.audit.audit)"
+                                             if method.reference else ""))
             continue
-        methods[label] = record.methods[label]
-        analyzers[(label, None)] = cls.from_params(record.methods[label].params)
+        analyzer = cls.from_params(method.params)
+        if getattr(analyzer, "at", "minimum") == "theta0":
+            notes.append(f"method {label!r}: not rerun, it looks at the initialisation (at = 'theta0'), which the "
+                         "audit does not transform")
+            continue
+        methods[label], analyzers[(label, None)] = method, analyzer
     plan = Plan(record.name, record.description, record.scale, record.problem, list(record.seeds), record.variants,
                 list(record.subjects), Recipe.from_dict(record.recipe), methods, record.report,
                 device or record.device, {}, settings, analyzers)
-    return plan, skipped
+    return plan, notes
 
 
-def _transformed_minima(scratch: Store, store: Store, subject, indices: list[int], transform: Transform, seed: int,
-                        checks: list[dict]) -> set[int]:
-    """Each minimum in ``indices`` transformed, checked and written to ``scratch`` (those there
-    already are kept: a rerun resumes). A transformation that changes the function is an error:
-    measures of another function say nothing about invariance."""
+@contextlib.contextmanager
+def _scratch(path: Path, store: Store, subject, indices: list[int], transform: Transform, seed: int,
+             checks: list[dict]):
+    """The scratch store of one transformation holding every minimum of ``subject`` transformed
+    (methods that read other minima -- paths, partners -- see one landscape), each checked
+    (``_transform_minimum``). Minima stored there from other originals (another benchmark's, or
+    before a retraining) or another seed make the scratch store start afresh: a rerun resumes only
+    what it would compute again."""
     minima = {m.index: m for m in store.minima(subject.name)}
-    held = {m.index for m in scratch.minima(subject.name)} if subject.name in scratch.subjects() else set()
-    for index in indices:
-        minimum = minima[index]
-        theta = subject.as_theta(minimum.theta)
-        buffers = subject.buffers_at(theta, minimum.buffers)
-        new_theta, new_buffers = transform.apply(subject, theta, buffers, seed)
+    wanted = {index: {"audit_transform": transform.label, "audit_seed": seed,
+                      "audit_source_sha1": digest(minima[index].theta)} for index in indices}
+    with Store(path, "a") as scratch:
+        held = {m.index: m for m in scratch.minima(subject.name)} if subject.name in scratch.subjects() else {}
+        stale = any(any(m.recipe.get(k) != v for k, v in wanted[i].items()) for i, m in held.items() if i in wanted)
+    if stale:
+        log.info("%s holds minima of other originals or settings: started afresh", path)
+        path.unlink()  # the audit's own scratch file: nothing in it is worth keeping
+        held = {}
+    with Store(path, "a") as scratch:
+        scratch.register(subject)
+        for index in indices:
+            _transform_minimum(scratch, store, subject, minima[index], transform, seed, checks, wanted[index],
+                               written=index in held)
+        yield scratch
+
+
+def _transform_minimum(scratch: Store, store: Store, subject, minimum, transform: Transform, seed: int,
+                       checks: list[dict], recipe: dict, written: bool) -> None:
+    """One minimum transformed, checked and (unless ``written``) stored with its transformed
+    training trajectory, if it has one (PCA directions follow it). A transformation that changes
+    the function is an error: measures of another function say nothing about invariance."""
+    theta = subject.as_theta(minimum.theta)
+    buffers = subject.buffers_at(theta, minimum.buffers)
+    new_theta, new_buffers = transform.apply(subject, theta, buffers, seed)
+    if transform.kind != "control":
         with devices.numerics("float32", subject.device):  # TF32 rounds at 1e-3, far above the check's tolerance
             check = invariance.check_function(subject, theta, buffers, new_theta, new_buffers)
-        checks.append({"subject": subject.name, "minimum": index, "transform": transform.label,
+        checks.append({"subject": subject.name, "minimum": minimum.index, "transform": transform.label,
                        **{k: (float(v) if isinstance(v, (int, float, np.floating)) and not isinstance(v, bool)
                               else v) for k, v in check.items()}})
         if not check["unchanged"]:
-            raise ConfigError(f"{transform.label} changed the function of {subject.name!r} at minimum {index} "
-                              f"({check}); the audit compares measures of one function, so nothing was audited.")
-        if index in held:
-            continue
-        scratch.register(subject)
-        metrics = minimum_metrics(subject, new_theta, new_buffers, f"minimum {index} after {transform.label}")
-        scratch.write_minimum(subject.name, dataclasses.replace(
-            minimum, theta=new_theta.cpu().numpy(), buffers=new_buffers.cpu().numpy(), metrics=metrics,
-            trajectory=None, recipe={**minimum.recipe, "audit_transform": transform.label}))
-    return set(indices)
+            raise ConfigError(f"{transform.label} changed the function of {subject.name!r} at minimum "
+                              f"{minimum.index} ({check}); the audit compares measures of one function, so nothing "
+                              "was audited.")
+    if written:
+        return
+    path = store.trajectory(subject.name, minimum.index)
+    trajectory = None if path is None else np.stack([
+        transform.apply(subject, subject.as_theta(point), buffers, seed)[0].cpu().numpy() for point in path])
+    metrics = minimum_metrics(subject, new_theta, new_buffers, f"minimum {minimum.index} after {transform.label}")
+    scratch.write_minimum(subject.name, dataclasses.replace(
+        minimum, theta=new_theta.cpu().numpy(), buffers=new_buffers.cpu().numpy(), metrics=metrics,
+        trajectory=trajectory, recipe={**minimum.recipe, **recipe}))
 
 
 def reseeded(analyzer):
@@ -219,18 +261,18 @@ def reseeded(analyzer):
     return type(analyzer).from_params({**params, **changed}) if changed else None
 
 
-def _rows(study, label: str, metrics: dict, original: dict, subject: str, minimum: int,
+def _rows(study, label: str, metrics: dict, original: dict, subject: str, minimum: int | None,
           transform: Transform) -> list[dict]:
-    """One row per measure of ``label``: the study's value, the transformed one, the relative change."""
+    """One row per measure of ``label`` in the study's column order: the study's value, the
+    transformed one, the relative change (``minimum`` None: a measure of the whole subject)."""
     out = []
-    for metric, value in metrics.items():
-        column = f"{label}.{metric}"
-        if study.metric_info.get(column, {}).get("kind", "measure") != "measure":
+    for column in study.measure_columns:
+        if not column.startswith(f"{label}.") or column[len(label) + 1:] not in metrics:
             continue
-        before = original.get(column, float("nan"))
+        before, after = original.get(column, float("nan")), metrics[column[len(label) + 1:]]
         out.append({"subject": subject, "minimum": minimum, "transform": transform.label, "kind": transform.kind,
                     "factor": transform.factor, "measure": column, "original": _number(before),
-                    "transformed": _number(value), "relative_change": relative_change(before, value)})
+                    "transformed": _number(after), "relative_change": relative_change(before, after)})
     return out
 
 
@@ -251,7 +293,7 @@ def _number(value) -> float:
         return float("nan")
 
 
-def write_files(found: dict, out: Path) -> list[Path]:
+def write_files(found: dict, out: Path, figures: str = "full") -> list[Path]:
     """invariance.csv, invariance_summary.csv, function_checks.csv and the figure in ``out``."""
     from .report import invariance as section
 
@@ -260,9 +302,11 @@ def write_files(found: dict, out: Path) -> list[Path]:
     for filename, text in section.csv_texts(found).items():
         (out / filename).write_text(text, encoding="utf-8")
         written.append(out / filename)
+    if figures == "none":
+        return written
     from . import plots
 
-    with plots.style("full"):
+    with plots.style(figures):
         figure = section.figure(found)
         if figure is not None:
             written += plots.save_figure(figure, out / "figures" / "invariance")

@@ -289,10 +289,7 @@ def _run_one(plan, out: Path, store_path: Path, figures: str = "full", shared=No
                 harness.execute(plan, store if shared is None else shared(store))
                 if plan.audit is not None and plan.audit.enabled:
                     if shared is None:
-                        logger.info("invariance audit -> %s", folder / "audit")
-                        from .audit import audit
-
-                        audit(store, folder / "audit", plan.record_name, plan.audit, device=plan.device)
+                        _audit_after_run(plan, store, folder / "audit", figures, logger)
                     else:  # the audit's scratch stores are one process's
                         logger.info("invariance audit skipped under several processes: run `lossatlas "
                                     "audit-invariance %s --out %s` after the run", store_path, folder / "audit")
@@ -307,6 +304,20 @@ def _run_one(plan, out: Path, store_path: Path, figures: str = "full", shared=No
     report = (folder / "report.md").read_text(encoding="utf-8")
     print(report.split("## Method comparison")[0].split("## Paper claims")[-1])
     return folder
+
+
+def _audit_after_run(plan, store, out: Path, figures: str, logger) -> None:
+    """The run's ``[audit]``; one that fails is logged and the report written without it: the
+    benchmark's results are stored, and ``lossatlas audit-invariance`` can audit them later."""
+    from .audit import audit
+
+    logger.info("invariance audit -> %s", out)
+    try:
+        audit(store, out, plan.record_name, plan.audit, device=plan.device, figures=figures)
+    except LossatlasError as err:
+        logger.error("invariance audit failed: %s", err)
+        print(f"lossatlas: warning: the invariance audit of {plan.record_name} failed ({err}); the report is written "
+              "without it.", file=sys.stderr)
 
 
 @contextlib.contextmanager

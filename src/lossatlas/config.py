@@ -192,7 +192,8 @@ def plan(config: dict, scale: str = "cpu", source: str = "config") -> Plan:
                      {**problems.parameters(problem), **merged.params, **variants}, methods, metrics, source)
     devices.parse(merged.device)  # spelled right; whether the GPU is there is checked where the run starts
     sensitivity = _sensitivity(merged.sensitivity, methods, analyzers, source)
-    audit = _audit(merged.audit, methods, source) if merged.audit else None
+    given = "audit" in config or "audit" in config.get("scales", {}).get(scale, {})  # an empty [audit]: defaults
+    audit = _audit(merged.audit, methods, source) if given else None
     return Plan(merged.name, merged.description, scale, problem, list(merged.seeds), variants, subjects, recipe,
                 methods, report, merged.device, sensitivity, audit, analyzers)
 

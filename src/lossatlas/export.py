@@ -196,6 +196,9 @@ def export(store, out: str | Path) -> dict[str, list[Path]]:
             "grids": [out / name for name in files if name.startswith("grids/")]}
 
 
+GRID_AXES = ("x", "y", "z", "w")
+
+
 def _write_all(store, folder: Path, xr) -> list[str]:
     """The export's files under ``folder``; returns their names relative to it."""
     names = []
@@ -208,8 +211,9 @@ def _write_all(store, folder: Path, xr) -> list[str]:
     if grids:
         (folder / "grids").mkdir()
     for subject, result in progress_bar(grids, desc="export: grids", enabled=len(grids) >= 20):
-        grid = xr.Dataset({"loss": (("x", "y"), result.arrays["loss_grid"])},
-                          coords={"x": result.arrays["x"], "y": result.arrays["y"]},
+        axes = GRID_AXES[:result.arrays["loss_grid"].ndim]  # a 3-D or 4-D grid has z (and w) too
+        grid = xr.Dataset({"loss": (axes, result.arrays["loss_grid"])},
+                          coords={axis: result.arrays[axis] for axis in axes},
                           attrs={"subject": subject, "method": result.method, "key": result.key,
                                  "params": json.dumps(result.params, sort_keys=True),
                                  "metrics": json.dumps(result.metrics, sort_keys=True)})

@@ -39,12 +39,13 @@ from torch.nn.modules.pooling import _AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _Av
 from . import inputs as batches
 from .errors import ConfigError
 from .params import Interval, validate
+from .record import AUDIT_TRANSFORMS
 from .subjects import ModuleSubject
 
 __all__ = ["Site", "Heads", "Transformed", "TRANSFORMATIONS", "find_sites", "find_normalized", "find_heads", "rescale",
            "scale_before_norm", "permute", "permute_heads", "applicable", "check_function", "rounding_tolerance"]
 
-TRANSFORMATIONS = ("rescale", "scale_before_norm", "permute", "permute_heads")
+TRANSFORMATIONS = AUDIT_TRANSFORMS  # one list: the config's [audit] transforms name these functions
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # f(a x) = a f(x) for a > 0; dropout is the identity in eval mode, where every measure evaluates

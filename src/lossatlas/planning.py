@@ -55,14 +55,6 @@ _BUDGET = 0.1  # seconds of repeated measurement per unit, after the first (warm
 LONG = 5.0  # a first call at least this long is measured once: warm-up is then a small part of it
 
 
-def lanczos_products(k: int, ncv: int) -> int:
-    """Products an implicitly restarted Lanczos run (ARPACK) typically takes for k eigenpairs with a
-    basis of ncv vectors, and their residual check: one pass over the basis, or about ten products
-    per eigenpair where a small basis restarts, plus k. The Hessians of the smoke and cpu benchmarks
-    took 0.7 to 1.5 times that; the bottom of a crowded spectrum can take ten times more."""
-    return max(ncv + k, 10 * k) + k
-
-
 @dataclass
 class Stage:
     """The jobs of one kind: ``count`` jobs, their ``steps`` (unit -> count, summed), ``seconds``

@@ -69,7 +69,10 @@ def _write(study: Study, store: Store, out: Path, figures: bool, audited: dict |
     if approximations is not None:
         tables.append(approximations)
         after.append(("Curvature approximations against the Hessian", approximations))
-    if audited is not None and audited["rows"]:
+    if audited is not None and audited.get("record_sha1") != invariance.record_digest(study.record):
+        after.append(("Reparameterization invariance", "The store's invariance audit was made before the benchmark's "
+                      "current results (it was rerun since): run `lossatlas audit-invariance` again."))
+    elif audited is not None and audited["rows"]:
         audit_table, drawn = _invariance(study, audited, texts, out, figures, drawn)
         tables.append(audit_table)
         after += [("Reparameterization invariance", invariance.summary(audited)), ("", audit_table)]

@@ -8,21 +8,26 @@ shifted at the untransformed minimum), and ``moves`` otherwise."""
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import io
 import math
 
 import numpy as np
 
+from ..provenance import canonical_json
+from .comparison import csv_cell
 from .tables import Table
 
 UNCHANGED = 1e-3  # largest relative change read as unchanged: float32 rounding through a solver's iterations
 NOISE_FACTOR = 2.0  # median change up to this multiple of the control's reads as the estimator's own noise
 CONTROL = "control (seeds shifted)"
 
-MARKS = {"unchanged": "", "within noise": " ≈", "moves": " ✗", "estimator noise": "", "undefined": " ?"}
+MARKS = {"unchanged": "", "within noise": " ≈", "moves": " ✗", "estimator noise": "", "undefined": " ?",
+         "breaks": " ✗ (NaN)"}
 ROW_COLUMNS = ("subject", "minimum", "transform", "measure", "original", "transformed", "relative_change")
-SUMMARY_COLUMNS = ("measure", "transform", "n", "n_finite", "median_abs_change", "max_abs_change", "control_median",
-                   "verdict")
+SUMMARY_COLUMNS = ("measure", "transform", "n", "n_compared", "median_abs_change", "max_abs_change", "control_median",
+                   "n_broken", "verdict")
 
 
 def csv_texts(found: dict) -> dict[str, str]:
@@ -39,40 +44,43 @@ def _csv(columns, rows) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([_cell(row.get(c, "")) for c in columns])
+        writer.writerow([csv_cell(row.get(c)) for c in columns])
     return buffer.getvalue()
 
 
-def _cell(value):
-    return repr(value) if isinstance(value, float) else value
-
-
 def summarize(found: dict) -> list[dict]:
-    """Per (measure, transformation): the minima audited, the median and largest |relative change|,
-    the control's median, and the verdict (module docstring)."""
-    groups: dict[tuple[str, str], list[float]] = {}
-    order = list(dict.fromkeys(row["transform"] for row in found["rows"]))
+    """Per (measure, transformation): the rows compared, the median and largest |relative change|
+    (a change from 0 is infinite), the control's median, how many values turned non-finite, and
+    the verdict (``verdict``)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
     for row in found["rows"]:
-        groups.setdefault((row["measure"], row["transform"]), []).append(abs(row["relative_change"]))
+        groups.setdefault((row["measure"], row["transform"]), []).append(row)
+    order = list(dict.fromkeys(row["transform"] for row in found["rows"]))
     measures = list(dict.fromkeys(row["measure"] for row in found["rows"]))
     out = []
     for measure in measures:
-        control = _finite(groups.get((measure, CONTROL), []))
+        control = _compared(groups.get((measure, CONTROL), []))
         noise = float(np.median(control)) if control else None
         for transform in order:
-            changes = groups.get((measure, transform))
-            if changes is None:
+            rows = groups.get((measure, transform))
+            if rows is None:
                 continue
-            finite = _finite(changes)
-            median = float(np.median(finite)) if finite else float("nan")
-            largest = float(np.max(finite)) if finite else float("nan")
-            out.append({"measure": measure, "transform": transform, "n": len(changes), "n_finite": len(finite),
+            changes = _compared(rows)
+            broken = sum(1 for r in rows if math.isfinite(r["original"]) and not math.isfinite(r["transformed"]))
+            median = float(np.median(changes)) if changes else float("nan")
+            largest = float(np.max(changes)) if changes else float("nan")
+            out.append({"measure": measure, "transform": transform, "n": len(rows), "n_compared": len(changes),
                         "median_abs_change": median, "max_abs_change": largest, "control_median": noise,
-                        "verdict": verdict(median, largest, noise, transform == CONTROL)})
+                        "n_broken": broken, "verdict": verdict(median, largest, noise, transform == CONTROL, broken)})
     return out
 
 
-def verdict(median: float, largest: float, noise: float | None, is_control: bool = False) -> str:
+def verdict(median: float, largest: float, noise: float | None, is_control: bool = False, broken: int = 0) -> str:
+    """"breaks" where a finite value turned NaN/inf, "undefined" where nothing could be compared,
+    "unchanged" where the largest change is within ``UNCHANGED``, "within noise" where the median is
+    within ``NOISE_FACTOR`` times the control's, else "moves" (the control: "estimator noise")."""
+    if broken:
+        return "breaks"
     if math.isnan(median):
         return "undefined"
     if largest <= UNCHANGED:
@@ -84,8 +92,19 @@ def verdict(median: float, largest: float, noise: float | None, is_control: bool
     return "moves"
 
 
-def _finite(values) -> list[float]:
-    return [float(v) for v in values if math.isfinite(v)]
+INVARIANT = ("unchanged", "within noise")
+
+
+def _compared(rows) -> list[float]:
+    """|relative change| of the rows whose values were both defined (inf: from 0 to another value)."""
+    return [abs(r["relative_change"]) for r in rows if not math.isnan(r["relative_change"])]
+
+
+def record_digest(record) -> str:
+    """What an audit compared against: the benchmark's runs and their result keys. A report whose
+    record no longer matches (the benchmark rerun into the store) leaves the audit out."""
+    runs = [dataclasses.asdict(run) for run in record.runs]
+    return hashlib.sha1(canonical_json(runs).encode()).hexdigest()
 
 
 def transforms_of(summary: list[dict]) -> list[str]:
@@ -104,11 +123,16 @@ def table(found: dict, title: str, display=str) -> Table:
         for transform in columns:
             row = cells.get((measure, transform))
             line.append("–" if row is None else _change(row["median_abs_change"]) + MARKS[row["verdict"]])
-        moved = [t for t in columns if t != CONTROL and cells.get((measure, t), {}).get("verdict") == "moves"]
-        line.append("invariant" if not moved else "moves: " + ", ".join(moved))
+        moved = [t for t in columns if t != CONTROL and cells.get((measure, t), {}).get("verdict") not in INVARIANT
+                 and (measure, t) in cells]
+        line.append("invariant" if not moved else "moves: " + ", ".join(
+            t + ("" if cells[(measure, t)]["verdict"] == "moves" else f" ({cells[(measure, t)]['verdict']})")
+            for t in moved))
         rows.append(line)
-    n = len({(row["subject"], row["minimum"]) for row in found["rows"]})
-    minima = f"{n} audited minim{'um' if n == 1 else 'a'}"
+    n = len({(row["subject"], row["minimum"]) for row in found["rows"] if row["minimum"] is not None})
+    minima = f"{n} audited minim{'um' if n == 1 else 'a'}" + (
+        " (a measure of a whole variant, as the barcode, once per variant)"
+        if any(row["minimum"] is None for row in found["rows"]) else "")
     notes = [f"Median |relative change| of each measure over the {minima} when the network is transformed "
              "without changing its function (every transformation's loss and outputs checked "
              "unchanged to rounding: function_checks.csv). ✗ moves; ≈ within the estimator's own noise (median at "
@@ -129,6 +153,8 @@ def _change(value: float) -> str:
         return "nan"
     if value == 0:
         return "0"
+    if math.isinf(value):
+        return "from 0"
     return f"{value:.2g}" if value < 1000 else f"{value:.1e}"
 
 
@@ -137,7 +163,8 @@ def summary(found: dict) -> str:
     rows = summarize(found)
     columns = [t for t in transforms_of(rows) if t != CONTROL]
     measures = list(dict.fromkeys(row["measure"] for row in rows))
-    moving = {m: [r["transform"] for r in rows if r["measure"] == m and r["verdict"] == "moves"] for m in measures}
+    moving = {m: [r["transform"] for r in rows if r["measure"] == m and r["transform"] != CONTROL
+                  and r["verdict"] not in INVARIANT] for m in measures}
     invariant = [m for m in measures if not moving[m]]
     checks = [c for c in found["checks"] if c["transform"] != CONTROL]
     worst = max((c.get("loss_difference", 0.0) for c in checks), default=0.0)
@@ -181,7 +208,7 @@ def figure(found: dict, title: str = "invariance audit", display=str):
     ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
     ax.set_yticks(range(len(measures)), [display(m) for m in measures], fontsize=6)
     for (i, j), verdict in verdicts.items():
-        mark = {"moves": "✗", "within noise": "≈", "undefined": "?"}.get(verdict, "")
+        mark = {"moves": "✗", "breaks": "✗", "within noise": "≈", "undefined": "?"}.get(verdict, "")
         if mark:
             ax.text(j, i, mark, ha="center", va="center", fontsize=6,
                     color="white" if shown[i, j] < math.sqrt(floor * top) else "black")

@@ -9,6 +9,7 @@ from .graphs import (
     representation_edges,
 )
 from .merge_tree import MergeTree, merge_tree
+from .smad import smad
 
 __all__ = ["REPRESENTATIONS", "MergeTree", "delaunay_edges", "gabriel_edges", "grid_edges", "knn_edges",
-           "lower_star_pairs", "merge_tree", "representation_edges"]
+           "lower_star_pairs", "merge_tree", "representation_edges", "smad"]

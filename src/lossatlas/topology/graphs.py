@@ -3,12 +3,17 @@
 ``triangulated_grid``: the grid as TTK triangulates an image, which is how Xie, Geniesse et al.
 computed their merge trees: every square split along one diagonal, so each inner vertex has 6
 neighbours (4 along the axes, 2 along the diagonal (i + 1, j) - (i, j + 1), TTK's
-ImplicitTriangulation with vtk point id i + nx * j). ``image``: the grid as pixels, 8-connected,
-the connectivity of gudhi's cubical complex on top-dimensional cells. ``delaunay``, ``gabriel``
-and ``knn`` build graphs over arbitrary point sets (grids, scattered samples, more than 2
-dimensions). 0-dimensional persistence only sees the edges, so a graph is all a merge tree needs.
+ImplicitTriangulation with vtk point id i + nx * j); a grid of 3 or more dimensions is split by
+the Freudenthal (Kuhn) triangulation, each cube into d! simplices around its main diagonal, so an
+inner vertex of a 3-D grid has 14 neighbours. ``image``: the grid as pixels (voxels), joined to
+every neighbour that shares a corner (8 in 2-D, 26 in 3-D), the connectivity of gudhi's cubical
+complex on top-dimensional cells. ``delaunay``, ``gabriel`` and ``knn`` build graphs over arbitrary
+point sets (grids, scattered samples, more than 2 dimensions). 0-dimensional persistence only sees
+the edges, so a graph is all a merge tree needs.
 """
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 from scipy.spatial import Delaunay, cKDTree
@@ -17,11 +22,14 @@ REPRESENTATIONS = ("triangulated_grid", "image", "delaunay", "gabriel", "knn")
 
 
 def grid_edges(shape: tuple[int, ...], diagonals: str = "both") -> np.ndarray:
-    """Edges between neighbouring pixels of a 2-D grid (row-major vertex order): the 4 axis
-    neighbours, plus ``diagonals``: "both" (8-connectivity), "one" (TTK's triangulation: the
-    diagonal (i + 1, j) - (i, j + 1) of every square) or "none"."""
+    """Edges between neighbouring points of a grid (row-major vertex order): the neighbours along
+    the axes, plus ``diagonals``: "both" (every neighbour sharing a corner: 8 in 2-D, 26 in 3-D),
+    "one" (a triangulation: TTK's diagonal (i + 1, j) - (i, j + 1) of every square in 2-D, the
+    Freudenthal triangulation in more dimensions) or "none"."""
     if diagonals not in ("both", "one", "none"):
         raise ValueError(f"diagonals must be 'both', 'one' or 'none'; got {diagonals!r}.")
+    if len(shape) != 2:
+        return _nd_grid_edges(tuple(shape), diagonals)
     rows, cols = shape
     index = np.arange(rows * cols).reshape(rows, cols)
     pieces = [np.stack([index[:, :-1].ravel(), index[:, 1:].ravel()], 1),
@@ -30,6 +38,26 @@ def grid_edges(shape: tuple[int, ...], diagonals: str = "both") -> np.ndarray:
         pieces.append(np.stack([index[:-1, 1:].ravel(), index[1:, :-1].ravel()], 1))
     if diagonals == "both":
         pieces.append(np.stack([index[:-1, :-1].ravel(), index[1:, 1:].ravel()], 1))
+    return np.concatenate(pieces)
+
+
+def _nd_grid_edges(shape: tuple[int, ...], diagonals: str) -> np.ndarray:
+    """``grid_edges`` in any number of dimensions, one offset at a time. "one": the Freudenthal
+    (Kuhn) triangulation, whose edges join each point to point + the sum of any nonempty set of
+    unit steps (Freudenthal 1942): 2^d - 1 offsets, 2 (2^d - 1) neighbours an inner point."""
+    index = np.arange(int(np.prod(shape))).reshape(shape)
+    d = len(shape)
+    if diagonals == "one":
+        offsets = [o for o in itertools.product((0, 1), repeat=d) if any(o)]
+    elif diagonals == "both":  # one of each pair +-o: the first nonzero step positive
+        offsets = [o for o in itertools.product((-1, 0, 1), repeat=d) if any(o) and o[np.flatnonzero(o)[0]] > 0]
+    else:
+        offsets = [tuple(int(a == b) for b in range(d)) for a in range(d)]
+    pieces = []
+    for offset in offsets:
+        source = tuple(slice(max(0, -o), n - max(0, o)) for o, n in zip(offset, shape))
+        target = tuple(slice(max(0, o), n - max(0, -o)) for o, n in zip(offset, shape))
+        pieces.append(np.stack([index[source].ravel(), index[target].ravel()], 1))
     return np.concatenate(pieces)
 
 
@@ -78,7 +106,9 @@ def knn_edges(points: np.ndarray, k: int = 8) -> np.ndarray:
     return np.unique(np.sort(edges, axis=1), axis=0)
 
 
-def representation_edges(name: str, points: np.ndarray, shape: tuple[int, int] | None = None, k: int = 8) -> np.ndarray:
+def representation_edges(name: str, points: np.ndarray, shape: tuple[int, ...] | None = None, k: int = 8) -> np.ndarray:
+    """The edges of representation ``name`` over a grid of ``shape`` (``image``, ``triangulated_grid``)
+    or over ``points``, one row a sample (``delaunay``, ``gabriel``, ``knn``; any dimension)."""
     if name in ("image", "triangulated_grid"):
         if shape is None:
             raise ValueError(f"the {name} representation needs a grid shape")

@@ -29,10 +29,11 @@ dataset = "digits"
 n_train = 120
 width = 12
 depth = 2
+[variants]                 # training settings named in this order, which the record's JSON sorts
+lr = [0.1]
+batch_size = [32]
 [minima]
 epochs = 3
-batch_size = 32
-lr = 0.1
 [methods.sharpness]
 steps = 4
 restarts = 1
@@ -52,6 +53,9 @@ n_points = 5
 transforms = ["rescale", "permute", "scale_before_norm"]
 alphas = [10.0]
 """
+
+
+SUBJECT = "mlp2x12_digits_lr0.1_batch_size32"
 
 
 @pytest.fixture(scope="module")
@@ -160,12 +164,12 @@ def test_a_study_whose_original_minima_changed_starts_the_scratch_stores_afresh(
     assert main(["run", str(tmp_path / "tiny.toml"), "--scale", "smoke", "--out", str(tmp_path), "--figures",
                  "none"]) == 0
     with Store(tmp_path / "tiny_smoke.h5", "a") as store:
-        originals = {m.index: m.theta for m in store.minima("mlp2x12_digits")}
+        originals = {m.index: m.theta for m in store.minima(SUBJECT)}
         audit(store, folder / "tiny_smoke" / "audit", settings=AuditSettings(transforms=("rescale",), alphas=(10.0,),
                                                                               methods=("sharpness",), control=False),
               progress=False, figures="none")
     with Store(folder / "tiny_smoke" / "audit" / "scratch" / "tiny_smoke" / "rescale_10.h5", "r") as scratch:
-        for minimum in scratch.minima("mlp2x12_digits"):
+        for minimum in scratch.minima(SUBJECT):
             assert minimum.recipe["audit_source_sha1"] == digest(originals[minimum.index])
             assert np.allclose(minimum.theta[:64 * 12], 10 * originals[minimum.index][:64 * 12])
 

@@ -105,13 +105,20 @@ def audit(store: Store, out: str | Path, name: str | None = None, settings: Audi
     scratch_folder = out / "scratch" / benchmark
     scratch_folder.mkdir(parents=True, exist_ok=True)
     values = {(row["subject"], row["minimum"]): row for row in study.rows}
-    subjects = [s for s in plan.subjects if any(r.variant == {k: s[k] for k in record.variants} for r in record.runs)]
+    # each planned subject with its stored name: the record's JSON sorts the training settings, whose order
+    # makes the name's suffix, so the name is read back from the runs, not rebuilt
+    subjects = []
+    for params in plan.subjects:
+        stored = [r.subject for r in record.runs if r.variant == {k: params[k] for k in record.variants}]
+        if stored:
+            subjects.append((params, stored[0]))
     rows, checks = [], []
     todo = transforms(settings)
     bar = progress_bar(total=len(subjects) * len(todo), desc=f"{benchmark}: invariance audit", enabled=progress,
                        leave=True)
-    for params in subjects:
+    for params, name in subjects:
         subject, _ = harness.build_subject(plan, params)
+        subject.name = name
         every = sorted(r.minimum for r in record.runs if r.subject == subject.name and r.minimum is not None)
         audited = every[:settings.minima]
         reasons = invariance.applicable(subject)

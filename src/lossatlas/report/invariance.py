@@ -3,8 +3,10 @@ figure and summary, all from the audit as the store holds it (``Store.read_audit
 
 A measure is ``unchanged`` under a transformation where its largest relative change over the
 audited minima is at most ``UNCHANGED`` (rounding and solver tolerance), ``within noise`` where its
-median change is at most ``NOISE_FACTOR`` times the control's (the same method rerun with its seeds
-shifted at the untransformed minimum), and ``moves`` otherwise."""
+median change is at most ``NOISE_FACTOR`` times the largest change of the control (the same method
+rerun with its seeds shifted at the untransformed minimum), and ``moves`` otherwise: a
+transformation moves a measure when its typical change exceeds what the estimator's randomness did
+anywhere (a median against the control's median called a Lanczos tolerance on 16 minima a move)."""
 from __future__ import annotations
 
 import csv
@@ -20,13 +22,13 @@ from .comparison import csv_cell
 from .tables import Table
 
 UNCHANGED = 1e-3  # largest relative change read as unchanged: float32 rounding through a solver's iterations
-NOISE_FACTOR = 2.0  # median change up to this multiple of the control's reads as the estimator's own noise
+NOISE_FACTOR = 2.0  # median change up to this multiple of the control's largest reads as the estimator's noise
 CONTROL = "control (seeds shifted)"
 
 MARKS = {"unchanged": "", "within noise": " ≈", "moves": " ✗", "estimator noise": "", "undefined": " ?",
          "breaks": " ✗ (NaN)"}
 ROW_COLUMNS = ("subject", "minimum", "transform", "measure", "original", "transformed", "relative_change")
-SUMMARY_COLUMNS = ("measure", "transform", "n", "n_compared", "median_abs_change", "max_abs_change", "control_median",
+SUMMARY_COLUMNS = ("measure", "transform", "n", "n_compared", "median_abs_change", "max_abs_change", "control_max",
                    "n_broken", "verdict")
 
 
@@ -60,7 +62,7 @@ def summarize(found: dict) -> list[dict]:
     out = []
     for measure in measures:
         control = _compared(groups.get((measure, CONTROL), []))
-        noise = float(np.median(control)) if control else None
+        noise = float(np.max(control)) if control else None
         for transform in order:
             rows = groups.get((measure, transform))
             if rows is None:
@@ -70,7 +72,7 @@ def summarize(found: dict) -> list[dict]:
             median = float(np.median(changes)) if changes else float("nan")
             largest = float(np.max(changes)) if changes else float("nan")
             out.append({"measure": measure, "transform": transform, "n": len(rows), "n_compared": len(changes),
-                        "median_abs_change": median, "max_abs_change": largest, "control_median": noise,
+                        "median_abs_change": median, "max_abs_change": largest, "control_max": noise,
                         "n_broken": broken, "verdict": verdict(median, largest, noise, transform == CONTROL, broken)})
     return out
 
@@ -78,7 +80,7 @@ def summarize(found: dict) -> list[dict]:
 def verdict(median: float, largest: float, noise: float | None, is_control: bool = False, broken: int = 0) -> str:
     """"breaks" where a finite value turned NaN/inf, "undefined" where nothing could be compared,
     "unchanged" where the largest change is within ``UNCHANGED``, "within noise" where the median is
-    within ``NOISE_FACTOR`` times the control's, else "moves" (the control: "estimator noise")."""
+    within ``NOISE_FACTOR`` times the control's largest, else "moves" (the control: "estimator noise")."""
     if broken:
         return "breaks"
     if math.isnan(median):
@@ -122,7 +124,7 @@ def table(found: dict, title: str, display=str) -> Table:
         line = [display(measure)]
         for transform in columns:
             row = cells.get((measure, transform))
-            line.append("–" if row is None else _change(row["median_abs_change"]) + MARKS[row["verdict"]])
+            line.append("–" if row is None else _cell_text(row))
         moved = [t for t in columns if t != CONTROL and cells.get((measure, t), {}).get("verdict") not in INVARIANT
                  and (measure, t) in cells]
         line.append("invariant" if not moved else "moves: " + ", ".join(
@@ -136,8 +138,8 @@ def table(found: dict, title: str, display=str) -> Table:
     notes = [f"Median |relative change| of each measure over the {minima} when the network is transformed "
              "without changing its function (every transformation's loss and outputs checked "
              "unchanged to rounding: function_checks.csv). ✗ moves; ≈ within the estimator's own noise (median at "
-             f"most {NOISE_FACTOR:g} × the control's); unmarked: unchanged (largest change ≤ {UNCHANGED:g}), or the "
-             "control itself.",
+             f"most {NOISE_FACTOR:g} × the control's largest change); unmarked: unchanged (largest change ≤ "
+             f"{UNCHANGED:g}), or the control itself.",
              f"{CONTROL}: every seeded method rerun at the untransformed minimum with its seeds shifted, the change "
              "randomness alone makes (Lanczos starts, Hutchinson probes, ascent starts, random directions); a "
              "permuted network meets the same random numbers in other coordinates, so an invariant measure moves by "
@@ -146,6 +148,16 @@ def table(found: dict, title: str, display=str) -> Table:
     if len(found.get("notes", [])) > 8:
         notes.append(f"… and {len(found['notes']) - 8} more (the store's audit record lists them).")
     return Table(title, ["measure", *columns, "verdict"], rows, notes)
+
+
+def _cell_text(row: dict) -> str:
+    """The median change and its mark; where the median is unchanged but some minima moved, the
+    largest change too (a median of 0 marked ✗ would read as a contradiction)."""
+    text = _change(row["median_abs_change"])
+    if row["transform"] == CONTROL or (row["verdict"] in ("moves", "breaks", "within noise")
+                                       and row["median_abs_change"] <= UNCHANGED):
+        text += f" (max {_change(row['max_abs_change'])})"
+    return text + MARKS[row["verdict"]]
 
 
 def _change(value: float) -> str:
@@ -165,13 +177,21 @@ def summary(found: dict) -> str:
     measures = list(dict.fromkeys(row["measure"] for row in rows))
     moving = {m: [r["transform"] for r in rows if r["measure"] == m and r["transform"] != CONTROL
                   and r["verdict"] not in INVARIANT] for m in measures}
-    invariant = [m for m in measures if not moving[m]]
+    scalings = {r["transform"] for r in found["rows"] if r["kind"] in ("rescale", "scale_before_norm")}
+    exact = [m for m in measures if not moving[m] and all(
+        r["verdict"] == "unchanged" for r in rows if r["measure"] == m and r["transform"] in scalings)]
+    noisy = [m for m in measures if not moving[m] and m not in exact]
     checks = [c for c in found["checks"] if c["transform"] != CONTROL]
     worst = max((c.get("loss_difference", 0.0) for c in checks), default=0.0)
     text = [f"{len(checks)} transformed minima, each with its function unchanged (largest evaluation-loss change "
             f"{worst:.2g}); {len(measures)} measures rerun under {len(columns)} transformations."]
-    text.append(f"Invariant under every transformation ({len(invariant)}): "
-                + (", ".join(f"`{m}`" for m in invariant) or "none") + ".")
+    if scalings:
+        text.append(f"Unchanged to rounding under every rescaling, and under permutations at most by the "
+                    f"estimator's noise ({len(exact)}): " + (", ".join(f"`{m}`" for m in exact) or "none") + ".")
+    text.append(("Not moved beyond the estimator's noise" if scalings else "Invariant") + f" ({len(noisy)}): "
+                + (", ".join(f"`{m}`" for m in noisy) or "none") + (
+                    " (their seeds move them as much: the audit cannot tell)" if noisy and scalings else "")
+                + ".")
     moved = [m for m in measures if moving[m]]
     if moved:
         text.append("Move (" + str(len(moved)) + "): " + "; ".join(f"`{m}` under {', '.join(moving[m])}"

@@ -151,10 +151,12 @@ def analyse(study: Study, quantile: float = QUANTILE, min_ess: float = MIN_ESS, 
 
 def rank(found: list[Robustness]) -> list[Robustness]:
     """Most robust first: the worst case, then the quantile, then the mean (Dziugaite et al.'s
-    robust sign-error is the worst case; the others break its ties); unjudged measures last."""
-    return sorted(found, key=lambda r: (not r.environments, r.worst if r.environments else 0.0,
-                                        r.quantile if r.environments else 0.0, r.mean if r.environments else 0.0,
-                                        r.measure))
+    robust sign-error is the worst case; the others break its ties). A measure no better than a
+    coin on average (mean sign-error >= 1/2: one that ties in every pair scores 1/2 everywhere) goes
+    after those that are, however mild its worst case; unjudged measures last."""
+    return sorted(found, key=lambda r: (not r.environments, bool(r.environments) and r.mean >= 0.5,
+                                        r.worst if r.environments else 0.0, r.quantile if r.environments else 0.0,
+                                        r.mean if r.environments else 0.0, r.measure))
 
 
 def environments(study: Study) -> list[tuple[str, str, str, tuple, tuple]]:
@@ -414,7 +416,8 @@ def table(study: Study, found: list[Robustness]) -> Table:
         f"and at least {min_ess:g} effective pairs (Σw)²/Σw² (Dziugaite et al. asked {PAPER_MIN_ESS:g} of their many "
         "runs); 'left out': those that had not.",
         f"Ranked by the worst case, then the {level} percentile, then the mean: the worst case is Dziugaite et al.'s "
-        "robust sign-error (their Fig. 1 shows the three).",
+        "robust sign-error (their Fig. 1 shows the three). A measure whose mean is ½ or more (no better than a coin "
+        "on average; one that ties in every pair scores ½ everywhere) ranks after those below ½.",
         "What the numbers can show. An environment's sign-error averages its pairs, which share minima (each minimum "
         "is in a pair with every minimum of the other variant), so it rests on fewer independent pieces than pairs; "
         "environments share variants (one per neighbour), so one odd variant moves several. The worst of many noisy "

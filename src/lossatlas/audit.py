@@ -121,6 +121,8 @@ def audit(store: Store, out: str | Path, name: str | None = None, settings: Audi
         subject.name = name
         every = sorted(r.minimum for r in record.runs if r.subject == subject.name and r.minimum is not None)
         audited = every[:settings.minima]
+        if settings.minima > len(every):
+            notes.append(f"{name}: {settings.minima} minima asked, {len(every)} stored; all of them audited")
         reasons = invariance.applicable(subject)
         if all(reasons.get(t.kind) is not None for t in todo if t.kind != "control"):
             notes.append(f"{subject.name}: no transformation applies ({'; '.join(sorted(set(reasons.values())))})")
@@ -258,13 +260,15 @@ def _transform_minimum(scratch: Store, store: Store, subject, minimum, transform
 
 
 def reseeded(analyzer):
-    """The analyzer with every seed shifted by SEED_SHIFT, or None if it takes no seed."""
+    """The analyzer with every seed (a parameter ``seed``, ``<what>_seed`` or a list ``seeds``)
+    shifted by SEED_SHIFT, or None if it takes no seed."""
     params = analyzer.get_params()
     changed = {}
-    if isinstance(params.get("seed"), int) and not isinstance(params.get("seed"), bool):
-        changed["seed"] = params["seed"] + SEED_SHIFT
-    if isinstance(params.get("seeds"), (list, tuple)) and all(isinstance(s, int) for s in params["seeds"]):
-        changed["seeds"] = [s + SEED_SHIFT for s in params["seeds"]]
+    for name, value in params.items():
+        if (name == "seed" or name.endswith("_seed")) and isinstance(value, int) and not isinstance(value, bool):
+            changed[name] = value + SEED_SHIFT
+        elif name == "seeds" and isinstance(value, (list, tuple)) and all(isinstance(s, int) for s in value):
+            changed[name] = [s + SEED_SHIFT for s in value]
     return type(analyzer).from_params({**params, **changed}) if changed else None
 
 

@@ -89,8 +89,8 @@ def verdict(median: float, largest: float, noise: float | None, is_control: bool
         return "unchanged"
     if is_control:
         return "estimator noise"
-    if noise is not None and median <= NOISE_FACTOR * noise:
-        return "within noise"
+    if noise is not None and noise > UNCHANGED and median <= NOISE_FACTOR * noise:  # a control that moved nothing
+        return "within noise"                                                         # is no noise floor
     return "moves"
 
 

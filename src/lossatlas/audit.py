@@ -134,7 +134,7 @@ def audit(store: Store, out: str | Path, name: str | None = None, settings: Audi
                 notes.append(f"{transform.label} on {subject.name}: not applicable ({reason})")
                 bar.update(1)
                 continue
-            runs = [(label, analyzer) for label, analyzer in _analyzers(plan, transform)]
+            runs = reruns(plan, transform)
             if runs:
                 with _scratch(scratch_folder / f"{transform.stem}.h5", store, subject, every, transform,
                               settings.seed, checks) as scratch:
@@ -158,11 +158,11 @@ def audit(store: Store, out: str | Path, name: str | None = None, settings: Audi
     return found
 
 
-def _analyzers(plan, transform: Transform) -> list:
-    """(label, analyzer) the transformation reruns: every method (seeded ones only for the control),
-    in the plan's order."""
+def reruns(plan, transform: Transform, labels=None) -> list:
+    """(label, analyzer) the transformation reruns: every method of ``labels`` (default the plan's;
+    seeded ones only for the control), in that order. ``planning`` counts the same runs."""
     out = []
-    for label in plan.methods:
+    for label in (labels or plan.methods):
         analyzer = plan.analyzer(label)
         if transform.kind == "control":
             analyzer = reseeded(analyzer)

@@ -151,7 +151,7 @@ def _audit_jobs(plan, index: int, subject) -> list:
     if plan.audit is None or not plan.audit.enabled:
         return []
     from . import harness, invariance
-    from .audit import reseeded, transforms
+    from .audit import reruns, transforms
 
     reasons = invariance.applicable(subject)
     labels = list(plan.audit.methods or plan.methods)
@@ -159,9 +159,7 @@ def _audit_jobs(plan, index: int, subject) -> list:
     for transform in transforms(plan.audit):
         if transform.kind != "control" and reasons.get(transform.kind) is not None:
             continue
-        for label in labels:
-            if transform.kind == "control" and reseeded(plan.analyzer(label)) is None:
-                continue
+        for label, _ in reruns(plan, transform, labels):
             at = range(min(plan.audit.minima, len(plan.seeds))) if plan.scope(label) == "minimum" else [None]
             out += [harness.Job(index, label, minimum) for minimum in at]
     return out
